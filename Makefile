@@ -1,0 +1,41 @@
+# galileo: `make run` starts the demo, `make test` runs the checks. Both install first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint typecheck pytest test-fault bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "galileo needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/galileo demo
+
+lint: install
+	$(BIN)/ruff check galileo workers broker tests
+	$(BIN)/ruff format --check galileo workers broker tests
+
+typecheck: install
+	$(BIN)/mypy galileo workers broker
+
+pytest: install
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+test-fault: install
+	$(BIN)/pytest -q -m fault
+
+bench: install
+	$(BIN)/galileo bench --json bench-report.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache bench-report.json
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,101 @@
+"""The config file, as msgspec Structs. Field names are the YAML keys.
+
+Secrets are never written in the file: a key ending in ``_env`` names an environment
+variable that holds the secret (``api_key_env: JUPITER_API_KEY``), and a key ending in
+``_path`` names a file (``keypair_path: ~/.config/solana/id.json``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+import msgspec
+
+from galileo.config._validate import Check
+
+__all__ = [
+    "BotConfig",
+    "FarmConfig",
+    "GalileoConfig",
+    "NetworkConfig",
+    "PrometheusConfig",
+]
+
+
+def _is_ip(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "is not an IP address"
+    return None
+
+
+def _unique(values: list[Any]) -> str | None:
+    seen: set[Any] = set()
+    for v in values:
+        key = str(ipaddress.ip_address(v)) if isinstance(v, str) and _is_ip(v) is None else v
+        if key in seen:
+            return f"lists {v!r} twice"
+        seen.add(key)
+    return None
+
+
+def _host_port(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "is not HOST:PORT (for example 127.0.0.1:9898)"
+    return None
+
+
+def _zmq_endpoint(value: str) -> str | None:
+    if value.startswith("tcp://") and _host_port(value[6:]) is None:
+        return None
+    return "is not a tcp://HOST:PORT endpoint"
+
+
+IpText = Annotated[str, Check(_is_ip)]
+HostPort = Annotated[str, Check(_host_port)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=False):
+    pass
+
+
+class NetworkConfig(_Section):
+    """``bot.network``: which local addresses the farm sends from. Nothing else is configurable."""
+
+    enable_multiple_ip: bool = False
+    manual_ips: Annotated[list[IpText], Check(_unique)] = msgspec.field(default_factory=list)
+
+
+class PrometheusConfig(_Section):
+    """``bot.prometheus``: the coordinator's metrics endpoint."""
+
+    enable: bool = True
+    listen: HostPort = "127.0.0.1:9898"
+
+
+class BotConfig(_Section):
+    network: NetworkConfig = msgspec.field(default_factory=NetworkConfig)
+    prometheus: PrometheusConfig = msgspec.field(default_factory=PrometheusConfig)
+
+
+class FarmConfig(_Section):
+    """``farm``: how workers reach the coordinator.
+
+    Local workers always use an ipc socket in ``runtime_dir``. ``listen`` opens a tcp
+    endpoint for workers on other hosts; it requires CURVE keys (``galileo keys gen``).
+    """
+
+    runtime_dir: str = ""
+    listen: Annotated[str, Check(_zmq_endpoint)] | None = None
+    server_secret_key_path: str | None = None
+    authorized_keys_dir: str | None = None
+
+
+class GalileoConfig(_Section):
+    """The whole ``galileo.yaml``."""
+
+    bot: BotConfig = msgspec.field(default_factory=BotConfig)
+    farm: FarmConfig = msgspec.field(default_factory=FarmConfig)

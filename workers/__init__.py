@@ -1,0 +1,1 @@
+"""galileo workers: one uvloop process per local IP, sending from that address."""
