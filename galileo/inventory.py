@@ -27,8 +27,8 @@ from galileo.config.schema import NetworkConfig
 
 __all__ = [
     "AddressRecord",
-    "Inventory",
     "InterfaceAddress",
+    "Inventory",
     "classify_interfaces",
     "default_route_sources",
     "probe_bind",
@@ -223,7 +223,9 @@ def _interface_for(addr: IpAddress, entries: Sequence[InterfaceAddress]) -> str 
     return best[1] if best else None
 
 
-def _default_slot(sources: dict[Family, str], entries: Sequence[InterfaceAddress], note: str) -> AddressRecord:
+def _default_slot(
+    sources: dict[Family, str], entries: Sequence[InterfaceAddress], note: str
+) -> AddressRecord:
     ip = sources.get("ipv4") or sources.get("ipv6") or "0.0.0.0"
     addr = ipaddress.ip_address(ip)
     return AddressRecord(
@@ -257,10 +259,7 @@ def scan(
     else:
         candidates = classify_interfaces(entries, sources.values())
 
-    probed = [
-        r if not r.usable else _with_probe(r, prober(r.ip))
-        for r in candidates
-    ]
+    probed = [r if not r.usable else _with_probe(r, prober(r.ip)) for r in candidates]
     probed.sort(key=_sort_key)
 
     if not network.enable_multiple_ip:

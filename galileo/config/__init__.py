@@ -47,12 +47,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
 
@@ -63,7 +61,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def parse_config(text: str, source: str = "<config>") -> GalileoConfig:
     """Parse YAML text into a :class:`GalileoConfig`, or raise :class:`ConfigError` with every issue."""
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -88,7 +86,9 @@ def load_config(path: str | os.PathLike[str] | None) -> GalileoConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(p), [ConfigIssue("", "file not found (create one with `galileo config init`)")]) from None
+        raise ConfigError(
+            str(p), [ConfigIssue("", "file not found (create one with `galileo config init`)")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [ConfigIssue("", f"cannot read: {exc}")]) from None
     return parse_config(text, str(p))
