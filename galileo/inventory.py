@@ -42,8 +42,7 @@ Family = Literal["ipv4", "ipv6"]
 Source = Literal["auto", "manual", "default"]
 
 _DOCUMENTATION = [
-    ipaddress.ip_network(n)
-    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20")
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20")
 ]
 # Public addresses never contacted: a UDP connect() only asks the kernel for its route.
 _ROUTE_PROBES: dict[Family, str] = {"ipv4": "198.18.0.1", "ipv6": "2001:4860:4860::8888"}
@@ -223,9 +222,7 @@ def _interface_for(addr: IpAddress, entries: Sequence[InterfaceAddress]) -> str 
     return best[1] if best else None
 
 
-def _default_slot(
-    sources: dict[Family, str], entries: Sequence[InterfaceAddress], note: str
-) -> AddressRecord:
+def _default_slot(sources: dict[Family, str], entries: Sequence[InterfaceAddress], note: str) -> AddressRecord:
     ip = sources.get("ipv4") or sources.get("ipv6") or "0.0.0.0"
     addr = ipaddress.ip_address(ip)
     return AddressRecord(
@@ -253,9 +250,7 @@ def scan(
         candidates = []
         for text in network.manual_ips:
             addr = ipaddress.ip_address(text)
-            candidates.append(
-                AddressRecord(str(addr), _interface_for(addr, entries), family_of(addr), "manual", True)
-            )
+            candidates.append(AddressRecord(str(addr), _interface_for(addr, entries), family_of(addr), "manual", True))
     else:
         candidates = classify_interfaces(entries, sources.values())
 

@@ -60,9 +60,7 @@ def fake_scan(network: NetworkConfig, refuse: set[str] = frozenset()):  # type: 
     return scan(
         network,
         interfaces=lambda: TABLE,
-        prober=lambda ip: (
-            "cannot bind: Cannot assign requested address (EADDRNOTAVAIL)" if ip in refuse else None
-        ),
+        prober=lambda ip: "cannot bind: Cannot assign requested address (EADDRNOTAVAIL)" if ip in refuse else None,
         route_sources=lambda: {"ipv4": "45.1.2.3"},
     )
 

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from galileo import __version__
-from galileo.cli import _config, _ips
+from galileo.cli import _config, _farm, _ips, _keys, _probe
 from galileo.cli._common import state
 from galileo.logs import setup_logging
 
@@ -30,7 +30,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(_config.app, name="config")
+app.add_typer(_farm.app, name="farm")
+app.add_typer(_keys.app, name="keys")
 app.command("ips")(_ips.ips)
+app.command("probe")(_probe.probe_cmd)
 
 
 def _version(value: bool) -> None:

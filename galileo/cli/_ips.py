@@ -28,9 +28,7 @@ def ips(
     cfg, _ = load_or_exit(config)
     inventory = scan(cfg.bot.network)
     if as_json:
-        typer.echo(
-            orjson.dumps([r.to_json() for r in inventory.records], option=orjson.OPT_INDENT_2).decode()
-        )
+        typer.echo(orjson.dumps([r.to_json() for r in inventory.records], option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(title="galileo ips", title_justify="left")
     for col in ("ip", "interface", "family", "source", "usable", "reason"):

@@ -86,9 +86,7 @@ def load_config(path: str | os.PathLike[str] | None) -> GalileoConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            str(p), [ConfigIssue("", "file not found (create one with `galileo config init`)")]
-        ) from None
+        raise ConfigError(str(p), [ConfigIssue("", "file not found (create one with `galileo config init`)")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [ConfigIssue("", f"cannot read: {exc}")]) from None
     return parse_config(text, str(p))

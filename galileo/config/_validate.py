@@ -169,9 +169,7 @@ def _walk(raw: Any, tp: Any, path: tuple[str | int, ...], issues: list[ConfigIss
         issues.append(ConfigIssue(format_path(path), f"{render_value(raw)} is not {_type_name(tp)}"))
 
 
-def _walk_struct(
-    raw: Any, tp: type[msgspec.Struct], path: tuple[str | int, ...], issues: list[ConfigIssue]
-) -> None:
+def _walk_struct(raw: Any, tp: type[msgspec.Struct], path: tuple[str | int, ...], issues: list[ConfigIssue]) -> None:
     if raw is None:
         raw = {}  # an empty section (`network:` with nothing under it) means "all defaults"
     if not isinstance(raw, Mapping):

@@ -1,0 +1,196 @@
+"""The coordinator <-> worker protocol: typed messages, msgpack, two frames.
+
+Every message is ``[b"GLW1", body]``: a versioned header frame (so a peer from another
+version, or random bytes, is recognised and counted, never guessed at) and one msgpack body
+holding a tagged union. Encoders and decoders are built once per process and reused.
+
+Worker -> coordinator: :class:`Ready`, :class:`Heartbeat`, :class:`Result`, :class:`Bye`,
+:class:`Event`. Coordinator -> worker: :class:`Dispatch`, :class:`Heartbeat`,
+:class:`Drain`, :class:`Disconnect`. Any message counts as a heartbeat; explicit heartbeats
+are sent only by a side that has sent nothing else for one interval.
+
+Jobs carry a time *budget* (``timeout``), never a deadline: clocks differ across hosts, and
+the coordinator keeps the deadline itself.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from broker.jobs import JobPayload
+from broker.results import ResultValue
+
+__all__ = [
+    "HEADER",
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_LIVENESS",
+    "RESULTS",
+    "Bye",
+    "Disconnect",
+    "Dispatch",
+    "Drain",
+    "Event",
+    "Heartbeat",
+    "Message",
+    "Outcome",
+    "ProtocolError",
+    "Ready",
+    "Result",
+    "ResultName",
+    "UpstreamStats",
+    "decode",
+    "encode",
+]
+
+HEADER: Final = b"GLW1"
+HEARTBEAT_INTERVAL: Final = 1.0  # seconds, from each side's event loop
+HEARTBEAT_LIVENESS: Final = 3  # intervals without a message before a peer is dead
+
+ResultName = Literal[
+    "ok",
+    "rate_limited",
+    "timeout",
+    "http_error",
+    "network_error",
+    "bind_error",
+    "decode_error",
+    "expired",
+    "worker_lost",
+    "rejected",
+    "cancelled",
+]
+RESULTS: Final[tuple[ResultName, ...]] = (
+    "ok",
+    "rate_limited",
+    "timeout",
+    "http_error",
+    "network_error",
+    "bind_error",
+    "decode_error",
+    "expired",
+    "worker_lost",
+    "rejected",
+    "cancelled",
+)
+
+
+class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """How one attempt of a job ended. Terminal results are listed in :data:`RESULTS`."""
+
+    result: ResultName
+    status: int = 0  # HTTP status when there was a response
+    latency: float = 0.0  # seconds the upstream took, as measured by the worker
+    retry_after: float | None = None  # seconds, from Retry-After or the upstream's body
+    error: str = ""  # one line a person can act on; never a secret
+    value: ResultValue | None = None  # the decoded answer when result == "ok"
+
+
+class UpstreamStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A worker's rolling view of one upstream over the last 60 s."""
+
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    rate: float = 0.0  # jobs/s over the window
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+
+# --- worker -> coordinator -------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, tag="ready", kw_only=True):
+    """A worker is up (or back): who it is and how many jobs it takes at once (its credit)."""
+
+    worker_id: str
+    ip: str
+    family: Literal["ipv4", "ipv6"]
+    bind: bool  # False: the default-route slot, the kernel picks the source
+    host: str
+    pid: int
+    capacity: int
+    version: str = ""
+
+
+class Heartbeat(msgspec.Struct, tag="hb", kw_only=True, omit_defaults=True):
+    """Liveness, both ways. From a worker it also carries load and rolling stats."""
+
+    inflight: int = 0
+    draining: bool = False  # the worker takes no new jobs (SIGTERM or Drain); results still come
+    loop_lag_ms: float = 0.0
+    rss: int = 0
+    stats: dict[str, UpstreamStats] | None = None
+
+
+class Result(msgspec.Struct, tag="result", kw_only=True):
+    """The outcome of one dispatched job attempt."""
+
+    job_id: int
+    attempt: int
+    outcome: Outcome
+
+
+class Bye(msgspec.Struct, tag="bye", kw_only=True):
+    """The worker is leaving after draining; expect no more results from it."""
+
+    reason: str = ""
+
+
+class Event(msgspec.Struct, tag="event", kw_only=True):
+    """Something a long-lived job (a Titan stream) reports while it runs."""
+
+    job_id: int
+    name: str
+    value: ResultValue | None = None
+    error: str = ""
+
+
+# --- coordinator -> worker -------------------------------------------------------------
+
+
+class Dispatch(msgspec.Struct, tag="job", kw_only=True):
+    """Run this job. ``timeout`` is the whole budget left for it, in seconds."""
+
+    job_id: int
+    attempt: int
+    kind: str
+    upstream: str
+    timeout: float
+    payload: JobPayload
+
+
+class Drain(msgspec.Struct, tag="drain", kw_only=True):
+    """Finish what is in flight, send :class:`Bye`, exit. Sent to a worker being retired."""
+
+    reason: str = ""
+
+
+class Disconnect(msgspec.Struct, tag="disconnect", kw_only=True):
+    """The coordinator does not know this worker (it restarted): register again with Ready."""
+
+
+Message = Ready | Heartbeat | Result | Bye | Event | Dispatch | Drain | Disconnect
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a message of this protocol version."""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(msg: Message) -> list[bytes]:
+    """The frames of one message (without any routing id)."""
+    return [HEADER, _encoder.encode(msg)]
+
+
+def decode(frames: list[bytes]) -> Message:
+    """Decode the frames of one message (without routing id). Raises :class:`ProtocolError`."""
+    if len(frames) != 2 or frames[0] != HEADER:
+        raise ProtocolError(f"bad framing ({len(frames)} frames, header {frames[0][:8]!r})" if frames else "empty")
+    try:
+        msg: Message = _decoder.decode(frames[1])
+        return msg
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(str(exc)) from None

@@ -1,0 +1,228 @@
+"""``galileo farm start | stats | scale | join``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from galileo.cli._common import ConfigOption, fail, load_or_exit, runtime_dir, state
+from galileo.farm.control import ControlError, control_request
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Run and inspect the farm: one worker per local IP, fed by this coordinator.", no_args_is_help=True
+)
+
+
+@app.command("start")
+def start(
+    config: Path | None = ConfigOption,
+    duration: float | None = typer.Option(
+        None, "--duration", min=0.1, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
+    ),
+) -> None:
+    """Start the coordinator and one worker per usable IP; run until stopped.
+
+    SIGTERM or Ctrl-C drains in-flight jobs and stops every worker; SIGHUP re-reads the config
+    and rescans the interfaces (a new address gets a worker, a vanished one's worker retires).
+    Inspect a running farm with `galileo farm stats`.
+    """
+    cfg, path = load_or_exit(config)
+    from galileo.config import load_config
+    from galileo.farm.coordinator import Farm, FarmError
+    from galileo.farm.lock import LockHeld
+
+    async def main() -> None:
+        farm = Farm(
+            cfg,
+            runtime_dir=runtime_dir(cfg.farm.runtime_dir),
+            log_level=state.log_level,
+            log_format=state.log_format,
+            config_loader=(lambda: load_config(path)) if path else None,
+        )
+        await farm.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(farm.rescan()))
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+        finally:
+            await farm.stop()
+
+    import uvloop
+
+    try:
+        uvloop.run(main())
+    except (LockHeld, FarmError) as exc:
+        raise fail(str(exc), 1) from None
+
+
+def _control_path(config: Path | None) -> Path:
+    cfg, _ = load_or_exit(config)
+    return runtime_dir(cfg.farm.runtime_dir) / "control.sock"
+
+
+def _stats_table(snapshot: dict[str, Any]) -> Table:
+    farm = snapshot["farm"]
+    table = Table(
+        title=(
+            f"galileo farm: {farm['ready']}/{farm['workers']} ready, {farm['queued']} queued, "
+            f"up {farm['uptime_s']:.0f}s"
+        ),
+        title_justify="left",
+    )
+    for col in (
+        "worker",
+        "ip",
+        "host",
+        "pid",
+        "state",
+        "inflight",
+        "jobs/s",
+        "ok",
+        "429",
+        "timeout",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "cooldowns",
+        "uptime",
+        "restarts",
+    ):
+        table.add_column(col, justify="right" if col not in ("worker", "ip", "host", "state", "cooldowns") else "left")
+    for w in snapshot["workers"]:
+        cools = ", ".join(f"{c['upstream']} {c['reason']} {c['left_s']:.1f}s" for c in w["cooldowns"])
+        table.add_row(
+            w["id"],
+            w["ip"],
+            w["host"],
+            str(w["pid"] or "-"),
+            w["state"],
+            f"{w['inflight']}/{w['capacity']}",
+            f"{w['jobs_per_s']:.1f}",
+            str(w["ok"]),
+            str(w["rate_limited"]),
+            str(w["timeouts"]),
+            str(w["errors"]),
+            f"{w['p50_ms']:.1f}",
+            f"{w['p99_ms']:.1f}",
+            cools or "-",
+            f"{w['uptime_s']:.0f}s",
+            str(w["restarts"]),
+        )
+    return table
+
+
+@app.command("stats")
+def stats(
+    config: Path | None = ConfigOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the full snapshot as JSON."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
+) -> None:
+    """Per-worker stats of the running farm: state, load, results, latency, cooldowns, restarts."""
+    path = _control_path(config)
+    try:
+        snap = control_request(path, {"cmd": "stats"})
+        if as_json and not watch:
+            typer.echo(orjson.dumps(snap, option=orjson.OPT_INDENT_2).decode())
+            return
+        if not watch:
+            Console().print(_stats_table(snap))
+            return
+        with Live(_stats_table(snap), refresh_per_second=2) as live:
+            while True:
+                time.sleep(1.0)
+                snap = control_request(path, {"cmd": "stats"})
+                if as_json:
+                    live.console.print_json(orjson.dumps(snap).decode())
+                else:
+                    live.update(_stats_table(snap))
+    except ControlError as exc:
+        raise fail(str(exc), 1) from None
+    except KeyboardInterrupt:
+        return
+
+
+@app.command("scale")
+def scale(
+    add: list[str] = typer.Option([], "--add", help="Start a worker on this local address (repeatable)."),
+    remove: list[str] = typer.Option([], "--remove", help="Drain and stop this address's worker (repeatable)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Add or remove workers of the running farm without restarting it."""
+    import ipaddress
+
+    if not add and not remove:
+        raise fail("nothing to do: give --add IP and/or --remove IP", 2)
+    for ip in (*add, *remove):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise fail(f"{ip!r} is not an IP address", 2) from None
+    try:
+        reply = control_request(_control_path(config), {"cmd": "scale", "add": add, "remove": remove})
+    except ControlError as exc:
+        raise fail(str(exc), 1) from None
+    for line in reply["messages"]:
+        typer.echo(line)
+
+
+@app.command("join")
+def join(
+    connect: str = typer.Option(..., "--connect", help="The coordinator's tcp://HOST:PORT (its farm.listen)."),
+    key: Path = typer.Option(..., "--key", help="This host's secret key file (from `galileo keys gen`)."),
+    server_key: Path = typer.Option(..., "--server-key", help="The coordinator's public key file."),
+    config: Path | None = ConfigOption,
+    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds."),
+) -> None:
+    """Run one worker per usable IP of this host for a coordinator on another host.
+
+    Uses this host's bot.network settings to find its addresses. The connection is CURVE
+    encrypted and authenticated: the coordinator must list this host's public key in its
+    farm.authorized_keys_dir. Workers reconnect with backoff when the coordinator restarts.
+    """
+    import zmq.auth
+
+    from broker.link import CurveSettings
+    from galileo.farm.join import run_join
+    from galileo.inventory import scan
+
+    if not connect.startswith("tcp://"):
+        raise fail(f"--connect {connect!r}: expected tcp://HOST:PORT", 2)
+    for p in (key, server_key):
+        if not p.is_file():
+            raise fail(f"{p}: no such key file (create keys with `galileo keys gen`)", 2)
+    try:
+        server_public, _ = zmq.auth.load_certificate(str(server_key))
+    except (OSError, ValueError) as exc:
+        raise fail(f"--server-key {server_key}: {exc}", 2) from None
+    cfg, _ = load_or_exit(config)
+    inventory = scan(cfg.bot.network)
+
+    import uvloop
+
+    code = uvloop.run(
+        run_join(
+            inventory,
+            connect,
+            CurveSettings(secret_key_path=str(key), server_public_key=server_public),
+            log_level=state.log_level,
+            log_format=state.log_format,
+            duration=duration,
+        )
+    )
+    raise typer.Exit(code)

@@ -1,0 +1,1 @@
+"""The farm: coordinator, supervisor, fork server, control socket."""

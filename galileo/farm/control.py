@@ -1,0 +1,123 @@
+"""The control socket: ``galileo farm stats`` and ``galileo farm scale`` talk to a running farm.
+
+A ROUTER on an ipc path in the runtime directory, mode 0600 (the file mode is the access
+control). Requests and replies are ``[b"GLC1", msgpack map]``; a malformed request is
+answered with an error and counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import zmq
+
+from broker.sockets import FramePump, SendFailed, make_router
+
+if TYPE_CHECKING:
+    from galileo.farm.coordinator import Farm
+
+__all__ = ["ControlError", "ControlServer", "control_request"]
+
+log = logging.getLogger("galileo.control")
+HEADER = b"GLC1"
+
+
+class ControlError(RuntimeError):
+    """No coordinator answered, or it refused the request."""
+
+
+class ControlServer:
+    def __init__(self, farm: Farm, ctx: zmq.Context[zmq.Socket[bytes]], path: Path) -> None:
+        self.farm = farm
+        self.path = path
+        self.sock = make_router(ctx)
+        self.sock.bind(f"ipc://{path}")
+        os.chmod(path, 0o600)
+        self.bad_requests = 0
+        self._pump: FramePump | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._pump = FramePump(self.sock, self._on_frames)
+
+    def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._pump:
+            self._pump.close()
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 3 or frames[1] != HEADER:
+            self.bad_requests += 1
+            return
+        route = frames[0]
+        try:
+            request = msgspec.msgpack.decode(frames[2])
+            if not isinstance(request, dict):
+                raise TypeError("not a map")
+        except (msgspec.DecodeError, TypeError):
+            self.bad_requests += 1
+            self._reply(route, {"error": "malformed request"})
+            return
+        task = asyncio.get_running_loop().create_task(self._handle(route, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, route: bytes, request: dict[str, Any]) -> None:
+        cmd = request.get("cmd")
+        try:
+            if cmd == "stats":
+                reply: dict[str, Any] = self.farm.snapshot()
+            elif cmd == "scale":
+                messages = []
+                for ip in request.get("add", []):
+                    messages.append(await self.farm.scale_add(str(ip)))
+                for ip in request.get("remove", []):
+                    messages.append(await self.farm.scale_remove(str(ip)))
+                reply = {"messages": messages}
+            elif cmd == "rescan":
+                reply = {"changes": await self.farm.rescan()}
+            else:
+                self.bad_requests += 1
+                reply = {"error": f"unknown command {cmd!r}"}
+        except Exception as exc:  # a bug in one command must not end the control socket
+            log.exception("control command %r failed", cmd)
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        self._reply(route, reply)
+
+    def _reply(self, route: bytes, reply: dict[str, Any]) -> None:
+        if self._pump is None:
+            return
+        try:
+            self._pump.send([route, HEADER, msgspec.msgpack.encode(reply)])
+        except SendFailed:
+            pass
+
+
+def control_request(path: Path, request: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
+    """Send one request to the coordinator at ``path`` and return its reply (blocking)."""
+    if not path.exists():
+        raise ControlError(f"no coordinator is running (no control socket at {path})")
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"ipc://{path}")
+        sock.send_multipart([HEADER, msgspec.msgpack.encode(request)])
+        if not sock.poll(int(timeout * 1000)):
+            raise ControlError(f"the coordinator at {path} did not answer within {timeout:.0f}s")
+        frames = sock.recv_multipart()
+    finally:
+        sock.close()
+        ctx.term()
+    reply = msgspec.msgpack.decode(frames[-1])
+    if not isinstance(reply, dict):
+        raise ControlError("malformed reply")
+    if "error" in reply:
+        raise ControlError(str(reply["error"]))
+    return reply

@@ -1,0 +1,242 @@
+"""The coordinator: the IP inventory, the hub, the supervisor, the control socket, in one process.
+
+It owns everything stateful about the farm: which IPs exist, which worker serves each, the
+policy's cooldowns and pacing, and the ledger of outcomes. Strategies submit jobs through
+:meth:`Farm.submit`; operators talk to it through the control socket (``galileo farm stats``,
+``galileo farm scale``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from broker.hub import Hub
+from broker.types import JobOutcome, JobSpec
+from galileo.config import GalileoConfig
+from galileo.farm.counters import IpCounters
+from galileo.farm.lock import FarmLock
+from galileo.farm.supervisor import Supervisor
+from galileo.inventory import Inventory, probe_bind, scan
+from galileo.policy.allocator import FarmPolicy
+
+__all__ = ["Farm", "FarmError"]
+
+log = logging.getLogger("galileo.farm")
+
+
+class FarmError(RuntimeError):
+    """The farm cannot start (lock held, sockets, CURVE keys)."""
+
+
+class Farm:
+    """A running coordinator. ``async with Farm(cfg, runtime_dir=...) as farm: await farm.submit(...)``."""
+
+    def __init__(
+        self,
+        cfg: GalileoConfig,
+        *,
+        runtime_dir: Path,
+        inventory: Inventory | None = None,
+        policy: FarmPolicy | None = None,
+        capacity: int = 256,
+        log_level: str = "info",
+        log_format: str = "kv",
+        rescan_every: float = 30.0,
+        config_loader: Callable[[], GalileoConfig] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.runtime_dir = runtime_dir
+        self.inventory = inventory
+        self.policy = policy or FarmPolicy(known_rates=known_rates(cfg), rng=random.Random())
+        self.capacity = capacity
+        self.log_level = log_level
+        self.log_format = log_format
+        self.rescan_every = rescan_every
+        self.config_loader = config_loader
+        self.lock = FarmLock(runtime_dir)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.hub = Hub(self.policy, ctx=self.ctx)
+        self.counters = IpCounters()
+        self.hub.attempt_hooks.append(self.counters.on_attempt)
+        self.worker_endpoint = f"ipc://{runtime_dir / 'workers.sock'}"
+        self.supervisor = Supervisor(
+            self.hub, self.worker_endpoint, capacity=capacity, log_level=log_level, log_format=log_format
+        )
+        self.policy.suspend_hooks.append(self._on_suspend)
+        self.started_at = time.monotonic()
+        self._auth: Any = None
+        self._control: Any = None
+        self._rescan_task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._manual_manage = inventory is not None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Farm:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock.acquire()
+        try:
+            if self.inventory is None:
+                self.inventory = scan(self.cfg.bot.network)
+            self.hub.bind(self.worker_endpoint)
+            os.chmod(self.runtime_dir / "workers.sock", 0o600)
+            if self.cfg.farm.listen:
+                self._listen_remote()
+            await self.hub.start()
+            from galileo.farm.control import ControlServer
+
+            self._control = ControlServer(self, self.ctx, self.runtime_dir / "control.sock")
+            self._control.start()
+            await self.supervisor.start([(r.ip, r.bind) for r in self.inventory.usable])
+            self._rescan_task = asyncio.create_task(self._rescan_forever(), name="farm-rescan")
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "farm started",
+            extra={"workers": len(self.inventory.usable), "endpoint": self.worker_endpoint},
+        )
+
+    def _listen_remote(self) -> None:
+        farm = self.cfg.farm
+        assert farm.listen is not None
+        if not farm.server_secret_key_path or not farm.authorized_keys_dir:
+            raise FarmError(
+                f"farm.listen is {farm.listen}: remote workers need CURVE; set farm.server_secret_key_path "
+                "and farm.authorized_keys_dir (create keys with `galileo keys gen`)"
+            )
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._auth = ThreadAuthenticator(self.ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=farm.authorized_keys_dir)
+        try:
+            self.hub.bind(farm.listen, curve_secret_key_path=farm.server_secret_key_path)
+        except (OSError, ValueError) as exc:
+            raise FarmError(f"farm.server_secret_key_path: {exc}") from None
+        except zmq.ZMQError as exc:
+            raise FarmError(f"farm.listen: cannot listen on {farm.listen}: {exc.strerror}") from None
+
+    async def wait_ready(self, timeout: float = 10.0, count: int | None = None) -> bool:
+        """True once ``count`` workers (default: every slot) are registered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            want = count if count is not None else self.hub.expected_workers
+            if want and len(self.hub.workers) >= want:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._rescan_task:
+            self._rescan_task.cancel()
+            await asyncio.gather(self._rescan_task, return_exceptions=True)
+        await self.hub.close(grace)
+        await self.supervisor.stop()
+        if self._control is not None:
+            self._control.close()
+        if self._auth is not None:
+            self._auth.stop()
+        self.ctx.destroy(linger=0)
+        self.lock.release()
+        log.info("farm stopped", extra={"results": dict(self.hub.counts)})
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> asyncio.Future[JobOutcome]:
+        return self.hub.submit(spec)
+
+    async def run(self, spec: JobSpec) -> JobOutcome:
+        return await self.hub.submit(spec)
+
+    # --- the IP pool -----------------------------------------------------------------
+
+    async def scale_add(self, ip: str) -> str:
+        failure = probe_bind(ip)
+        if failure:
+            return f"{ip}: {failure}"
+        self.policy.cooldowns.unsuspend(ip)
+        await self.supervisor.add(ip, True)
+        return f"{ip}: worker starting"
+
+    async def scale_remove(self, ip: str) -> str:
+        if await self.supervisor.retire(ip, "removed by operator"):
+            return f"{ip}: worker draining"
+        return f"{ip}: no worker for this address"
+
+    def _on_suspend(self, ip: str, why: str) -> None:
+        log.warning(
+            "address %s cannot be bound (%s): retiring its worker until a rescan finds it",
+            ip,
+            why,
+            extra={"local_ip": ip},
+        )
+        asyncio.get_running_loop().create_task(self.supervisor.retire(ip, f"suspended: {why}"))
+
+    async def rescan(self) -> list[str]:
+        """Re-read the config (if a loader was given) and the interfaces; add and retire workers."""
+        if self.config_loader is not None:
+            try:
+                self.cfg = self.config_loader()
+            except Exception as exc:  # a bad edit must not take the farm down
+                log.error("config reload failed, keeping the old one: %s", exc)
+        if self._manual_manage:
+            wanted = {r.ip: r.bind for r in (self.inventory.usable if self.inventory else [])}
+        else:
+            self.inventory = scan(self.cfg.bot.network)
+            wanted = {r.ip: r.bind for r in self.inventory.usable}
+        changes: list[str] = []
+        running = {s.ip for s in self.supervisor.slots.values() if s.state in ("starting", "ready")}
+        for ip, bind in wanted.items():
+            if ip in self.policy.cooldowns.suspended and probe_bind(ip) is None:
+                self.policy.cooldowns.unsuspend(ip)
+            if ip not in running and ip not in self.policy.cooldowns.suspended:
+                await self.supervisor.add(ip, bind)
+                changes.append(f"+{ip}")
+        for ip in running - set(wanted):
+            await self.supervisor.retire(ip, "address gone")
+            self.policy.forget_ip(ip)
+            changes.append(f"-{ip}")
+        if changes:
+            log.info("rescan: %s", " ".join(changes))
+        return changes
+
+    async def _rescan_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.rescan_every)
+            try:
+                await self.rescan()
+            except Exception:
+                log.exception("rescan failed")
+
+    # --- stats -----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything ``galileo farm stats`` shows, as plain data."""
+        from galileo.farm.stats import farm_snapshot
+
+        return farm_snapshot(self)
+
+
+def known_rates(cfg: GalileoConfig) -> dict[str, float]:
+    """Per-IP rate limits the operator told us, by upstream name."""
+    return dict(getattr(cfg, "known_rates", {}) or {})

@@ -1,0 +1,134 @@
+"""Cooldowns per (IP, upstream), never per IP alone: Jupiter rate-limiting 127.0.0.3 says
+nothing about Jito on 127.0.0.3, or Jupiter on 127.0.0.4.
+
+A rate limit (429) starts at 500 ms and a timeout at 250 ms; each consecutive one doubles
+the ceiling (capped), with full jitter so IPs limited together do not retry together, and
+never less than the starting value or the upstream's ``Retry-After``. Connection errors and
+5xx cool an IP only when they repeat (3 in a row), since one reset is noise. A bind error
+suspends the IP for every upstream until a rescan finds the address bindable again. Every
+success takes one step off the streak.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_RULES", "Cooldown", "CooldownBook", "CooldownRule"]
+
+
+@dataclass(frozen=True)
+class CooldownRule:
+    """How one kind of failure cools an (IP, upstream) pair."""
+
+    start: float  # seconds, the first cooldown's floor
+    cap: float  # seconds, the ceiling never grows past this
+    threshold: int = 1  # consecutive failures before the first cooldown
+
+
+DEFAULT_RULES: dict[str, CooldownRule] = {
+    "rate_limited": CooldownRule(start=0.5, cap=30.0),
+    "timeout": CooldownRule(start=0.25, cap=10.0),
+    "network_error": CooldownRule(start=1.0, cap=30.0, threshold=3),
+    "server_error": CooldownRule(start=1.0, cap=30.0, threshold=3),
+}
+
+
+@dataclass
+class Cooldown:
+    """The state of one (IP, upstream) pair."""
+
+    until: float = 0.0
+    started: float = float("-inf")  # when the running (or last) cooldown began
+    reason: str = ""
+    streaks: dict[str, int] = field(default_factory=dict)
+    last_duration: float = 0.0
+
+
+def reason_of(result: str, status: int) -> str | None:
+    """The cooldown reason an outcome maps to, or None when it says nothing about the IP."""
+    if result in ("rate_limited", "timeout", "network_error"):
+        return result
+    if result == "http_error" and status >= 500:
+        return "server_error"
+    return None  # ok, 4xx (the request's fault), decode errors, coordinator-side results
+
+
+class CooldownBook:
+    """Every (IP, upstream) pair's cooldown, plus suspended IPs."""
+
+    def __init__(self, rules: dict[str, CooldownRule] | None = None, rng: random.Random | None = None) -> None:
+        self.rules = rules or DEFAULT_RULES
+        self.rng = rng or random.Random()
+        self._state: dict[tuple[str, str], Cooldown] = {}
+        self.suspended: dict[str, str] = {}  # ip -> why
+
+    def get(self, ip: str, upstream: str) -> Cooldown:
+        return self._state.setdefault((ip, upstream), Cooldown())
+
+    def cooling_until(self, ip: str, upstream: str, now: float) -> float | None:
+        """When the pair may take jobs again, or None if it may now."""
+        if ip in self.suspended:
+            return float("inf")
+        cd = self._state.get((ip, upstream))
+        if cd is not None and cd.until > now:
+            return cd.until
+        return None
+
+    def record(
+        self,
+        ip: str,
+        upstream: str,
+        result: str,
+        status: int,
+        retry_after: float | None,
+        now: float,
+        sent_at: float | None = None,
+    ) -> tuple[str, float] | None:
+        """Learn from one outcome. Returns (reason, seconds) when a cooldown starts or extends.
+
+        ``sent_at`` is when the job was dispatched: a failure of a job sent before the current
+        cooldown began is an echo of what started it, not news, so it does not escalate.
+        """
+        if result == "bind_error":
+            self.suspended[ip] = "bind_error"
+            return ("bind_error", float("inf"))
+        cd = self.get(ip, upstream)
+        reason = reason_of(result, status)
+        if reason is None:
+            if result == "ok":
+                for k in list(cd.streaks):
+                    cd.streaks[k] -= 1
+                    if cd.streaks[k] <= 0:
+                        del cd.streaks[k]
+            return None
+        rule = self.rules[reason]
+        if sent_at is not None and sent_at < cd.started and cd.reason == reason:
+            return None  # in flight when this cooldown started: already accounted for
+        streak = cd.streaks.get(reason, 0) + 1
+        cd.streaks[reason] = streak
+        if streak < rule.threshold:
+            return None
+        n = streak - rule.threshold  # 0 for the first cooldown
+        ceiling = min(rule.cap, rule.start * 2 ** (n + 1))
+        duration = max(rule.start, self.rng.uniform(0.0, ceiling))
+        if retry_after is not None:
+            duration = max(duration, retry_after)
+        until = now + duration
+        if until > cd.until:  # never shorten a running cooldown
+            cd.until = until
+            cd.started = now
+            cd.reason = reason
+            cd.last_duration = duration
+        return (reason, duration)
+
+    def unsuspend(self, ip: str) -> bool:
+        return self.suspended.pop(ip, None) is not None
+
+    def forget(self, ip: str) -> None:
+        """Drop all state of an IP that left the pool."""
+        for key in [k for k in self._state if k[0] == ip]:
+            del self._state[key]
+
+    def active(self, now: float) -> dict[tuple[str, str], Cooldown]:
+        return {k: v for k, v in self._state.items() if v.until > now}

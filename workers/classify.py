@@ -1,0 +1,88 @@
+"""Turning what happened to a request into one outcome name, with a line a person can act on.
+
+Local-origin failures (our bind failed) are told apart from upstream ones (refused, reset,
+timed out, answered 429): the coordinator suspends an IP for the first and cools one
+(IP, upstream) pair for the second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import time
+
+import aiohttp
+
+from broker.protocol import Outcome
+
+__all__ = ["classify_exception", "classify_status", "parse_retry_after"]
+
+_BIND_ERRNOS = {errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES, errno.EPERM}
+MAX_RETRY_AFTER = 300.0  # Envoy discards larger values; a bogus header must not park an IP for hours
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: delay-seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def classify_status(status: int, retry_after: str | None, latency: float, detail: str = "") -> Outcome | None:
+    """The outcome for a non-2xx status, or None for success statuses."""
+    if status < 400:
+        return None
+    tail = f": {detail}" if detail else ""
+    if status == 429:
+        return Outcome(
+            result="rate_limited",
+            status=status,
+            latency=latency,
+            retry_after=parse_retry_after(retry_after),
+            error=f"HTTP 429{tail}",
+        )
+    if status in (408, 504):
+        return Outcome(result="timeout", status=status, latency=latency, error=f"HTTP {status}{tail}")
+    return Outcome(result="http_error", status=status, latency=latency, error=f"HTTP {status}{tail}")
+
+
+def classify_exception(exc: BaseException, latency: float, local_ip: str | None) -> Outcome:
+    """The outcome for an exception raised while sending or reading."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return Outcome(result="timeout", latency=latency, error="timed out")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_err = exc.os_error
+        if os_err.errno in _BIND_ERRNOS and "bind" in str(os_err):
+            return Outcome(
+                result="bind_error",
+                latency=latency,
+                error=f"cannot bind {local_ip}: {os_err.strerror or os_err}",
+            )
+        return Outcome(
+            result="network_error",
+            latency=latency,
+            error=f"cannot connect to {exc.host}:{exc.port}: {os_err.strerror or os_err}",
+        )
+    if isinstance(exc, OSError) and exc.errno in _BIND_ERRNOS:
+        return Outcome(result="bind_error", latency=latency, error=f"cannot bind {local_ip}: {exc.strerror}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return Outcome(result="network_error", latency=latency, error="server closed the connection")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return Outcome(result="network_error", latency=latency, error=f"response body broken: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Outcome(result="http_error", status=exc.status, latency=latency, error=f"HTTP {exc.status}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return Outcome(result="network_error", latency=latency, error=f"{type(exc).__name__}: {exc}"[:300])
+    return Outcome(result="network_error", latency=latency, error=f"unexpected {type(exc).__name__}: {exc}"[:300])

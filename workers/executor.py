@@ -1,0 +1,162 @@
+"""Running one job: find the handler for its payload type, give it the job's budget, classify.
+
+Handlers are ``async (ctx, payload, budget) -> Outcome``. Whatever a handler raises becomes
+an outcome here; nothing escapes to the worker's loop. Upstream clients register their
+handlers in :data:`HANDLERS` when their module is imported (``workers.clients``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+
+from broker.jobs import HttpRequest, SecretRef
+from broker.protocol import Dispatch, Event, Outcome
+from broker.results import HttpResponse
+from workers.classify import classify_exception, classify_status
+from workers.session import BoundSession, family_mismatch
+
+__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "read_body", "secret_headers"]
+
+log = logging.getLogger("workers.executor")
+
+P = TypeVar("P")
+Handler = Callable[["JobContext", Any, float], Awaitable[Outcome]]
+HANDLERS: dict[type[Any], Handler] = {}
+
+
+def handler(payload_type: type[P]) -> Callable[[Callable[[JobContext, P, float], Awaitable[Outcome]]], Any]:
+    """Register ``fn`` as the handler of ``payload_type`` jobs."""
+
+    def register(fn: Callable[[JobContext, P, float], Awaitable[Outcome]]) -> Any:
+        HANDLERS[payload_type] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class JobContext:
+    """What a handler may use: the bound session, the job, and a way to report events."""
+
+    session: BoundSession
+    dispatch: Dispatch
+    emit: Callable[[Event], None]
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        return self.session.session
+
+    @property
+    def ip(self) -> str | None:
+        return self.session.ip
+
+
+_missing_env_warned: set[str] = set()
+
+
+def secret_headers(ref: SecretRef | None) -> dict[str, str]:
+    """The auth header a :class:`SecretRef` names, read from this worker's environment."""
+    if ref is None:
+        return {}
+    value = os.environ.get(ref.env)
+    if not value:
+        if ref.env not in _missing_env_warned:
+            _missing_env_warned.add(ref.env)
+            log.warning("env var %s is not set on this worker; sending without %s", ref.env, ref.header)
+        return {}
+    return {ref.header: ref.prefix + value}
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The response body, refusing more than ``limit`` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ValueError(f"response body of {resp.content_length} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"response body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def client_timeout(budget: float, connect: float | None = None, read: float | None = None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=budget,
+        sock_connect=min(connect, budget) if connect else None,
+        sock_read=min(read, budget) if read else None,
+    )
+
+
+@handler(HttpRequest)
+async def run_http(ctx: JobContext, req: HttpRequest, budget: float) -> Outcome:
+    headers = dict(req.headers)
+    headers.update(secret_headers(req.secret))
+    start = time.perf_counter()
+    async with ctx.http.request(
+        req.method,
+        req.url,
+        headers=headers,
+        data=req.body,
+        timeout=client_timeout(budget, req.connect_timeout, req.read_timeout),
+        allow_redirects=False,
+    ) as resp:
+        try:
+            body = await read_body(resp, req.max_body)
+        except ValueError as exc:
+            return Outcome(
+                result="decode_error", status=resp.status, latency=time.perf_counter() - start, error=str(exc)
+            )
+        latency = time.perf_counter() - start
+        failed = classify_status(resp.status, resp.headers.get("Retry-After"), latency)
+        if failed is not None:
+            return failed
+        return Outcome(
+            result="ok",
+            status=resp.status,
+            latency=latency,
+            value=HttpResponse(status=resp.status, headers=[(str(k), v) for k, v in resp.headers.items()], body=body),
+        )
+
+
+def _url_of(payload: Any) -> str | None:
+    url = getattr(payload, "url", None)
+    return url if isinstance(url, str) else None
+
+
+class Executor:
+    """Runs dispatched jobs on one bound session and turns every ending into an Outcome."""
+
+    def __init__(self, session: BoundSession, emit: Callable[[Event], None]) -> None:
+        self.session = session
+        self.emit = emit
+
+    async def execute(self, dispatch: Dispatch) -> Outcome:
+        fn = HANDLERS.get(type(dispatch.payload))
+        if fn is None:
+            return Outcome(result="decode_error", error=f"this worker has no handler for {dispatch.kind!r} jobs")
+        url = _url_of(dispatch.payload)
+        if url is not None:
+            mismatch = family_mismatch(url, self.session.ip)
+            if mismatch:
+                return Outcome(result="network_error", error=mismatch)
+        ctx = JobContext(self.session, dispatch, self.emit)
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(dispatch.timeout):
+                return await fn(ctx, dispatch.payload, dispatch.timeout)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            return classify_exception(exc, time.perf_counter() - start, self.session.ip)

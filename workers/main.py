@@ -1,0 +1,230 @@
+"""A worker process: one IP, one uvloop, one bound session, one link to the coordinator.
+
+``worker_entry`` is the process target the coordinator's fork server starts (and
+``galileo farm join`` runs for workers on other hosts). The worker runs every job it is
+sent, reports each outcome, heartbeats from its loop, and leaves cleanly:
+
+* on ``Drain`` from the coordinator or ``SIGTERM``: take no new jobs (told to the coordinator
+  at once), finish what is in flight (up to ``drain_grace``), say Bye, exit 0;
+* when its coordinator dies (a local worker watches the coordinator's pid through a pidfd,
+  and any worker notices 3 missed heartbeats): exit, so no worker outlives its farm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from broker.link import CurveSettings, WorkerLink
+from broker.logs import setup_logging
+from broker.protocol import Dispatch, Heartbeat, Outcome, Ready
+from workers.executor import Executor
+from workers.session import BoundSession
+from workers.stats import RollingStats
+
+__all__ = ["EXIT_BOOT_ERROR", "WorkerArgs", "serve", "worker_entry"]
+
+log = logging.getLogger("workers.main")
+
+EXIT_BOOT_ERROR = 3  # gunicorn's WORKER_BOOT_ERROR: the supervisor must not restart in a tight loop
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class WorkerArgs(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a worker needs; small and secret-free, since it crosses process boundaries."""
+
+    worker_id: str
+    ip: str
+    bind: bool
+    endpoint: str
+    capacity: int = 256
+    coordinator_pid: int | None = None
+    reconnect: bool = False
+    curve: CurveSettings | None = None
+    log_level: str = "info"
+    log_format: str = "kv"
+    drain_grace: float = 10.0
+    host: str = ""
+
+
+class _LocalIpFilter(logging.Filter):
+    """Stamp every record of this process with the worker's address."""
+
+    def __init__(self, ip: str, worker_id: str) -> None:
+        super().__init__()
+        self.ip = ip
+        self.worker_id = worker_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "local_ip"):
+            record.local_ip = self.ip
+        record.worker_id = self.worker_id
+        return True
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Worker:
+    """The job loop of one worker process."""
+
+    def __init__(self, args: WorkerArgs) -> None:
+        self.args = args
+        self.session = BoundSession(args.ip if args.bind else None, limit=args.capacity)
+        self.stats = RollingStats()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self.lag_ms = 0.0
+        fam: Literal["ipv4", "ipv6"] = "ipv6" if ":" in args.ip else "ipv4"
+        ready = Ready(
+            worker_id=args.worker_id,
+            ip=args.ip,
+            family=fam,
+            bind=args.bind,
+            host=args.host or socket.gethostname(),
+            pid=os.getpid(),
+            capacity=args.capacity,
+            version="1",
+        )
+        self.link = WorkerLink(
+            args.endpoint,
+            ready,
+            on_job=self.start_job,
+            on_drain=self.drain,
+            heartbeat=self.heartbeat,
+            on_reconnect=self.abandon_jobs,
+            reconnect=args.reconnect,
+            curve=args.curve,
+        )
+        self.executor = Executor(self.session, self.link.send_event)
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            inflight=len(self.tasks),
+            draining=self.draining,
+            loop_lag_ms=round(self.lag_ms, 3),
+            rss=_rss(),
+            stats=self.stats.snapshot(),
+        )
+
+    def start_job(self, dispatch: Dispatch) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(dispatch))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.draining and not self.tasks:
+            self.link.drained()
+
+    async def _run(self, dispatch: Dispatch) -> None:
+        try:
+            outcome = await self.executor.execute(dispatch)
+        except asyncio.CancelledError:
+            outcome = Outcome(result="cancelled", error="worker stopped before the job finished")
+        self.stats.record(dispatch.upstream, outcome.result, outcome.latency)
+        try:
+            self.link.send_result(dispatch.job_id, dispatch.attempt, outcome)
+        except (TypeError, ValueError, OverflowError) as exc:  # a value the wire cannot carry
+            log.error("cannot encode the result of job %d: %s", dispatch.job_id, exc)
+            self.link.send_result(
+                dispatch.job_id,
+                dispatch.attempt,
+                Outcome(
+                    result="decode_error",
+                    status=outcome.status,
+                    latency=outcome.latency,
+                    error=f"result not encodable: {exc}",
+                ),
+            )
+
+    def drain(self, reason: str = "") -> None:
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %s (%d job(s) in flight)", reason or "asked to", len(self.tasks))
+        self.link.send(self.heartbeat())  # the coordinator stops sending jobs now
+        if not self.tasks:
+            self.link.drained()
+        else:
+            asyncio.get_running_loop().call_later(self.args.drain_grace, self.abandon_jobs)
+
+    def abandon_jobs(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+    async def measure_lag(self) -> None:
+        """Loop lag: how late a 250 ms sleep wakes up. A busy or stuck loop shows here first."""
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.25)
+            self.lag_ms = max(0.0, (time.perf_counter() - start - 0.25) * 1000)
+
+
+def _watch_pid(pid: int, on_exit: Callable[[], None]) -> int | None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        on_exit()
+        return None
+    except (OSError, AttributeError):
+        return None  # no pidfd: heartbeats still catch a dead coordinator within 3 s
+    asyncio.get_running_loop().add_reader(fd, on_exit)
+    return fd
+
+
+async def serve(args: WorkerArgs) -> int:
+    """Run one worker until it is drained or its coordinator is gone. Returns the exit code."""
+    worker = Worker(args)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, worker.drain, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, worker.drain, "SIGINT")
+    lag = loop.create_task(worker.measure_lag())
+    fd = None
+    if args.coordinator_pid is not None:
+        fd = _watch_pid(args.coordinator_pid, worker.link.stop)
+    log.info("worker starting", extra={"endpoint": args.endpoint, "pid": os.getpid()})
+    try:
+        end = await worker.link.run()
+    finally:
+        lag.cancel()
+        worker.abandon_jobs()
+        await asyncio.gather(lag, *worker.tasks, return_exceptions=True)
+        if fd is not None:
+            loop.remove_reader(fd)
+            os.close(fd)
+        await worker.session.close()
+    log.info("worker exiting: %s", end)
+    return 0
+
+
+def worker_entry(args: WorkerArgs) -> None:
+    """Process target: set up logging and uvloop, serve, exit with the right code."""
+    import uvloop
+
+    import workers.clients  # noqa: F401  (registers every upstream's job handler)
+
+    setup_logging(args.log_level, "json" if args.log_format == "json" else "kv")
+    logging.getLogger().handlers[0].addFilter(_LocalIpFilter(args.ip, args.worker_id))
+    try:
+        code = uvloop.run(serve(args))
+    except OSError as exc:
+        logging.getLogger("workers.main").error("worker failed to boot: %s", exc)
+        code = EXIT_BOOT_ERROR
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
