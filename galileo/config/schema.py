@@ -93,6 +93,19 @@ class FarmConfig(_Section):
     server_secret_key_path: str | None = None
     authorized_keys_dir: str | None = None
 
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+        """tcp is CURVE-only: workers on other hosts are authenticated and encrypted, always."""
+        if raw.get("listen") and not (raw.get("server_secret_key_path") and raw.get("authorized_keys_dir")):
+            return [
+                (
+                    ("listen",),
+                    f"{raw['listen']!r} needs CURVE: set farm.server_secret_key_path and "
+                    "farm.authorized_keys_dir (create keys with `galileo keys gen`)",
+                )
+            ]
+        return []
+
 
 class GalileoConfig(_Section):
     """The whole ``galileo.yaml``."""

@@ -89,9 +89,9 @@ class Farm:
         await self.stop()
 
     async def start(self) -> None:
-        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.lock.acquire()
         try:
+            self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.lock.acquire()
             if self.inventory is None:
                 self.inventory = scan(self.cfg.bot.network)
             self.hub.bind(self.worker_endpoint)

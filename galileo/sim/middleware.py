@@ -1,0 +1,152 @@
+"""The per-request pipeline in front of every upstream handler.
+
+Order: ip override → rate limit → API key → fault draw → added latency → handler. Each HTTP
+request is counted once in /sim/stats with its final status; /sim/* is neither limited,
+faulted nor counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from galileo.sim.errors import error_body, json_response, service_of, uses_jsonrpc
+from galileo.sim.faults import SLOW_BODY_SECONDS, TIMEOUT_HOLD_SECONDS, Fault, reset_connection
+from galileo.sim.state import COUNTED, SimState, state_of
+
+__all__ = ["bucket_of", "sim_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_WS_FAULTS = frozenset({"latency_spike", "timeout", "reset", "5xx"})
+
+
+def bucket_of(path: str) -> str | None:
+    """The rate-limit bucket of a path; None for /sim/* (exempt from everything)."""
+    if path.startswith("/sim/"):
+        return None
+    if path.startswith("/jupiter/swap/"):
+        return "jupiter"
+    if path.startswith("/jupiter/ultra/"):
+        return "ultra"
+    if path.startswith("/dflow/"):
+        return "dflow"
+    if path.startswith("/jito/"):
+        if path.startswith("/jito/api/v1/bundles/tip_floor"):
+            return "tip_floor"
+        return "jito:" + path.split("/", 3)[2]
+    if path in ("/rpc", "/staked"):
+        return path[1:]
+    if path.startswith("/titan/"):
+        return "titan"
+    return "other"
+
+
+async def _rpc_id(request: web.Request, service: str) -> Any:
+    if not uses_jsonrpc(service) or service == "jito":
+        return None  # Jito's observed 429 body carries "id": null
+    try:
+        body = orjson.loads(await request.read())
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+    return body.get("id") if isinstance(body, dict) else None
+
+
+def _api_key_ok(state: SimState, request: web.Request, service: str) -> bool:
+    want = state.config.api_keys.get(service)
+    if want is None:
+        return True
+    headers, query = request.headers, request.query
+    if service == "jito":
+        return want in (headers.get("x-jito-auth"), query.get("uuid"))
+    if service in ("rpc", "staked"):
+        return want in (headers.get("x-api-key"), query.get("api-key"))
+    return headers.get("x-api-key") == want
+
+
+async def _faulted(request: web.Request, handler: Handler, fault: Fault, service: str) -> web.StreamResponse:
+    """Serve ``request`` through ``fault`` (timeout and reset are counted by the caller)."""
+    if fault.kind == "latency_spike":
+        await asyncio.sleep(fault.spike_seconds)
+        return await handler(request)
+    if fault.kind == "5xx":
+        return json_response(error_body(service, 503, await _rpc_id(request, service)), 503)
+    if fault.kind == "timeout":
+        await asyncio.sleep(TIMEOUT_HOLD_SECONDS)
+        return json_response(error_body(service, 504), 504)
+    resp = await handler(request)
+    if not isinstance(resp, web.Response) or resp.body is None:
+        return resp
+    body = bytes(resp.body)  # type: ignore[arg-type]
+    if fault.kind == "malformed":
+        return web.Response(body=body[: max(1, len(body) // 2)], status=200, content_type="application/json")
+    slow = web.StreamResponse(status=resp.status, headers=resp.headers)
+    slow.content_length = len(body)
+    await slow.prepare(request)
+    chunks = 8
+    step = max(1, -(-len(body) // chunks))
+    for i in range(0, len(body), step):
+        await asyncio.sleep(SLOW_BODY_SECONDS / chunks)
+        await slow.write(body[i : i + step])
+    await slow.write_eof()
+    return slow
+
+
+async def _serve(request: web.Request, handler: Handler, state: SimState, ip: str, bucket: str) -> web.StreamResponse:
+    if bucket == "other":
+        return await handler(request)  # unknown paths: counted (404s), never limited or faulted
+    service = service_of(bucket)
+    override = state.overrides.get(ip)
+    if override is not None and override.applies(service):
+        body = error_body(service, override.status, await _rpc_id(request, service))
+        return json_response(body, override.status, {"Retry-After": str(override.retry_after)})
+    retry_after = state.limiter.check(ip, bucket, state.now())
+    if retry_after:
+        body = error_body(service, 429, await _rpc_id(request, service))
+        return json_response(body, 429, {"Retry-After": str(retry_after)})
+    if not _api_key_ok(state, request, service):
+        return json_response(error_body(service, 401, await _rpc_id(request, service)), 401)
+    fault = state.faults.draw()
+    if fault is not None and service == "titan" and fault.kind not in _WS_FAULTS:
+        fault = None
+    if fault is not None:
+        state.stats.faults[fault.kind] += 1
+    if fault is not None and fault.kind in ("timeout", "reset"):
+        state.stats.record(ip, bucket, fault.kind, time.time())
+        request[COUNTED] = True
+        if fault.kind == "reset":
+            reset_connection(request)
+            return web.Response(status=500)  # never written: the transport is gone
+    if state.config.latency_ms > 0:
+        await asyncio.sleep(state.config.latency_ms / 1000.0)
+    if fault is not None:
+        return await _faulted(request, handler, fault, service)
+    return await handler(request)
+
+
+@web.middleware
+async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Limit, fault, delay and count every upstream request."""
+    bucket = bucket_of(request.path)
+    if bucket is None:
+        return await handler(request)
+    state = state_of(request)
+    ip = request.remote or ""
+    status = "500"
+    try:
+        resp = await _serve(request, handler, state, ip, bucket)
+        status = str(resp.status)
+        return resp
+    except web.HTTPException as exc:
+        status = str(exc.status)
+        raise
+    except asyncio.CancelledError:
+        status = "cancelled"  # the client went away before an answer was ready
+        raise
+    finally:
+        if not request.get(COUNTED, False):
+            state.stats.record(ip, bucket, status, time.time())

@@ -1,0 +1,289 @@
+"""Solana JSON-RPC (``/rpc``, and ``/staked`` as a separately limited sender), reference §7."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from solders.pubkey import Pubkey
+
+from galileo.sim.accounts import AccountData
+from galileo.sim.common import b58encode, decode_wire
+from galileo.sim.errors import json_response
+from galileo.sim.ledger import MAX_TX_BYTES, DecodedTx, TxRejected, decode_tx
+from galileo.sim.state import SimState, state_of
+
+__all__ = ["RpcError", "add_routes"]
+
+API_VERSION = "2.2.7"
+_U64_MAX = 2**64 - 1
+_PROGRAM_UNITS = {
+    "ComputeBudget111111111111111111111111111111": 150,
+    "11111111111111111111111111111111": 150,
+    "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA": 2_900,
+    "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL": 4_300,
+}
+_SIM_ERR = {
+    "blockhash_not_found": "BlockhashNotFound",
+    "expired": "BlockhashNotFound",
+    "already_processed": "AlreadyProcessed",
+}
+_SIM_MSG = {
+    "BlockhashNotFound": "Blockhash not found",
+    "AlreadyProcessed": "This transaction has already been processed",
+}
+
+
+class RpcError(Exception):
+    """A JSON-RPC error to answer with."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+def _opts(params: list[Any], index: int) -> dict[str, Any]:
+    opts = params[index] if len(params) > index else None
+    return opts if isinstance(opts, dict) else {}
+
+
+def _context(state: SimState, opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    slot = state.slot()
+    min_slot = (opts or {}).get("minContextSlot")
+    if isinstance(min_slot, int) and min_slot > slot:
+        raise RpcError(-32016, "Minimum context slot has not been reached", {"contextSlot": slot})
+    return {"slot": slot, "apiVersion": API_VERSION}
+
+
+def _decode(state: SimState, params: list[Any], verify: bool) -> DecodedTx:
+    if not params:
+        raise RpcError(-32602, "Invalid params: missing transaction")
+    encoding = str(_opts(params, 1).get("encoding", "base58"))
+    try:
+        raw = decode_wire(params[0], encoding)
+        return decode_tx(raw, verify=verify)
+    except ValueError as exc:
+        raise RpcError(-32602, f"invalid transaction: {exc}") from None
+    except TxRejected as exc:
+        if exc.reason == "signature":
+            raise RpcError(-32003, "Transaction signature verification failure") from None
+        if exc.reason == "too_large":
+            raise RpcError(-32602, f"transaction too large: {exc.detail} (max: raw {MAX_TX_BYTES})") from None
+        raise RpcError(-32602, f"failed to deserialize VersionedTransaction: {exc.detail}") from None
+
+
+def _simulation(decoded: DecodedTx, err: Any) -> dict[str, Any]:
+    logs: list[str] = []
+    units = 0
+    if err is None:
+        keys = [str(k) for k in decoded.tx.message.account_keys]
+        for ci in decoded.tx.message.instructions:
+            program = keys[ci.program_id_index]
+            used = _PROGRAM_UNITS.get(program, 60_000)
+            units += used
+            logs += [
+                f"Program {program} invoke [1]",
+                f"Program {program} consumed {used} of 1400000 compute units",
+                f"Program {program} success",
+            ]
+    return {
+        "err": err,
+        "logs": logs,
+        "accounts": None,
+        "unitsConsumed": units,
+        "returnData": None,
+        "innerInstructions": None,
+        "replacementBlockhash": None,
+    }
+
+
+def send_transaction(state: SimState, params: list[Any], source: str) -> str:
+    """sendTransaction: checks, then schedules landing; with skipPreflight a bad tx is silently dropped."""
+    opts = _opts(params, 1)
+    _context(state, opts)
+    try:
+        decoded = _decode(state, params, verify=True)
+    except RpcError as exc:
+        state.stats.send(source, False, "signature" if exc.code == -32003 else "malformed")
+        raise
+    now = state.now()
+    if state.ledger.pending_landing(decoded.signature) is not None and not state.ledger.is_landed(
+        decoded.signature, now
+    ):
+        return decoded.signature  # a re-send of a pending transaction is deduplicated
+    try:
+        state.ledger.check_tx(decoded, now)
+    except TxRejected as exc:
+        if opts.get("skipPreflight") is True:
+            state.stats.send(source, False, f"dropped:{exc.reason}")
+            return decoded.signature
+        state.stats.send(source, False, exc.reason)
+        err = _SIM_ERR[exc.reason]
+        raise RpcError(-32002, f"Transaction simulation failed: {_SIM_MSG[err]}", _simulation(decoded, err)) from None
+    state.ledger.accept(decoded.signatures, source, now)
+    state.stats.send(source, True)
+    return decoded.signature
+
+
+def simulate_transaction(state: SimState, params: list[Any]) -> dict[str, Any]:
+    """simulateTransaction: sigVerify and replaceRecentBlockhash as documented, logs per instruction."""
+    opts = _opts(params, 1)
+    context = _context(state, opts)
+    replace = opts.get("replaceRecentBlockhash") is True
+    if replace and opts.get("sigVerify") is True:
+        raise RpcError(-32602, "sigVerify may not be used with replaceRecentBlockhash")
+    decoded = _decode(state, params, verify=opts.get("sigVerify") is True)
+    err: Any = None
+    replacement = None
+    now = state.now()
+    if replace:
+        bh, last_valid, _ = state.ledger.issue_blockhash(now)
+        replacement = {"blockhash": str(bh), "lastValidBlockHeight": last_valid}
+    else:
+        try:
+            state.ledger.check_tx(decoded, now)
+        except TxRejected as exc:
+            err = _SIM_ERR[exc.reason]
+    value = _simulation(decoded, err)
+    value["replacementBlockhash"] = replacement
+    return {"context": context, "value": value}
+
+
+def _account_json(account: AccountData | None, encoding: str) -> dict[str, Any] | None:
+    if account is None:
+        return None
+    if encoding in ("base58", "binary"):
+        if len(account.data) > 128:
+            raise RpcError(
+                -32600,
+                "Encoded binary (base 58) data should be less than 128 bytes, please use Base64 encoding.",
+            )
+        data: Any = [b58encode(account.data), "base58"]
+    elif encoding in ("base64", "jsonParsed"):
+        data = [base64.b64encode(account.data).decode(), "base64"]
+    else:
+        raise RpcError(-32602, f"Invalid params: unsupported encoding {encoding!r}")
+    return {
+        "data": data,
+        "executable": account.executable,
+        "lamports": account.lamports,
+        "owner": str(account.owner),
+        "rentEpoch": _U64_MAX,
+        "space": len(account.data),
+    }
+
+
+def _pubkey(value: Any) -> str:
+    try:
+        return str(Pubkey.from_string(value))
+    except (TypeError, ValueError):
+        raise RpcError(-32602, f"Invalid param: {value!r} is not a valid pubkey") from None
+
+
+def _accounts(state: SimState, params: list[Any], many: bool) -> dict[str, Any]:
+    opts = _opts(params, 1)
+    context = _context(state, opts)
+    encoding = str(opts.get("encoding", "base58"))
+    if many:
+        if not params or not isinstance(params[0], list):
+            raise RpcError(-32602, "Invalid params: expected [[pubkeys...], config]")
+        if len(params[0]) > 100:
+            raise RpcError(-32602, "Too many inputs provided; max 100")
+        keys = [_pubkey(k) for k in params[0]]
+        return {
+            "context": context,
+            "value": [_account_json(state.accounts.account(k), encoding) for k in keys],
+        }
+    if not params:
+        raise RpcError(-32602, "Invalid params: expected [pubkey, config]")
+    return {"context": context, "value": _account_json(state.accounts.account(_pubkey(params[0])), encoding)}
+
+
+def _statuses(state: SimState, params: list[Any]) -> dict[str, Any]:
+    if not params or not isinstance(params[0], list):
+        raise RpcError(-32602, "Invalid params: expected [[signatures...]]")
+    if len(params[0]) > 256:
+        raise RpcError(-32602, "Too many inputs provided; max 256")
+    slot = state.slot()
+    value: list[Any] = []
+    for sig in params[0]:
+        landing = state.ledger.pending_landing(sig) if isinstance(sig, str) else None
+        conf = state.ledger.confirmation(landing, slot) if landing is not None else None
+        if landing is None or conf is None:
+            value.append(None)
+            continue
+        value.append(
+            {
+                "slot": landing.land_slot,
+                "confirmations": conf[1],
+                "err": None,
+                "status": {"Ok": None},
+                "confirmationStatus": conf[0],
+            }
+        )
+    return {"context": {"slot": slot, "apiVersion": API_VERSION}, "value": value}
+
+
+def _latest_blockhash(state: SimState, params: list[Any]) -> dict[str, Any]:
+    context = _context(state, _opts(params, 0))
+    bh, last_valid, slot = state.ledger.issue_blockhash(state.now())
+    context["slot"] = slot
+    return {"context": context, "value": {"blockhash": str(bh), "lastValidBlockHeight": last_valid}}
+
+
+def _methods(source: str) -> dict[str, Callable[[SimState, list[Any]], Any]]:
+    return {
+        "getLatestBlockhash": _latest_blockhash,
+        "getBlockHeight": lambda s, p: s.ledger.block_height(s.slot()),
+        "getSlot": lambda s, p: s.slot(),
+        "getHealth": lambda s, p: "ok",
+        "getVersion": lambda s, p: {"solana-core": API_VERSION, "feature-set": 3294202862},
+        "sendTransaction": lambda s, p: send_transaction(s, p, source),
+        "simulateTransaction": simulate_transaction,
+        "getSignatureStatuses": _statuses,
+        "getAccountInfo": lambda s, p: _accounts(s, p, many=False),
+        "getMultipleAccounts": lambda s, p: _accounts(s, p, many=True),
+    }
+
+
+def _call(state: SimState, methods: dict[str, Callable[[SimState, list[Any]], Any]], req: Any) -> dict[str, Any]:
+    if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
+        return {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid request"}, "id": None}
+    rpc_id = req.get("id")
+    fn = methods.get(req["method"])
+    if fn is None:
+        return {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": rpc_id}
+    params = req.get("params", [])
+    try:
+        result = fn(state, params if isinstance(params, list) else [params])
+    except RpcError as exc:
+        error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.data is not None:
+            error["data"] = exc.data
+        return {"jsonrpc": "2.0", "error": error, "id": rpc_id}
+    return {"jsonrpc": "2.0", "result": result, "id": rpc_id}
+
+
+def _handler(source: str) -> Callable[[web.Request], Any]:
+    methods = _methods(source)
+
+    async def handle(request: web.Request) -> web.Response:
+        state = state_of(request)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return json_response({"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None})
+        if isinstance(body, list):
+            return json_response([_call(state, methods, r) for r in body])
+        return json_response(_call(state, methods, body))
+
+    return handle
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the JSON-RPC at /rpc and the staked sender at /staked."""
+    app.router.add_post("/rpc", _handler("rpc"))
+    app.router.add_post("/staked", _handler("staked"))

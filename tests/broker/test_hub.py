@@ -1,0 +1,170 @@
+"""The hub against workers played by the test over real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from broker.hub import Hub
+from broker.jobs import HttpRequest
+from broker.protocol import HEADER, Outcome
+from broker.testing import LeastLoadedPolicy
+from broker.types import JobSpec
+from tests.broker.fakeworker import FakeWorker
+
+HB = 0.1  # heartbeat interval: dead after 0.3 s of silence
+
+
+def spec(**kw: object) -> JobSpec:
+    return JobSpec(HttpRequest(url="http://127.0.0.1/"), upstream=str(kw.pop("upstream", "u")), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[tuple[Hub, str, zmq.asyncio.Context]]:
+    endpoint = f"ipc://{tmp_path}/hub.sock"
+    hub = Hub(LeastLoadedPolicy(), ctx=zmq.Context(), heartbeat_interval=HB)
+    hub.bind(endpoint)
+    await hub.start()
+    actx = zmq.asyncio.Context()
+    yield hub, endpoint, actx
+    await hub.close(grace=0.2)
+    actx.destroy(0)
+    hub.ctx.destroy(0)
+
+
+async def registered(
+    hub: Hub, endpoint: str, actx: zmq.asyncio.Context, ip: str, capacity: int = 4, beat: bool = True
+) -> FakeWorker:
+    w = FakeWorker(actx, endpoint, ip, capacity)
+    await w.register()
+    if beat:
+        w.keep_beating(HB / 2)
+    for _ in range(200):
+        if f"fake/{ip}" in hub.workers:
+            return w
+        await asyncio.sleep(0.005)
+    raise AssertionError("worker did not register")
+
+
+async def test_credit_is_never_exceeded(env: tuple[Hub, str, zmq.asyncio.Context]) -> None:
+    hub, endpoint, actx = env
+    w = await registered(hub, endpoint, actx, "10.0.0.1", capacity=2)
+    futures = [hub.submit(spec()) for _ in range(7)]
+    first = await w.jobs_within(0.2)
+    assert len(first) == 2  # the capacity it announced
+    done = 0
+    pending = list(first)
+    while pending:
+        job = pending.pop(0)
+        await w.reply(job)
+        done += 1
+        pending += await w.jobs_within(0.05)
+        assert len(pending) <= 2
+    assert done == 7
+    outcomes = await asyncio.gather(*futures)
+    assert all(o.ok and o.ip == "10.0.0.1" for o in outcomes)
+    w.close()
+
+
+async def test_exactly_one_outcome_even_when_a_result_repeats(env: tuple[Hub, str, zmq.asyncio.Context]) -> None:
+    hub, endpoint, actx = env
+    w = await registered(hub, endpoint, actx, "10.0.0.1")
+    fut = hub.submit(spec())
+    job = await w.next_job()
+    await w.reply(job, Outcome(result="ok", status=200))
+    await w.reply(job, Outcome(result="timeout"))
+    out = await fut
+    assert out.result == "ok" and out.status == 200
+    for _ in range(100):
+        if hub.late_results:
+            break
+        await asyncio.sleep(0.005)
+    assert hub.late_results == 1
+    w.close()
+
+
+async def test_queued_jobs_expire_at_their_deadline(env: tuple[Hub, str, zmq.asyncio.Context]) -> None:
+    hub, _, _ = env
+    hub.expected_workers = 1  # a worker is on its way, so jobs wait instead of being rejected
+    out = await hub.submit(spec(timeout=0.05))
+    assert out.result == "expired" and "while queued" in out.error and out.attempts == 0
+
+
+async def test_no_worker_at_all_is_rejected_and_a_full_queue_too(env: tuple[Hub, str, zmq.asyncio.Context]) -> None:
+    hub, _, _ = env
+    out = await hub.submit(spec())
+    assert out.result == "rejected" and "no IP" in out.error
+    hub.expected_workers = 1
+    hub.max_queued = 2
+    futures = [hub.submit(spec(timeout=0.2)) for _ in range(3)]
+    outs = await asyncio.gather(*futures)
+    assert [o.result for o in outs] == ["expired", "expired", "rejected"]
+
+
+async def test_dead_worker_requeues_idempotent_jobs_and_loses_the_others(
+    env: tuple[Hub, str, zmq.asyncio.Context],
+) -> None:
+    hub, endpoint, actx = env
+    dying = await registered(hub, endpoint, actx, "10.0.0.1", capacity=2, beat=False)
+    idem = hub.submit(spec(timeout=5.0))
+    once = hub.submit(spec(timeout=5.0, idempotent=False))
+    got = await dying.jobs_within(0.2)
+    assert len(got) == 2
+    healthy = await registered(hub, endpoint, actx, "10.0.0.2")
+
+    # `dying` stays silent; `healthy` keeps beating and answers what it is given.
+    async def serve() -> None:
+        while True:
+            for job in await healthy.jobs_within(HB / 2):
+                await healthy.reply(job)
+
+    server = asyncio.create_task(serve())
+    out_idem, out_once = await asyncio.gather(idem, once)
+    server.cancel()
+    assert out_idem.ok and out_idem.ip == "10.0.0.2" and out_idem.attempts == 2
+    assert out_once.result == "worker_lost" and out_once.ip == "10.0.0.1"
+    assert "fake/10.0.0.1" not in hub.workers
+    dying.close()
+    healthy.close()
+
+
+async def test_garbage_frames_are_counted_and_ignored(env: tuple[Hub, str, zmq.asyncio.Context]) -> None:
+    hub, endpoint, actx = env
+    raw = actx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(endpoint)
+    await raw.send_multipart([os.urandom(33)])
+    await raw.send_multipart([b"nope", b"\x00\x01"])
+    await raw.send_multipart([HEADER, b"\x92\xa3"])  # truncated msgpack
+    await raw.send_multipart([HEADER, b"\x81\xa4type\xa5weird"])  # unknown message type
+    await raw.send_multipart([HEADER, b"\x81\xa4type\xa2hb"])  # a valid heartbeat from a stranger
+    for _ in range(200):
+        if sum(hub.bad_frames.values()) >= 5:
+            break
+        await asyncio.sleep(0.005)
+    assert hub.bad_frames["undecodable"] == 4
+    assert hub.bad_frames["unknown_worker"] == 1
+    w = await registered(hub, endpoint, actx, "10.0.0.9")
+    fut = hub.submit(spec())
+    await w.reply(await w.next_job())
+    assert (await fut).ok
+    raw.close()
+    w.close()
+
+
+async def test_close_cancels_queued_jobs(tmp_path: Path) -> None:
+    hub = Hub(LeastLoadedPolicy(), ctx=zmq.Context(), heartbeat_interval=HB)
+    hub.bind(f"ipc://{tmp_path}/h.sock")
+    await hub.start()
+    hub.expected_workers = 1
+    fut = hub.submit(spec(timeout=10))
+    await hub.close(grace=0.1)
+    assert (await fut).result == "cancelled"
+    assert (await hub.submit(spec())).result == "cancelled"
+    hub.ctx.destroy(0)

@@ -1,0 +1,62 @@
+"""The wire format: round trips, and nothing but ProtocolError from any bytes at all."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.jobs import HttpRequest, SecretRef
+from broker.protocol import (
+    HEADER,
+    Dispatch,
+    Heartbeat,
+    Outcome,
+    ProtocolError,
+    Ready,
+    Result,
+    UpstreamStats,
+    decode,
+    encode,
+)
+from broker.results import HttpResponse
+
+MESSAGES = [
+    Ready(worker_id="w", ip="127.0.0.2", family="ipv4", bind=True, host="h", pid=3, capacity=8),
+    Heartbeat(inflight=2, loop_lag_ms=0.5, stats={"jupiter": UpstreamStats(counts={"ok": 3}, rate=1.0)}),
+    Dispatch(
+        job_id=7,
+        attempt=1,
+        kind="http",
+        upstream="jupiter",
+        timeout=1.5,
+        payload=HttpRequest(url="http://x/", secret=SecretRef("x-api-key", "JUP_KEY")),
+    ),
+    Result(job_id=7, attempt=1, outcome=Outcome(result="ok", status=200, value=HttpResponse(status=200, body=b"{}"))),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: object) -> None:
+    assert decode(encode(msg)) == msg  # type: ignore[arg-type]
+
+
+def test_secret_refs_carry_the_env_name_never_a_value() -> None:
+    frames = encode(MESSAGES[2])
+    assert b"JUP_KEY" in frames[1]
+
+
+@given(st.lists(st.binary(max_size=64), max_size=4))
+def test_any_frames_decode_or_raise_protocol_error(frames: list[bytes]) -> None:
+    try:
+        decode(frames)
+    except ProtocolError:
+        pass
+
+
+@given(st.binary(max_size=200))
+def test_any_body_after_a_valid_header_decodes_or_raises_protocol_error(body: bytes) -> None:
+    try:
+        decode([HEADER, body])
+    except ProtocolError:
+        pass

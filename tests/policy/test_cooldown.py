@@ -1,0 +1,111 @@
+"""Cooldowns per (IP, upstream), with a seeded RNG and a fake clock: no sleeps."""
+
+from __future__ import annotations
+
+import random
+
+from galileo.policy.cooldown import CooldownBook
+
+
+def book(seed: int = 7) -> CooldownBook:
+    return CooldownBook(rng=random.Random(seed))
+
+
+def test_429_cools_only_that_ip_and_upstream() -> None:
+    b = book()
+    started = b.record("10.0.0.1", "jupiter", "rate_limited", 429, None, now=100.0)
+    assert started is not None and started[0] == "rate_limited"
+    assert b.cooling_until("10.0.0.1", "jupiter", 100.0) is not None
+    assert b.cooling_until("10.0.0.1", "jito:ny", 100.0) is None
+    assert b.cooling_until("10.0.0.2", "jupiter", 100.0) is None
+
+
+def test_first_429_is_at_least_500ms_and_at_most_1s() -> None:
+    for seed in range(50):
+        b = book(seed)
+        started = b.record("ip", "u", "rate_limited", 429, None, now=0.0)
+        assert started is not None
+        assert 0.5 <= started[1] <= 1.0
+
+
+def test_first_timeout_is_at_least_250ms() -> None:
+    for seed in range(50):
+        started = book(seed).record("ip", "u", "timeout", 0, None, now=0.0)
+        assert started is not None and 0.25 <= started[1] <= 0.5
+
+
+def test_consecutive_429s_grow_exponentially_up_to_the_cap() -> None:
+    ceilings = []
+    for seed in range(200):
+        b = book(seed)
+        durations = []
+        now = 0.0
+        for _ in range(10):
+            started = b.record("ip", "u", "rate_limited", 429, None, now=now)
+            assert started is not None
+            durations.append(started[1])
+            now += started[1]
+        ceilings.append(durations)
+    # The ceiling doubles each time: the largest draw of step n is close to 0.5 * 2**(n+1).
+    for n in range(5):
+        biggest = max(d[n] for d in ceilings)
+        assert 0.5 * 2 ** (n + 1) * 0.9 <= biggest <= 0.5 * 2 ** (n + 1)
+    assert max(d[9] for d in ceilings) <= 30.0
+
+
+def test_retry_after_is_honoured() -> None:
+    started = book().record("ip", "u", "rate_limited", 429, 7.0, now=0.0)
+    assert started == ("rate_limited", 7.0)
+
+
+def test_successes_decay_the_streak() -> None:
+    b = book(1)
+    for t in range(4):
+        b.record("ip", "u", "rate_limited", 429, None, now=float(t * 100))
+    assert b.get("ip", "u").streaks["rate_limited"] == 4
+    for _ in range(3):
+        b.record("ip", "u", "ok", 200, None, now=500.0)
+    assert b.get("ip", "u").streaks["rate_limited"] == 1
+
+
+def test_echoes_of_the_same_burst_do_not_escalate() -> None:
+    b = book(3)
+    b.record("ip", "u", "rate_limited", 429, None, now=10.0, sent_at=9.9)
+    # Four more 429s for jobs sent before the cooldown began: the same event, not news.
+    for _ in range(4):
+        assert b.record("ip", "u", "rate_limited", 429, None, now=10.01, sent_at=9.95) is None
+    assert b.get("ip", "u").streaks["rate_limited"] == 1
+
+
+def test_network_errors_and_5xx_cool_only_when_repeated() -> None:
+    b = book()
+    assert b.record("ip", "u", "network_error", 0, None, now=0.0) is None
+    assert b.record("ip", "u", "network_error", 0, None, now=0.1) is None
+    started = b.record("ip", "u", "network_error", 0, None, now=0.2)
+    assert started is not None and started[1] >= 1.0
+    assert b.record("ip", "v", "http_error", 503, None, now=0.0) is None
+    assert b.record("ip", "v", "http_error", 502, None, now=0.0) is None
+    assert b.record("ip", "v", "http_error", 500, None, now=0.0) is not None
+
+
+def test_client_errors_and_decode_errors_never_cool() -> None:
+    b = book()
+    for _ in range(10):
+        assert b.record("ip", "u", "http_error", 400, None, now=0.0) is None
+        assert b.record("ip", "u", "decode_error", 200, None, now=0.0) is None
+    assert b.cooling_until("ip", "u", 0.0) is None
+
+
+def test_bind_error_suspends_the_ip_for_every_upstream_until_unsuspended() -> None:
+    b = book()
+    assert b.record("ip", "jupiter", "bind_error", 0, None, now=0.0) == ("bind_error", float("inf"))
+    assert b.cooling_until("ip", "jito:ny", 1e9) == float("inf")
+    assert b.unsuspend("ip")
+    assert b.cooling_until("ip", "jito:ny", 0.0) is None
+
+
+def test_a_running_cooldown_is_never_shortened() -> None:
+    b = book()
+    b.record("ip", "u", "rate_limited", 429, 10.0, now=0.0)
+    b.record("ip", "u", "timeout", 0, None, now=1.0)  # a shorter one on top
+    assert b.cooling_until("ip", "u", 5.0) == 10.0

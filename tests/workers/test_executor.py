@@ -1,0 +1,110 @@
+"""The worker's executor against a real local server, from bound loopback addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from broker.jobs import HttpRequest, SecretRef
+from broker.protocol import Dispatch
+from broker.results import HttpResponse
+from workers.executor import Executor
+from workers.session import BoundSession
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    async def whoami(request: web.Request) -> web.Response:
+        return web.json_response({"remote": request.remote, "key": request.headers.get("x-api-key")})
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(text="late")
+
+    async def limited(request: web.Request) -> web.Response:
+        return web.json_response({"error": "Too Many Requests"}, status=429, headers={"Retry-After": "2"})
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 5000)
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="down")
+
+    app = web.Application()
+    app.router.add_get("/whoami", whoami)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/limited", limited)
+    app.router.add_get("/big", big)
+    app.router.add_get("/broken", broken)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def job(payload: HttpRequest, timeout: float = 2.0) -> Dispatch:
+    return Dispatch(job_id=1, attempt=0, kind="http", upstream="t", timeout=timeout, payload=payload)
+
+
+async def run(ip: str | None, payload: HttpRequest, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+    session = BoundSession(ip)
+    try:
+        return await Executor(session, lambda e: None).execute(job(payload, timeout))
+    finally:
+        await session.close()
+
+
+async def test_requests_leave_from_the_bound_address(server: str) -> None:
+    for ip in ("127.0.0.2", "127.0.0.7"):
+        out = await run(ip, HttpRequest(url=f"{server}/whoami"))
+        assert out.result == "ok" and isinstance(out.value, HttpResponse)
+        assert json.loads(out.value.body)["remote"] == ip
+
+
+async def test_secret_comes_from_the_workers_environment(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_KEY_ENV", "s3cret-value")
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/whoami", secret=SecretRef("x-api-key", "TEST_KEY_ENV")))
+    assert out.value is not None and b"s3cret-value" in out.value.body  # type: ignore[union-attr]
+
+
+async def test_unbindable_address_is_a_bind_error(server: str) -> None:
+    out = await run("192.0.2.254", HttpRequest(url=f"{server}/whoami"))
+    assert out.result == "bind_error" and "192.0.2.254" in out.error
+
+
+async def test_family_mismatch_is_named(server: str) -> None:
+    out = await run("::1", HttpRequest(url=f"{server}/whoami"))
+    assert out.result == "network_error" and "IPv6 worker" in out.error
+
+
+async def test_budget_becomes_a_timeout(server: str) -> None:
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/slow"), timeout=0.2)
+    assert out.result == "timeout"
+
+
+async def test_429_with_retry_after(server: str) -> None:
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/limited"))
+    assert out.result == "rate_limited" and out.status == 429 and out.retry_after == 2.0
+
+
+async def test_5xx_is_an_http_error_and_large_bodies_are_refused(server: str) -> None:
+    assert (await run("127.0.0.2", HttpRequest(url=f"{server}/broken"))).status == 503
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/big", max_body=1000))
+    assert out.result == "decode_error" and "exceeds" in out.error
+
+
+async def test_connection_refused_is_a_network_error() -> None:
+    out = await run("127.0.0.2", HttpRequest(url="http://127.0.0.1:1/"))
+    assert out.result == "network_error"
+
+
+async def test_default_route_slot_binds_nothing(server: str) -> None:
+    out = await run(None, HttpRequest(url=f"{server}/whoami"))
+    assert out.result == "ok" and json.loads(out.value.body)["remote"] == "127.0.0.1"  # type: ignore[union-attr]
