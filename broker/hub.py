@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import zmq
 
+from broker.outbox import Outbox
 from broker.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -40,10 +41,9 @@ from broker.protocol import (
     ProtocolError,
     Ready,
     Result,
-    decode,
-    encode,
+    decode_batch,
 )
-from broker.sockets import FramePump, SendFailed, curve_server, make_router
+from broker.sockets import FramePump, curve_server, make_router
 from broker.types import Job, JobOutcome, JobSpec, Policy, WorkerInfo
 
 __all__ = ["Hub"]
@@ -76,6 +76,7 @@ class Hub:
         self._socks: list[zmq.Socket[bytes]] = []
         self._curve: list[str | None] = []
         self._pumps: list[FramePump] = []
+        self._outboxes: list[Outbox] = []
         self.max_queued = max_queued
         self.clock = clock
         self.hb_interval = heartbeat_interval
@@ -120,7 +121,9 @@ class Hub:
 
     async def start(self) -> None:
         for i, sock in enumerate(self._socks):
-            self._pumps.append(FramePump(sock, functools.partial(self._on_frames, via=i)))
+            pump = FramePump(sock, functools.partial(self._on_frames, via=i))
+            self._pumps.append(pump)
+            self._outboxes.append(Outbox(pump, functools.partial(self._on_send_failure, via=i)))
         self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
 
     async def close(self, grace: float = 5.0) -> None:
@@ -147,6 +150,8 @@ class Hub:
             await asyncio.gather(self._ticker, return_exceptions=True)
         if self._wake:
             self._wake.cancel()
+        for outbox in self._outboxes:
+            outbox.flush()
         for pump in self._pumps:
             pump.close()
         if not self._pumps:
@@ -264,17 +269,17 @@ class Hub:
         job.sent_at = now
         job.tried.append(worker.ip)
         self.policy.on_dispatch(job, worker, now)
-        if not self._send(worker, msg, now):
-            return  # _send declared the worker lost; the job was requeued or ended with it
+        self._send(worker, msg, now)
 
-    def _send(self, worker: WorkerInfo, msg: Message, now: float) -> bool:
-        try:
-            self._pumps[worker.via].send([worker.routing_id, *encode(msg)])
-        except SendFailed as exc:
-            self._worker_lost(worker, f"send failed: {exc}")
-            return False
+    def _send(self, worker: WorkerInfo, msg: Message, now: float) -> None:
+        """Queue ``msg`` for ``worker``; it leaves with the rest of this loop iteration's batch."""
+        self._outboxes[worker.via].put(worker.routing_id, msg)
         worker.last_sent = now
-        return True
+
+    def _on_send_failure(self, route: bytes | None, reason: str, via: int) -> None:
+        worker = self._by_route.get((via, route or b""))
+        if worker is not None:
+            self._worker_lost(worker, f"send failed: {reason}")
 
     def retire(self, worker_id: str, reason: str = "retired") -> None:
         """Stop giving ``worker_id`` jobs; it finishes what it has, says Bye and exits."""
@@ -287,30 +292,31 @@ class Hub:
     # --- receiving -------------------------------------------------------------------
 
     def _on_frames(self, frames: list[bytes], via: int = 0) -> None:
-        if len(frames) < 2:
-            self.bad_frames["short"] += 1
+        if len(frames) != 2:
+            self.bad_frames["framing"] += 1
             return
         route = frames[0]
         try:
-            msg = decode(frames[1:])
+            msgs = decode_batch(frames[1])
         except ProtocolError:
             self.bad_frames["undecodable"] += 1
             return
         now = self.clock()
-        worker = self._by_route.get((via, route))
+        for msg in msgs:
+            self._on_message(route, via, msg, now)
+
+    def _on_message(self, route: bytes, via: int, msg: Message, now: float) -> None:
         if isinstance(msg, Ready):
             self._on_ready(route, via, msg, now)
             return
+        worker = self._by_route.get((via, route))
         if worker is None:
             if isinstance(msg, Dispatch | Drain | Disconnect):
                 self.bad_frames["wrong_direction"] += 1
                 return
             # A worker from before a coordinator restart: ask it to register again.
             self.bad_frames["unknown_worker"] += 1
-            try:
-                self._pumps[via].send([route, *encode(Disconnect())])
-            except SendFailed:
-                pass
+            self._outboxes[via].put(route, Disconnect())
             return
         worker.last_seen = now
         if isinstance(msg, Result):
@@ -415,6 +421,8 @@ class Hub:
             return
         del self.workers[w.worker_id]
         self._by_route.pop((w.via, w.routing_id), None)
+        if not graceful:
+            self._outboxes[w.via].discard(w.routing_id)
         now = self.clock()
         self.policy.on_worker_down(w, now)
         level = logging.INFO if graceful else logging.WARNING

@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 import zmq
 
+from broker.outbox import Outbox
 from broker.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -27,14 +28,14 @@ from broker.protocol import (
     Drain,
     Event,
     Heartbeat,
+    Message,
     Outcome,
     ProtocolError,
     Ready,
     Result,
-    decode,
-    encode,
+    decode_batch,
 )
-from broker.sockets import FramePump, SendFailed, curve_client, make_dealer
+from broker.sockets import FramePump, curve_client, make_dealer
 
 __all__ = ["CurveSettings", "LinkEnd", "WorkerLink"]
 
@@ -86,6 +87,7 @@ class WorkerLink:
         self.bad_frames = 0
         self.registrations = 0
         self._pump: FramePump | None = None
+        self._outbox: Outbox | None = None
         self._last_seen = 0.0
         self._last_sent = 0.0
         self._ended: asyncio.Future[LinkEnd] | None = None
@@ -134,14 +136,13 @@ class WorkerLink:
         self.send(event)
 
     def send(self, msg: Ready | Heartbeat | Result | Bye | Event) -> None:
-        if self._pump is None:
+        if self._outbox is None:
             return  # between connections: the coordinator will re-dispatch what matters
-        try:
-            self._pump.send(encode(msg))
-        except SendFailed as exc:
-            log.warning("cannot send to coordinator: %s", exc)
-            return
+        self._outbox.put(None, msg)
         self._last_sent = time.monotonic()
+
+    def _on_send_failure(self, route: bytes | None, reason: str) -> None:
+        log.warning("cannot send to coordinator: %s", reason)
 
     # --- internals -----------------------------------------------------------------
 
@@ -151,12 +152,16 @@ class WorkerLink:
             curve_client(sock, self.curve.secret_key_path, self.curve.server_public_key)
         sock.connect(self.endpoint)
         self._pump = FramePump(sock, self._on_frames)
+        self._outbox = Outbox(self._pump, self._on_send_failure)
         self._last_seen = time.monotonic()
         self._heard_once = False
         self.registrations += 1
         self.send(self.ready)
 
     def _close(self) -> None:
+        if self._outbox is not None:
+            self._outbox.flush()
+            self._outbox = None
         if self._pump is not None:
             self._pump.close()
             self._pump = None
@@ -166,13 +171,20 @@ class WorkerLink:
             self._ended.set_result(why)
 
     def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self.bad_frames += 1
+            return
         try:
-            msg = decode(frames)
+            msgs = decode_batch(frames[0])
         except ProtocolError:
             self.bad_frames += 1
             return
         self._last_seen = time.monotonic()
         self._heard_once = True
+        for msg in msgs:
+            self._on_message(msg)
+
+    def _on_message(self, msg: Message) -> None:
         if isinstance(msg, Dispatch):
             self.on_job(msg)
         elif isinstance(msg, Heartbeat):

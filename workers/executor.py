@@ -77,8 +77,10 @@ def secret_headers(ref: SecretRef | None) -> dict[str, str]:
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The response body, refusing more than ``limit`` bytes."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise ValueError(f"response body of {resp.content_length} bytes exceeds {limit}")
+    if resp.content_length is not None:
+        if resp.content_length > limit:
+            raise ValueError(f"response body of {resp.content_length} bytes exceeds {limit}")
+        return await resp.read()  # the common case: a small body of announced length
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():

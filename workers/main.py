@@ -222,8 +222,8 @@ def worker_entry(args: WorkerArgs) -> None:
     logging.getLogger().handlers[0].addFilter(_LocalIpFilter(args.ip, args.worker_id))
     try:
         code = uvloop.run(serve(args))
-    except OSError as exc:
-        logging.getLogger("workers.main").error("worker failed to boot: %s", exc)
+    except Exception as exc:  # anything escaping serve() means the worker never worked
+        logging.getLogger("workers.main").error("worker failed: %s: %s", type(exc).__name__, exc)
         code = EXIT_BOOT_ERROR
     sys.stdout.flush()
     sys.stderr.flush()

@@ -9,6 +9,7 @@ across destinations, and explicit pool limits. The default-route slot binds noth
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from typing import Any
@@ -38,7 +39,11 @@ def family_mismatch(url: str, ip: str | None) -> str | None:
     """Why a worker bound to ``ip`` can never reach ``url``'s literal address, if it cannot."""
     if ip is None:
         return None
-    host = urlsplit(url).hostname or ""
+    return _host_mismatch(urlsplit(url).hostname or "", ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_mismatch(host: str, ip: str) -> str | None:
     try:
         target = ipaddress.ip_address(host)
     except ValueError:

@@ -85,8 +85,8 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
         ),
         title_justify="left",
     )
+    left = ("ip", "host", "state", "cooldowns")
     for col in (
-        "worker",
         "ip",
         "host",
         "pid",
@@ -103,11 +103,10 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
         "uptime",
         "restarts",
     ):
-        table.add_column(col, justify="right" if col not in ("worker", "ip", "host", "state", "cooldowns") else "left")
+        table.add_column(col, justify="left" if col in left else "right", no_wrap=col != "cooldowns")
     for w in snapshot["workers"]:
         cools = ", ".join(f"{c['upstream']} {c['reason']} {c['left_s']:.1f}s" for c in w["cooldowns"])
         table.add_row(
-            w["id"],
             w["ip"],
             w["host"],
             str(w["pid"] or "-"),
@@ -127,6 +126,13 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
     return table
 
 
+def _console() -> Console:
+    """A terminal gets its own width; a pipe or file gets room for every column."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=220)
+
+
 @app.command("stats")
 def stats(
     config: Path | None = ConfigOption,
@@ -141,9 +147,9 @@ def stats(
             typer.echo(orjson.dumps(snap, option=orjson.OPT_INDENT_2).decode())
             return
         if not watch:
-            Console().print(_stats_table(snap))
+            _console().print(_stats_table(snap))
             return
-        with Live(_stats_table(snap), refresh_per_second=2) as live:
+        with Live(_stats_table(snap), console=_console(), refresh_per_second=2) as live:
             while True:
                 time.sleep(1.0)
                 snap = control_request(path, {"cmd": "stats"})

@@ -150,6 +150,7 @@ class Farm:
         if self._rescan_task:
             self._rescan_task.cancel()
             await asyncio.gather(self._rescan_task, return_exceptions=True)
+        self.supervisor.stopping()
         await self.hub.close(grace)
         await self.supervisor.stop()
         if self._control is not None:

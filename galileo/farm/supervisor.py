@@ -173,6 +173,8 @@ class Supervisor:
         slot = self.slots.get(w.worker_id)
         if slot is None or slot.pid != w.pid or self._stopping:
             return
+        if w.state == "draining":
+            return  # it is leaving by itself (Drain or SIGTERM); its exit is handled when it comes
         if slot.state == "ready":
             # Silent or unreachable but maybe alive (a stopped or stuck loop): make sure it is gone.
             log.warning("killing unresponsive worker %s: %s", w.worker_id, reason, extra={"local_ip": w.ip})
@@ -222,6 +224,10 @@ class Supervisor:
         slot.restart_handle = loop.call_later(delay, lambda: loop.create_task(self._spawn(slot)))
 
     # --- shutdown ---------------------------------------------------------------------
+
+    def stopping(self) -> None:
+        """The farm is shutting down: workers leaving now are not failures to act on."""
+        self._stopping = True
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop every worker: they were drained by the hub; TERM, then KILL the stragglers."""

@@ -9,8 +9,9 @@ For a job of upstream U, an IP is *eligible now* when its worker is ready with c
 * ``hash_key``: the IPs ranked by rendezvous hash for the key; the first that is not cooling
   owns the job (waiting for it while it is busy), so an endpoint stays on its IP and moves
   to the next-ranked one only while its own cools down.
-* otherwise: the least loaded eligible IP (in-flight / capacity), round robin on ties, so
-  spare IPs rotate; ``avoid_ip`` is honoured when another IP is eligible.
+* otherwise: the least loaded of the first few eligible IPs in round-robin order (in-flight /
+  capacity; ties go to the rotation), so spare IPs rotate and a pick stays O(1) however many
+  IPs there are; ``avoid_ip`` is honoured when another IP is eligible.
 
 When nothing is eligible the policy says until when (the earliest cooldown or pacing slot).
 """
@@ -30,6 +31,8 @@ from galileo.policy.pacing import PaceBook
 __all__ = ["FarmPolicy"]
 
 log = logging.getLogger("galileo.policy")
+
+SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per job
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds
 SuspendHook = Callable[[str, str], None]  # ip, why
@@ -61,12 +64,14 @@ class FarmPolicy:
 
     def _ready_at(self, w: WorkerInfo, upstream: str, now: float) -> float | None:
         """None when ``w`` can take a ``upstream`` job now; else when it might (inf: unknown)."""
-        cool = self.cooling(w.ip, upstream, now)
+        if len(w.inflight) >= w.capacity:
+            return float("inf")
+        cool = self.cooldowns.cooling_until(w.ip, upstream, now)
         if cool is not None:
             return cool
-        if w.credit <= 0:
-            return float("inf")
         pacer = self.pacing.get(w.ip, upstream, now)
+        if pacer.phase == "open":
+            return None
         at = pacer.next_at(now)
         if at is not None:
             pacer.blocked(now)
@@ -127,18 +132,20 @@ class FarmPolicy:
         n = len(ws)
         if n == 0:
             return Blocked()
-        self._turn = (self._turn + 1) % n
+        self._turn = turn = (self._turn + 1) % n
         best: WorkerInfo | None = None
         best_load = 2.0
         fallback: WorkerInfo | None = None
         earliest = float("inf")
+        found = 0
         for i in range(n):
-            w = ws[(self._turn + i) % n]
+            w = ws[(turn + i) % n]
             if w.state != "ready":
                 continue
             at = self._ready_at(w, upstream, now)
             if at is not None:
-                earliest = min(earliest, at)
+                if at < earliest:
+                    earliest = at
                 continue
             if w.ip == avoid:
                 fallback = w
@@ -146,6 +153,9 @@ class FarmPolicy:
             load = len(w.inflight) / w.capacity
             if load < best_load:
                 best, best_load = w, load
+            found += 1
+            if found >= SAMPLE:
+                break
         chosen = best or fallback
         if chosen is not None:
             return chosen

@@ -4,12 +4,16 @@ Each pair is paced with GCRA (a virtual scheduling clock ``tat``; a job may go w
 ``now >= tat - tau``). The rate is either told (``rate_limit_per_ip`` in the config: paced
 at 99 % of it from the first request) or learned from 429s in three phases:
 
-1. **start**: from 8 req/s, double every 0.5 s while the pair is saturated (jobs waiting on it).
-2. **measure**: after the first 429 the upstream's bucket is empty; keep the same rate and
-   count successes until a later 429 (the bucket empty again) after at least 2 cycles and 30
-   successes. Between two empty-bucket moments the upstream accepted exactly its rate, so
+1. **open**: no pacing at all. An upstream that never says 429 (a self-hosted Jupiter, an
+   unlimited endpoint) is never slowed down by us.
+2. **measure**: the first 429 means the upstream's bucket is empty. Pace at 1.5x the success
+   rate of the last second, counting successes still in flight then (enough to keep draining
+   the bucket, not a flood; doubled if 2 s pass without another 429), and count successes
+   until a later 429 (the bucket empty again) after at least 2 cycles and 30 successes.
+   Between two empty-bucket moments the upstream accepted exactly its rate, so
    ``(oks + 0.5) / elapsed`` estimates it. The cooldown each 429 imposes costs nothing here:
-   the upstream's bucket refills meanwhile and the next burst spends it.
+   the upstream's bucket refills meanwhile and the next burst spends it. With no second 429
+   for 10 s the limit is gone: back to open.
 3. **hold**: pace at 98.5 % of the estimate, with a burst tolerance ``tau`` of half the
    smallest burst seen after a cooldown, so tokens the upstream banked during a cooldown are
    used rather than wasted. Probe +3 % after 60 s saturated without a 429; a 429 during a
@@ -22,12 +26,14 @@ such upstreams' limits in the config instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["PaceBook", "Pacer"]
 
-START_RATE = 8.0
-START_STEP = 0.5
+OVERDRIVE = 1.5
+MIN_MEASURE_RATE = 2.0
+MEASURE_STALL = 2.0
+MEASURE_GIVE_UP = 10.0
 HOLD_FRACTION = 0.985
 KNOWN_FRACTION = 0.99
 MIN_OKS = 30
@@ -44,8 +50,8 @@ SATURATION_WINDOW = 0.5
 class Pacer:
     """One (IP, upstream) pair's pacing state."""
 
-    rate: float
-    phase: str  # start | measure | hold | probe
+    rate: float  # req/s; inf while open
+    phase: str  # open | measure | hold | probe
     known: bool = False
     tat: float = 0.0
     tau: float = 0.0
@@ -55,11 +61,13 @@ class Pacer:
     probe_every: float = PROBE_EVERY
     m_start: float = 0.0
     m_oks: int = 0
+    m_burst: int = 0  # successes sent before the first 429 (the bucket's last tokens)
     m_cycles: int = 0
     since_429: int = 0
     burst_min: int | None = None
     episode: float = float("-inf")  # when the last counted 429 arrived
     estimate: float | None = None
+    recent: list[float] = field(default_factory=list)  # success times in the last second (open phase)
 
     def next_at(self, now: float) -> float | None:
         """When the pair may send again, or None if it may now."""
@@ -67,7 +75,8 @@ class Pacer:
         return allow if now < allow else None
 
     def dispatched(self, now: float) -> None:
-        self.tat = max(self.tat, now) + 1.0 / self.rate
+        if self.phase != "open":
+            self.tat = max(self.tat, now) + 1.0 / self.rate
 
     def blocked(self, now: float) -> None:
         self.last_blocked = now
@@ -75,32 +84,55 @@ class Pacer:
     def saturated(self, now: float) -> bool:
         return now - self.last_blocked < SATURATION_WINDOW
 
-    def ok(self, now: float) -> None:
-        self.since_429 += 1
-        if self.phase == "measure":
+    def ok(self, now: float, sent_at: float | None = None) -> None:
+        phase = self.phase
+        if phase == "open":
+            recent = self.recent
+            recent.append(now)
+            if len(recent) > 64 and recent[0] < now - 1.0:
+                del recent[: len(recent) // 2]
+            return
+        if phase == "measure":
+            if sent_at is not None and sent_at < self.m_start:
+                # In flight when the bucket ran dry: the burst we achieved, not part of the estimate.
+                self.m_burst += 1
+                self.rate = max(self.rate, OVERDRIVE * self.m_burst)
+                return
             self.m_oks += 1
-        elif self.phase == "start":
-            if now - self.phase_at >= START_STEP and self.saturated(now):
-                self.rate *= 2
-                self.phase_at = now
-        elif self.phase == "hold":
+            self.since_429 += 1
+            quiet = now - self.episode
+            if quiet > MEASURE_GIVE_UP:
+                self._open()  # no second 429 for long: whatever limited us once is gone
+            elif quiet > MEASURE_STALL and self.saturated(now):
+                self.rate *= 2  # too slow to drain the bucket again: push harder
+                self.episode = now - MEASURE_STALL / 2
+            return
+        self.since_429 += 1
+        if phase == "hold":
             if not self.known and self.saturated(now) and now - self.phase_at >= self.probe_every:
                 self.good = self.rate
                 self.rate *= PROBE_STEP
                 self.phase = "probe"
                 self.phase_at = now
-        elif self.phase == "probe" and now - self.phase_at >= self.probe_every:
+        elif phase == "probe" and now - self.phase_at >= self.probe_every:
             self.good = self.rate
             self.phase = "hold"
             self.phase_at = now
+
+    def _open(self) -> None:
+        self.phase, self.rate, self.tau, self.recent = "open", float("inf"), 0.0, []
 
     def rate_limited(self, now: float, sent_at: float | None) -> None:
         if sent_at is not None and sent_at < self.episode:
             return  # in flight when the previous 429 arrived: an echo, not news
         self.episode = now
-        if self.phase == "start":
+        if self.phase == "open":
+            achieved = sum(1 for t in self.recent if t > now - 1.0)
+            self.recent = []
+            self.rate = max(MIN_MEASURE_RATE, OVERDRIVE * achieved)
+            self.tat = now
             self.phase = "measure"
-            self.m_start, self.m_oks, self.m_cycles, self.since_429 = now, 0, 0, 0
+            self.m_start, self.m_oks, self.m_burst, self.m_cycles, self.since_429 = now, 0, achieved, 0, 0
             return
         if self.phase == "measure":
             self.m_cycles += 1
@@ -148,7 +180,7 @@ class PaceBook:
             if known:
                 p = Pacer(rate=KNOWN_FRACTION * known, phase="hold", known=True, phase_at=now)
             else:
-                p = Pacer(rate=START_RATE, phase="start", phase_at=now)
+                p = Pacer(rate=float("inf"), phase="open", phase_at=now)
             p.good = p.rate
             self._pacers[key] = p
         return p
@@ -156,7 +188,7 @@ class PaceBook:
     def record(self, ip: str, upstream: str, result: str, now: float, sent_at: float | None = None) -> None:
         p = self.get(ip, upstream, now)
         if result == "ok":
-            p.ok(now)
+            p.ok(now, sent_at)
         elif result == "rate_limited":
             p.rate_limited(now, sent_at)
 

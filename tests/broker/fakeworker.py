@@ -7,7 +7,7 @@ import asyncio
 import zmq
 import zmq.asyncio
 
-from broker.protocol import Dispatch, Heartbeat, Message, Outcome, Ready, Result, decode, encode
+from broker.protocol import Dispatch, Heartbeat, Message, Outcome, Ready, Result, decode_batch, encode
 
 
 class FakeWorker:
@@ -18,6 +18,7 @@ class FakeWorker:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self._beat: asyncio.Task[None] | None = None
+        self._inbox: list[Message] = []
         self.ready = Ready(
             worker_id=f"fake/{ip}", ip=ip, family="ipv4", bind=True, host="test", pid=1, capacity=capacity
         )
@@ -29,8 +30,10 @@ class FakeWorker:
         await self.sock.send_multipart(encode(msg))
 
     async def recv(self, timeout: float = 2.0) -> Message:
-        frames = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
-        return decode(frames)
+        if not self._inbox:
+            frames = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
+            self._inbox.extend(decode_batch(frames[0]))
+        return self._inbox.pop(0)
 
     async def next_job(self, timeout: float = 2.0) -> Dispatch:
         """The next job within ``timeout`` seconds in all (heartbeats do not restart the clock)."""

@@ -140,15 +140,17 @@ async def test_garbage_frames_are_counted_and_ignored(env: tuple[Hub, str, zmq.a
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(endpoint)
     await raw.send_multipart([os.urandom(33)])
-    await raw.send_multipart([b"nope", b"\x00\x01"])
-    await raw.send_multipart([HEADER, b"\x92\xa3"])  # truncated msgpack
-    await raw.send_multipart([HEADER, b"\x81\xa4type\xa5weird"])  # unknown message type
-    await raw.send_multipart([HEADER, b"\x81\xa4type\xa2hb"])  # a valid heartbeat from a stranger
+    await raw.send_multipart([b"nope", b"\x00\x01"])  # two frames: not our framing
+    await raw.send_multipart([HEADER + b"\x91\x92\xa3"])  # truncated msgpack
+    await raw.send_multipart([HEADER + b"\x91\x81\xa4type\xa5weird"])  # unknown message type
+    await raw.send_multipart([HEADER + b"\x90"])  # an empty batch
+    await raw.send_multipart([HEADER + b"\x91\x81\xa4type\xa2hb"])  # a valid heartbeat from a stranger
     for _ in range(200):
-        if sum(hub.bad_frames.values()) >= 5:
+        if sum(hub.bad_frames.values()) >= 6:
             break
         await asyncio.sleep(0.005)
     assert hub.bad_frames["undecodable"] == 4
+    assert hub.bad_frames["framing"] == 1
     assert hub.bad_frames["unknown_worker"] == 1
     w = await registered(hub, endpoint, actx, "10.0.0.9")
     fut = hub.submit(spec())

@@ -17,7 +17,9 @@ from broker.protocol import (
     Result,
     UpstreamStats,
     decode,
+    decode_batch,
     encode,
+    encode_batch,
 )
 from broker.results import HttpResponse
 
@@ -43,7 +45,7 @@ def test_round_trip(msg: object) -> None:
 
 def test_secret_refs_carry_the_env_name_never_a_value() -> None:
     frames = encode(MESSAGES[2])
-    assert b"JUP_KEY" in frames[1]
+    assert b"JUP_KEY" in frames[0]
 
 
 @given(st.lists(st.binary(max_size=64), max_size=4))
@@ -57,6 +59,16 @@ def test_any_frames_decode_or_raise_protocol_error(frames: list[bytes]) -> None:
 @given(st.binary(max_size=200))
 def test_any_body_after_a_valid_header_decodes_or_raises_protocol_error(body: bytes) -> None:
     try:
-        decode([HEADER, body])
+        decode_batch(HEADER + body)
+    except ProtocolError:
+        pass
+
+
+def test_a_batch_carries_many_messages_in_order() -> None:
+    frame = encode_batch(MESSAGES)
+    assert decode_batch(frame) == MESSAGES
+    try:
+        decode([frame])
+        raise AssertionError("decode() accepted a batch of several")
     except ProtocolError:
         pass

@@ -77,7 +77,8 @@ async def test_429_cools_one_ip_for_one_upstream_only(make_farm: Make, recorder:
 
     await asyncio.gather(pump("/a", "a"), pump("/b", "b"))
     first_429 = min(h.t for h in recorder.hits if h.status == 429)
-    window = [h for h in recorder.hits if first_429 < h.t < first_429 + 1.9]
+    # Requests already in flight when the first 429 was answered may still arrive just after it.
+    window = [h for h in recorder.hits if first_429 + 0.1 < h.t < first_429 + 1.9]
     from_limited = Counter(h.path for h in window if h.remote == "127.0.0.21")
     assert from_limited["/a"] == 0  # cooling for "a", honouring Retry-After: 2
     assert from_limited["/b"] > 5  # ... but still serving "b"
@@ -95,8 +96,8 @@ async def test_garbage_frames_are_counted_and_the_farm_keeps_serving(make_farm: 
         s.setsockopt(zmq.LINGER, 2000)  # deliver the garbage before closing
         s.connect(f"ipc://{farm.runtime_dir / name}")
         s.send_multipart([os.urandom(40)])
-        s.send_multipart([b"GLW1", b"\xc1\xff\x00"])
-        s.send_multipart([b"GLW1", b"\x81\xa4type\xa7unknown"])
+        s.send_multipart([b"GLW1\xc1\xff\x00"])
+        s.send_multipart([b"GLW1\x91\x81\xa4type\xa7unknown"])
         s.send_multipart([b"GLC1", b"\x93\x01"])
         s.close()
     ctx.term()
