@@ -3,13 +3,46 @@
 A payload never carries a secret. Where an upstream needs one, the payload names the
 environment variable that holds it (:class:`SecretRef`) and the worker reads it from its own
 environment: local workers inherit the coordinator's, workers on other hosts use their own.
+Solana RPC URLs that embed an API key travel the same way: ``url_env`` names the variable
+holding the whole URL.
+
+The tag of each Struct is the job's *kind* (``jupiter_quote``, ``jito_send_bundle`` ...).
+Amounts are raw u64 units, keys and mints base58 strings, transactions their wire bytes (the
+worker base64-encodes them). Optional upstream parameters left at ``None`` are not sent, so
+the upstream's documented default applies.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
-__all__ = ["HttpRequest", "JobPayload", "SecretRef"]
+__all__ = [
+    "DflowQuote",
+    "DflowSwapInstructions",
+    "HttpRequest",
+    "JitoBundleStatuses",
+    "JitoInflightStatuses",
+    "JitoSendBundle",
+    "JitoSendTransaction",
+    "JitoTipAccounts",
+    "JobPayload",
+    "JupiterQuote",
+    "JupiterSwapInstructions",
+    "RpcGetMultipleAccounts",
+    "RpcLatestBlockhash",
+    "RpcSendTransaction",
+    "RpcSignatureStatuses",
+    "SecretRef",
+    "SwapMode",
+    "TitanStream",
+    "UltraExecute",
+    "UltraOrder",
+]
+
+SwapMode = Literal["ExactIn", "ExactOut"]
+Commitment = Literal["processed", "confirmed", "finalized"]
 
 
 class SecretRef(msgspec.Struct, frozen=True, array_like=True):
@@ -33,4 +66,266 @@ class HttpRequest(msgspec.Struct, tag="http", kw_only=True, omit_defaults=True):
     max_body: int = 4 << 20  # larger bodies are a decode_error, not a worker out of memory
 
 
-JobPayload = HttpRequest
+# --- Jupiter Swap API v1 (reference §1) and DFlow (§3) ----------------------------------
+
+
+class JupiterQuote(msgspec.Struct, tag="jupiter_quote", kw_only=True, omit_defaults=True):
+    """``GET {base_url}/quote``; the ``ok`` value is a Quote. ``base_url`` like ``https://api.jup.ag/swap/v1``."""
+
+    base_url: str
+    input_mint: str
+    output_mint: str
+    amount: int
+    slippage_bps: int | None = None
+    swap_mode: SwapMode | None = None
+    dexes: list[str] = []
+    exclude_dexes: list[str] = []
+    only_direct_routes: bool | None = None
+    restrict_intermediate_tokens: bool | None = None
+    max_accounts: int | None = None
+    instruction_version: Literal["V1", "V2"] | None = None
+    secret: SecretRef | None = None  # x-api-key on api.jup.ag
+
+
+class JupiterSwapInstructions(msgspec.Struct, tag="jupiter_swap_instructions", kw_only=True, omit_defaults=True):
+    """``POST {base_url}/swap-instructions``; the ``ok`` value is SwapInstructions.
+
+    ``quote`` is the /quote response body (``Quote.raw``), sent back verbatim as ``quoteResponse``.
+    Of the priority options give at most one: ``compute_unit_price_micro_lamports``,
+    ``prioritization_fee_lamports`` or ``jito_tip_lamports`` (sent as ``{"jitoTipLamports": n}``).
+    """
+
+    base_url: str
+    user_public_key: str
+    quote: bytes
+    wrap_and_unwrap_sol: bool | None = None
+    use_shared_accounts: bool | None = None
+    fee_account: str | None = None
+    destination_token_account: str | None = None
+    compute_unit_price_micro_lamports: int | None = None
+    prioritization_fee_lamports: int | None = None
+    jito_tip_lamports: int | None = None
+    dynamic_compute_unit_limit: bool | None = None
+    skip_user_accounts_rpc_calls: bool | None = None
+    dynamic_slippage: bool | None = None
+    blockhash_slots_to_expiry: int | None = None
+    secret: SecretRef | None = None
+
+
+class DflowQuote(msgspec.Struct, tag="dflow_quote", kw_only=True, omit_defaults=True):
+    """``GET {base_url}/quote``; the ``ok`` value is a Quote. ``base_url`` like ``https://quote-api.dflow.net``."""
+
+    base_url: str
+    input_mint: str
+    output_mint: str
+    amount: int
+    slippage_bps: int | Literal["auto"] | None = None
+    dexes: list[str] = []
+    exclude_dexes: list[str] = []
+    only_direct_routes: bool | None = None
+    max_route_length: int | None = None
+    secret: SecretRef | None = None  # x-api-key
+
+
+class DflowSwapInstructions(msgspec.Struct, tag="dflow_swap_instructions", kw_only=True, omit_defaults=True):
+    """``POST {base_url}/swap-instructions``; the ``ok`` value is SwapInstructions.
+
+    ``quote`` is the /quote body (``Quote.raw``), echoed verbatim. DFlow takes either
+    ``compute_unit_price_micro_lamports`` or ``prioritization_fee_lamports`` (never both).
+    """
+
+    base_url: str
+    user_public_key: str
+    quote: bytes
+    wrap_and_unwrap_sol: bool | None = None
+    dynamic_compute_unit_limit: bool | None = None
+    compute_unit_price_micro_lamports: int | None = None
+    prioritization_fee_lamports: int | Literal["auto", "disabled"] | None = None
+    destination_token_account: str | None = None
+    fee_account: str | None = None
+    include_jito_sandwich_mitigation_account: bool | None = None
+    preserve_input_ata: bool | None = None
+    secret: SecretRef | None = None
+
+
+# --- Jupiter Ultra (§2) --------------------------------------------------------------------
+
+
+class UltraOrder(msgspec.Struct, tag="ultra_order", kw_only=True, omit_defaults=True):
+    """``GET {base_url}/order``; the ``ok`` value is an UltraOrderResult (with a transaction iff ``taker``)."""
+
+    base_url: str
+    input_mint: str
+    output_mint: str
+    amount: int
+    taker: str | None = None
+    slippage_bps: int | None = None
+    swap_mode: SwapMode | None = None
+    exclude_routers: list[str] = []
+    exclude_dexes: list[str] = []
+    referral_account: str | None = None
+    referral_fee: int | None = None
+    payer: str | None = None
+    secret: SecretRef | None = None  # x-api-key on api.jup.ag
+
+
+class UltraExecute(msgspec.Struct, tag="ultra_execute", kw_only=True, omit_defaults=True):
+    """``POST {base_url}/execute``; ``ok`` (an UltraExecuteResult) only for status Success, code 0."""
+
+    base_url: str
+    signed_transaction: bytes
+    request_id: str
+    secret: SecretRef | None = None
+
+
+# --- Jito block engine (§6) --------------------------------------------------------------
+
+
+class JitoSendBundle(msgspec.Struct, tag="jito_send_bundle", kw_only=True, omit_defaults=True):
+    """``sendBundle`` on ``{base_url}/api/v1/bundles``; ``ok`` value BundleAccepted.
+
+    ``base_url`` is the region root, e.g. ``https://ny.mainnet.block-engine.jito.wtf``. At most
+    5 signed transactions: a longer bundle ends as ``decode_error`` without being sent.
+    """
+
+    base_url: str
+    transactions: list[bytes]
+    secret: SecretRef | None = None  # x-jito-auth: <uuid>
+
+
+class JitoBundleStatuses(msgspec.Struct, tag="jito_bundle_statuses", kw_only=True, omit_defaults=True):
+    """``getBundleStatuses`` for at most 5 bundle ids; ``ok`` value BundleStatuses."""
+
+    base_url: str
+    bundle_ids: list[str]
+    secret: SecretRef | None = None
+
+
+class JitoInflightStatuses(msgspec.Struct, tag="jito_inflight_statuses", kw_only=True, omit_defaults=True):
+    """``getInflightBundleStatuses`` (last 5 minutes) for at most 5 bundle ids; ``ok`` value BundleStatuses."""
+
+    base_url: str
+    bundle_ids: list[str]
+    secret: SecretRef | None = None
+
+
+class JitoTipAccounts(msgspec.Struct, tag="jito_tip_accounts", kw_only=True, omit_defaults=True):
+    """``getTipAccounts``; ``ok`` value TipAccounts."""
+
+    base_url: str
+    secret: SecretRef | None = None
+
+
+class JitoSendTransaction(msgspec.Struct, tag="jito_send_transaction", kw_only=True, omit_defaults=True):
+    """``sendTransaction`` on ``{base_url}/api/v1/transactions``; ``ok`` value TxSent (with the x-bundle-id)."""
+
+    base_url: str
+    transaction: bytes
+    bundle_only: bool = False
+    secret: SecretRef | None = None
+
+
+# --- Solana JSON-RPC (§7) ----------------------------------------------------------------
+
+
+class RpcLatestBlockhash(msgspec.Struct, tag="rpc_latest_blockhash", kw_only=True, omit_defaults=True):
+    """``getLatestBlockhash``; ``ok`` value Blockhash. Give ``url``, or ``url_env`` naming a variable with it."""
+
+    url: str | None = None
+    url_env: str | None = None
+    commitment: Commitment | None = None
+    min_context_slot: int | None = None
+    secret: SecretRef | None = None
+
+
+class RpcSendTransaction(msgspec.Struct, tag="rpc_send_transaction", kw_only=True, omit_defaults=True):
+    """``sendTransaction`` (base64); ``ok`` value TxSent."""
+
+    transaction: bytes
+    url: str | None = None
+    url_env: str | None = None
+    skip_preflight: bool | None = None
+    preflight_commitment: Commitment | None = None
+    max_retries: int | None = None
+    min_context_slot: int | None = None
+    secret: SecretRef | None = None
+
+
+class RpcSignatureStatuses(msgspec.Struct, tag="rpc_signature_statuses", kw_only=True, omit_defaults=True):
+    """``getSignatureStatuses`` (at most 256); ``ok`` value SignatureStatuses."""
+
+    signatures: list[str]
+    url: str | None = None
+    url_env: str | None = None
+    search_transaction_history: bool | None = None
+    secret: SecretRef | None = None
+
+
+class RpcGetMultipleAccounts(msgspec.Struct, tag="rpc_get_multiple_accounts", kw_only=True, omit_defaults=True):
+    """``getMultipleAccounts`` with base64 data (at most 100, e.g. lookup tables); ``ok`` value Accounts."""
+
+    addresses: list[str]
+    url: str | None = None
+    url_env: str | None = None
+    commitment: Commitment | None = None
+    min_context_slot: int | None = None
+    secret: SecretRef | None = None
+
+
+# --- Titan WebSocket quote stream (§4) ----------------------------------------------------
+
+
+class TitanStream(msgspec.Struct, tag="titan_stream", kw_only=True, omit_defaults=True):
+    """A long-lived job: stream Titan quotes, emitting a ``quote`` Event per update.
+
+    Runs until ``duration`` seconds pass (bounded by the job's budget less two seconds for the
+    goodbye), the server ends the stream, or ``idle_timeout`` passes without an update. The
+    ``ok`` value is a TitanStreamSummary. ``url`` is the WebSocket endpoint, e.g.
+    ``wss://api.titan.exchange/api/v1/ws``; ``secret`` is normally
+    ``SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")``.
+    """
+
+    url: str
+    input_mint: str
+    output_mint: str
+    amount: int
+    user_public_key: str
+    duration: float
+    idle_timeout: float = 10.0
+    swap_mode: SwapMode | None = None
+    slippage_bps: int | None = None
+    dexes: list[str] | None = None
+    exclude_dexes: list[str] | None = None
+    providers: list[str] | None = None
+    only_direct_routes: bool | None = None
+    add_size_constraint: bool | None = None
+    size_constraint: int | None = None
+    accounts_limit_total: int | None = None
+    accounts_limit_writable: int | None = None
+    close_input_token_account: bool | None = None
+    create_output_token_account: bool | None = None
+    interval_ms: int | None = None
+    num_quotes: int | None = None
+    compress: bool = True  # offer the +gzip subprotocol first
+    secret: SecretRef | None = None
+
+
+JobPayload = (
+    HttpRequest
+    | JupiterQuote
+    | JupiterSwapInstructions
+    | DflowQuote
+    | DflowSwapInstructions
+    | UltraOrder
+    | UltraExecute
+    | JitoSendBundle
+    | JitoBundleStatuses
+    | JitoInflightStatuses
+    | JitoTipAccounts
+    | JitoSendTransaction
+    | RpcLatestBlockhash
+    | RpcSendTransaction
+    | RpcSignatureStatuses
+    | RpcGetMultipleAccounts
+    | TitanStream
+)

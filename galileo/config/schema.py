@@ -13,6 +13,13 @@ from typing import Annotated, Any
 import msgspec
 
 from galileo.config._validate import Check
+from galileo.config.sections import (
+    BlindStrategyConfig,
+    IntermediumConfig,
+    LanderConfig,
+    UpstreamsConfig,
+    WalletConfig,
+)
 
 __all__ = [
     "BotConfig",
@@ -112,3 +119,33 @@ class GalileoConfig(_Section):
 
     bot: BotConfig = msgspec.field(default_factory=BotConfig)
     farm: FarmConfig = msgspec.field(default_factory=FarmConfig)
+    upstreams: UpstreamsConfig = msgspec.field(default_factory=UpstreamsConfig)
+    wallet: WalletConfig = msgspec.field(default_factory=WalletConfig)
+    intermedium: IntermediumConfig = msgspec.field(default_factory=IntermediumConfig)
+    blind_strategy: BlindStrategyConfig = msgspec.field(default_factory=BlindStrategyConfig)
+    lander: LanderConfig = msgspec.field(default_factory=LanderConfig)
+
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+        """Rules that span sections: an enabled strategy needs what it uses."""
+        issues: list[tuple[tuple[str, ...], str]] = []
+        blind = raw.get("blind_strategy") or {}
+        if not blind.get("enable"):
+            return issues
+        if not blind.get("base_mints"):
+            issues.append((("blind_strategy", "base_mints"), "is empty: the strategy has nothing to quote"))
+        ups = raw.get("upstreams") or {}
+        landers = blind.get("enable_landers", ["jito"])
+        if "staked" in landers:
+            staked = ups.get("staked") or {}
+            if not staked.get("urls") and not staked.get("url_envs"):
+                issues.append((("upstreams", "staked"), "has no urls or url_envs, but enable_landers lists staked"))
+        if "jito" in landers and (ups.get("jito") or {}).get("endpoints") == []:
+            issues.append((("upstreams", "jito", "endpoints"), "is empty, but enable_landers lists jito"))
+        rpc = ups.get("rpc")
+        if rpc is not None and not rpc.get("urls") and not rpc.get("url_envs"):
+            issues.append((("upstreams", "rpc"), "has no urls or url_envs: blockhashes and lookup tables come from it"))
+        lander = raw.get("lander") or {}
+        if lander.get("mode") == "live" and not (raw.get("wallet") or {}).get("keypair_path"):
+            issues.append((("wallet", "keypair_path"), "is required when lander.mode is live"))
+        return issues

@@ -36,4 +36,89 @@ farm:
   listen: null            # e.g. tcp://0.0.0.0:5555
   server_secret_key_path: null
   authorized_keys_dir: null
+
+# Where the farm sends. `rate_limit_per_ip` (requests/s per source IP) is optional: when
+# absent the farm learns each upstream's limit from its 429s. Keys go in env vars.
+upstreams:
+  jupiter:
+    base_url: https://api.jup.ag/swap/v1
+    api_key_env: JUPITER_API_KEY      # the env var holding your key (x-api-key)
+    rate_limit_per_ip: null
+    timeout_ms: 2000
+  dflow:
+    base_url: https://quote-api.dflow.net
+    api_key_env: DFLOW_API_KEY
+    rate_limit_per_ip: null
+    timeout_ms: 2000
+  ultra:
+    base_url: https://api.jup.ag/ultra/v1
+    api_key_env: JUPITER_API_KEY
+    rate_limit_per_ip: null
+    timeout_ms: 2000
+  rpc:                                # blockhashes and lookup tables
+    urls: [https://api.mainnet-beta.solana.com]
+    url_envs: []                      # env vars holding URLs with an embedded key
+    rate_limit_per_ip: null
+    timeout_ms: 2000
+  staked:                             # the `staked` lander's sendTransaction endpoints
+    urls: []
+    url_envs: []
+    rate_limit_per_ip: null
+    timeout_ms: 2000
+  jito:                               # block engines; /api/v1/bundles is appended
+    endpoints:
+      - https://frankfurt.mainnet.block-engine.jito.wtf
+      - https://amsterdam.mainnet.block-engine.jito.wtf
+      - https://london.mainnet.block-engine.jito.wtf
+      - https://ny.mainnet.block-engine.jito.wtf
+      - https://tokyo.mainnet.block-engine.jito.wtf
+      - https://slc.mainnet.block-engine.jito.wtf
+      - https://dublin.mainnet.block-engine.jito.wtf
+      - https://singapore.mainnet.block-engine.jito.wtf
+      - https://mainnet.block-engine.jito.wtf
+    uuid_env: null                    # env var with your Jito UUID (x-jito-auth), if you have one
+    rate_limit_per_ip: 5.0            # Jito documents 5 requests/s per IP per region
+    timeout_ms: 2000
+  titan:                              # multi-leg: Titan's WebSocket quote stream
+    ws_url: wss://api.titan.exchange/api/v1/ws
+    token_env: TITAN_TOKEN            # the token Titan issued you (Bearer)
+    titan_stream_limit: 2             # streams per IP
+    titan_debounce_ms: 200
+    interval_ms: 1000
+    num_quotes: 2
+    providers: []
+
+wallet:
+  keypair_path: null                  # a Solana CLI JSON keypair (chmod 600); required for live landing
+
+intermedium:                          # the mints each base mint round-trips through
+  mints:
+    - So11111111111111111111111111111111111111112     # SOL
+    - EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v    # USDC
+  disable_mints: []
+
+blind_strategy:
+  enable: false
+  quote_provider: jupiter             # jupiter | dflow
+  base_mints: []
+  # - mint: So11111111111111111111111111111111111111112
+  #   trade_size_range: [100_000_000, 2_000_000_000]   # raw units (lamports here)
+  #   trade_range_count: 5
+  #   trade_range_strategy: exponential                # linear | exponential | random
+  #   lanes: []                                        # more ranges: [{min, max, count, strategy}]
+  #   min_quote_profit: 20_000                         # per mint, in its raw units, after fees and tip
+  enable_dexs: []                     # only these DEX labels (empty: all)
+  exclude_dexes: []
+  enable_landers: [jito]              # jito | staked | rpc
+  slippage_bps: 0
+  only_direct_routes: false
+  max_accounts: null
+  # No concurrency knobs: as many batches run at once as there are usable IPs.
+
+lander:
+  mode: dry_run                       # dry_run: build and sign, send nothing. live: real money.
+  tip_lamports: 10000                 # Jito tip (at least 1000)
+  compute_unit_price_micro_lamports: 0  # priority fee for staked / rpc sends
+  cu_limit_multiplier: 1.0
+  follow_timeout_s: 90.0
 """

@@ -166,6 +166,14 @@ class Farm:
     def submit(self, spec: JobSpec) -> asyncio.Future[JobOutcome]:
         return self.hub.submit(spec)
 
+    def eligible_ips(self, upstream: str) -> list[str]:
+        """IPs whose worker is ready and whose (IP, upstream) pair is not cooling or suspended."""
+        now = time.monotonic()
+        cooling = self.policy.cooldowns.cooling_until
+        return sorted(
+            w.ip for w in self.hub.workers.values() if w.state == "ready" and cooling(w.ip, upstream, now) is None
+        )
+
     async def run(self, spec: JobSpec) -> JobOutcome:
         return await self.hub.submit(spec)
 
@@ -239,5 +247,7 @@ class Farm:
 
 
 def known_rates(cfg: GalileoConfig) -> dict[str, float]:
-    """Per-IP rate limits the operator told us, by upstream name."""
-    return dict(getattr(cfg, "known_rates", {}) or {})
+    """Per-IP rate limits the operator told us, keyed like the jobs' upstreams."""
+    from galileo.strategy.upstreams import Upstreams
+
+    return Upstreams(cfg).known_rates()

@@ -1,0 +1,226 @@
+"""Config sections for the upstreams, the wallet, the blind strategy and landing.
+
+Key names follow the original galileo where they serve users (``intermedium.mints``,
+``blind_strategy.base_mints[*].trade_size_range``, ``enable_dexs``, ``enable_landers`` …).
+Secrets are never in the file: ``*_env`` keys name an environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from galileo.config._validate import Check
+
+__all__ = [
+    "BaseMintConfig",
+    "BlindStrategyConfig",
+    "IntermediumConfig",
+    "JitoConfig",
+    "LanderConfig",
+    "LaneConfig",
+    "RpcConfig",
+    "TitanConfig",
+    "UpstreamConfig",
+    "UpstreamsConfig",
+    "WalletConfig",
+]
+
+SOL_MINT = "So11111111111111111111111111111111111111112"
+USDC_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+JITO_REGIONS = ("frankfurt", "amsterdam", "london", "ny", "tokyo", "slc", "dublin", "singapore", "mainnet")
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) and len(value) > 8 else "is not an http(s) URL"
+
+
+def _ws_url(value: str) -> str | None:
+    return None if value.startswith(("ws://", "wss://")) and len(value) > 6 else "is not a ws(s) URL"
+
+
+def _env_name(value: str) -> str | None:
+    return None if _ENV.match(value) else "is not an environment variable name"
+
+
+def _pubkey(value: str) -> str | None:
+    from solders.pubkey import Pubkey
+
+    try:
+        Pubkey.from_string(value)
+    except ValueError:
+        return "is not a base58 public key"
+    return None
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+Url = Annotated[str, Check(_url)]
+WsUrl = Annotated[str, Check(_ws_url)]
+EnvName = Annotated[str, Check(_env_name)]
+Mint = Annotated[str, Check(_pubkey)]
+Positive = Annotated[float, Check(_positive)]
+PositiveInt = Annotated[int, Check(_positive)]
+NonNegativeInt = Annotated[int, Check(_non_negative)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class UpstreamConfig(_Section):
+    """An HTTP aggregator API. ``rate_limit_per_ip``: req/s per source IP if known (else learned)."""
+
+    base_url: Url
+    api_key_env: EnvName | None = None
+    rate_limit_per_ip: Positive | None = None
+    timeout_ms: PositiveInt = 2000
+
+
+class RpcConfig(_Section):
+    """Solana JSON-RPC endpoints. Put URLs that embed an API key in ``url_envs`` (env var names)."""
+
+    urls: list[Url] = msgspec.field(default_factory=list)
+    url_envs: list[EnvName] = msgspec.field(default_factory=list)
+    rate_limit_per_ip: Positive | None = None
+    timeout_ms: PositiveInt = 2000
+
+    def endpoints(self) -> list[tuple[str, str | None]]:
+        """(url, url_env) pairs; for an env entry the url is a placeholder naming the variable."""
+        return [(u, None) for u in self.urls] + [(f"env:{e}", e) for e in self.url_envs]
+
+
+class JitoConfig(_Section):
+    """Jito block engines: one base URL per region (``/api/v1/bundles`` is appended)."""
+
+    endpoints: list[Url] = msgspec.field(
+        default_factory=lambda: [
+            f"https://{r}.mainnet.block-engine.jito.wtf" if r != "mainnet" else "https://mainnet.block-engine.jito.wtf"
+            for r in JITO_REGIONS
+        ]
+    )
+    uuid_env: EnvName | None = None
+    rate_limit_per_ip: Positive | None = 5.0  # Jito documents 5 req/s per IP per region
+    timeout_ms: PositiveInt = 2000
+
+
+class TitanConfig(_Section):
+    """Titan's WebSocket quote stream (multi-leg)."""
+
+    ws_url: WsUrl = "wss://api.titan.exchange/api/v1/ws"
+    token_env: EnvName | None = "TITAN_TOKEN"
+    titan_stream_limit: PositiveInt = 2  # streams per IP
+    titan_debounce_ms: NonNegativeInt = 200
+    interval_ms: PositiveInt = 1000
+    num_quotes: PositiveInt = 2
+    providers: list[str] = msgspec.field(default_factory=list)
+
+
+class UpstreamsConfig(_Section):
+    jupiter: UpstreamConfig = msgspec.field(
+        default_factory=lambda: UpstreamConfig(base_url="https://api.jup.ag/swap/v1", api_key_env="JUPITER_API_KEY")
+    )
+    dflow: UpstreamConfig = msgspec.field(
+        default_factory=lambda: UpstreamConfig(base_url="https://quote-api.dflow.net", api_key_env="DFLOW_API_KEY")
+    )
+    ultra: UpstreamConfig = msgspec.field(
+        default_factory=lambda: UpstreamConfig(base_url="https://api.jup.ag/ultra/v1", api_key_env="JUPITER_API_KEY")
+    )
+    rpc: RpcConfig = msgspec.field(default_factory=lambda: RpcConfig(urls=["https://api.mainnet-beta.solana.com"]))
+    staked: RpcConfig = msgspec.field(default_factory=RpcConfig)
+    jito: JitoConfig = msgspec.field(default_factory=JitoConfig)
+    titan: TitanConfig = msgspec.field(default_factory=TitanConfig)
+
+
+class WalletConfig(_Section):
+    """``keypair_path``: a Solana CLI JSON keypair file (keep it mode 0600)."""
+
+    keypair_path: str | None = None
+
+
+class IntermediumConfig(_Section):
+    """The mints each base mint round-trips through."""
+
+    mints: list[Mint] = msgspec.field(default_factory=lambda: [SOL_MINT, USDC_MINT])
+    disable_mints: list[Mint] = msgspec.field(default_factory=list)
+
+
+class LaneConfig(_Section):
+    """A range of trade sizes in the base mint's raw units."""
+
+    min: PositiveInt
+    max: PositiveInt
+    count: PositiveInt = 1
+    strategy: Literal["linear", "exponential", "random"] = "linear"
+
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+        if raw["min"] > raw["max"]:
+            return [(("min",), f"{raw['min']} is greater than max {raw['max']}")]
+        return []
+
+
+class BaseMintConfig(_Section):
+    """One base mint: its trade sizes (a range, or several lanes) and its own profit threshold."""
+
+    mint: Mint
+    trade_size_range: (
+        Annotated[
+            tuple[int, int], Check(lambda r: None if 0 < r[0] <= r[1] else "must be [min, max] with 0 < min <= max")
+        ]
+        | None
+    ) = None  # noqa: E501
+    trade_range_count: PositiveInt = 1
+    trade_range_strategy: Literal["linear", "exponential", "random"] = "linear"
+    lanes: list[LaneConfig] = msgspec.field(default_factory=list)
+    min_quote_profit: NonNegativeInt = 0
+
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+        if raw.get("trade_size_range") is None and not raw.get("lanes"):
+            return [(("trade_size_range",), "is required (or give lanes)")]
+        return []
+
+    def lanes_or_range(self) -> list[LaneConfig]:
+        lanes = list(self.lanes)
+        if self.trade_size_range is not None:
+            lo, hi = self.trade_size_range
+            lanes.insert(
+                0, LaneConfig(min=lo, max=hi, count=self.trade_range_count, strategy=self.trade_range_strategy)
+            )
+        return lanes
+
+
+class BlindStrategyConfig(_Section):
+    """Quote every base x intermediate x size round trip; land the profitable ones."""
+
+    enable: bool = False
+    quote_provider: Literal["jupiter", "dflow"] = "jupiter"
+    base_mints: list[BaseMintConfig] = msgspec.field(default_factory=list)
+    enable_dexs: list[str] = msgspec.field(default_factory=list)
+    exclude_dexes: list[str] = msgspec.field(default_factory=list)
+    enable_landers: list[Literal["jito", "staked", "rpc"]] = msgspec.field(default_factory=lambda: ["jito"])
+    slippage_bps: NonNegativeInt = 0
+    only_direct_routes: bool = False
+    max_accounts: PositiveInt | None = None
+
+
+class LanderConfig(_Section):
+    """How opportunities are landed. ``mode: dry_run`` (the default) builds and signs, sends nothing."""
+
+    mode: Literal["dry_run", "live"] = "dry_run"
+    tip_lamports: Annotated[int, Check(lambda v: None if v >= 1000 else "must be at least 1000 (Jito's minimum)")] = (
+        10_000  # noqa: E501
+    )
+    compute_unit_price_micro_lamports: NonNegativeInt = 0
+    cu_limit_multiplier: Positive = 1.0
+    follow_timeout_s: Positive = 90.0

@@ -1,0 +1,1 @@
+"""Strategies that drive the farm: the blind round-trip strategy and its pieces."""

@@ -1,0 +1,69 @@
+"""Profit arithmetic for a round trip, in the base mint's raw units.
+
+    profit = sell_out - size - costs
+    costs  = tip + base fee + priority fee   (lamports), converted to base units for non-SOL bases
+
+An opportunity is worth landing when ``profit >= min_profit`` of *its* base mint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+__all__ = ["SOL_MINT", "Costs", "PriceBook", "evaluate"]
+
+SOL_MINT = "So11111111111111111111111111111111111111112"
+LAMPORTS_PER_SIGNATURE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """What landing one round trip costs, in lamports."""
+
+    tip: int
+    signatures: int = 1
+    priority_fee: int = 0
+
+    @property
+    def lamports(self) -> int:
+        return self.tip + self.signatures * LAMPORTS_PER_SIGNATURE + self.priority_fee
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    gross: int  # sell_out - size, base units
+    costs: int  # base units
+    profit: int  # gross - costs
+    profitable: bool
+
+
+class PriceBook:
+    """Lamports -> base-mint units, learned from the strategy's own SOL quotes."""
+
+    def __init__(self) -> None:
+        self._base_per_lamport: dict[str, Fraction] = {SOL_MINT: Fraction(1)}
+
+    def observe(self, in_mint: str, in_amount: int, out_mint: str, out_amount: int) -> None:
+        """Record a quote; quotes with SOL on one side price the other mint."""
+        if in_amount <= 0 or out_amount <= 0:
+            return
+        if in_mint == SOL_MINT and out_mint != SOL_MINT:
+            self._base_per_lamport[out_mint] = Fraction(out_amount, in_amount)
+        elif out_mint == SOL_MINT and in_mint != SOL_MINT:
+            self._base_per_lamport[in_mint] = Fraction(in_amount, out_amount)
+
+    def knows(self, mint: str) -> bool:
+        return mint in self._base_per_lamport
+
+    def to_base(self, mint: str, lamports: int) -> int | None:
+        """``lamports`` in ``mint``'s raw units (rounded up: costs are never understated)."""
+        rate = self._base_per_lamport.get(mint)
+        return None if rate is None else math.ceil(lamports * rate)
+
+
+def evaluate(size: int, sell_out: int, costs_in_base: int, min_profit: int) -> Verdict:
+    gross = sell_out - size
+    profit = gross - costs_in_base
+    return Verdict(gross=gross, costs=costs_in_base, profit=profit, profitable=profit >= min_profit and profit > 0)
