@@ -178,7 +178,7 @@ class BaseMintConfig(_Section):
             tuple[int, int], Check(lambda r: None if 0 < r[0] <= r[1] else "must be [min, max] with 0 < min <= max")
         ]
         | None
-    ) = None  # noqa: E501
+    ) = None
     trade_range_count: PositiveInt = 1
     trade_range_strategy: Literal["linear", "exponential", "random"] = "linear"
     lanes: list[LaneConfig] = msgspec.field(default_factory=list)
@@ -219,7 +219,7 @@ class LanderConfig(_Section):
 
     mode: Literal["dry_run", "live"] = "dry_run"
     tip_lamports: Annotated[int, Check(lambda v: None if v >= 1000 else "must be at least 1000 (Jito's minimum)")] = (
-        10_000  # noqa: E501
+        10_000
     )
     compute_unit_price_micro_lamports: NonNegativeInt = 0
     cu_limit_multiplier: Positive = 1.0
