@@ -65,9 +65,13 @@ def load_or_exit(path: Path | None) -> tuple[GalileoConfig, Path | None]:
 
 
 def runtime_dir(configured: str) -> Path:
-    """Where sockets and locks live: the configured dir, $XDG_RUNTIME_DIR/galileo, or /tmp/galileo-UID."""
+    """Where sockets and locks live: the configured dir, systemd's $RUNTIME_DIRECTORY,
+    $XDG_RUNTIME_DIR/galileo, or /tmp/galileo-UID."""
     if configured:
         return Path(configured).expanduser()
+    systemd_dir = os.environ.get("RUNTIME_DIRECTORY")
+    if systemd_dir:
+        return Path(systemd_dir.split(":")[0])
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "galileo"

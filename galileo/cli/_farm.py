@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -34,40 +31,32 @@ def start(
 ) -> None:
     """Start the coordinator and one worker per usable IP; run until stopped.
 
-    SIGTERM or Ctrl-C drains in-flight jobs and stops every worker; SIGHUP re-reads the config
-    and rescans the interfaces (a new address gets a worker, a vanished one's worker retires).
-    Inspect a running farm with `galileo farm stats`.
+    With blind_strategy.enable the strategy runs on the farm and a summary line is logged every
+    10 s. Metrics are served on bot.prometheus.listen. SIGTERM or Ctrl-C drains in-flight jobs
+    and stops every worker; SIGHUP re-reads the config and rescans the interfaces (a new
+    address gets a worker, a vanished one's worker retires). Inspect it with `galileo farm stats`.
     """
     cfg, path = load_or_exit(config)
-    from galileo.config import load_config
-    from galileo.farm.coordinator import Farm, FarmError
-    from galileo.farm.lock import LockHeld
-
-    async def main() -> None:
-        farm = Farm(
-            cfg,
-            runtime_dir=runtime_dir(cfg.farm.runtime_dir),
-            log_level=state.log_level,
-            log_format=state.log_format,
-            config_loader=(lambda: load_config(path)) if path else None,
-        )
-        await farm.start()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(farm.rescan()))
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
-        finally:
-            await farm.stop()
-
     import uvloop
 
+    from galileo.farm.coordinator import FarmError
+    from galileo.farm.lock import LockHeld
+    from galileo.farm.runner import run_farm
+    from galileo.metrics import MetricsError
+    from galileo.tx import WalletError
+
     try:
-        uvloop.run(main())
-    except (LockHeld, FarmError) as exc:
+        uvloop.run(
+            run_farm(
+                cfg,
+                runtime_dir=runtime_dir(cfg.farm.runtime_dir),
+                config_path=path,
+                duration=duration,
+                log_level=state.log_level,
+                log_format=state.log_format,
+            )
+        )
+    except (LockHeld, FarmError, MetricsError, WalletError) as exc:
         raise fail(str(exc), 1) from None
 
 

@@ -72,6 +72,14 @@ class Farm:
             self.hub, self.worker_endpoint, capacity=capacity, log_level=log_level, log_format=log_format
         )
         self.policy.suspend_hooks.append(self._on_suspend)
+        # Cheap to attach (no port opens): the runner serves /metrics when bot.prometheus says so.
+        from galileo.farm.events import NetworkEventLog
+        from galileo.metrics import FarmMetrics
+
+        self.metrics = FarmMetrics()
+        self.metrics.attach(self)
+        self.events = NetworkEventLog()
+        self.events.attach(self.hub)
         self.started_at = time.monotonic()
         self._auth: Any = None
         self._control: Any = None
@@ -147,6 +155,7 @@ class Farm:
         if self._stopped:
             return
         self._stopped = True
+        await self.metrics.close()
         if self._rescan_task:
             self._rescan_task.cancel()
             await asyncio.gather(self._rescan_task, return_exceptions=True)

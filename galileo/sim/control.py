@@ -118,8 +118,25 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "slot": slot, "block_height": state.ledger.block_height(slot)})
 
 
+async def requests(request: web.Request) -> web.Response:
+    """The most recent requests, oldest first: ``?service=jupiter&limit=1000`` to narrow."""
+    state = state_of(request)
+    service = request.query.get("service")
+    try:
+        limit = int(request.query.get("limit", "10000"))
+    except ValueError:
+        return json_response({"error": "limit must be an integer"}, 400)
+    rows = [
+        {"t": t, "ip": ip, "service": bucket, "path": path, "status": status}
+        for t, ip, bucket, path, status in state.stats.requests
+        if service is None or bucket == service
+    ]
+    return json_response({"requests": rows[-limit:] if limit > 0 else []}, 200)
+
+
 def add_routes(app: web.Application) -> None:
     """Mount /sim/*."""
     app.router.add_get("/sim/health", health)
     app.router.add_get("/sim/stats", stats)
+    app.router.add_get("/sim/requests", requests)
     app.router.add_post("/sim/control", control)

@@ -116,7 +116,7 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
     if fault is not None:
         state.stats.faults[fault.kind] += 1
     if fault is not None and fault.kind in ("timeout", "reset"):
-        state.stats.record(ip, bucket, fault.kind, time.time())
+        state.stats.record(ip, bucket, fault.kind, time.time(), request.path_qs)
         request[COUNTED] = True
         if fault.kind == "reset":
             reset_connection(request)
@@ -149,4 +149,4 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         raise
     finally:
         if not request.get(COUNTED, False):
-            state.stats.record(ip, bucket, status, time.time())
+            state.stats.record(ip, bucket, status, time.time(), request.path_qs)

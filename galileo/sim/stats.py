@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["OK_WINDOW_SECONDS", "SimStats", "TitanConnection", "TitanStream"]
 
+REQUEST_LOG = 50_000  # the most recent requests, for /sim/requests
 OK_WINDOW_SECONDS = 120
 
 
@@ -83,6 +84,7 @@ class SimStats:
     titan_streams_opened: int = 0
     titan_streams_closed: int = 0
     next_titan_id: int = 1
+    requests: deque[tuple[float, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG))
 
     def fresh(self, now_wall: float) -> SimStats:
         """Zeroed stats that still list the open Titan connections (for reset_stats)."""
@@ -92,8 +94,9 @@ class SimStats:
         fresh.next_titan_id = self.next_titan_id
         return fresh
 
-    def record(self, ip: str, bucket: str, status: str, now_wall: float) -> None:
+    def record(self, ip: str, bucket: str, status: str, now_wall: float, path_qs: str = "") -> None:
         """Count one finished HTTP request (``status`` is ``"200"``, ``"429"``, ``"reset"`` ...)."""
+        self.requests.append((now_wall, ip, bucket, path_qs, status))
         self.total += 1
         self.by_status[status] += 1
         self.by_service.setdefault(bucket, Counter())[status] += 1

@@ -1,0 +1,125 @@
+"""Running a farm as an operator does: ``galileo farm start`` (and the demo) call :func:`run_farm`.
+
+It starts the coordinator and its workers, serves ``/metrics``, tells systemd when every
+worker is ready and feeds its watchdog, runs the blind strategy when it is enabled, logs one
+summary line per interval, and stops cleanly on SIGTERM / Ctrl-C (SIGHUP re-reads the
+config and rescans the interfaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from solders.keypair import Keypair
+
+from galileo.config import GalileoConfig, load_config
+from galileo.farm import systemd
+from galileo.farm.coordinator import Farm
+
+__all__ = ["FarmRun", "load_wallet", "run_farm"]
+
+log = logging.getLogger("galileo.farm")
+SUMMARY_EVERY = 10.0
+
+
+def load_wallet(cfg: GalileoConfig) -> Keypair:
+    """The configured keypair; without one, an ephemeral key (dry run only: config checks enforce it)."""
+    from galileo.tx import ephemeral_keypair, load_keypair
+
+    if cfg.wallet.keypair_path:
+        return load_keypair(Path(cfg.wallet.keypair_path).expanduser())
+    kp = ephemeral_keypair()
+    log.warning("wallet.keypair_path is not set: signing with an ephemeral key %s (dry run only)", kp.pubkey())
+    return kp
+
+
+class FarmRun:
+    """A started farm plus what runs on it; what the demo's live table reads."""
+
+    def __init__(self, farm: Farm, strategy: Any) -> None:
+        self.farm = farm
+        self.strategy = strategy
+
+
+async def run_farm(
+    cfg: GalileoConfig,
+    *,
+    runtime_dir: Path,
+    config_path: Path | None = None,
+    duration: float | None = None,
+    log_level: str = "info",
+    log_format: str = "kv",
+    summary_every: float = SUMMARY_EVERY,
+    wallet: Keypair | None = None,
+    on_started: Callable[[FarmRun], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run until SIGTERM / SIGINT or ``duration``. Raises LockHeld, FarmError, MetricsError, WalletError."""
+    from galileo.strategy.blind import BlindStrategy
+
+    farm = Farm(
+        cfg,
+        runtime_dir=runtime_dir,
+        log_level=log_level,
+        log_format=log_format,
+        config_loader=(lambda: load_config(config_path)) if config_path else None,
+    )
+    wallet = wallet or (load_wallet(cfg) if cfg.blind_strategy.enable else None)
+    await farm.start()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    strategy = None
+    try:
+        if cfg.bot.prometheus.enable:
+            host, port = await farm.metrics.serve(cfg.bot.prometheus.listen)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        ready = await farm.wait_ready(timeout=45)
+        workers = f"{len(farm.hub.workers)}/{farm.hub.expected_workers} workers ready"
+        if not ready:
+            log.warning("not every worker registered within 45 s: %s", workers)
+        systemd.ready(workers)
+        tasks.append(asyncio.create_task(systemd.watchdog_loop(), name="watchdog"))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def reload() -> None:
+            systemd.reloading()
+            await farm.rescan()
+            systemd.ready(f"{len(farm.hub.workers)} workers")
+
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        if cfg.blind_strategy.enable:
+            assert wallet is not None
+            strategy = BlindStrategy(farm, cfg, wallet, metrics=farm.metrics)
+            tasks.append(asyncio.create_task(strategy.run(stop), name="blind-strategy"))
+            tasks.append(asyncio.create_task(_summaries(strategy, summary_every), name="summary"))
+        if on_started is not None:
+            tasks.append(asyncio.create_task(on_started(FarmRun(farm, strategy)), name="on-started"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
+    finally:
+        stop.set()
+        systemd.stopping("draining")
+        for t in tasks:
+            if t.get_name() == "blind-strategy":
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t, 20)
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if strategy is not None:
+            log.info("blind strategy totals: %s", strategy.stats.totals())
+        await farm.stop()
+
+
+async def _summaries(strategy: Any, every: float) -> None:
+    previous: dict[str, Any] | None = None
+    while True:
+        await asyncio.sleep(every)
+        log.info(strategy.stats.summary_line(previous), extra={"event": "summary"})
+        previous = strategy.stats.totals()
