@@ -90,6 +90,7 @@ class WorkerLink:
         self._outbox: Outbox | None = None
         self._last_seen = 0.0
         self._last_sent = 0.0
+        self._last_beat = 0.0
         self._ended: asyncio.Future[LinkEnd] | None = None
         self._heard_once = False
 
@@ -205,5 +206,7 @@ class WorkerLink:
             if now - self._last_seen > limit:
                 self._end("coordinator_lost")
                 return
-            if now - self._last_sent >= self.hb_interval:
+            if now - self._last_beat >= self.hb_interval:
+                # Every interval, busy or not: the heartbeat also carries the worker's load report.
+                self._last_beat = now
                 self.send(self.heartbeat())

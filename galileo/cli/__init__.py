@@ -10,7 +10,7 @@ import sys
 import typer
 
 from galileo import __version__
-from galileo.cli import _config, _farm, _ips, _keys, _probe, _sim
+from galileo.cli import _config, _demo, _farm, _ips, _keys, _probe, _sim
 from galileo.cli._common import state
 from galileo.logs import setup_logging
 
@@ -35,6 +35,7 @@ app.add_typer(_keys.app, name="keys")
 app.command("ips")(_ips.ips)
 app.command("probe")(_probe.probe_cmd)
 app.command("sim")(_sim.sim)
+app.command("demo")(_demo.demo)
 
 
 def _version(value: bool) -> None:

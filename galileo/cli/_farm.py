@@ -28,6 +28,9 @@ def start(
     duration: float | None = typer.Option(
         None, "--duration", min=0.1, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
     ),
+    summary_every: float = typer.Option(
+        10.0, "--summary-every", min=0.0, help="Seconds between strategy summary lines (0: none)."
+    ),
 ) -> None:
     """Start the coordinator and one worker per usable IP; run until stopped.
 
@@ -54,6 +57,7 @@ def start(
                 duration=duration,
                 log_level=state.log_level,
                 log_format=state.log_format,
+                summary_every=summary_every,
             )
         )
     except (LockHeld, FarmError, MetricsError, WalletError) as exc:

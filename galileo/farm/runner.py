@@ -98,7 +98,8 @@ async def run_farm(
             assert wallet is not None
             strategy = BlindStrategy(farm, cfg, wallet, metrics=farm.metrics)
             tasks.append(asyncio.create_task(strategy.run(stop), name="blind-strategy"))
-            tasks.append(asyncio.create_task(_summaries(strategy, summary_every), name="summary"))
+            if summary_every > 0:
+                tasks.append(asyncio.create_task(_summaries(strategy, summary_every), name="summary"))
         if on_started is not None:
             tasks.append(asyncio.create_task(on_started(FarmRun(farm, strategy)), name="on-started"))
         with contextlib.suppress(TimeoutError):

@@ -37,6 +37,7 @@ __all__ = ["LanderStack", "Receipt", "bundle_id_of"]
 log = logging.getLogger("galileo.lander")
 
 FOLLOW_EVERY = 1.0
+DUPLICATE_WINDOW = 120.0  # seconds a sent signature is remembered (a blockhash lives ~60-90 s)
 Submit = Callable[[JobSpec], Awaitable[JobOutcome]]
 
 
@@ -74,6 +75,7 @@ class LanderStack:
         self.stats = stats
         self.metrics = metrics
         self._follows: set[asyncio.Task[None]] = set()
+        self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
 
     @property
     def dry_run(self) -> bool:
@@ -84,12 +86,25 @@ class LanderStack:
             return self.upstreams.jito
         return self.upstreams.staked if lander == "staked" else self.upstreams.rpc
 
+    def _first_time(self, signature: str) -> bool:
+        """Two batches can build byte-identical transactions (same route, blockhash and tip account)."""
+        now = asyncio.get_running_loop().time()
+        if signature in self._sent:
+            return False
+        if len(self._sent) > 10_000:
+            self._sent = {s: t for s, t in self._sent.items() if now - t < DUPLICATE_WINDOW}
+        self._sent[signature] = now
+        return True
+
     async def land(self, tx: Assembled, mint: str) -> list[Receipt]:
         """Send (or, in dry run, describe) every enabled lander's variant; start following."""
         jobs: list[tuple[str, Endpoint, BuiltTransaction, Awaitable[JobOutcome]]] = []
         for lander in self.landers:
             built = tx.jito if lander == "jito" else tx.rpc
             if built is None:
+                continue
+            if not self._first_time(f"{lander}:{built.signature}"):
+                self.stats.duplicates += 1
                 continue
             for ep in self._endpoints(lander):
                 if self.dry_run:

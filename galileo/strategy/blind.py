@@ -31,7 +31,7 @@ from galileo.landing.landers import LanderStack
 from galileo.strategy.dispatcher import BatchDispatcher
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
 from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, evaluate
-from galileo.strategy.stats import StrategyStats, short_mint
+from galileo.strategy.stats import BatchRecord, StrategyStats, short_mint
 from galileo.strategy.upstreams import QuoteRequest, Upstreams
 from galileo.tx import TxError
 
@@ -152,6 +152,18 @@ class BlindStrategy:
             self.stats.batches_failed += 1
             return
         self.stats.batches_completed += 1
+        self.stats.recent.append(
+            BatchRecord(
+                plan.batch_id,
+                plan.base_mint,
+                plan.intermediate_mint,
+                plan.trade_size,
+                buy_out.ip,
+                sell_out.ip,
+                buy.out_amount,
+                sell.out_amount,
+            )
+        )
         log.debug(
             "batch done",
             extra={

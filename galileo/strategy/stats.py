@@ -7,11 +7,11 @@ sends and lands.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StrategyStats", "short_mint"]
+__all__ = ["BatchRecord", "StrategyStats", "short_mint"]
 
 _NAMES = {
     "So11111111111111111111111111111111111111112": "SOL",
@@ -27,6 +27,20 @@ def short_mint(mint: str) -> str:
     return _NAMES.get(mint, f"{mint[:4]}..{mint[-4:]}")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """Where one completed batch ran: enough to check it against what an upstream saw."""
+
+    batch_id: int
+    base_mint: str
+    intermediate_mint: str
+    size: int
+    buy_ip: str
+    sell_ip: str
+    buy_out: int
+    sell_out: int
+
+
 @dataclass
 class StrategyStats:
     batches_started: int = 0
@@ -38,12 +52,14 @@ class StrategyStats:
     built: int = 0
     build_failures: Counter[str] = field(default_factory=Counter)
     dry_run_sends: int = 0
+    duplicates: int = 0  # identical transactions not sent twice
     sends: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lander, endpoint, attempt|ok|failed)
     settled_: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lander, landed|failed|expired)
     buy_latency: list[float] = field(default_factory=list)
     sell_latency: list[float] = field(default_factory=list)
     sell_on_buy_ip: int = 0
     sell_moved: int = 0
+    recent: deque[BatchRecord] = field(default_factory=lambda: deque(maxlen=2000))
 
     def quote_latency(self, leg: str, seconds: float) -> None:
         bucket = self.buy_latency if leg == "buy" else self.sell_latency
@@ -76,6 +92,7 @@ class StrategyStats:
             "profit": {short_mint(m): n for m, n in self.profit.items()},
             "built": self.built,
             "dry_run_sends": self.dry_run_sends,
+            "duplicates": self.duplicates,
             "sends": sent,
             "accepted": accepted,
             "landed": landed,
