@@ -17,6 +17,7 @@ from galileo.config.sections import (
     BlindStrategyConfig,
     IntermediumConfig,
     LanderConfig,
+    MultiLegConfig,
     UpstreamsConfig,
     WalletConfig,
 )
@@ -123,6 +124,7 @@ class GalileoConfig(_Section):
     wallet: WalletConfig = msgspec.field(default_factory=WalletConfig)
     intermedium: IntermediumConfig = msgspec.field(default_factory=IntermediumConfig)
     blind_strategy: BlindStrategyConfig = msgspec.field(default_factory=BlindStrategyConfig)
+    multi_leg: MultiLegConfig = msgspec.field(default_factory=MultiLegConfig)
     lander: LanderConfig = msgspec.field(default_factory=LanderConfig)
 
     @staticmethod
@@ -130,10 +132,11 @@ class GalileoConfig(_Section):
         """Rules that span sections: an enabled strategy needs what it uses."""
         issues: list[tuple[tuple[str, ...], str]] = []
         blind = raw.get("blind_strategy") or {}
-        if not blind.get("enable"):
+        multi = raw.get("multi_leg") or {}
+        if not blind.get("enable") and not multi.get("enable"):
             return issues
         if not blind.get("base_mints"):
-            issues.append((("blind_strategy", "base_mints"), "is empty: the strategy has nothing to quote"))
+            issues.append((("blind_strategy", "base_mints"), "is empty: the strategies have nothing to quote"))
         ups = raw.get("upstreams") or {}
         landers = blind.get("enable_landers", ["jito"])
         if "staked" in landers:

@@ -114,10 +114,12 @@ class JitoConfig(_Section):
 
 
 class TitanConfig(_Section):
-    """Titan's WebSocket quote stream (multi-leg)."""
+    """Titan's WebSocket quote stream (multi-leg). Each stream is a long-lived job on one IP."""
 
     ws_url: WsUrl = "wss://api.titan.exchange/api/v1/ws"
     token_env: EnvName | None = "TITAN_TOKEN"
+    stream_seconds: Positive = 60.0  # a stream is renewed after this long
+    idle_resubscribe_ms: PositiveInt = 10_000  # no update for this long: subscribe again
     titan_stream_limit: PositiveInt = 2  # streams per IP
     titan_debounce_ms: NonNegativeInt = 200
     interval_ms: PositiveInt = 1000
@@ -212,6 +214,22 @@ class BlindStrategyConfig(_Section):
     slippage_bps: NonNegativeInt = 0
     only_direct_routes: bool = False
     max_accounts: PositiveInt | None = None
+
+
+class MultiLegConfig(_Section):
+    """Buy and sell legs from different aggregators, every buy leg x every sell leg per batch.
+
+    Uses ``blind_strategy.base_mints`` (sizes, per-mint ``min_quote_profit``) and
+    ``intermedium``. Titan is a buy leg only: its quotes come from WebSocket streams planned
+    per IP (``upstreams.titan.titan_stream_limit`` per IP).
+    """
+
+    enable: bool = False
+    buy_legs: list[Literal["jupiter", "dflow", "ultra", "titan"]] = msgspec.field(
+        default_factory=lambda: ["ultra", "titan"]
+    )
+    sell_legs: list[Literal["jupiter", "dflow", "ultra"]] = msgspec.field(default_factory=lambda: ["dflow", "jupiter"])
+    titan_quote_wait_ms: PositiveInt = 2000  # how long a batch waits for a stream's first quote
 
 
 class LanderConfig(_Section):

@@ -82,6 +82,8 @@ upstreams:
   titan:                              # multi-leg: Titan's WebSocket quote stream
     ws_url: wss://api.titan.exchange/api/v1/ws
     token_env: TITAN_TOKEN            # the token Titan issued you (Bearer)
+    stream_seconds: 60.0              # each stream is renewed after this long
+    idle_resubscribe_ms: 10000        # no update for this long: subscribe again
     titan_stream_limit: 2             # streams per IP
     titan_debounce_ms: 200
     interval_ms: 1000
@@ -114,6 +116,12 @@ blind_strategy:
   only_direct_routes: false
   max_accounts: null
   # No concurrency knobs: as many batches run at once as there are usable IPs.
+
+multi_leg:                            # buy and sell legs from different aggregators (uses blind_strategy.base_mints)
+  enable: false
+  buy_legs: [ultra, titan]            # jupiter | dflow | ultra | titan (titan: WebSocket streams)
+  sell_legs: [dflow, jupiter]         # jupiter | dflow | ultra
+  titan_quote_wait_ms: 2000
 
 lander:
   mode: dry_run                       # dry_run: build and sign, send nothing. live: real money.

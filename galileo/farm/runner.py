@@ -69,7 +69,7 @@ async def run_farm(
         log_format=log_format,
         config_loader=(lambda: load_config(config_path)) if config_path else None,
     )
-    wallet = wallet or (load_wallet(cfg) if cfg.blind_strategy.enable else None)
+    wallet = wallet or (load_wallet(cfg) if cfg.blind_strategy.enable or cfg.multi_leg.enable else None)
     await farm.start()
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
@@ -94,12 +94,20 @@ async def run_farm(
             systemd.ready(f"{len(farm.hub.workers)} workers")
 
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        strategies: list[tuple[str, Any]] = []
         if cfg.blind_strategy.enable:
             assert wallet is not None
-            strategy = BlindStrategy(farm, cfg, wallet, metrics=farm.metrics)
-            tasks.append(asyncio.create_task(strategy.run(stop), name="blind-strategy"))
+            strategies.append(("blind", BlindStrategy(farm, cfg, wallet, metrics=farm.metrics)))
+        if cfg.multi_leg.enable:
+            from galileo.strategy.multileg import MultiLegStrategy
+
+            assert wallet is not None
+            strategies.append(("multi_leg", MultiLegStrategy(farm, cfg, wallet, metrics=farm.metrics)))
+        for name, strat in strategies:
+            tasks.append(asyncio.create_task(strat.run(stop), name=f"strategy-{name}"))
             if summary_every > 0:
-                tasks.append(asyncio.create_task(_summaries(strategy, summary_every), name="summary"))
+                tasks.append(asyncio.create_task(_summaries(name, strat, summary_every), name=f"summary-{name}"))
+        strategy = strategies[0][1] if strategies else None
         if on_started is not None:
             tasks.append(asyncio.create_task(on_started(FarmRun(farm, strategy)), name="on-started"))
         with contextlib.suppress(TimeoutError):
@@ -108,19 +116,19 @@ async def run_farm(
         stop.set()
         systemd.stopping("draining")
         for t in tasks:
-            if t.get_name() == "blind-strategy":
+            if t.get_name().startswith("strategy-"):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(t, 20)
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if strategy is not None:
-            log.info("blind strategy totals: %s", strategy.stats.totals())
+            log.info("strategy totals: %s", strategy.stats.totals())
         await farm.stop()
 
 
-async def _summaries(strategy: Any, every: float) -> None:
+async def _summaries(name: str, strategy: Any, every: float) -> None:
     previous: dict[str, Any] | None = None
     while True:
         await asyncio.sleep(every)
-        log.info(strategy.stats.summary_line(previous), extra={"event": "summary"})
+        log.info(strategy.stats.summary_line(previous), extra={"event": "summary", "strategy": name})
         previous = strategy.stats.totals()

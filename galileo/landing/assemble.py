@@ -68,7 +68,7 @@ def leg_of(si: SwapInstructions) -> SwapLeg:
 
 
 async def assemble(
-    legs: list[SwapInstructions],
+    legs: list[SwapLeg],
     chain: ChainState,
     wallet: Keypair,
     lander: LanderConfig,
@@ -78,7 +78,7 @@ async def assemble(
     rng: random.Random,
 ) -> Assembled:
     """Build (and sign) the variants the enabled landers need. Raises TxError or ChainError."""
-    swap_legs = [leg_of(si) for si in legs]
+    swap_legs = list(legs)
     alt_addresses = [a for leg in swap_legs for a in leg.alts]
     tables = await chain.lookup_tables(alt_addresses) if alt_addresses else []
     bh = await chain.blockhash()

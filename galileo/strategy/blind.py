@@ -26,7 +26,7 @@ from broker.results import Quote, SwapInstructions
 from broker.types import JobOutcome, JobSpec
 from galileo.chain import ChainError, ChainState
 from galileo.config import GalileoConfig
-from galileo.landing.assemble import RoundTrip, assemble
+from galileo.landing.assemble import RoundTrip, assemble, leg_of
 from galileo.landing.landers import LanderStack
 from galileo.strategy.dispatcher import BatchDispatcher
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
@@ -240,7 +240,13 @@ class BlindStrategy:
             return
         try:
             tx = await assemble(
-                legs, self.chain, self.wallet, self.cfg.lander, jito=self._jito, rpc=self._rpc, rng=self.rng
+                [leg_of(si) for si in legs],
+                self.chain,
+                self.wallet,
+                self.cfg.lander,
+                jito=self._jito,
+                rpc=self._rpc,
+                rng=self.rng,
             )
         except (TxError, ChainError) as exc:
             self.stats.build_failures[type(exc).__name__] += 1

@@ -23,6 +23,8 @@ from broker.jobs import (
     RpcSendTransaction,
     RpcSignatureStatuses,
     SecretRef,
+    TitanStream,
+    UltraOrder,
 )
 from broker.types import JobSpec
 from galileo.config import GalileoConfig
@@ -178,6 +180,49 @@ class Upstreams:
             raise ValueError(f"{provider!r} has no swap-instructions endpoint")
         return JobSpec(
             payload, upstream=provider, timeout=up.timeout_ms / 1000, prefer_ip=prefer_ip, task="swap_instructions"
+        )
+
+    def ultra_order(self, req: QuoteRequest, taker: str, *, prefer_ip: str | None, task: str) -> JobSpec:
+        up = self.cfg.upstreams.ultra
+        payload = UltraOrder(
+            base_url=up.base_url,
+            input_mint=req.input_mint,
+            output_mint=req.output_mint,
+            amount=req.amount,
+            taker=taker,
+            slippage_bps=self.cfg.blind_strategy.slippage_bps,
+            exclude_dexes=self._exclude,
+            secret=_secret("x-api-key", up.api_key_env),
+        )
+        return JobSpec(payload, upstream="ultra", timeout=up.timeout_ms / 1000, prefer_ip=prefer_ip, task=task)
+
+    def titan_stream(self, req: QuoteRequest, user: str, *, prefer_ip: str | None) -> JobSpec:
+        """A long-lived stream job. It holds one credit of its worker, so the IP keeps serving HTTP."""
+        t = self.cfg.upstreams.titan
+        payload = TitanStream(
+            url=t.ws_url,
+            input_mint=req.input_mint,
+            output_mint=req.output_mint,
+            amount=req.amount,
+            user_public_key=user,
+            duration=t.stream_seconds,
+            idle_timeout=t.idle_resubscribe_ms / 1000,
+            swap_mode="ExactIn",
+            slippage_bps=self.cfg.blind_strategy.slippage_bps,
+            dexes=self._dexes or None,
+            exclude_dexes=self._exclude or None,
+            providers=t.providers or None,
+            interval_ms=t.interval_ms,
+            num_quotes=t.num_quotes,
+            secret=_secret("Authorization", t.token_env, "Bearer "),
+        )
+        return JobSpec(
+            payload,
+            upstream="titan",
+            timeout=t.stream_seconds + 5.0,
+            prefer_ip=prefer_ip,
+            idempotent=False,
+            task="titan_stream",
         )
 
     # --- chain state ----------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Leg providers for multi-leg: one way to quote a leg, one way to turn the quote into instructions.
+
+* Jupiter, DFlow: ``/quote``, then ``/swap-instructions`` echoing the quote.
+* Ultra: ``/order`` (with our wallet as taker) returns a whole unsigned transaction; its
+  lookup tables are resolved and it is decompiled into instructions (its own compute budget
+  dropped: the merged transaction sets one).
+* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`) and already carry
+  instructions; the compute budget comes from the route's ``computeUnitsSafe``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from broker.results import Quote, SwapInstructions, TitanQuote, UltraOrderResult
+from broker.types import JobOutcome, JobSpec
+from galileo.chain import ChainState
+from galileo.landing.assemble import leg_of
+from galileo.strategy.titan import TitanStreams
+from galileo.strategy.upstreams import QuoteRequest, Upstreams
+from galileo.tx import SwapLeg, is_compute_budget
+from galileo.tx.budget import decode_compute_unit_limit, is_compute_unit_limit
+from galileo.tx.decompile import decompile, lookup_addresses, message_of
+from galileo.tx.errors import TxBuildError
+
+__all__ = ["Leg", "LegError", "LegQuote", "make_leg"]
+
+
+class LegError(RuntimeError):
+    """A leg could not be quoted or turned into instructions."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegQuote:
+    provider: str
+    request: QuoteRequest
+    in_amount: int
+    out_amount: int
+    ip: str | None  # the IP that served the quote (or holds the Titan stream)
+    latency: float
+    value: Quote | UltraOrderResult | TitanQuote
+
+
+class Runner(Protocol):
+    async def run(self, spec: JobSpec) -> JobOutcome: ...
+
+
+class Leg:
+    """Base: ``quote`` a leg, then ``swap_leg`` its instructions."""
+
+    name = ""
+
+    def __init__(self, farm: Runner, upstreams: Upstreams, chain: ChainState, user: str) -> None:
+        self.farm = farm
+        self.upstreams = upstreams
+        self.chain = chain
+        self.user = user
+
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
+        raise NotImplementedError
+
+    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+        raise NotImplementedError
+
+
+def _fail(what: str, out: JobOutcome) -> LegError:
+    return LegError(f"{what}: {out.result} {out.error}".strip())
+
+
+class AggregatorLeg(Leg):
+    """Jupiter or DFlow: quote, then swap-instructions on the quote's IP."""
+
+    def __init__(self, name: str, farm: Runner, upstreams: Upstreams, chain: ChainState, user: str) -> None:
+        super().__init__(farm, upstreams, chain, user)
+        self.name = name
+
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
+        out = await self.farm.run(
+            self.upstreams.quote(req, prefer_ip=prefer_ip, task=f"quote_{side}", provider=self.name)
+        )
+        if not out.ok or not isinstance(out.value, Quote) or out.value.out_amount <= 0:
+            raise _fail(f"{self.name} quote", out)
+        return LegQuote(self.name, req, out.value.in_amount, out.value.out_amount, out.ip, out.latency, out.value)
+
+    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+        assert isinstance(q.value, Quote)
+        out = await self.farm.run(
+            self.upstreams.swap_instructions(q.value.raw, self.user, prefer_ip=q.ip, provider=self.name)
+        )
+        if not out.ok or not isinstance(out.value, SwapInstructions):
+            raise _fail(f"{self.name} swap-instructions", out)
+        return leg_of(out.value)
+
+
+class UltraLeg(Leg):
+    name = "ultra"
+
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
+        out = await self.farm.run(self.upstreams.ultra_order(req, self.user, prefer_ip=prefer_ip, task=f"quote_{side}"))
+        if not out.ok or not isinstance(out.value, UltraOrderResult):
+            raise _fail("ultra order", out)
+        order = out.value
+        if not order.transaction or order.out_amount <= 0:
+            raise LegError(f"ultra order without a transaction: {order.error_message or order.error_code}")
+        return LegQuote("ultra", req, order.in_amount, order.out_amount, out.ip, out.latency, order)
+
+    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+        assert isinstance(q.value, UltraOrderResult)
+        try:
+            message = message_of(q.value.transaction)
+            alts = lookup_addresses(message)
+            tables = await self.chain.lookup_tables(alts) if alts else []
+            instructions = decompile(message, tables)
+        except TxBuildError as exc:
+            raise LegError(f"ultra transaction: {exc}") from None
+        limit = next((decode_compute_unit_limit(ix.data) for ix in instructions if is_compute_unit_limit(ix)), None)
+        body = tuple(ix for ix in instructions if not is_compute_budget(ix))
+        return SwapLeg(swap=body, compute_unit_limit=limit, alts=tuple(alts))
+
+
+class TitanLeg(Leg):
+    name = "titan"
+
+    def __init__(
+        self, farm: Runner, upstreams: Upstreams, chain: ChainState, user: str, streams: TitanStreams, wait: float
+    ) -> None:
+        super().__init__(farm, upstreams, chain, user)
+        self.streams = streams
+        self.wait = wait
+
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
+        got = await self.streams.quote_for(req, self.wait)
+        if got is None:
+            raise LegError("no titan stream quote for this size")
+        quote, ip = got
+        return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote)
+
+    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+        assert isinstance(q.value, TitanQuote)
+        t = q.value
+        return SwapLeg(
+            swap=tuple(t.instructions),
+            compute_unit_limit=t.compute_units_safe or t.compute_units or None,
+            alts=tuple(t.alts),
+        )
+
+
+def make_leg(
+    name: str,
+    farm: Runner,
+    upstreams: Upstreams,
+    chain: ChainState,
+    user: str,
+    streams: TitanStreams | None,
+    titan_wait: float,
+) -> Leg:
+    if name in ("jupiter", "dflow"):
+        return AggregatorLeg(name, farm, upstreams, chain, user)
+    if name == "ultra":
+        return UltraLeg(farm, upstreams, chain, user)
+    if name == "titan":
+        assert streams is not None
+        return TitanLeg(farm, upstreams, chain, user, streams, titan_wait)
+    raise ValueError(f"unknown leg provider {name!r}")
