@@ -107,3 +107,10 @@ def test_json_schema_forbids_unknown_keys() -> None:
     network = schema["$defs"]["NetworkConfig"]
     assert network["additionalProperties"] is False
     assert set(network["properties"]) == {"enable_multiple_ip", "manual_ips"}
+
+
+def test_the_example_file_is_the_template() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "galileo.example.yaml"
+    assert example.read_text() == TEMPLATE, "regenerate galileo.example.yaml with `galileo config init`"
