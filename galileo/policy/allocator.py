@@ -70,12 +70,12 @@ class FarmPolicy:
         if cool is not None:
             return cool
         pacer = self.pacing.get(w.ip, upstream, now)
-        if pacer.phase == "open":
+        if pacer.phase == "open" and pacer.inflight < pacer.open_cap:
             return None
         at = pacer.next_at(now)
         if at is not None:
             pacer.blocked(now)
-        return at
+        return at  # inf: at its concurrency cap, a returning job frees a slot
 
     # --- Policy ---------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class FarmPolicy:
         pass
 
     def on_worker_down(self, worker: WorkerInfo, now: float) -> None:
-        pass
+        self.pacing.lost(worker.ip)
 
     def forget_ip(self, ip: str) -> None:
         """An IP left the pool for good: drop its cooldowns and pacing."""

@@ -4,12 +4,16 @@ Each pair is paced with GCRA (a virtual scheduling clock ``tat``; a job may go w
 ``now >= tat - tau``). The rate is either told (``rate_limit_per_ip`` in the config: paced
 at 99 % of it from the first request) or learned from 429s in three phases:
 
-1. **open**: no pacing at all. An upstream that never says 429 (a self-hosted Jupiter, an
-   unlimited endpoint) is never slowed down by us.
+1. **open**: no rate pacing; concurrency alone ramps up: at most 8 requests in flight per pair,
+   doubled every 0.5 s the pair is saturated without a 429 (a new farm does not greet an
+   upstream with 256 requests per IP at once). An upstream that never says 429 (a
+   self-hosted Jupiter, an unlimited endpoint) is at full concurrency within seconds.
 2. **measure**: the first 429 means the upstream's bucket is empty. Pace at 1.5x the success
    rate of the last second, counting successes still in flight then (enough to keep draining
    the bucket, not a flood; doubled if 2 s pass without another 429), and count successes
-   until a later 429 (the bucket empty again) after at least 2 cycles and 30 successes.
+   until a later 429 (the bucket empty again) after at least 2 cycles and 30 successes. The
+   first cycle is discarded: it still carries successes of requests sent before the bucket ran
+   dry, so measuring starts at the first 429 of a request sent after it did.
    Between two empty-bucket moments the upstream accepted exactly its rate, so
    ``(oks + 0.5) / elapsed`` estimates it. The cooldown each 429 imposes costs nothing here:
    the upstream's bucket refills meanwhile and the next burst spends it. With no second 429
@@ -30,13 +34,15 @@ from dataclasses import dataclass, field
 
 __all__ = ["PaceBook", "Pacer"]
 
+OPEN_START_INFLIGHT = 8
+OPEN_STEP = 0.5
 OVERDRIVE = 1.5
 MIN_MEASURE_RATE = 2.0
 MEASURE_STALL = 2.0
 MEASURE_GIVE_UP = 10.0
 HOLD_FRACTION = 0.985
 KNOWN_FRACTION = 0.99
-MIN_OKS = 30
+MIN_OKS = 20
 MIN_CYCLES = 2
 PROBE_EVERY = 60.0
 PROBE_STEP = 1.03
@@ -68,15 +74,24 @@ class Pacer:
     episode: float = float("-inf")  # when the last counted 429 arrived
     estimate: float | None = None
     recent: list[float] = field(default_factory=list)  # success times in the last second (open phase)
+    inflight: int = 0  # jobs of this pair dispatched and not yet answered
+    open_cap: int = OPEN_START_INFLIGHT
+    m_clean: bool = False  # the measurement restarted after its first (flood-polluted) cycle
 
     def next_at(self, now: float) -> float | None:
-        """When the pair may send again, or None if it may now."""
+        """When the pair may send again (inf: when a job returns), or None if it may now."""
+        if self.phase == "open":
+            return float("inf") if self.inflight >= self.open_cap else None
         allow = self.tat - self.tau
         return allow if now < allow else None
 
     def dispatched(self, now: float) -> None:
+        self.inflight += 1
         if self.phase != "open":
             self.tat = max(self.tat, now) + 1.0 / self.rate
+
+    def answered(self) -> None:
+        self.inflight = max(0, self.inflight - 1)
 
     def blocked(self, now: float) -> None:
         self.last_blocked = now
@@ -91,6 +106,9 @@ class Pacer:
             recent.append(now)
             if len(recent) > 64 and recent[0] < now - 1.0:
                 del recent[: len(recent) // 2]
+            if self.saturated(now) and now - self.phase_at >= OPEN_STEP:
+                self.open_cap *= 2
+                self.phase_at = now
             return
         if phase == "measure":
             if sent_at is not None and sent_at < self.m_start:
@@ -121,6 +139,7 @@ class Pacer:
 
     def _open(self) -> None:
         self.phase, self.rate, self.tau, self.recent = "open", float("inf"), 0.0, []
+        self.open_cap = OPEN_START_INFLIGHT
 
     def rate_limited(self, now: float, sent_at: float | None) -> None:
         if sent_at is not None and sent_at < self.episode:
@@ -133,8 +152,14 @@ class Pacer:
             self.tat = now
             self.phase = "measure"
             self.m_start, self.m_oks, self.m_burst, self.m_cycles, self.since_429 = now, 0, achieved, 0, 0
+            self.m_clean = False
             return
         if self.phase == "measure":
+            if not self.m_clean:
+                # The bucket is empty again and nothing from before it first ran dry is in flight.
+                self.m_clean = True
+                self.m_start, self.m_oks, self.since_429 = now, 0, 0
+                return
             self.m_cycles += 1
             burst = self.since_429
             self.burst_min = burst if self.burst_min is None else min(self.burst_min, burst)
@@ -187,10 +212,17 @@ class PaceBook:
 
     def record(self, ip: str, upstream: str, result: str, now: float, sent_at: float | None = None) -> None:
         p = self.get(ip, upstream, now)
+        p.answered()
         if result == "ok":
             p.ok(now, sent_at)
         elif result == "rate_limited":
             p.rate_limited(now, sent_at)
+
+    def lost(self, ip: str) -> None:
+        """The IP's worker died: its jobs will not be answered (they are re-dispatched or ended)."""
+        for (pip, _), p in self._pacers.items():
+            if pip == ip:
+                p.inflight = 0
 
     def forget(self, ip: str) -> None:
         for key in [k for k in self._pacers if k[0] == ip]:

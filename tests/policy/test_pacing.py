@@ -23,6 +23,27 @@ def test_learned_rate_runs_near_the_limit_with_few_429s(rate: float) -> None:
         assert run.share_429 <= 0.01, (rate, seed, run)
 
 
+@pytest.mark.parametrize("rate", [10.0, 20.0, 50.0])
+def test_learning_survives_a_busy_upstream_and_a_full_farm(rate: float) -> None:
+    """256 jobs per IP and an upstream slow under load: the start-up burst must not skew the estimate."""
+    for seed in (1, 2, 3):
+        run = simulate(rate, rate, seed=seed, latency=0.03, cap=256, queueing=0.002)
+        assert run.ok_ratio >= 0.95, (rate, seed, run)
+        assert run.share_429 <= 0.01, (rate, seed, run)
+
+
+def test_a_new_pair_ramps_its_concurrency_up_instead_of_flooding() -> None:
+    book = PaceBook()
+    p = book.get("ip", "u", 0.0)
+    for _ in range(8):
+        assert p.next_at(0.0) is None
+        p.dispatched(0.0)
+    assert p.next_at(0.0) == float("inf")  # 8 in flight: wait for an answer
+    p.blocked(0.3)  # still wanting more a moment later
+    book.record("ip", "u", "ok", 0.6)
+    assert p.open_cap == 16  # saturated for 0.5 s without a 429: double
+
+
 def test_pacing_blocks_until_the_next_slot() -> None:
     book = PaceBook({"jupiter": 10.0})
     p = book.get("ip", "jupiter", 0.0)

@@ -43,6 +43,8 @@ def simulate(
     warmup: float = 5.0,
     latency: float = 0.003,
     seed: int = 1,
+    cap: int = 64,
+    queueing: float = 0.0,
 ) -> Run:
     rng = random.Random(seed)
     server = _Bucket(rate, burst)
@@ -64,9 +66,12 @@ def simulate(
         pacer = pacing.get("ip", "u", now)
         cool = cooldowns.cooling_until("ip", "u", now)
         pace = pacer.next_at(now)
-        if cool is None and pace is None and len(inflight) < 64:
+        if pace == float("inf"):  # at its concurrency cap: the next answer frees a slot
+            pace = inflight[0][0] if inflight else now + 0.0005
+        if cool is None and pace is None and len(inflight) < cap:
             pacer.dispatched(now)
-            arrive = now + latency * rng.uniform(0.25, 0.75)
+            # A busy server answers later the more requests it holds (``queueing`` s per request).
+            arrive = now + latency * rng.uniform(0.25, 0.75) + queueing * len(inflight)
             good, retry_after = server.take(arrive)
             inflight.append((arrive + latency / 2, "ok" if good else "rate_limited", retry_after, now))
             continue
