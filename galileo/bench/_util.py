@@ -10,13 +10,31 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from galileo.config import GalileoConfig, parse_config
 from galileo.inventory import AddressRecord, Inventory
 
-__all__ = ["child_server", "farm_config", "loopback_inventory", "percentile", "pss_of", "temp_runtime"]
+__all__ = [
+    "child_server",
+    "farm_config",
+    "loopback_inventory",
+    "percentile",
+    "pss_of",
+    "target",
+    "temp_runtime",
+]
+
+
+def target(path: str, op: str, limit: float, label: str) -> dict[str, Any]:
+    """A goal a scenario is measured against: the value at dotted ``path`` in its result ``op`` ``limit``.
+
+    Benchmarks report a miss; they never fail because of one.
+    """
+    assert op in ("<=", ">=")
+    return {"path": path, "op": op, "limit": limit, "label": label}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

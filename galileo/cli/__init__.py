@@ -10,7 +10,7 @@ import sys
 import typer
 
 from galileo import __version__
-from galileo.cli import _config, _demo, _farm, _ips, _keys, _probe, _sim
+from galileo.cli import _bench, _config, _demo, _farm, _ips, _keys, _probe, _sim
 from galileo.cli._common import state
 from galileo.logs import setup_logging
 
@@ -36,6 +36,7 @@ app.command("ips")(_ips.ips)
 app.command("probe")(_probe.probe_cmd)
 app.command("sim")(_sim.sim)
 app.command("demo")(_demo.demo)
+app.command("bench")(_bench.bench)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,149 @@
+"""The report as tables of strings: one per scenario, then the targets. The CLI draws them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TableData", "machine_line", "tables"]
+
+
+@dataclass(frozen=True)
+class TableData:
+    """A titled table of already-formatted cells."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+    note: str = ""  # printed under the table
+
+
+def _num(value: Any, fmt: str = ".3f") -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return format(value, fmt)
+
+
+def _pct(value: Any, fmt: str = ".2f") -> str:
+    return f"{_num(value * 100, fmt)} %" if isinstance(value, int | float) else "-"
+
+
+def machine_line(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    load = "/".join(_num(x, ".2f") for x in m.get("loadavg_start", []))
+    return (
+        f"{m['cpu_model']} × {m['cpu_count']} CPUs, {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"Python {m['python']}, {m['date']}, load {load} at start"
+    )
+
+
+def _ratelimit(r: dict[str, Any]) -> TableData:
+    runs = r["runs"]
+    policies = [p for p in ("learned", "told", "original") if p in runs]
+    short = {"learned": "learned", "told": "told", "original": "orig."}
+    columns: tuple[str, ...] = ("IPs", "N·R/s")
+    for p in policies:
+        columns += (f"{short[p]} ok", f"{short[p]} 429")
+    columns += ("sim=farm",)
+    rows = []
+    for n in r["ips"]:
+        row: tuple[str, ...] = (str(n), _num(n * r["rate_per_ip"], ".0f"))
+        agree = True
+        for p in policies:
+            run = runs[p].get(str(n), {})
+            row += (_num(run.get("ok_ratio")), _pct(run.get("share_429")))
+            agree = agree and bool(run.get("agree"))
+        rows.append((*row, "yes" if agree else "NO"))
+    title = (
+        f"ratelimit: R = {r['rate_per_ip']:g}/s per IP, {r['seconds']:g} s per run, counted after {r['warmup_s']:g} s"
+    )
+    note = (
+        "ok = successes/s ÷ N·R; 429 = share of answers that were 429 (the simulator's counts); "
+        "learned = FarmPolicy learning R, told = FarmPolicy told R, orig. = the original bot's allocator "
+        "(round robin, 2 in flight per IP, flat 500/250 ms cooldowns cleared by success, "
+        "waiters sleep through cooldowns)"
+    )
+    return TableData(title, columns, rows, note)
+
+
+def _farm(scenarios: dict[str, Any]) -> TableData | None:
+    rows = []
+    o = scenarios.get("overhead")
+    if o and "error" not in o:
+        rows += [
+            ("overhead p50", f"{_num(o['overhead_p50_us'], '.0f')} µs"),
+            ("overhead p99", f"{_num(o['overhead_p99_us'], '.0f')} µs"),
+            ("upstream p50 (echo server)", f"{_num(o['upstream_p50_us'], '.0f')} µs"),
+        ]
+    s = scenarios.get("saturation")
+    if s and "error" not in s:
+        rows += [
+            (f"farm, {s['ips']} IPs, {s['concurrency']} in flight", f"{_num(s['farm_jobs_per_s'], '.0f')} jobs/s"),
+            ("single-process aiohttp client, same IPs", f"{_num(s['single_process_req_per_s'], '.0f')} req/s"),
+            ("farm ÷ client", _num(s["ratio"], ".2f")),
+            ("CPU per job: farm (coordinator + workers)", f"{_num(s['farm_cpu_us_per_job'], '.0f')} µs"),
+            ("  of which the coordinator", f"{_num(s['farm_coordinator_cpu_us_per_job'], '.0f')} µs"),
+            ("CPU per request: single-process client", f"{_num(s['single_process_cpu_us_per_req'], '.0f')} µs"),
+        ]
+    return TableData("overhead and saturation (zero-latency echo server)", ("metric", "value"), rows) if rows else None
+
+
+def _scale(r: dict[str, Any]) -> TableData:
+    rows = [
+        (
+            str(row["workers"]),
+            _num(row["ready_s"], ".2f"),
+            _num(row["pss_per_worker_mb"], ".2f"),
+            _num(row["pss_coordinator_mb"], ".1f"),
+            _num(row.get("pss_forkserver_mb"), ".1f"),
+            _num(row.get("idle_coordinator_cpu_pct"), ".2f"),
+        )
+        for row in r["by_workers"].values()
+    ]
+    columns = ("workers", "ready s", "PSS/worker MB", "coordinator MB", "fork server MB", "idle coordinator %CPU")
+    return TableData("scale: cost as IPs grow", columns, rows)
+
+
+def _blind(r: dict[str, Any]) -> TableData:
+    rows = [
+        ("batches/s (both legs quoted)", _num(r["batches_per_s"], ".1f")),
+        ("batches ÷ (N·R/2)", _num(r["batches_vs_ideal"], ".3f")),
+        ("opportunities/s", _num(r["opportunities_per_s"], ".2f")),
+        ("bundles accepted/s", _num(r["bundles_accepted_per_s"], ".2f")),
+        ("bundles landed/s", _num(r["bundles_landed_per_s"], ".2f")),
+        ("simulator: Jupiter ok/s", _num(r["sim_jupiter_ok_per_s"], ".1f")),
+        ("simulator: Jupiter 429 share", _pct(r["sim_jupiter_share_429"])),
+    ]
+    title = f"blind: {r['ips']} IPs, live landing"
+    return TableData(title, ("metric", "value"), rows, f"counted over {r['window_s']:.0f} s after a warm-up")
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float) and abs(v) < 1:
+        return _num(v, ".4f")
+    return _num(v, ".2f") if isinstance(v, float) else _num(v, "d") if isinstance(v, int) else "-"
+
+
+def tables(report: dict[str, Any]) -> list[TableData]:
+    """The scenarios that ran, in a fixed order, then every target with its verdict."""
+    sc = report["scenarios"]
+    out: list[TableData] = []
+    if "ratelimit" in sc and "error" not in sc["ratelimit"]:
+        out.append(_ratelimit(sc["ratelimit"]))
+    farm = _farm(sc)
+    if farm:
+        out.append(farm)
+    if "scale" in sc and "error" not in sc["scale"]:
+        out.append(_scale(sc["scale"]))
+    if "blind" in sc and "error" not in sc["blind"]:
+        out.append(_blind(sc["blind"]))
+    errors = [(name, str(r["error"])) for name, r in sc.items() if "error" in r]
+    if errors:
+        out.append(TableData("scenarios that failed to run", ("scenario", "error"), errors))
+    targets = [
+        (str(t["label"]), _value(t["value"]), f"{t['op']} {t['limit']:g}", str(t["verdict"])) for t in report["targets"]
+    ]
+    if targets:
+        out.append(TableData("targets", ("target", "measured", "goal", "verdict"), targets))
+    return out

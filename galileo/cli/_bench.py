@@ -1,0 +1,95 @@
+"""``galileo bench``: run benchmark scenarios against ``galileo sim`` on loopback addresses."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from galileo.cli._common import err_console, fail, state
+from galileo.logs import setup_logging
+
+__all__ = ["bench"]
+
+_VERDICT_STYLE = {"PASS": "green", "MISS": "red", "N/A": "yellow"}
+
+
+def bench(
+    scenarios: list[str] | None = typer.Argument(
+        None,
+        metavar="SCENARIO",
+        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind. Default: all.",
+        show_default=False,
+    ),
+    json_path: Path = typer.Option(
+        Path("bench-report.json"),
+        "--json",
+        metavar="FILE",
+        help="Write the JSON report here (and a PNG plot beside it when matplotlib is installed).",
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in under a minute."),
+) -> None:
+    """Measure the farm: rate-limited scaling, dispatch overhead, saturation, cost per worker, blind end to end.
+
+    Everything runs on this machine: `galileo sim` in its own process, workers on loopback
+    addresses (127.42.*, 127.43.*, 127.0.8.*). A full run takes about 10 minutes. Each target is
+    printed with its measured value and PASS or MISS; a miss never changes the exit code (1 only
+    when a scenario could not run).
+    """
+    import uvloop
+
+    from galileo.bench.plot import can_plot, write_plot
+    from galileo.bench.report import SCENARIOS, run_bench
+    from galileo.bench.tables import machine_line, tables
+
+    names = list(dict.fromkeys(scenarios or SCENARIOS))
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if state.log_level == "info":  # the default: progress lines and tables; the report has the counts
+        setup_logging("error", state.log_format)
+
+    def progress(name: str, event: str, seconds: float) -> None:
+        if event == "start":
+            err_console.print(f"bench: {name}: {SCENARIOS[name][1]} ...", markup=False, soft_wrap=True)
+        else:
+            err_console.print(f"bench: {name}: {event} in {seconds:.1f} s", markup=False, soft_wrap=True)
+
+    command = shlex.join(["galileo", *sys.argv[1:]])
+    report = uvloop.run(run_bench(names, quick=quick, command=command, progress=progress))
+
+    console = Console()
+    if not console.is_terminal:  # a file or a pipe: keep the tables' rows whole
+        console = Console(width=max(console.width, 120))
+    console.print(f"machine: {machine_line(report)}", markup=False, soft_wrap=True)
+    for data in tables(report):
+        table = Table(title=data.title, title_justify="left")
+        for col in data.columns:
+            table.add_column(col, justify="left" if col in ("target", "metric", "scenario") else "right")
+        for row in data.rows:
+            styled = [f"[{_VERDICT_STYLE[c]}]{c}[/]" if c in _VERDICT_STYLE else c for c in row]
+            table.add_row(*styled)
+        console.print(table)
+        if data.note:
+            console.print(data.note, markup=False, soft_wrap=False)
+    s = report["summary"]
+    console.print(f"targets: {s['pass']} pass, {s['miss']} miss, {s['na']} n/a", markup=False)
+
+    try:
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:
+        raise fail(f"cannot write the report to {json_path}: {exc.strerror or exc}") from None
+    console.print(f"report: {json_path}", markup=False, soft_wrap=True)
+    if can_plot():
+        png = json_path.with_suffix(".png")
+        if write_plot(report, png):
+            console.print(f"plot: {png}", markup=False, soft_wrap=True)
+    elif "ratelimit" in names:
+        console.print("plot: skipped (matplotlib not installed: pip install -e '.[bench]')", markup=False)
+    if s["errors"]:
+        raise fail(f"scenario(s) failed to run: {', '.join(s['errors'])} (see the report's 'error' fields)")

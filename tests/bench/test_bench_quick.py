@@ -1,0 +1,100 @@
+"""``galileo bench --quick`` as an operator runs it: a real subprocess, a real simulator, real workers.
+
+It checks the report's shape and that its numbers are sane (finite, positive where they count
+something, ratios in range, the simulator's counts equal to the farm's), never timings or
+targets: a shared machine decides those, and a benchmark reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_galileo
+
+SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind"]
+
+
+def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
+    """Every number in ``data`` with its dotted path."""
+    if isinstance(data, dict):
+        return [item for k, v in data.items() for item in numbers(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(data, list):
+        return [item for i, v in enumerate(data) for item in numbers(v, f"{path}[{i}]")]
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        return [(path, float(data))]
+    return []
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "report.json"
+    proc = run_galileo("bench", "--quick", "--json", str(out), timeout=110, cwd=out.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "targets" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+    assert not Path(out.parent / "bench-report.json").exists()  # --json was honoured
+    loaded: dict[str, Any] = json.loads(out.read_text())
+    return loaded
+
+
+def test_every_scenario_ran_and_the_report_says_where_and_how(report: dict[str, Any]) -> None:
+    assert report["schema"] == "galileo-bench/1"
+    assert list(report["scenarios"]) == SCENARIOS
+    assert report["summary"]["errors"] == []
+    m = report["machine"]
+    assert m["cpu_count"] >= 1 and m["cpu_model"] and m["python"] and m["kernel"] and m["date"]
+    assert report["reproduce"]["command"].startswith("galileo bench --quick --json ")
+    assert report["reproduce"]["quick"] is True
+    assert report["targets"], "no target was evaluated"
+    assert {t["verdict"] for t in report["targets"]} <= {"PASS", "MISS", "N/A"}
+    for t in report["targets"]:
+        assert t["scenario"] in SCENARIOS and t["label"] and t["op"] in ("<=", ">=")
+
+
+def test_numbers_are_finite_and_non_negative(report: dict[str, Any]) -> None:
+    for path, value in numbers(report["scenarios"]):
+        assert math.isfinite(value) and value >= 0, (path, value)
+
+
+def test_rate_limited_scaling_counts_agree_between_simulator_and_farm(report: dict[str, Any]) -> None:
+    r = report["scenarios"]["ratelimit"]
+    assert set(r["runs"]) == {"learned", "told", "original"}
+    assert r["agree"] is True
+    for policy, by_n in r["runs"].items():
+        assert set(by_n) == {str(n) for n in r["ips"]}, policy
+        for n, run in by_n.items():
+            where = f"{policy} N={n}"
+            assert run["ok_per_s"] > 0, where
+            assert 0 <= run["ok_ratio"] <= 1.5 and 0 <= run["farm"]["ok_ratio"] <= 1.5, where
+            assert 0 <= run["share_429"] <= 1, where
+            totals = run["totals"]
+            assert totals["sim_ok"] == totals["farm_ok"] > 0, where
+            assert totals["sim_429"] == totals["farm_429"], where
+            # In the window, the two counts differ by at most what was in flight at its edges.
+            assert abs(run["sim"]["ok"] - run["farm"]["ok"]) <= max(8, 0.02 * run["sim"]["ok"]), where
+            assert run["sim"]["ok_per_second"], where
+
+
+def test_farm_scenarios_report_positive_measurements(report: dict[str, Any]) -> None:
+    sc = report["scenarios"]
+    o = sc["overhead"]
+    assert o["jobs"] > 0 and 0 < o["overhead_p50_us"] <= o["overhead_p99_us"]
+    s = sc["saturation"]
+    assert s["farm_jobs_per_s"] > 0 and s["single_process_req_per_s"] > 0 and s["farm_failed"] == 0
+    assert 0 < s["ratio"] <= 1.5
+    rows = sc["scale"]["by_workers"]
+    assert len(rows) >= 2
+    for row in rows.values():
+        assert row["ready"] is True and row["ready_s"] > 0 and row["pss_per_worker_mb"] > 0
+    assert any("idle_coordinator_cpu_pct" in row for row in rows.values())
+
+
+def test_blind_strategy_completed_batches(report: dict[str, Any]) -> None:
+    b = report["scenarios"]["blind"]
+    assert b["batches_per_s"] > 0 and b["sim_jupiter_ok_per_s"] > 0
+    assert 0 < b["batches_vs_ideal"] <= 1.5
+    assert b["totals"]["batches"] > 0
