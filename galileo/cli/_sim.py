@@ -21,8 +21,11 @@ def sim(
         "--rate-limit",
         metavar="RPS",
         help="Requests per second allowed per source IP and per service (Jito: per region); "
-        "burst = 1 s worth. Over it: HTTP 429 with the service's own body. Default: unlimited.",
+        "burst = --burst-seconds worth. Over it: HTTP 429 with the service's own body. Default: unlimited.",
         show_default=False,
+    ),
+    burst_seconds: float = typer.Option(
+        1.0, "--burst-seconds", metavar="S", help="Token bucket size, in seconds of --rate-limit (at least 1 token)."
     ),
     latency_ms: float = typer.Option(0.0, "--latency-ms", metavar="MS", help="Added service time per HTTP request."),
     fault_rate: list[str] | None = typer.Option(
@@ -45,13 +48,23 @@ def sim(
         raise typer.BadParameter(f"{port} is not a TCP port (0..65535)", param_hint="--port")
     if rate_limit is not None and not (math.isfinite(rate_limit) and rate_limit > 0):
         raise typer.BadParameter(f"{rate_limit} must be a positive number of requests/s", param_hint="--rate-limit")
+    if not (math.isfinite(burst_seconds) and burst_seconds > 0):
+        raise typer.BadParameter(f"{burst_seconds} must be a positive number of seconds", param_hint="--burst-seconds")
     if not (math.isfinite(latency_ms) and latency_ms >= 0):
         raise typer.BadParameter(f"{latency_ms} must be >= 0", param_hint="--latency-ms")
     try:
         faults = parse_fault_spec(fault_rate or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault-rate") from None
-    config = SimConfig(host=host, port=port, rate_limit=rate_limit, latency_ms=latency_ms, faults=faults, seed=seed)
+    config = SimConfig(
+        host=host,
+        port=port,
+        rate_limit=rate_limit,
+        burst_seconds=burst_seconds,
+        latency_ms=latency_ms,
+        faults=faults,
+        seed=seed,
+    )
     problems = validate_config(config)
     if problems:
         raise typer.BadParameter("; ".join(problems))
