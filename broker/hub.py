@@ -5,10 +5,11 @@ in-flight), the queues of jobs waiting for an IP (one per upstream, earliest dea
 and the promise that every submitted job gets exactly one :class:`JobOutcome`:
 
 * a job is dispatched only to a worker with credit, chosen by the :class:`Policy`;
-* a job whose deadline passes while queued ends ``expired``;
-* a worker that dies (silent for 3 heartbeats, or gone from ZeroMQ) takes its in-flight
-  jobs with it: idempotent ones are queued again, avoiding that IP, while their deadline
-  allows; the others end ``worker_lost``;
+* a job whose deadline passes while queued ends ``expired``, and so does a dispatched one
+  whose worker, alive, still has not answered 2 s after it (a lost result, a stuck handler);
+* a worker that dies (silent for 3 heartbeats, gone from ZeroMQ, or seen exiting by its
+  supervisor: :meth:`Hub.lost`) takes its in-flight jobs with it: idempotent ones are queued
+  again, avoiding that IP, while their deadline allows; the others end ``worker_lost``;
 * a late or duplicate result is dropped and counted, never delivered twice;
 * malformed frames are dropped and counted by reason.
 """
@@ -23,6 +24,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import zmq
 
@@ -57,6 +59,7 @@ EventHook = Callable[[Job, WorkerInfo, Event], None]
 
 _RETRY_ON = frozenset({"bind_error"})  # local-origin failures another IP will not have
 _QUEUE_SCAN_LIMIT = 64  # jobs with their own affinity looked at per upstream and pump
+_RESULT_GRACE = 2.0  # seconds past its deadline a dispatched job waits for a result: the worker times out first
 
 
 class Hub:
@@ -281,6 +284,12 @@ class Hub:
         if worker is not None:
             self._worker_lost(worker, f"send failed: {reason}")
 
+    def lost(self, worker_id: str, reason: str) -> None:
+        """``worker_id``'s process is gone (its supervisor saw it exit): act now, not 3 heartbeats later."""
+        w = self.workers.get(worker_id)
+        if w is not None:
+            self._worker_lost(w, reason)
+
     def retire(self, worker_id: str, reason: str = "retired") -> None:
         """Stop giving ``worker_id`` jobs; it finishes what it has, says Bye and exits."""
         w = self.workers.get(worker_id)
@@ -326,6 +335,7 @@ class Hub:
             if msg.draining:
                 worker.state = "draining"
             worker.rss = msg.rss
+            worker.bad_frames = msg.bad_frames
             if msg.stats is not None:
                 worker.stats = msg.stats
         elif isinstance(msg, Event):
@@ -408,12 +418,20 @@ class Hub:
         """Heartbeats out, dead workers declared, expired jobs ended. Runs 4 times a heartbeat."""
         now = self.clock()
         limit = self.hb_interval * HEARTBEAT_LIVENESS
+        freed = False
         for w in list(self.workers.values()):
             if now - w.last_seen > limit:
                 self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s")
-            elif now - w.last_sent >= self.hb_interval:
+                continue
+            if now - w.last_sent >= self.hb_interval:
                 self._send(w, Heartbeat(), now)
-        if self._queued:
+            for job in [j for j in w.inflight.values() if now > j.deadline + _RESULT_GRACE]:
+                del w.inflight[job.id]
+                gave_up = Outcome(result="expired", error=f"{w.ip}: no result by the deadline")
+                self.policy.on_outcome(job, w, gave_up, now)  # the policy counts its in-flight jobs too
+                self._finish(job, gave_up, w)
+                freed = True
+        if self._queued or freed:
             self.schedule_pump()
 
     def _worker_lost(self, w: WorkerInfo, reason: str, graceful: bool = False) -> None:
@@ -431,6 +449,9 @@ class Hub:
         for job in w.inflight.values():
             if job.spec.idempotent and job.deadline > now and not self._closing:
                 job.attempt += 1
+                if job.spec.require_ip is None:  # another IP when one can take it (the module's promise)
+                    prefer = None if job.spec.prefer_ip == w.ip else job.spec.prefer_ip
+                    job.spec = replace(job.spec, avoid_ip=w.ip, prefer_ip=prefer)
                 self._enqueue(job)
                 requeued += 1
             else:

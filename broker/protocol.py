@@ -125,6 +125,7 @@ class Heartbeat(msgspec.Struct, tag="hb", kw_only=True, omit_defaults=True):
     loop_lag_ms: float = 0.0
     rss: int = 0
     stats: dict[str, UpstreamStats] | None = None
+    bad_frames: int = 0  # frames from the coordinator this worker could not read, since it started
 
 
 class Result(msgspec.Struct, tag="result", kw_only=True):
@@ -199,7 +200,7 @@ def decode_batch(frame: bytes) -> list[Message]:
         raise ProtocolError(f"bad header {frame[:8]!r}")
     try:
         msgs: list[Message] = _decoder.decode(memoryview(frame)[len(HEADER) :])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except ValueError as exc:  # DecodeError, ValidationError, and UnicodeDecodeError for a bad UTF-8 string
         raise ProtocolError(str(exc)) from None
     if not msgs or len(msgs) > MAX_BATCH:
         raise ProtocolError(f"batch of {len(msgs)} messages")

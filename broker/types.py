@@ -83,6 +83,7 @@ class WorkerInfo:
     inflight: dict[int, Job] = field(default_factory=dict)
     loop_lag_ms: float = 0.0
     rss: int = 0
+    bad_frames: int = 0  # as the worker reports it: frames from us it could not read
     stats: dict[str, UpstreamStats] = field(default_factory=dict)
     done: int = 0
 

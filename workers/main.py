@@ -119,6 +119,7 @@ class Worker:
             loop_lag_ms=round(self.lag_ms, 3),
             rss=_rss(),
             stats=self.stats.snapshot(),
+            bad_frames=self.link.bad_frames,
         )
 
     def start_job(self, dispatch: Dispatch) -> None:

@@ -51,7 +51,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def print_config_error(exc: ConfigError) -> None:
     err_console.print(f"{exc.source}: {len(exc.issues)} problem(s)", markup=False, soft_wrap=True)
     for issue in exc.issues:
-        err_console.print(f"  {issue}", markup=False, soft_wrap=True)
+        err_console.print(f"  {issue.located()}", markup=False, soft_wrap=True)
 
 
 def load_or_exit(path: Path | None) -> tuple[GalileoConfig, Path | None]:

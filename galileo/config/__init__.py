@@ -8,13 +8,14 @@ True
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
-from galileo.config._validate import ConfigIssue, collect_issues
+from galileo.config._validate import ConfigIssue, collect_issues, empty_sections_as_defaults
 from galileo.config.schema import GalileoConfig
 
 __all__ = [
@@ -36,7 +37,7 @@ class ConfigError(Exception):
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
         self.source = source
         self.issues = issues
-        lines = "\n".join(f"  {issue}" for issue in issues)
+        lines = "\n".join(f"  {issue.located()}" for issue in issues)
         super().__init__(f"{source}: {len(issues)} problem(s)\n{lines}")
 
 
@@ -48,6 +49,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            continue  # a list or mapping as a key: construct_mapping reports it, with its line
         if key in seen:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
@@ -58,24 +61,67 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_DEPTH = 64  # a galileo config is a few levels deep; far deeper nesting is a mistake (or an attack)
+
+
 def parse_config(text: str, source: str = "<config>") -> GalileoConfig:
     """Parse YAML text into a :class:`GalileoConfig`, or raise :class:`ConfigError` with every issue."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        else:  # a ReaderError (a character YAML does not allow) has only a position
+            line = text.count("\n", 0, getattr(exc, "position", 0)) + 1
+            where = f"line {line}: "
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(source, [ConfigIssue("", f"{where}invalid YAML: {problem}")]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(
+            source, [ConfigIssue("", f"{_too_deep(text)}nested more than {MAX_DEPTH} levels deep")]
+        ) from None
     if raw is None:
         raw = {}
     issues = collect_issues(raw, GalileoConfig)
     if issues:
-        raise ConfigError(source, issues)
+        raise ConfigError(source, _located(issues, text))
     try:
-        return msgspec.convert(raw, GalileoConfig)
+        return msgspec.convert(empty_sections_as_defaults(raw, GalileoConfig), GalileoConfig)
     except msgspec.ValidationError as exc:  # the walker should have caught it; never lose the message
         raise ConfigError(source, [ConfigIssue("", str(exc))]) from None
+
+
+def _too_deep(text: str) -> str:
+    """``line N, column M: `` of the first collection nested deeper than MAX_DEPTH (the parser does not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            mark = event.start_mark
+            if depth > MAX_DEPTH and mark is not None:
+                return f"line {mark.line + 1}, column {mark.column + 1}: "
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return ""
+
+
+def _located(issues: list[ConfigIssue], text: str) -> list[ConfigIssue]:
+    """Issues of the document itself have no key path: give them the YAML line they are about."""
+    if all(issue.path for issue in issues):
+        return issues
+    root = yaml.compose(text, Loader=yaml.SafeLoader)  # it loaded above, so it composes
+    odd_keys = []  # top-level keys that are not strings, in document order, as the walker reports them
+    if isinstance(root, yaml.MappingNode):
+        odd_keys = [k.start_mark for k, _ in root.value if k.tag != yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
+    out = []
+    for issue in issues:
+        if issue.path or root is None:
+            out.append(issue)
+            continue
+        mark = odd_keys.pop(0) if issue.message.startswith("key ") and odd_keys else root.start_mark
+        out.append(ConfigIssue("", issue.message, line=mark.line + 1))
+    return out
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GalileoConfig:

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import msgspec
 
-__all__ = ["Check", "ConfigIssue", "collect_issues", "format_path", "render_value"]
+__all__ = ["Check", "ConfigIssue", "collect_issues", "empty_sections_as_defaults", "format_path", "render_value"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,14 @@ class ConfigIssue:
 
     path: str
     message: str
+    line: int | None = None  # for an issue of the document itself (no key path): the YAML line it is about
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
+
+    def located(self) -> str:
+        """As a person reads it: after its key path or, for the document itself, its YAML line."""
+        return f"line {self.line}: {self.message}" if not self.path and self.line is not None else str(self)
 
 
 class Check:
@@ -164,9 +169,25 @@ def _walk(raw: Any, tp: Any, path: tuple[str | int, ...], issues: list[ConfigIss
         issues.append(ConfigIssue(format_path(path), f"{render_value(raw)} is not {_type_name(tp)}"))
         return
     try:
-        msgspec.convert(raw, tp, strict=tp is not float)
+        msgspec.convert(raw, tp)  # strict, as the final conversion is: "1e5" is YAML 1.1 for a string
     except msgspec.ValidationError:
         issues.append(ConfigIssue(format_path(path), f"{render_value(raw)} is not {_type_name(tp)}"))
+
+
+def empty_sections_as_defaults(raw: Any, tp: type[msgspec.Struct]) -> Any:
+    """``raw`` with every empty section (``network:`` and nothing under it, YAML null) as ``{}``.
+
+    The walker reads an empty section as "all defaults"; msgspec must convert it the same way.
+    """
+    if not isinstance(raw, Mapping):
+        return raw
+    hints = typing.get_type_hints(tp)
+    out = dict(raw)
+    for key, value in raw.items():
+        sub = hints.get(key) if isinstance(key, str) else None
+        if isinstance(sub, type) and issubclass(sub, msgspec.Struct):
+            out[key] = empty_sections_as_defaults({} if value is None else value, sub)
+    return out
 
 
 def _walk_struct(raw: Any, tp: type[msgspec.Struct], path: tuple[str | int, ...], issues: list[ConfigIssue]) -> None:

@@ -8,6 +8,7 @@ answered with an error and counted, never a crash.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -60,7 +61,7 @@ class ControlServer:
             request = msgspec.msgpack.decode(frames[2])
             if not isinstance(request, dict):
                 raise TypeError("not a map")
-        except (msgspec.DecodeError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # bad UTF-8 is a ValueError; deep nesting recurses
             self.bad_requests += 1
             self._reply(route, {"error": "malformed request"})
             return
@@ -74,12 +75,14 @@ class ControlServer:
             if cmd == "stats":
                 reply: dict[str, Any] = self.farm.snapshot()
             elif cmd == "scale":
-                messages = []
-                for ip in request.get("add", []):
-                    messages.append(await self.farm.scale_add(str(ip)))
-                for ip in request.get("remove", []):
-                    messages.append(await self.farm.scale_remove(str(ip)))
-                reply = {"messages": messages}
+                add, remove = _addresses(request.get("add", [])), _addresses(request.get("remove", []))
+                if add is None or remove is None:
+                    self.bad_requests += 1
+                    reply = {"error": "scale: add and remove must be lists of IP addresses"}
+                else:
+                    messages = [await self.farm.scale_add(ip) for ip in add]
+                    messages += [await self.farm.scale_remove(ip) for ip in remove]
+                    reply = {"messages": messages}
             elif cmd == "rescan":
                 reply = {"changes": await self.farm.rescan()}
             else:
@@ -97,6 +100,16 @@ class ControlServer:
             self._pump.send([route, HEADER, msgspec.msgpack.encode(reply)])
         except SendFailed:
             pass
+
+
+def _addresses(value: Any) -> list[str] | None:
+    """``value`` as a list of IP address strings, or None when it is anything else."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    try:
+        return [str(ipaddress.ip_address(v)) for v in value]
+    except ValueError:
+        return None
 
 
 def control_request(path: Path, request: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:

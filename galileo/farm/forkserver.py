@@ -117,7 +117,8 @@ class ForkServer:
                 head = await self._reader.readexactly(_LEN.size)
                 msg = dec.decode(await self._reader.readexactly(_LEN.unpack(head)[0]))
                 if isinstance(msg, _Exited):
-                    self.on_exit(msg.pid, msg.code)
+                    # After the spawn() that may still be waking up for this pid has recorded it.
+                    asyncio.get_running_loop().call_soon(self.on_exit, msg.pid, msg.code)
                     continue
                 fut = self._pending.pop(msg.id, None)
                 if fut is None or fut.done():

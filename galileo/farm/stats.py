@@ -77,6 +77,7 @@ def farm_snapshot(farm: Farm) -> dict[str, Any]:
                 "restarts": slot.restarts if slot else 0,
                 "loop_lag_ms": w.loop_lag_ms if w else 0.0,
                 "rss": w.rss if w else 0,
+                "bad_frames": w.bad_frames if w else 0,
                 "upstreams": farm.counters.by_upstream(ip),
                 "remote": slot is None,
             }

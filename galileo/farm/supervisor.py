@@ -128,6 +128,9 @@ class Supervisor:
         slot.pid = pid
         self._by_pid[pid] = slot
         self._sync_expected()
+        w = self.hub.workers.get(slot.worker_id)
+        if w is not None and w.pid == pid:  # its Ready arrived before the fork server's answer
+            self._on_up(w, "ready")
 
     async def retire(self, ip: str, reason: str = "retired") -> bool:
         """Drain and stop the worker of ``ip``; its slot is removed when it exits."""
@@ -186,6 +189,9 @@ class Supervisor:
             return
         slot.pid = None
         slot.last_exit = code
+        w = self.hub.workers.get(slot.worker_id)
+        if w is not None and w.pid == pid:  # its jobs go to other IPs now, before a replacement registers
+            self.hub.lost(slot.worker_id, f"process exited with {code}")
         if self._stopping:
             slot.state = "stopped"
             return
