@@ -443,7 +443,8 @@ class Hub:
             self._outboxes[w.via].discard(w.routing_id)
         now = self.clock()
         self.policy.on_worker_down(w, now)
-        level = logging.INFO if graceful else logging.WARNING
+        expected = graceful or w.state == "draining" or self._closing  # it was leaving anyway
+        level = logging.INFO if expected else logging.WARNING
         log.log(level, "worker gone: %s", reason, extra={"worker_id": w.worker_id, "local_ip": w.ip})
         requeued = 0
         for job in w.inflight.values():
