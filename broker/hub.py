@@ -182,6 +182,10 @@ class Hub:
             self._finish(job, Outcome(result="rejected", error=f"queue full ({self.max_queued} jobs)"), None)
         elif not self.workers and self.expected_workers == 0:
             self._finish(job, Outcome(result="rejected", error="no IP at all: the farm has no workers"), None)
+        elif job.upstream not in self._queues and isinstance(
+            choice := self.policy.pick(job, self.workers, now), WorkerInfo
+        ):
+            self._send_job(job, choice, now)  # nothing queued ahead of it: dispatch now, not an iteration later
         else:
             self._enqueue(job)
         return job.future

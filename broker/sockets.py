@@ -33,6 +33,8 @@ HWM = 10_000  # well above any credit we grant, so HWM is never how flow is cont
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_MORE = int(zmq.SNDMORE) | _NOBLOCK
 
 
 class SendFailed(Exception):
@@ -117,7 +119,9 @@ class FramePump:
             try:
                 if not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
                     return
-                frames = sock.recv_multipart(_NOBLOCK)
+                frames = [sock.recv(_NOBLOCK)]
+                while sock.getsockopt(_RCVMORE):
+                    frames.append(sock.recv(_NOBLOCK))
             except zmq.Again:
                 return
             except zmq.ZMQError:
@@ -144,8 +148,11 @@ class FramePump:
 
     def send(self, frames: list[bytes]) -> None:
         """Hand ``frames`` to ZeroMQ now. Raises :class:`SendFailed` instead of blocking or dropping."""
+        sock = self.sock
         try:
-            self.sock.send_multipart(frames, _NOBLOCK, copy=True)
+            for frame in frames[:-1]:  # a ROUTER's route: ZeroMQ takes or refuses the message here
+                sock.send(frame, _MORE)
+            sock.send(frames[-1], _NOBLOCK)
         except zmq.Again:
             raise SendFailed("peer queue full") from None
         except zmq.ZMQError as exc:

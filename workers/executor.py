@@ -91,9 +91,16 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_NO_TIMEOUT = aiohttp.ClientTimeout()
+
+
 def client_timeout(budget: float, connect: float | None = None, read: float | None = None) -> aiohttp.ClientTimeout:
+    """aiohttp's per-phase limits for one request. The whole budget is not among them: the
+    executor's ``asyncio.timeout`` around the handler already enforces it, and a second timer
+    per request costs more than the rest of our own per-job work."""
+    if not connect and not read:
+        return _NO_TIMEOUT
     return aiohttp.ClientTimeout(
-        total=budget,
         sock_connect=min(connect, budget) if connect else None,
         sock_read=min(read, budget) if read else None,
     )
