@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from broker.jobs import HttpRequest, SecretRef
+from broker.logs import register_secret
 from broker.protocol import Dispatch, Event, Outcome
 from broker.results import HttpResponse
 from workers.classify import classify_exception, classify_status
@@ -60,6 +61,7 @@ class JobContext:
 
 
 _missing_env_warned: set[str] = set()
+_registered_env: set[str] = set()
 
 
 def secret_headers(ref: SecretRef | None) -> dict[str, str]:
@@ -72,6 +74,9 @@ def secret_headers(ref: SecretRef | None) -> dict[str, str]:
             _missing_env_warned.add(ref.env)
             log.warning("env var %s is not set on this worker; sending without %s", ref.env, ref.header)
         return {}
+    if ref.env not in _registered_env:
+        _registered_env.add(ref.env)
+        register_secret(value)  # from now on, no log line of this worker can carry it
     return {ref.header: ref.prefix + value}
 
 

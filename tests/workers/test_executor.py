@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
 from broker.jobs import HttpRequest, SecretRef
+from broker.logs import KeyValueFormatter
 from broker.protocol import Dispatch
 from broker.results import HttpResponse
 from workers.executor import Executor
@@ -72,6 +74,19 @@ async def test_secret_comes_from_the_workers_environment(server: str, monkeypatc
     monkeypatch.setenv("TEST_KEY_ENV", "s3cret-value")
     out = await run("127.0.0.2", HttpRequest(url=f"{server}/whoami", secret=SecretRef("x-api-key", "TEST_KEY_ENV")))
     assert out.value is not None and b"s3cret-value" in out.value.body  # type: ignore[union-attr]
+
+
+async def test_a_secret_the_worker_reads_is_masked_in_its_log_lines(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cret-for-the-log-test"
+    line = logging.makeLogRecord({"msg": "upstream said: bad key %s", "args": (secret,)})
+    assert secret in KeyValueFormatter().format(line)  # nothing registered it yet
+    monkeypatch.setenv("TEST_LOG_KEY_ENV", secret)
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/whoami", secret=SecretRef("x-api-key", "TEST_LOG_KEY_ENV")))
+    assert out.result == "ok"
+    text = KeyValueFormatter().format(line)
+    assert secret not in text and "bad key ***" in text
 
 
 async def test_unbindable_address_is_a_bind_error(server: str) -> None:

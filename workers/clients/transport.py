@@ -21,6 +21,7 @@ import msgspec
 import orjson
 
 from broker.jobs import SecretRef
+from broker.logs import register_secret
 from broker.protocol import Event, Outcome
 from broker.results import ResultValue
 from workers.classify import classify_exception, classify_status, parse_retry_after
@@ -78,7 +79,10 @@ class Call:
         """A URL with a key in it, from env var ``name``; it and its key-like parts are remembered for redaction."""
         value = os.environ.get(name) or None
         if value is not None:
-            self.secrets += _url_secrets(value)
+            found = _url_secrets(value)
+            self.secrets += found
+            for secret in found:
+                register_secret(secret)
         return value
 
     def emit(self, name: str, value: ResultValue | None = None, error: str = "") -> None:
