@@ -213,6 +213,8 @@ async def scale(quick: bool = False) -> dict[str, Any]:
                     "pss_forkserver_mb": round(pss_of([fs_pid]) / 2**20, 1) if fs_pid else None,
                 }
                 if n == max(counts):
+                    # Idle means steady state: past the first heartbeats, pacing state and log lines of startup.
+                    await asyncio.sleep(1.0 if quick else 3.0)
                     c0, w0 = _cpu(os.getpid()), time.monotonic()
                     await asyncio.sleep(2.0 if quick else 10.0)
                     row["idle_coordinator_cpu_pct"] = round(100 * (_cpu(os.getpid()) - c0) / (time.monotonic() - w0), 2)

@@ -17,6 +17,7 @@ from galileo.logs import setup_logging
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="galileo",
     help=(
         "galileo: a multi-IP execution farm for Solana trading bots.\n\n"

@@ -13,7 +13,7 @@ from galileo.config.template import TEMPLATE
 
 __all__ = ["app", "summary"]
 
-app = typer.Typer(help="Check, create and describe galileo.yaml.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Check, create and describe galileo.yaml.", no_args_is_help=True)
 
 
 def summary(cfg: GalileoConfig) -> list[str]:

@@ -18,7 +18,9 @@ from galileo.farm.control import ControlError, control_request
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Run and inspect the farm: one worker per local IP, fed by this coordinator.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Run and inspect the farm: one worker per local IP, fed by this coordinator.",
+    no_args_is_help=True,
 )
 
 

@@ -11,7 +11,7 @@ from galileo.cli._common import fail
 
 __all__ = ["app"]
 
-app = typer.Typer(help="CURVE keys for workers joining from other hosts.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="CURVE keys for workers joining from other hosts.", no_args_is_help=True)
 
 
 @app.command("gen")

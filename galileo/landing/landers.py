@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ __all__ = ["LanderStack", "Receipt", "bundle_id_of"]
 log = logging.getLogger("galileo.lander")
 
 FOLLOW_EVERY = 1.0
+# Jito "bundle contains an already processed transaction", RPC "This transaction has already
+# been processed", Ultra "Failed to land: transaction already processed".
+_ALREADY_PROCESSED = re.compile(r"already (been )?processed", re.IGNORECASE)
 DUPLICATE_WINDOW = 120.0  # seconds a sent signature is remembered (a blockhash lives ~60-90 s)
 Submit = Callable[[JobSpec], Awaitable[JobOutcome]]
 
@@ -145,6 +149,19 @@ class LanderStack:
         return receipts
 
     def _receipt(self, lander: str, ep: Endpoint, built: BuiltTransaction, out: JobOutcome) -> Receipt:
+        if not out.ok and _ALREADY_PROCESSED.search(out.error):
+            # On chain already: an earlier send of these same bytes got there first (a job re-sent
+            # after its worker died, another region, a previous run). Not a failure; follow it.
+            ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
+            self.stats.lander_success(lander, ep.label)
+            if self.metrics is not None:
+                self.metrics.lander_success(lander, ep.label)
+            log.info(
+                "%s says already processed",
+                ep.label,
+                extra={"lander": lander, "endpoint": ep.label, "ident": ident, "local_ip": out.ip},
+            )
+            return Receipt(lander, ep.label, out.ip, ident, True)
         if out.ok and isinstance(out.value, BundleAccepted | TxSent):
             ident = out.value.bundle_id if isinstance(out.value, BundleAccepted) else out.value.signature
             self.stats.lander_success(lander, ep.label)

@@ -148,6 +148,43 @@ lander: {{mode: live, follow_timeout_s: 60}}
 
 
 @pytest.mark.fault
+async def test_a_send_answered_already_processed_is_followed_as_landed_not_failed(
+    sim_factory: SimFactory, farm_factory: FarmFactory
+) -> None:
+    """What a re-sent job meets when its first send got through: the same bytes, already on chain."""
+    sim = await sim_factory(slot_ms=50, land_delay_slots=2)
+    extra = f"""
+upstreams:
+  rpc: {{urls: ['{sim.url}/rpc']}}
+  jito: {{endpoints: ['{sim.url}/jito/frankfurt'], rate_limit_per_ip: null}}
+lander: {{mode: live, follow_timeout_s: 20}}
+"""
+    farm = await farm_factory(ips(2, start=160), extra)
+    upstreams = Upstreams(farm.cfg)
+    chain = ChainState(farm.run, upstreams)
+    blockhash, last_valid = await sim_blockhash(sim)
+    (opp,) = opportunities(Keypair(), blockhash, last_valid, 1)
+    first_stats, again_stats = StrategyStats(), StrategyStats()
+    first = LanderStack(farm.run, upstreams, chain, farm.cfg.lander, ["jito"], first_stats)
+    again = LanderStack(farm.run, upstreams, chain, farm.cfg.lander, ["jito"], again_stats)  # forgot it was sent
+    chain.start()
+    try:
+        (sent,) = await first.land(opp, SOL)
+        await wait_for(lambda: first_stats.totals()["landed"] == 1, 20, "the bundle to land")
+        (resent,) = await again.land(opp, SOL)
+        await wait_for(lambda: again_stats.totals()["landed"] == 1, 20, "the re-sent bundle to be followed to landed")
+    finally:
+        await first.close(timeout=1)
+        await again.close(timeout=1)
+        await chain.stop()
+    assert sent.accepted and resent.accepted and resent.ident == sent.ident, (sent, resent)
+    assert again_stats.sends[("jito", resent.endpoint, "failed")] == 0
+    stats = await sim_get(sim, "/sim/stats")
+    rejected = stats["sends"]["jito_bundle"]["rejected"]
+    assert rejected.get("already_processed") == 1, stats["sends"]  # the simulator did refuse the second send
+
+
+@pytest.mark.fault
 def test_a_keypair_file_others_can_read_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="galileo.wallet")
     path = wallet_file(tmp_path / "w")
