@@ -189,7 +189,11 @@ class WorkerLink:
         if isinstance(msg, Dispatch):
             self.on_job(msg)
         elif isinstance(msg, Heartbeat):
-            pass
+            # Answer the coordinator's round at once: its heartbeats to all workers go out
+            # together, so the answers arrive together too and it wakes once for many of them.
+            now = time.monotonic()
+            if now - self._last_beat >= self.hb_interval / 2:
+                self._beat(now)
         elif isinstance(msg, Drain):
             self.on_drain(msg.reason)
         elif isinstance(msg, Disconnect):
@@ -206,7 +210,11 @@ class WorkerLink:
             if now - self._last_seen > limit:
                 self._end("coordinator_lost")
                 return
-            if now - self._last_beat >= self.hb_interval:
-                # Every interval, busy or not: the heartbeat also carries the worker's load report.
-                self._last_beat = now
-                self.send(self.heartbeat())
+            if now - self._last_beat >= self.hb_interval * 1.25:
+                # Normally the answer to the coordinator's round (about every interval, busy or
+                # not: it carries the load report); this is for when its heartbeats are late.
+                self._beat(now)
+
+    def _beat(self, now: float) -> None:
+        self._last_beat = now
+        self.send(self.heartbeat())

@@ -1,0 +1,80 @@
+"""Heartbeats both ways every interval, in rounds: the hub beats all workers at once, and real
+worker links answer at once, so an idle coordinator wakes a few times per interval, not once
+per worker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import zmq
+
+from broker.hub import Hub
+from broker.link import WorkerLink
+from broker.protocol import Heartbeat, Message, Ready
+from broker.testing import LeastLoadedPolicy
+
+HB = 0.2
+WORKERS = 6
+SECONDS = 2.4
+
+
+async def test_workers_answer_each_round_of_heartbeats(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/hub.sock"
+    hub = Hub(LeastLoadedPolicy(), ctx=zmq.Context(), heartbeat_interval=HB)
+    hub.bind(endpoint)
+    rounds: list[float] = []
+    beats: dict[str, list[float]] = {}
+    sent, received = hub._send, hub._on_message
+
+    def send(worker, msg, now):  # type: ignore[no-untyped-def]
+        if isinstance(msg, Heartbeat) and (not rounds or now - rounds[-1] > HB / 4):
+            rounds.append(now)
+        sent(worker, msg, now)
+
+    def on_message(route: bytes, via: int, msg: Message, now: float) -> None:
+        worker = hub._by_route.get((via, route))
+        if isinstance(msg, Heartbeat) and worker is not None:
+            beats.setdefault(worker.worker_id, []).append(now)
+        received(route, via, msg, now)
+
+    hub._send = send  # type: ignore[method-assign]
+    hub._on_message = on_message  # type: ignore[method-assign]
+    await hub.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    links = [
+        WorkerLink(
+            endpoint,
+            Ready(worker_id=f"w{i}", ip=f"10.0.0.{i}", family="ipv4", bind=True, host="t", pid=1, capacity=1),
+            on_job=lambda d: None,
+            on_drain=lambda r: None,
+            heartbeat=Heartbeat,
+            ctx=ctx,
+            heartbeat_interval=HB,
+        )
+        for i in range(WORKERS)
+    ]
+    tasks = []
+    try:
+        for link in links:  # each with its own phase, as workers started one by one would have
+            tasks.append(asyncio.create_task(link.run()))
+            await asyncio.sleep(HB / WORKERS * 1.3)
+        await asyncio.sleep(SECONDS)
+    finally:
+        for link in links:
+            link.stop()
+        await asyncio.gather(*tasks)
+        await hub.close(grace=0.1)
+        ctx.destroy(0)
+        hub.ctx.destroy(0)
+
+    expected = SECONDS / HB
+    assert len(rounds) >= expected * 0.7, rounds
+    assert sorted(beats) == [f"w{i}" for i in range(WORKERS)]
+    for worker_id, times in beats.items():
+        # Every interval from each worker: the coordinator needs them to keep it alive.
+        assert expected * 0.6 <= len(times) <= expected * 1.3, (worker_id, len(times))
+    # And they answer the hub's rounds: nearly all arrive soon after one (not at each worker's own phase).
+    after_round = [t for times in beats.values() for t in times if any(0 <= t - r < HB / 8 for r in rounds)]
+    total = sum(len(times) for times in beats.values())
+    assert len(after_round) >= 0.8 * total, (len(after_round), total)
