@@ -13,6 +13,7 @@ sent, reports each outcome, heartbeats from its loop, and leaves cleanly:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -213,11 +214,19 @@ async def serve(args: WorkerArgs) -> int:
     return 0
 
 
+GC_THRESHOLD = (20_000, 50, 100)
+
+
 def worker_entry(args: WorkerArgs) -> None:
     """Process target: set up logging and uvloop, serve, exit with the right code."""
     import uvloop
 
     import workers.clients  # noqa: F401  (registers every upstream's job handler)
+
+    # A job allocates a few hundred objects (aiohttp request and response, futures, structs),
+    # and almost none form cycles; the default threshold (700) ran a collection every few jobs.
+    # Measured with `galileo bench saturation`: ~8 % less worker CPU per job.
+    gc.set_threshold(*GC_THRESHOLD)
 
     setup_logging(args.log_level, "json" if args.log_format == "json" else "kv")
     logging.getLogger().handlers[0].addFilter(_LocalIpFilter(args.ip, args.worker_id))
