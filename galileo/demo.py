@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -65,6 +66,14 @@ wallet: {{keypair_path: '{keypair}'}}
 """)
 
 
+def _die_with_parent() -> None:
+    """In the simulator's child: get SIGTERM when the demo's process dies, however it dies."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.asynccontextmanager
 async def _simulator(rate_limit: float, seed: int) -> AsyncIterator[str]:
     proc = await asyncio.create_subprocess_exec(
@@ -81,6 +90,10 @@ async def _simulator(rate_limit: float, seed: int) -> AsyncIterator[str]:
         "--seed",
         str(seed),
         stdout=asyncio.subprocess.PIPE,
+        # Out of the terminal's process group: Ctrl-C stops the farm first, then the simulator
+        # (below); while the farm drains, its upstreams are still there.
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     assert proc.stdout is not None
     try:

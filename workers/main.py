@@ -194,7 +194,12 @@ async def serve(args: WorkerArgs) -> int:
     worker = Worker(args)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.drain, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, worker.drain, "SIGINT")
+    if args.coordinator_pid is None:
+        loop.add_signal_handler(signal.SIGINT, worker.drain, "SIGINT")
+    else:
+        # Ctrl-C in a terminal reaches the whole process group; the supervising process gets it
+        # too and drains its workers in order. Draining here as well would look like a crash.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     lag = loop.create_task(worker.measure_lag())
     fd = None
     if args.coordinator_pid is not None:

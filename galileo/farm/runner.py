@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from solders.keypair import Keypair
 
@@ -24,6 +24,7 @@ from galileo.farm.coordinator import Farm
 
 __all__ = ["FarmRun", "load_wallet", "run_farm"]
 
+T = TypeVar("T")
 log = logging.getLogger("galileo.farm")
 SUMMARY_EVERY = 10.0
 
@@ -72,21 +73,23 @@ async def run_farm(
     wallet = wallet or (load_wallet(cfg) if cfg.blind_strategy.enable or cfg.multi_leg.enable else None)
     await farm.start()
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # from now on: Ctrl-C while workers boot is a clean stop too
+        loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[Any]] = []
     strategy = None
     try:
         if cfg.bot.prometheus.enable:
             host, port = await farm.metrics.serve(cfg.bot.prometheus.listen)
             log.info("metrics on http://%s:%d/metrics", host, port)
-        ready = await farm.wait_ready(timeout=45)
+        ready = await _unless_stopped(farm.wait_ready(timeout=45), stop)
+        if stop.is_set():
+            return
         workers = f"{len(farm.hub.workers)}/{farm.hub.expected_workers} workers ready"
         if not ready:
             log.warning("not every worker registered within 45 s: %s", workers)
         systemd.ready(workers)
         tasks.append(asyncio.create_task(systemd.watchdog_loop(), name="watchdog"))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
 
         async def reload() -> None:
             systemd.reloading()
@@ -124,6 +127,23 @@ async def run_farm(
         if strategy is not None:
             log.info("strategy totals: %s", strategy.stats.totals())
         await farm.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _unless_stopped(aw: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """``aw``'s result, or None as soon as ``stop`` is set (``aw`` is then cancelled)."""
+    task = asyncio.ensure_future(aw)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
 
 
 async def _summaries(name: str, strategy: Any, every: float) -> None:
