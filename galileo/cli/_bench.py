@@ -19,11 +19,15 @@ __all__ = ["bench"]
 _VERDICT_STYLE = {"PASS": "green", "MISS": "red", "N/A": "yellow"}
 
 
+GROUPS = {"farm": ("overhead", "saturation", "scale")}
+
+
 def bench(
     scenarios: list[str] | None = typer.Argument(
         None,
         metavar="SCENARIO",
-        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind. Default: all.",
+        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind; farm means the "
+        "three about the farm itself (overhead, saturation, scale). Default: all.",
         show_default=False,
     ),
     json_path: Path = typer.Option(
@@ -47,10 +51,12 @@ def bench(
     from galileo.bench.report import SCENARIOS, run_bench
     from galileo.bench.tables import machine_line, tables
 
-    names = list(dict.fromkeys(scenarios or SCENARIOS))
+    asked = [n for name in (scenarios or SCENARIOS) for n in GROUPS.get(name, (name,))]
+    names = list(dict.fromkeys(asked))
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        raise typer.BadParameter(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        known = ", ".join([*SCENARIOS, *GROUPS])
+        raise typer.BadParameter(f"unknown scenario {', '.join(unknown)}; known: {known}")
     if state.log_level == "info":  # the default: progress lines and tables; the report has the counts
         setup_logging("error", state.log_format)
 

@@ -98,3 +98,10 @@ def test_blind_strategy_completed_batches(report: dict[str, Any]) -> None:
     assert b["batches_per_s"] > 0 and b["sim_jupiter_ok_per_s"] > 0
     assert 0 < b["batches_vs_ideal"] <= 1.5
     assert b["totals"]["batches"] > 0
+
+
+def test_unknown_scenarios_are_refused_naming_the_known_ones_and_groups(tmp_path: Path) -> None:
+    proc = run_galileo("bench", "--quick", "farm", "nope", "--json", str(tmp_path / "r.json"), timeout=30)
+    assert proc.returncode == 2 and "unknown scenario nope;" in proc.stderr  # not "farm, nope"
+    assert "ratelimit" in proc.stderr and "farm" in proc.stderr  # "farm" itself was accepted
+    assert not (tmp_path / "r.json").exists()
