@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -15,7 +16,7 @@ from broker.logs import KeyValueFormatter
 from broker.protocol import Dispatch
 from broker.results import HttpResponse
 from workers.executor import Executor
-from workers.session import BoundSession
+from workers.session import BoundSession, _host_of, family_mismatch
 
 
 @pytest.fixture
@@ -97,6 +98,29 @@ async def test_unbindable_address_is_a_bind_error(server: str) -> None:
 async def test_family_mismatch_is_named(server: str) -> None:
     out = await run("::1", HttpRequest(url=f"{server}/whoami"))
     assert out.result == "network_error" and "IPv6 worker" in out.error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/quote?a=1",
+        "https://user:pw@[::1]:443/x",
+        "http://[2001:db8::1]/",
+        "https://quote-api.jup.ag/swap/v1/quote?next=//10.0.0.1/",
+        "http://10.1.2.3?q=[::1]",
+        "http://10.1.2.3#[::1]",
+        "wss://a.example/ws",
+        "http://user@10.0.0.9:81",
+    ],
+)
+def test_the_cheap_host_parser_agrees_with_urlsplit(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    assert _host_of(url).lower() == host, url
+    mismatch = family_mismatch(url, "127.0.0.2")  # an IPv4 worker
+    if ":" in host:  # an IPv6 literal: named as unreachable
+        assert mismatch is not None and "cannot reach" in mismatch
+    else:
+        assert mismatch is None
 
 
 async def test_budget_becomes_a_timeout(server: str) -> None:
