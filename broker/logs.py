@@ -29,7 +29,7 @@ _lock = threading.Lock()
 
 def register_secret(value: str | None) -> None:
     """Never let ``value`` appear in a log line. Short values (< 6 chars) are too ambiguous to mask."""
-    if value and len(value) >= 6:
+    if value and len(value) >= 6 and value not in _secrets:  # cheap for the caller that repeats itself
         with _lock:
             _secrets.add(value)
 

@@ -61,7 +61,6 @@ class JobContext:
 
 
 _missing_env_warned: set[str] = set()
-_registered_env: set[str] = set()
 
 
 def secret_headers(ref: SecretRef | None) -> dict[str, str]:
@@ -74,9 +73,7 @@ def secret_headers(ref: SecretRef | None) -> dict[str, str]:
             _missing_env_warned.add(ref.env)
             log.warning("env var %s is not set on this worker; sending without %s", ref.env, ref.header)
         return {}
-    if ref.env not in _registered_env:
-        _registered_env.add(ref.env)
-        register_secret(value)  # from now on, no log line of this worker can carry it
+    register_secret(value)  # from now on, no log line of this worker can carry it
     return {ref.header: ref.prefix + value}
 
 

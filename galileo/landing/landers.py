@@ -149,45 +149,39 @@ class LanderStack:
         return receipts
 
     def _receipt(self, lander: str, ep: Endpoint, built: BuiltTransaction, out: JobOutcome) -> Receipt:
-        if not out.ok and _ALREADY_PROCESSED.search(out.error):
+        if out.ok and isinstance(out.value, BundleAccepted | TxSent):
+            ident = out.value.bundle_id if isinstance(out.value, BundleAccepted) else out.value.signature
+            said = "sent to %s"
+        elif not out.ok and _ALREADY_PROCESSED.search(out.error):
             # On chain already: an earlier send of these same bytes got there first (a job re-sent
             # after its worker died, another region, a previous run). Not a failure; follow it.
             ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
-            self.stats.lander_success(lander, ep.label)
-            if self.metrics is not None:
-                self.metrics.lander_success(lander, ep.label)
-            log.info(
-                "%s says already processed",
+            said = "%s says already processed"
+        else:
+            self.stats.lander_failure(lander, ep.label)
+            log.warning(
+                "send to %s failed: %s %s",
                 ep.label,
-                extra={"lander": lander, "endpoint": ep.label, "ident": ident, "local_ip": out.ip},
+                out.result,
+                out.error,
+                extra={"lander": lander, "endpoint": ep.label, "local_ip": out.ip},
             )
-            return Receipt(lander, ep.label, out.ip, ident, True)
-        if out.ok and isinstance(out.value, BundleAccepted | TxSent):
-            ident = out.value.bundle_id if isinstance(out.value, BundleAccepted) else out.value.signature
-            self.stats.lander_success(lander, ep.label)
-            if self.metrics is not None:
-                self.metrics.lander_success(lander, ep.label)
-            log.info(
-                "sent to %s",
-                ep.label,
-                extra={
-                    "lander": lander,
-                    "endpoint": ep.label,
-                    "ident": ident,
-                    "local_ip": out.ip,
-                    "latency_ms": round(out.latency * 1000, 3),
-                },
-            )
-            return Receipt(lander, ep.label, out.ip, ident, True)
-        self.stats.lander_failure(lander, ep.label)
-        log.warning(
-            "send to %s failed: %s %s",
+            return Receipt(lander, ep.label, out.ip, built.signature, False, f"{out.result}: {out.error}")
+        self.stats.lander_success(lander, ep.label)
+        if self.metrics is not None:
+            self.metrics.lander_success(lander, ep.label)
+        log.info(
+            said,
             ep.label,
-            out.result,
-            out.error,
-            extra={"lander": lander, "endpoint": ep.label, "local_ip": out.ip},
+            extra={
+                "lander": lander,
+                "endpoint": ep.label,
+                "ident": ident,
+                "local_ip": out.ip,
+                "latency_ms": round(out.latency * 1000, 3),
+            },
         )
-        return Receipt(lander, ep.label, out.ip, built.signature, False, f"{out.result}: {out.error}")
+        return Receipt(lander, ep.label, out.ip, ident, True)
 
     async def _follow(self, receipts: list[Receipt], last_valid: int) -> None:
         """Poll until every distinct bundle / signature has landed, failed or expired."""
