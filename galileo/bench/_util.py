@@ -23,6 +23,7 @@ __all__ = [
     "loopback_inventory",
     "percentile",
     "pss_of",
+    "stop_process",
     "target",
     "temp_runtime",
 ]
@@ -77,13 +78,19 @@ async def child_server(*args: str) -> AsyncIterator[tuple[int, int]]:
     try:
         yield port, proc.pid
     finally:
+        await stop_process(proc)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+    """SIGTERM ``proc`` (if still running), then SIGKILL it after ``grace`` seconds."""
+    if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def pss_of(pids: Sequence[int]) -> int:

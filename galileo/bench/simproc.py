@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+
+from galileo.bench._util import stop_process
 
 __all__ = ["BenchError", "SimProcess", "sim_process"]
 
@@ -78,7 +79,7 @@ async def sim_process(rate_limit: float | None = None, seed: int = 1) -> AsyncIt
         except TimeoutError:
             raise BenchError(f"galileo sim did not say where it listens within {_START_TIMEOUT:.0f}s") from None
         finally:
-            await _stop(proc)
+            await stop_process(proc)
 
 
 async def _read_url(proc: asyncio.subprocess.Process) -> str | None:
@@ -88,14 +89,3 @@ async def _read_url(proc: asyncio.subprocess.Process) -> str | None:
         if m:
             return m.group(1).decode()
     return None
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()

@@ -12,13 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from galileo.config import GalileoConfig, parse_config
+from galileo.bench.blind import blind_config
 from galileo.farm.coordinator import Farm
 from galileo.sim import SimConfig, SimServer, start_sim
 from galileo.strategy.blind import BlindStrategy
 from galileo.tx import ephemeral_keypair, write_keypair
 
-SOL = "So11111111111111111111111111111111111111112"
 IPS = [f"127.0.4.{i}" for i in range(1, 9)]
 
 
@@ -29,38 +28,12 @@ async def sim() -> AsyncIterator[SimServer]:
     await server.close()
 
 
-def config(sim: SimServer, rt: Path, mode: str) -> GalileoConfig:
-    u = sim.url
-    ips = ", ".join(f'"{ip}"' for ip in IPS)
-    return parse_config(f"""
-bot: {{network: {{enable_multiple_ip: true, manual_ips: [{ips}]}}, prometheus: {{enable: false}}}}
-farm: {{runtime_dir: '{rt}'}}
-upstreams:
-  jupiter: {{base_url: '{u}/jupiter/swap/v1', api_key_env: null}}
-  rpc: {{urls: ['{u}/rpc']}}
-  jito: {{endpoints: ['{u}/jito/frankfurt', '{u}/jito/ny'], rate_limit_per_ip: 20}}
-intermedium:
-  mints: [EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v, Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCE8BenwNYB,
-          JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN]
-blind_strategy:
-  enable: true
-  base_mints:
-    - mint: {SOL}
-      trade_size_range: [500_000_000, 2_000_000_000]
-      trade_range_count: 3
-      trade_range_strategy: exponential
-      min_quote_profit: 20_000
-lander: {{mode: {mode}}}
-wallet: {{keypair_path: '{rt / "id.json"}'}}
-""")
-
-
 async def run_strategy(
     sim: SimServer, tmp_path: Path, mode: str, seconds: float
 ) -> tuple[BlindStrategy, Farm, dict[str, Any]]:
     kp = ephemeral_keypair()
     write_keypair(tmp_path / "id.json", kp)
-    cfg = config(sim, tmp_path, mode)
+    cfg = blind_config(sim.url, tmp_path, IPS, mode)  # the configuration `galileo bench blind` runs
     async with Farm(cfg, runtime_dir=tmp_path, log_level="warning") as farm:
         assert await farm.wait_ready()
         strategy = BlindStrategy(farm, cfg, kp)
