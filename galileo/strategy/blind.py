@@ -30,7 +30,7 @@ from galileo.landing.assemble import RoundTrip, assemble, leg_of
 from galileo.landing.landers import LanderStack
 from galileo.strategy.dispatcher import BatchDispatcher
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
-from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, evaluate
+from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, estimated_costs, evaluate
 from galileo.strategy.stats import BatchRecord, StrategyStats, short_mint
 from galileo.strategy.upstreams import QuoteRequest, Upstreams
 from galileo.tx import TxError
@@ -38,8 +38,6 @@ from galileo.tx import TxError
 __all__ = ["BlindStrategy", "FarmLike"]
 
 log = logging.getLogger("galileo.strategy.blind")
-
-TWO_LEG_CU_ESTIMATE = 400_000  # until swap-instructions give the real limit
 
 
 class FarmLike(Protocol):
@@ -175,7 +173,7 @@ class BlindStrategy:
             },
         )
         self.prices.observe(plan.intermediate_mint, sell.in_amount, plan.base_mint, sell.out_amount)
-        costs = self._costs_in_base(plan.base_mint, self._estimated_costs())
+        costs = self._costs_in_base(plan.base_mint, estimated_costs(self.cfg.lander, jito=self._jito, rpc=self._rpc))
         if costs is None:
             return  # not yet priced: the probe started by _costs_in_base will fix that
         verdict = evaluate(plan.trade_size, sell.out_amount, costs, plan.pair.min_profit)
@@ -200,11 +198,6 @@ class BlindStrategy:
         task.add_done_callback(self._landing.discard)
 
     # --- costs ----------------------------------------------------------------------
-
-    def _estimated_costs(self, cu_limit: int = TWO_LEG_CU_ESTIMATE) -> Costs:
-        lander = self.cfg.lander
-        prio = -(-cu_limit * lander.compute_unit_price_micro_lamports // 1_000_000) if self._rpc else 0
-        return Costs(tip=lander.tip_lamports if self._jito else 0, priority_fee=prio)
 
     def _costs_in_base(self, mint: str, costs: Costs) -> int | None:
         value = self.prices.to_base(mint, costs.lamports)

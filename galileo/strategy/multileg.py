@@ -29,7 +29,7 @@ from galileo.strategy.blind import FarmLike
 from galileo.strategy.dispatcher import BatchDispatcher
 from galileo.strategy.legs import Leg, LegError, LegQuote, make_leg
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
-from galileo.strategy.profit import Costs, PriceBook, evaluate
+from galileo.strategy.profit import PriceBook, estimated_costs, evaluate
 from galileo.strategy.stats import StrategyStats, short_mint
 from galileo.strategy.titan import TitanStreams
 from galileo.strategy.upstreams import QuoteRequest, Upstreams
@@ -174,11 +174,8 @@ class MultiLegStrategy:
         task.add_done_callback(self._landing.discard)
 
     def _costs(self, mint: str) -> int | None:
-        lander = self.cfg.lander
-        prio = -(-400_000 * lander.compute_unit_price_micro_lamports // 1_000_000) if self._rpc else 0
-        return self.prices.to_base(
-            mint, Costs(tip=lander.tip_lamports if self._jito else 0, priority_fee=prio).lamports
-        )
+        costs = estimated_costs(self.cfg.lander, jito=self._jito, rpc=self._rpc)
+        return self.prices.to_base(mint, costs.lamports)
 
     async def _land(self, plan: QuoteBatchPlan, buy: LegQuote, sell: LegQuote, legs_of: dict[str, Leg]) -> None:
         try:

@@ -12,10 +12,13 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["SOL_MINT", "Costs", "PriceBook", "evaluate"]
+from galileo.config.sections import LanderConfig
+
+__all__ = ["SOL_MINT", "TWO_LEG_CU_ESTIMATE", "Costs", "PriceBook", "estimated_costs", "evaluate"]
 
 SOL_MINT = "So11111111111111111111111111111111111111112"
 LAMPORTS_PER_SIGNATURE = 5000
+TWO_LEG_CU_ESTIMATE = 400_000  # compute units of a round trip, until swap-instructions give the real limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,12 @@ class Costs:
     @property
     def lamports(self) -> int:
         return self.tip + self.signatures * LAMPORTS_PER_SIGNATURE + self.priority_fee
+
+
+def estimated_costs(lander: LanderConfig, *, jito: bool, rpc: bool, cu_limit: int = TWO_LEG_CU_ESTIMATE) -> Costs:
+    """What landing a round trip will cost: the tip if Jito lands it, the priority fee if RPC does."""
+    priority_fee = -(-cu_limit * lander.compute_unit_price_micro_lamports // 1_000_000) if rpc else 0
+    return Costs(tip=lander.tip_lamports if jito else 0, priority_fee=priority_fee)
 
 
 @dataclass(frozen=True, slots=True)
