@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from galileo.config import GalileoConfig, parse_config
+from galileo.farm.forkserver import die_with_parent
 from galileo.farm.runner import FarmRun, run_farm
 from galileo.tx import ephemeral_keypair, write_keypair
 
@@ -66,14 +66,6 @@ wallet: {{keypair_path: '{keypair}'}}
 """)
 
 
-def _die_with_parent() -> None:
-    """In the simulator's child: get SIGTERM when the demo's process dies, however it dies."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @contextlib.asynccontextmanager
 async def _simulator(rate_limit: float, seed: int) -> AsyncIterator[str]:
     proc = await asyncio.create_subprocess_exec(
@@ -93,7 +85,7 @@ async def _simulator(rate_limit: float, seed: int) -> AsyncIterator[str]:
         # Out of the terminal's process group: Ctrl-C stops the farm first, then the simulator
         # (below); while the farm drains, its upstreams are still there.
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     try:

@@ -153,6 +153,14 @@ class ForkServer:
 # --- the server process ----------------------------------------------------------------------
 
 
+def die_with_parent() -> None:
+    """Get SIGTERM when the process that started this one dies, however it dies (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _serve(fd: int) -> None:
     import gc
     import selectors
@@ -165,10 +173,7 @@ def _serve(fd: int) -> None:
     import workers.clients  # noqa: F401  (registers the upstream handlers)
     from workers.main import worker_entry
 
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the coordinator
+    die_with_parent()  # the coordinator
 
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
