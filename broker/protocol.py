@@ -105,7 +105,13 @@ class UpstreamStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 
 class Ready(msgspec.Struct, tag="ready", kw_only=True):
-    """A worker is up (or back): who it is and how many jobs it takes at once (its credit)."""
+    """A worker is up (or back): who it is and how many jobs it takes at once (its credit).
+
+    ``worker_id`` names the slot (``local/10.0.0.7``, ``host-b/10.1.0.3``); ``incarnation``
+    names the process in it, random per process. The same incarnation registering again is
+    the same process reconnecting; another one is a new process for the slot, which never
+    takes the results of the one before.
+    """
 
     worker_id: str
     ip: str
@@ -115,6 +121,7 @@ class Ready(msgspec.Struct, tag="ready", kw_only=True):
     pid: int
     capacity: int
     version: str = ""
+    incarnation: str = ""
 
 
 class Heartbeat(msgspec.Struct, tag="hb", kw_only=True, omit_defaults=True):

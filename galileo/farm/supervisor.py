@@ -99,6 +99,7 @@ class Supervisor:
             return slot
         slot = Slot(worker_id=wid, ip=ip, bind=bind)
         self.slots[wid] = slot
+        self.hub.reserve(wid)  # no remote peer may register under a local worker's id
         await self._spawn(slot)
         return slot
 
@@ -189,14 +190,15 @@ class Supervisor:
             return
         slot.pid = None
         slot.last_exit = code
-        w = self.hub.workers.get(slot.worker_id)
-        if w is not None and w.pid == pid:  # its jobs go to other IPs now, before a replacement registers
-            self.hub.lost(slot.worker_id, f"process exited with {code}")
+        # Its jobs go to other IPs now, before a replacement registers; the pid says which process
+        # of the slot it was (a re-added IP has a new one while the old one drains).
+        self.hub.lost(slot.worker_id, f"process exited with {code}", pid=pid)
         if self._stopping:
             slot.state = "stopped"
             return
         if slot.state == "retiring":
-            self.slots.pop(slot.worker_id, None)
+            if self.slots.get(slot.worker_id) is slot:  # not the new slot of an IP re-added meanwhile
+                del self.slots[slot.worker_id]
             self._sync_expected()
             log.info("worker retired", extra={"local_ip": slot.ip, "exit_code": code})
             return

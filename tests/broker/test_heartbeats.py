@@ -9,6 +9,7 @@ from pathlib import Path
 
 import zmq
 
+from broker.core import Peer
 from broker.hub import Hub
 from broker.link import WorkerLink
 from broker.protocol import Heartbeat, Message, Ready
@@ -25,21 +26,22 @@ async def test_workers_answer_each_round_of_heartbeats(tmp_path: Path) -> None:
     hub.bind(endpoint)
     rounds: list[float] = []
     beats: dict[str, list[float]] = {}
-    sent, received = hub._send, hub._on_message
+    sent, received = hub.send, hub.receive
 
-    def send(worker, msg, now):  # type: ignore[no-untyped-def]
+    def send(peer: Peer, msg: Message) -> None:
+        now = hub.clock()
         if isinstance(msg, Heartbeat) and (not rounds or now - rounds[-1] > HB / 4):
             rounds.append(now)
-        sent(worker, msg, now)
+        sent(peer, msg)
 
-    def on_message(route: bytes, via: int, msg: Message, now: float) -> None:
-        worker = hub._by_route.get((via, route))
-        if isinstance(msg, Heartbeat) and worker is not None:
-            beats.setdefault(worker.worker_id, []).append(now)
-        received(route, via, msg, now)
+    def receive(peer: Peer, msgs: list[Message], principal: bytes = b"") -> None:
+        worker = next((w for w in hub.connections if (w.via, w.routing_id) == peer), None)
+        if worker is not None:
+            beats.setdefault(worker.worker_id, []).extend(hub.clock() for m in msgs if isinstance(m, Heartbeat))
+        received(peer, msgs, principal)
 
-    hub._send = send  # type: ignore[method-assign]
-    hub._on_message = on_message  # type: ignore[method-assign]
+    hub.send = send  # type: ignore[method-assign]
+    hub.receive = receive  # type: ignore[method-assign]
     await hub.start()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     links = [
