@@ -124,7 +124,7 @@ class HubCore:
         self._seq = itertools.count()
         self._closing = False
         self._next_beat = 0.0
-        self._last_tick: float | None = None
+        self._last_tick = clock()
         self.lag_total = 0.0  # seconds the hub's own loop ran late, since it started
         self._warned: dict[str, float] = {}
         self.expected_workers = 0  # set by the supervisor: 0 and no worker => reject at once
@@ -490,7 +490,7 @@ class HubCore:
         """
         now = self.clock()
         period = self.hb_interval / 4
-        lag = 0.0 if self._last_tick is None else now - self._last_tick - period
+        lag = now - self._last_tick - period
         self._last_tick = now
         if lag > 0:
             self.lag_total += lag
