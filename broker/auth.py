@@ -109,6 +109,7 @@ class KeyRing:
         """Answer ZAP requests from now on. Call before a CURVE server socket of ``ctx`` binds."""
         self._zap = self.ctx.socket(zmq.REP)
         self._zap.setsockopt(zmq.LINGER, 0)
+        self._zap.setsockopt(zmq.MAXMSGSIZE, 64 << 10)  # inproc, from libzmq itself: a request is ~200 bytes
         self._zap.bind(ZAP_ENDPOINT)
         self._thread = threading.Thread(target=self._serve, name="zap", daemon=True)
         self._thread.start()

@@ -69,7 +69,8 @@ EventHook = Callable[[Job, WorkerInfo, Event], None]
 _RETRY_ON = frozenset({"bind_error"})  # local-origin failures another IP will not have
 _QUEUE_SCAN_LIMIT = 64  # jobs with their own affinity looked at per upstream and pump
 _RESULT_GRACE = 2.0  # seconds past its deadline a dispatched job waits for a result: the worker times out first
-MAX_WORKERS_PER_KEY = 1024  # registered processes per remote key: bounded memory whatever a host sends
+MAX_WORKERS_PER_KEY = 256  # registered processes per remote key: bounded memory whatever a host sends
+_MAX_STATS = 256  # upstreams of a worker's rolling stats kept
 _MAX_OWNERS = 65_536  # worker ids remembered with their principal
 _WARN_EVERY = 60.0  # seconds between two warnings about the same identity problem
 
@@ -354,7 +355,8 @@ class HubCore:
             worker.rss = msg.rss
             worker.bad_frames = msg.bad_frames
             if msg.stats is not None:
-                worker.stats = msg.stats
+                stats = msg.stats
+                worker.stats = stats if len(stats) <= _MAX_STATS else dict(itertools.islice(stats.items(), _MAX_STATS))
         elif isinstance(msg, Event):
             job = worker.inflight.get(msg.job_id)
             if job is None:

@@ -7,9 +7,10 @@ host opens a fresh socket and registers again, backing off from 1 s to 32 s, as 
 guide's Paranoid Pirate worker does. Two things overrule silence:
 
 * the link's own stalls: time its loop was late is not the coordinator's silence;
-* proof that the coordinator is alive though quiet (its loop is busy): for a local worker its
-  process (``peer_alive``, a pidfd), for a remote one its tcp connection, which libzmq's I/O
-  thread keeps alive with pings of its own. The link then waits, however long the stall.
+* proof that the coordinator is alive though quiet (its loop is busy): the connection is up
+  (libzmq's I/O threads keep it, and over tcp ping each other: a dead host or process drops
+  it within 3 s) and, for a local worker, its process runs (``peer_alive``, a pidfd). The
+  link then waits, however long the stall.
 
 Each worker process is one *incarnation* (random, in its Ready), and each socket it opens has
 a fresh random routing id: a new process never takes over the route of the one before it.
@@ -112,7 +113,7 @@ class WorkerLink:
         self._pump: FramePump | None = None
         self._outbox: Outbox | None = None
         self._monitor: FramePump | None = None
-        self._connected = False  # a tcp connection with a finished handshake (monitored links only)
+        self._connected = False  # a connection with a finished handshake, as the monitor reports it
         self._last_seen = 0.0
         self._last_sent = 0.0
         self._last_beat = 0.0
@@ -195,7 +196,7 @@ class WorkerLink:
         if self.curve is not None:
             curve_client(sock, self.curve.secret_key_path, self.curve.server_public_key)
         self._connected = False
-        if not self.endpoint.startswith(("ipc://", "inproc://")):
+        if not self.endpoint.startswith("inproc://"):  # inproc has no handshake to watch
             self._monitor = FramePump(sock.get_monitor_socket(_EVENTS), self._on_monitor)
         sock.connect(self.endpoint)
         self._pump = FramePump(sock, self._on_frames)
@@ -276,10 +277,12 @@ class WorkerLink:
             self.bad_frames += 1
 
     def _coordinator_alive(self) -> bool:
-        """Proof, other than its messages, that the coordinator is there."""
-        if self.peer_alive is not None:
-            return self.peer_alive()
-        return self._monitor is not None and self._connected
+        """Proof, other than its messages, that the coordinator is there: our connection to it is
+        up (libzmq's I/O threads keep it, whatever the coordinator's loop does) and, when we can
+        watch it, its process runs."""
+        if self._monitor is None or not self._connected:
+            return False
+        return self.peer_alive() if self.peer_alive is not None else True
 
     async def _heartbeat_loop(self) -> None:
         limit = self.hb_interval * HEARTBEAT_LIVENESS

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import zmq
 
-from broker.sockets import FramePump, SendFailed, make_router
+from broker.sockets import MAX_FRAME, FramePump, SendFailed, make_router
 
 if TYPE_CHECKING:
     from galileo.farm.coordinator import Farm
@@ -119,6 +119,7 @@ def control_request(path: Path, request: dict[str, Any], timeout: float = 3.0) -
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)  # whatever answers on that path cannot make us allocate more
     try:
         sock.connect(f"ipc://{path}")
         sock.send_multipart([HEADER, msgspec.msgpack.encode(request)])
