@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Final, Protocol
 
+from broker.auth import fingerprint
 from broker.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -91,7 +92,7 @@ def _nothing() -> None:
 
 
 def _who(principal: bytes) -> str:
-    return "this host" if principal == LOCAL else f"key {principal[:12].decode(errors='replace')}…"
+    return "this host" if principal == LOCAL else f"the key {fingerprint(principal)}"
 
 
 class HubCore:
@@ -172,11 +173,7 @@ class HubCore:
     def _enqueue(self, job: Job) -> None:
         heapq.heappush(self._queues.setdefault(job.upstream, []), (job.deadline, next(self._seq), job))
         self._queued += 1
-        self._pump_due()
-
-    def _pump_due(self) -> None:
-        if not self._closing:
-            self.on_pump_due()
+        self.on_pump_due()
 
     @property
     def queued(self) -> int:
@@ -268,7 +265,7 @@ class HubCore:
             outcome = Outcome(result="rejected", error=f"job too large for the wire: {why}")
             self.policy.on_outcome(job, worker, outcome, self.clock())
             self._finish(job, outcome, worker)
-            self._pump_due()
+            self.on_pump_due()
 
     def lost(self, worker_id: str, reason: str, pid: int | None = None) -> None:
         """``worker_id``'s process (the current one, or the one with ``pid``) is gone: its
@@ -428,7 +425,7 @@ class HubCore:
         for hook in self.worker_up_hooks:
             hook(w, "ready")
         self._send(w, Heartbeat(), now)
-        self._pump_due()
+        self.on_pump_due()
 
     def _supersede(self, old: WorkerInfo, now: float) -> None:
         """A new process registers for ``old``'s slot: ``old`` takes no more jobs, but keeps its
@@ -470,7 +467,7 @@ class HubCore:
             self._enqueue(job)
         else:
             self._finish(job, outcome, worker)
-        self._pump_due()
+        self.on_pump_due()
 
     def _finish(self, job: Job, outcome: Outcome, worker: WorkerInfo | None) -> None:
         if job.future.done():
@@ -520,7 +517,7 @@ class HubCore:
                 self._finish(job, gave_up, w)
                 freed = True
         if self._queued or freed:
-            self._pump_due()
+            self.on_pump_due()
 
     def _worker_lost(self, w: WorkerInfo, reason: str, graceful: bool = False) -> None:
         peer = (w.via, w.routing_id)
@@ -556,7 +553,7 @@ class HubCore:
             log.info("requeued %d idempotent job(s) from %s", requeued, w.worker_id, extra={"local_ip": w.ip})
         for hook in self.worker_down_hooks:
             hook(w, reason)
-        self._pump_due()
+        self.on_pump_due()
 
     def _warn(self, key: str, msg: str, *args: object) -> None:
         """A warning at most once a minute per ``key``: a misbehaving peer cannot flood the log."""

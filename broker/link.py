@@ -191,7 +191,7 @@ class WorkerLink:
 
     def _open(self) -> None:
         # A fresh random routing id per socket: a later socket or process never takes over this one's route.
-        route = f"{self.ready.worker_id[:200]}#{secrets.token_hex(8)}".encode()
+        route = self.ready.worker_id.encode()[:200] + b"#" + secrets.token_hex(8).encode()  # libzmq: at most 255 bytes
         sock = make_dealer(self.ctx, route)
         if self.curve is not None:
             curve_client(sock, self.curve.secret_key_path, self.curve.server_public_key)
