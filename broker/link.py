@@ -8,9 +8,9 @@ guide's Paranoid Pirate worker does. Two things overrule silence:
 
 * the link's own stalls: time its loop was late is not the coordinator's silence;
 * proof that the coordinator is alive though quiet (its loop is busy): the connection is up
-  (libzmq's I/O threads keep it, and over tcp ping each other: a dead host or process drops
-  it within 3 s) and, for a local worker, its process runs (``peer_alive``, a pidfd). The
-  link then waits, however long the stall.
+  (libzmq's I/O threads keep it, and over tcp ping each other: a process that dies closes it
+  at once, a host that vanishes within 10 s) and, for a local worker, its process runs
+  (``peer_alive``, a pidfd). The link then waits, however long the stall.
 
 Each worker process is one *incarnation* (random, in its Ready), and each socket it opens has
 a fresh random routing id: a new process never takes over the route of the one before it.

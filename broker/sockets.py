@@ -36,7 +36,9 @@ __all__ = [
 MAX_FRAME = 8 << 20  # bytes per frame, either way: a 4 MiB answer and its envelope fit with room
 HANDSHAKE_MS = 5_000  # a CURVE peer that has not authenticated by then is dropped (libzmq: 30 s)
 ZMTP_HEARTBEAT_MS = 1_000  # tcp only: libzmq's own I/O thread pings, whatever our event loop is doing
-ZMTP_TIMEOUT_MS = 3_000
+# A peer that answers no ping for this long is gone. Long enough to wait out a stopped or swapped
+# process or a brief network stall; a peer that dies outright closes its connection at once anyway.
+ZMTP_TIMEOUT_MS = 10_000
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 5_000  # libzmq's default of 0 means no backoff at all
 LINGER_MS = 200

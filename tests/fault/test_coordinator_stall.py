@@ -7,12 +7,14 @@ by an upstream in another process, their results waiting unread in the coordinat
 
 Afterwards: every worker is the same process (none decided its coordinator was lost, none was
 declared dead by the hub), the remote one never reconnected, and every job is ``ok`` (none
-expired while its result sat unread).
+expired while its result sat unread). The same holds when the whole coordinator process is
+stopped (SIGSTOP) for as long, libzmq's threads included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +27,7 @@ from broker.types import JobSpec
 from galileo.bench._util import child_server
 from galileo.config import parse_config
 from galileo.farm.coordinator import Farm
-from tests.fault.conftest import StartCli, free_port, ips, running, wait_for
+from tests.fault.conftest import StartCli, free_port, ips, running, wait_for, wait_stats
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -115,3 +117,26 @@ async def test_a_five_second_stall_of_the_coordinator_drops_no_worker(tmp_path: 
             assert await join.stop() == 0
         finally:
             await farm.stop(grace=2.0)
+
+
+@pytest.mark.fault
+async def test_a_stopped_coordinator_process_keeps_its_workers(tmp_path: Path, galileo_cli: StartCli) -> None:
+    """SIGSTOP stops the coordinator's libzmq threads too: its local workers wait while its process exists."""
+    rt = tmp_path / "rt"
+    cfg = tmp_path / "c.yaml"
+    listed = ", ".join(f"'{ip}'" for ip in ips(2, start=127))
+    cfg.write_text(
+        f"bot: {{network: {{enable_multiple_ip: true, manual_ips: [{listed}]}}, prometheus: {{enable: false}}}}\n"
+        f"farm: {{runtime_dir: '{rt}'}}\n"
+    )
+    coordinator = await galileo_cli("--log-level", "warning", "farm", "start", "-c", str(cfg), name="coordinator")
+    snap = await wait_stats(rt, lambda s: s["farm"]["ready"] == 2, 30, "the farm")
+    pids = sorted(w["pid"] for w in snap["workers"])
+    coordinator.proc.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(STALL)
+    coordinator.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(4.0)  # past the hub's 3 s liveness, had it counted its own stop
+    snap = await wait_stats(rt, lambda s: s["farm"]["ready"] == 2, 10, "the farm after SIGCONT")
+    assert sorted(w["pid"] for w in snap["workers"]) == pids and all(w["restarts"] == 0 for w in snap["workers"])
+    assert all(running(pid) for pid in pids)
+    assert await coordinator.stop() == 0

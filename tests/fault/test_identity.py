@@ -99,7 +99,7 @@ async def test_an_ip_removed_and_added_back_while_its_worker_drains(
     await wait_for(lambda: not running(first), 15, "the drained process to exit")
 
     slow.delay = 0.0
-    await asyncio.sleep(2.0)  # the old process's exit and Bye are handled; the new one stays
+    await asyncio.sleep(0.5)  # the old process's exit is handled; the new one stays
     second = farm.hub.workers[wid].pid
     slot = farm.supervisor.slots[wid]
     assert slot.pid == second and slot.state == "ready" and slot.boot_failures == 0
