@@ -225,14 +225,15 @@ class WorkerLink:
 
     def _on_monitor(self, frames: list[bytes]) -> None:
         try:
-            event = parse_monitor_message(frames)["event"]
+            parsed = parse_monitor_message(frames)
+            event, value = parsed["event"], parsed["value"]
         except Exception:  # libzmq's own messages: a surprise is no reason to die
             return
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._connected = True
         elif event == zmq.EVENT_DISCONNECTED:
             self._connected = False
-        elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value == 400:  # 300/500: temporary, try again
             self._connected = False
             log.error(
                 "the coordinator at %s refused this host's key: add its public key to the coordinator's "
@@ -328,7 +329,8 @@ async def try_handshake(
     down; ``failed``: the handshake broke (a wrong server key, or not a coordinator);
     ``no_answer``: nothing within ``timeout`` seconds (down, or not reachable yet).
     """
-    ctx = ctx or zmq.Context.instance()
+    own = ctx is None  # a context of its own, gone afterwards: the caller may fork next
+    ctx = ctx or zmq.Context()
     sock = make_dealer(ctx, f"probe#{secrets.token_hex(8)}".encode())
     monitor: zmq.Socket[bytes] | None = None
     try:
@@ -341,10 +343,11 @@ async def try_handshake(
             if not monitor.poll(0):
                 await asyncio.sleep(min(0.02, left))
                 continue
-            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            parsed = parse_monitor_message(monitor.recv_multipart())
+            event = parsed["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return "accepted"
-            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and parsed["value"] == 400:
                 return "refused"
             if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                 return "failed"
@@ -354,3 +357,5 @@ async def try_handshake(
             sock.disable_monitor()
             monitor.close(linger=0)
         sock.close(linger=0)
+        if own:
+            ctx.term()
