@@ -18,7 +18,7 @@ from galileo.bench._util import temp_runtime
 from galileo.bench.simproc import sim_process
 from galileo.config import GalileoConfig, parse_config
 from galileo.farm.coordinator import Farm
-from galileo.strategy.blind import BlindStrategy
+from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
 __all__ = ["blind"]
@@ -53,7 +53,7 @@ wallet: {{keypair_path: '{runtime / "id.json"}'}}
 """)
 
 
-def _counts(strategy: BlindStrategy) -> dict[str, int]:
+def _counts(strategy: RoundTripEngine) -> dict[str, int]:
     t = strategy.stats.totals()
     return {
         "batches": int(t["batches_completed"]),
@@ -74,7 +74,7 @@ async def blind(quick: bool = False, n_ips: int = 8) -> dict[str, Any]:
             async with Farm(cfg, runtime_dir=rt, log_level="warning") as farm:
                 if not await farm.wait_ready(timeout=30):
                     raise RuntimeError(f"{n_ips} workers were not ready within 30 s")
-                strategy = BlindStrategy(farm, cfg, wallet)
+                strategy = RoundTripEngine(farm, cfg, wallet, Shape.blind(cfg))
                 stop = asyncio.Event()
                 task = asyncio.create_task(strategy.run(stop))
                 try:

@@ -78,6 +78,15 @@ class Pacer:
     open_cap: int = OPEN_START_INFLIGHT
     m_clean: bool = False  # the measurement restarted after its first (flood-polluted) cycle
 
+    def allowance(self) -> tuple[float, int | None]:
+        """What the pair may carry now: (requests/s, at most this many in flight); inf / None: no limit.
+
+        The seam between pacing and the round-trip engine, which keeps rate x latency in flight.
+        """
+        if self.phase == "open":
+            return float("inf"), self.open_cap
+        return self.rate, None
+
     def next_at(self, now: float) -> float | None:
         """When the pair may send again (inf: when a job returns), or None if it may now."""
         if self.phase == "open":
