@@ -43,6 +43,10 @@ __all__ = ["FarmPolicy", "Lane"]
 log = logging.getLogger("galileo.policy")
 
 SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per job
+# A job left with less than this share of its timeout (it waited in the queue behind more than
+# the upstreams' budget) is not dispatched: it would spend a pacing slot, time out at the
+# upstream and cool an innocent IP. It expires in the queue instead, at its deadline.
+MIN_LEFT_SHARE = 0.25
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds
@@ -140,6 +144,8 @@ class FarmPolicy:
     def pick(self, job: Job, workers: dict[str, WorkerInfo], now: float) -> WorkerInfo | Blocked:
         spec = job.spec
         upstream = job.upstream
+        if job.deadline - now < MIN_LEFT_SHARE * spec.timeout:
+            return Blocked(upstream_wide=False)  # starved by the queue: let it expire, not time out upstream
         if spec.require_ip is not None:
             mine = next((w for w in workers.values() if w.ip == spec.require_ip), None)
             if mine is None:

@@ -239,3 +239,13 @@ def test_outcomes_feed_cooldowns_and_suspension_hooks() -> None:
     assert seen == [("1.1.1.1", "jupiter", "rate_limited"), ("1.1.1.1", "jupiter", "bind_error")]
     assert suspended == ["1.1.1.1"]
     assert isinstance(p.pick(job("other"), pool(w), 0.0), Blocked)
+
+
+def test_a_job_that_waited_out_most_of_its_time_in_the_queue_is_not_dispatched_to_time_out() -> None:
+    p = policy()
+    ws = pool(worker("1.1.1.1"))
+    starved = job(timeout=2.0)
+    starved.deadline = 10.0
+    assert isinstance(p.pick(starved, ws, 9.4), WorkerInfo)  # 0.6 of its 2 s left: worth sending
+    held = p.pick(starved, ws, 9.6)  # 0.4 s left: it would time out at the upstream and cool the IP
+    assert isinstance(held, Blocked) and not held.upstream_wide  # other jobs of the upstream still go
