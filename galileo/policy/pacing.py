@@ -31,8 +31,11 @@ such upstreams' limits in the config instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["PaceBook", "Pacer"]
+__all__ = ["PaceBook", "Pacer", "Phase"]
+
+Phase = Literal["open", "measure", "hold", "probe"]
 
 OPEN_START_INFLIGHT = 8
 OPEN_STEP = 0.5
@@ -57,7 +60,7 @@ class Pacer:
     """One (IP, upstream) pair's pacing state."""
 
     rate: float  # req/s; inf while open
-    phase: str  # open | measure | hold | probe
+    phase: Phase
     known: bool = False
     tat: float = 0.0
     tau: float = 0.0

@@ -37,7 +37,7 @@ from galileo.chain import ChainError, ChainState
 from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config import GalileoConfig
 from galileo.landing import LanderStack, assemble
-from galileo.strategy.legs import Leg, LegError, LegQuote, make_leg
+from galileo.strategy.legs import Leg, LegError, LegName, LegQuote, make_leg
 from galileo.strategy.pipeline import BatchPipeline, BatchShape
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
 from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, estimated_costs, evaluate
@@ -59,8 +59,8 @@ class Shape:
     """Which providers quote each side of the round trip."""
 
     name: StrategyName
-    buy_legs: tuple[str, ...]
-    sell_legs: tuple[str, ...]
+    buy_legs: tuple[LegName, ...]
+    sell_legs: tuple[LegName, ...]
 
     @classmethod
     def blind(cls, cfg: GalileoConfig) -> Shape:
@@ -133,7 +133,7 @@ class RoundTripEngine:
         )
         wait = cfg.multi_leg.titan_quote_wait_ms / 1000
 
-        def leg(name: str) -> Leg:
+        def leg(name: LegName) -> Leg:
             return make_leg(name, farm, self.upstreams, self.chain, user, self.titan, wait)
 
         self.buy_legs = [leg(n) for n in shape.buy_legs]

@@ -14,6 +14,7 @@ these; blind is the case of one provider on both sides.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from broker.results import Quote, SwapInstructions, TitanQuote, UltraOrderResult
 from broker.types import JobOutcome
@@ -27,7 +28,10 @@ from galileo.tx.decompile import decompile, lookup_addresses, message_of
 from galileo.tx.errors import TxBuildError
 from galileo.upstreams import QuoteRequest, Upstreams
 
-__all__ = ["Leg", "LegError", "LegQuote", "make_leg"]
+__all__ = ["Leg", "LegError", "LegName", "LegQuote", "make_leg"]
+
+LegName = Literal["jupiter", "dflow", "ultra", "titan"]
+Aggregator = Literal["jupiter", "dflow"]
 
 
 class LegError(RuntimeError):
@@ -40,7 +44,7 @@ class LegError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class LegQuote:
-    provider: str
+    provider: LegName
     request: QuoteRequest
     in_amount: int
     out_amount: int
@@ -52,7 +56,7 @@ class LegQuote:
 class Leg:
     """Base: ``quote`` a leg, then ``swap_leg`` its instructions."""
 
-    name = ""
+    name: LegName
     upstream: str | None = None  # the upstream each quote is a job of (None: quotes come from a stream)
 
     def __init__(self, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str) -> None:
@@ -77,9 +81,10 @@ def _fail(what: str, out: JobOutcome) -> LegError:
 class AggregatorLeg(Leg):
     """Jupiter or DFlow: quote, then swap-instructions on the quote's IP."""
 
-    def __init__(self, name: str, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str) -> None:
+    def __init__(self, name: Aggregator, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str) -> None:
         super().__init__(farm, upstreams, chain, user)
-        self.name = self.upstream = name
+        self.name = name
+        self.upstream = name
 
     async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
         out = await self.farm.run(self.upstreams.quote(req, prefer_ip=prefer_ip, task=task, provider=self.name))
@@ -98,7 +103,8 @@ class AggregatorLeg(Leg):
 
 
 class UltraLeg(Leg):
-    name = upstream = "ultra"
+    name: LegName = "ultra"
+    upstream = "ultra"
 
     async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
         out = await self.farm.run(self.upstreams.ultra_order(req, self.user, prefer_ip=prefer_ip, task=task))
@@ -124,7 +130,7 @@ class UltraLeg(Leg):
 
 
 class TitanLeg(Leg):
-    name = "titan"
+    name: LegName = "titan"
 
     def __init__(
         self, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str, streams: TitanStreams, wait: float
@@ -151,7 +157,7 @@ class TitanLeg(Leg):
 
 
 def make_leg(
-    name: str,
+    name: LegName,
     farm: FarmClient,
     upstreams: Upstreams,
     chain: ChainState,
@@ -159,7 +165,7 @@ def make_leg(
     streams: TitanStreams | None,
     titan_wait: float,
 ) -> Leg:
-    if name in ("jupiter", "dflow"):
+    if name == "jupiter" or name == "dflow":
         return AggregatorLeg(name, farm, upstreams, chain, user)
     if name == "ultra":
         return UltraLeg(farm, upstreams, chain, user)
