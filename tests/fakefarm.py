@@ -2,9 +2,10 @@
 
 Each (IP, upstream) pair starts one job every ``1 / rate`` seconds (later jobs wait their
 turn, as the farm's pacer makes them) and answers ``latency`` seconds after it starts. A job
-runs on its ``require_ip`` / ``prefer_ip`` (unless that IP is cooling), else on the IP with
-the fewest jobs. ``answer(spec, ip)`` gives the outcome's value (a Quote, a BundleAccepted
-...), or a ``JobOutcome`` to return as it is. Run it under :func:`tests.virtualtime.run_virtual`
+runs on its ``require_ip`` / ``prefer_ip`` (unless that IP is cooling), else on the IP whose
+pace frees soonest (as a hashed send spills), then the one with the fewest jobs.
+``answer(spec, ip)`` gives the outcome's value (a Quote, a BundleAccepted ...), or a
+``JobOutcome`` to return as it is. Run it under :func:`tests.virtualtime.run_virtual`
 and an hour of traffic takes milliseconds.
 """
 
@@ -67,7 +68,8 @@ class FakeFarm:
         if spec.prefer_ip is not None and spec.prefer_ip in self.ips and spec.prefer_ip not in self.cooling:
             return spec.prefer_ip
         usable = [ip for ip in self.ips if ip not in self.cooling] or self.ips
-        return min(usable, key=lambda ip: self.inflight[ip])
+        # The IP whose pace frees soonest (a hashed send spills there), then the least busy.
+        return min(usable, key=lambda ip: (self._next.get((ip, spec.upstream), 0.0), self.inflight[ip]))
 
     async def run(self, spec: JobSpec) -> JobOutcome:
         loop = asyncio.get_running_loop()

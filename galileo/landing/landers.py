@@ -9,6 +9,11 @@
 * ``staked`` / ``rpc``: ``sendTransaction`` (skipPreflight, maxRetries 0) to each endpoint,
   hashed by (endpoint, signature) the same way.
 
+**More offered than fits.** Each upstream (a region, an endpoint) keeps at most
+``SEND_HORIZON`` seconds of its IPs' budget outstanding (queued or in flight); a send beyond
+that is shed at once and counted, rather than queued to leave stale (a bundle is worth least
+when it is old) or to expire in the farm's queue.
+
 ``lander.mode: dry_run`` (the default) builds and signs but sends nothing: it says (at debug)
 what would be sent, with the bundle id Jito would give it, and counts it. Sends re-broadcast
 the *same signed bytes*, which is idempotent (a signature lands at most once), so a send lost
@@ -21,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
+from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +51,8 @@ log = logging.getLogger("galileo.lander")
 # been processed", Ultra "Failed to land: transaction already processed".
 _ALREADY_PROCESSED = re.compile(r"already (been )?processed", re.IGNORECASE)
 DUPLICATE_WINDOW = 120.0  # seconds a sent signature is remembered (a blockhash lives ~60-90 s)
+SEND_HORIZON = 1.0  # seconds of an upstream's budget a lander keeps outstanding; beyond it, sends are shed
+LANES_FRESH = 0.1  # seconds an upstream's lanes are reused before the farm is asked again
 
 
 def bundle_id_of(signatures: list[str]) -> str:
@@ -90,6 +99,8 @@ class LanderStack:
         self.metrics = metrics
         self.follower = Follower(farm, upstreams, chain, self.stats, timeout=cfg.follow_timeout_s, metrics=metrics)
         self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
+        self._outstanding: Counter[str] = Counter()  # upstream -> sends queued or in flight
+        self._room: dict[str, tuple[float, float]] = {}  # upstream -> (when looked, sends it can hold)
 
     @property
     def dry_run(self) -> bool:
@@ -99,6 +110,29 @@ class LanderStack:
         if lander == "jito":
             return self.upstreams.jito
         return self.upstreams.staked if lander == "staked" else self.upstreams.rpc
+
+    def _capacity(self, upstream: str, now: float) -> float:
+        """Sends ``upstream`` can hold outstanding: ``SEND_HORIZON`` of every eligible IP's pace (or its cap)."""
+        looked = self._room.get(upstream)
+        if looked is not None and now - looked[0] < LANES_FRESH:
+            return looked[1]
+        room = 0.0
+        for lane in self.farm.eligible(upstream):
+            if math.isfinite(lane.rate):
+                room += max(1.0, lane.rate * SEND_HORIZON)
+            elif lane.cap is not None:
+                room += lane.cap
+            else:
+                room = math.inf
+                break
+        self._room[upstream] = (now, room)
+        return room
+
+    async def _sent_through(self, upstream: str, outcome: Awaitable[JobOutcome]) -> JobOutcome:
+        try:
+            return await outcome
+        finally:
+            self._outstanding[upstream] -= 1
 
     def _first_time(self, signature: str) -> bool:
         """Two batches can build byte-identical transactions (same route, blockhash and tip account)."""
@@ -116,6 +150,7 @@ class LanderStack:
         ``profit``: the round trip's expected profit in ``mint``'s units, counted when it lands.
         """
         sends: list[_Send] = []
+        now = asyncio.get_running_loop().time()
         for lander in self.landers:
             built = tx.jito if lander == "jito" else tx.rpc
             if built is None:
@@ -134,6 +169,10 @@ class LanderStack:
                         extra={"lander": lander, "endpoint": ep.label, "ident": ident, "size": built.size},
                     )
                     continue
+                if self._outstanding[ep.upstream] >= self._capacity(ep.upstream, now):
+                    self.stats.sends[(lander, ep.label, "shed")] += 1
+                    log.debug("shed a send to %s: its IPs' budget is spoken for", ep.label, extra={"ident": ident})
+                    continue
                 spec = (
                     self.upstreams.send_bundle(ep, [built.wire], ident)
                     if lander == "jito"
@@ -141,7 +180,8 @@ class LanderStack:
                 )
                 self.stats.sends[(lander, ep.label, "attempt")] += 1
                 self.metrics.lander_attempt(lander, ep.label)
-                sends.append(_Send(lander, ep, built, ident, self.farm.run(spec)))
+                self._outstanding[ep.upstream] += 1
+                sends.append(_Send(lander, ep, built, ident, self._sent_through(ep.upstream, self.farm.run(spec))))
         outcomes = await asyncio.gather(*(s.outcome for s in sends))
         receipts = [self._receipt(s, out) for s, out in zip(sends, outcomes, strict=True)]
         for s, r in zip(sends, receipts, strict=True):

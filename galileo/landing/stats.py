@@ -17,7 +17,7 @@ Settled = Literal["landed", "failed", "expired", "dropped"]
 class LandingStats:
     dry_run_sends: int = 0
     duplicates: int = 0  # identical transactions not sent twice
-    sends: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lander, endpoint, attempt|ok|failed)
+    sends: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lander, endpoint, attempt|ok|failed|shed)
     settled: Counter[tuple[str, Settled]] = field(default_factory=Counter)  # (lander, state)
     landed_profit: Counter[str] = field(default_factory=Counter)  # expected profit of what landed, by base mint
 
@@ -30,6 +30,7 @@ class LandingStats:
             "duplicates": self.duplicates,
             "sends": sum(n for (_, _, kind), n in self.sends.items() if kind == "attempt"),
             "accepted": sum(n for (_, _, kind), n in self.sends.items() if kind == "ok"),
+            "shed": sum(n for (_, _, kind), n in self.sends.items() if kind == "shed"),
             "landed": count("landed"),
             "failed": count("failed"),
             "expired": count("expired"),

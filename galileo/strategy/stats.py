@@ -118,7 +118,7 @@ class StrategyStats:
         sell = 1000 * sum(self.sell_latency[-500:]) / max(1, len(self.sell_latency[-500:]))
         return (
             f"batches: {delta('batches_completed')}/{delta('batches_started')} | opportunities: {opp} | "
-            f"sends: {delta('accepted')}/{delta('sends')} (dry run {delta('dry_run_sends')}) | "
+            f"sends: {delta('accepted')}/{delta('sends')} (shed {delta('shed')}, dry run {delta('dry_run_sends')}) | "
             f"landed: {delta('landed')} (expired {delta('expired')}, dropped {delta('dropped')}) | "
             f"P&L expected of landed: {pnl} | quote latency buy/sell: {buy:.0f}ms/{sell:.0f}ms"
         )

@@ -142,11 +142,33 @@ def test_bundles_not_on_chain_are_asked_about_at_jito_five_at_a_time_and_dropped
         "duplicates": 0,
         "sends": 14,
         "accepted": 14,
+        "shed": 0,
         "landed": 0,
         "failed": 1,
         "expired": 0,
         "dropped": 4,
     }
+
+
+def test_sends_beyond_a_second_of_the_regions_budget_are_shed_not_queued_to_go_stale() -> None:
+    chain = Chain()
+    farm = FakeFarm(["10.0.0.1", "10.0.0.2", "10.0.0.3"], rate=2.0, latency=0.2, answer=chain.answer)
+    lander, stats = stack(farm, config())  # 3 IPs x 2/s: 6 sends outstanding per region at most
+    batch = opps(12)
+
+    async def main() -> None:
+        first = await asyncio.gather(*(lander.land(o, SOL) for o in batch[:10]))
+        assert [len(r) for r in first] == [2] * 6 + [0] * 4  # the 7th bundle on finds both regions full
+        again = await lander.land(batch[10], SOL)  # the 6 sent were answered: room again
+        assert [r.accepted for r in again] == [True, True]
+        await lander.close(timeout=0)
+
+    run_virtual(main())
+    totals = stats.totals()
+    assert totals["sends"] == 14 and totals["shed"] == 8 and totals["accepted"] == 14
+    sent = sorted(t for t, s, _ in farm.jobs if isinstance(s.payload, JitoSendBundle))
+    # Nothing queued past the horizon: each region's 6 went out within its 3 IPs' first second of budget.
+    assert sent == [0.0] * 6 + [0.5] * 6 + [1.0] * 2
 
 
 def test_dry_run_sends_nothing_and_says_so_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
