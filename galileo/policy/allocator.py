@@ -48,6 +48,7 @@ SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per 
 # upstream and cool an innocent IP. It expires in the queue instead, at its deadline.
 MIN_LEFT_SHARE = 0.25
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
+FLOOR_CREEP = 0.001  # the latency floor follows a slower answer by this share: a new baseline in ~1000 answers
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds
 SuspendHook = Callable[[str, str], None]  # ip, why
@@ -60,7 +61,8 @@ class Lane:
     ``rate``: requests/s its pacer lets through (inf: not paced). ``cap``: at most this many
     in flight (the pacer's ramp while it has not met a limit), None when the pace is the
     limit. ``latency``: seconds from dispatch to answer, averaged over recent answers (0
-    before the first).
+    before the first); ``floor``: the lowest it has been lately, so latency well above it
+    means requests queue somewhere (more in flight would only wait longer).
     """
 
     ip: str
@@ -68,6 +70,12 @@ class Lane:
     rate: float
     cap: int | None
     latency: float
+    floor: float = 0.0
+
+    @property
+    def queueing(self) -> bool:
+        """Answers take over twice the pair's floor: in flight beyond this only adds delay."""
+        return self.floor > 0 and self.latency > 2 * self.floor
 
     @property
     def window(self) -> float:
@@ -95,6 +103,7 @@ class FarmPolicy:
         self.cooldown_hooks: list[CooldownHook] = []
         self.suspend_hooks: list[SuspendHook] = []
         self._latency: dict[tuple[str, str], float] = {}  # (ip, upstream) -> EWMA of dispatch -> answer, s
+        self._floor: dict[tuple[str, str], float] = {}  # (ip, upstream) -> lowest latency lately, s
 
     # --- eligibility ------------------------------------------------------------------
 
@@ -117,7 +126,8 @@ class FarmPolicy:
         for w in workers.values():
             if self.eligible(w, upstream, now):
                 rate, cap = self.pacing.get(w.ip, upstream, now).allowance()
-                out.append(Lane(w.ip, upstream, rate, cap, self._latency.get((w.ip, upstream), 0.0)))
+                key = (w.ip, upstream)
+                out.append(Lane(w.ip, upstream, rate, cap, self._latency.get(key, 0.0), self._floor.get(key, 0.0)))
         out.sort(key=lambda lane: lane.ip)
         return out
 
@@ -231,6 +241,8 @@ class FarmPolicy:
             took = now - job.sent_at
             seen = self._latency.get(key)
             self._latency[key] = took if seen is None else seen + LATENCY_WEIGHT * (took - seen)
+            floor = self._floor.get(key, took)
+            self._floor[key] = min(took, floor + FLOOR_CREEP * (took - floor))
         self.pacing.record(ip, upstream, outcome.result, now, job.sent_at)
         started = self.cooldowns.record(
             ip, upstream, outcome.result, outcome.status, outcome.retry_after, now, job.sent_at
@@ -257,3 +269,4 @@ class FarmPolicy:
         self.pacing.forget(ip)
         for key in [k for k in self._latency if k[0] == ip]:
             del self._latency[key]
+            self._floor.pop(key, None)

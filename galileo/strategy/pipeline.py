@@ -14,6 +14,9 @@ pacer is still ramping, and latency ``L`` (dispatch to answer).
 * The window is the smallest of these over the batch's upstreams (the one that binds),
   plus headroom (a quarter, and one batch) so that a pacing slot never finds the IP idle:
   jobs beyond the budget wait in the farm's queue for the IP's next slot, a few ms each.
+  Under a cap the headroom is what lets the pacer see it is saturated and double the cap;
+  it is withheld while the pair's answers take over twice their floor (the upstream queues:
+  an upstream without a limit is not pushed until its latency explodes).
 
 So throughput does not fall as latency grows: at 150 ms and 20 req/s per IP, a blind batch
 (two quotes) takes 0.3 s and the IP keeps ~5 in flight instead of 1. The sell leg still runs
@@ -62,6 +65,7 @@ def batch_window(shape: BatchShape, lanes: Mapping[str, Lane]) -> int:
     stages = [[lanes[u].latency for u in stage if u in lanes] for stage in shape.stages]
     took = sum(max(stage, default=0.0) for stage in stages)
     raw = math.inf
+    push = True
     for u, n in shape.demand.items():
         lane = lanes.get(u)
         if lane is None or n <= 0:
@@ -70,9 +74,12 @@ def batch_window(shape: BatchShape, lanes: Mapping[str, Lane]) -> int:
             raw = min(raw, lane.rate * took / n)
         if lane.cap is not None:
             share = n * lane.latency / took if took > 0 and lane.latency > 0 else n / len(shape.stages)
-            raw = min(raw, lane.cap / share)
+            if lane.cap / share < raw:
+                raw, push = lane.cap / share, not lane.queueing
     if not math.isfinite(raw):
         return MAX_WINDOW
+    if not push:
+        return max(1, min(MAX_WINDOW, math.ceil(raw)))
     return max(1, min(MAX_WINDOW, math.ceil(raw * (1 + HEADROOM)) + SPARE))
 
 

@@ -67,7 +67,7 @@ wallet: {{keypair_path: '{tmp_path / "id.json"}'}}
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(9)
+        await asyncio.sleep(11)  # startup takes a few seconds on a busy machine; then a summary every 2 s
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:

@@ -84,13 +84,16 @@ def test_in_flight_follows_pace_times_latency_so_throughput_holds(latency: float
 
 
 def test_batch_window_is_the_binding_upstreams_little_law_plus_headroom() -> None:
-    def lane(u: str, rate: float, latency: float, cap: int | None = None) -> Lane:
-        return Lane("ip", u, rate, cap, latency)
+    def lane(u: str, rate: float, latency: float, cap: int | None = None, floor: float = 0.0) -> Lane:
+        return Lane("ip", u, rate, cap, latency, floor)
 
     # Blind at 150 ms, 20 req/s: T = 0.3 s, 10 batches/s -> 3 in flight, +25 % and one: 5.
     assert batch_window(BLIND, {"jupiter": lane("jupiter", 20.0, 0.15)}) == 5
     # Not paced yet, capped at 8 in flight while its pacer ramps: 8 batches (one job each), +25 % and one.
     assert batch_window(BLIND, {"jupiter": lane("jupiter", math.inf, 0.15, cap=8)}) == 11
+    # ... but not while its answers take over twice their floor: the upstream queues, pushing adds delay.
+    assert batch_window(BLIND, {"jupiter": lane("jupiter", math.inf, 0.15, cap=8, floor=0.05)}) == 8
+    assert batch_window(BLIND, {"jupiter": lane("jupiter", math.inf, 0.15, cap=8, floor=0.1)}) == 11
     # Nothing known yet (no latency): one batch, to learn it.
     assert batch_window(BLIND, {"jupiter": lane("jupiter", 20.0, 0.0)}) == 1
     # No limit at all: as many as an IP may hold.
