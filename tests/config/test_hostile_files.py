@@ -19,14 +19,18 @@ from galileo.tx import ephemeral_keypair, write_keypair
 from tests.conftest import run_galileo
 
 SOL = "So11111111111111111111111111111111111111112"
-# The classic "billion laughs": 9 levels of 9 aliases, 9^9 = 387,420,489 strings from 342 bytes.
-BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
-    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+# The classic "billion laughs": 9 levels of 9 aliases, 9^9 = 387,420,489 strings from 395 bytes,
+# the last level where a value is expected (a report of it once quoted the whole expansion).
+BOMB = (
+    "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
+        for prev, name in zip(["", *"abcdefg"], "abcdefgh", strict=True)
+    )
+    + f"bot: [{', '.join(['*h'] * 9)}]\n"
 )
 LIVE_BLIND = f"""
 lander: {{mode: live}}
-blind_strategy: {{enable: true, base_mints: [{{mint: {SOL}, trade_size_range: [1e9, 2e9]}}]}}
+blind_strategy: {{enable: true, base_mints: [{{mint: {SOL}, trade_size_range: [1000000000, 2000000000]}}]}}
 """
 
 

@@ -37,7 +37,7 @@ USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 BLIND = f"""
 blind_strategy:
   enable: true
-  base_mints: [{{mint: {SOL_MINT}, trade_size_range: [0.1e9, 2e9]}}]
+  base_mints: [{{mint: {SOL_MINT}, trade_size_range: [100000000, 2000000000]}}]
 """
 
 
