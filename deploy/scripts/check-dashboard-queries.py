@@ -12,6 +12,7 @@ upstream), `galileo farm start` with the demo's config (`galileo demo`: the blin
 every 2 s into a temporary directory. After --seconds it runs each panel's expressions and
 the template variables' label queries, prints one line per query (`data`, `NaN` or `EMPTY`),
 stops everything it started, and exits 0 when every query returned data, 1 otherwise.
+Before the queries it prints what `promtool check metrics` (when installed) says of /metrics.
 Each query runs as a panel runs it, over a range (the last --seconds, 100 steps): it returns
 data when some point of some series has a value.
 
@@ -148,6 +149,21 @@ def wait_for(url: str, seconds: float, what: str, procs: list[subprocess.Popen[b
         time.sleep(0.5)
 
 
+def promtool_check(url: str) -> None:
+    """Print what `promtool check metrics` says of the farm's /metrics (the kept design names, and only them)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("promtool not found: skipping `promtool check metrics`")
+        return
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read()
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30, check=False)
+    said = (proc.stdout + proc.stderr).decode().strip()
+    print(f"promtool check metrics (exit {proc.returncode}):")
+    for line in said.splitlines() or ["(nothing)"]:
+        print(f"  {line}")
+
+
 def run_demo_and_check(args: argparse.Namespace, dashboard: dict[str, Any]) -> int:
     prometheus_bin = args.prometheus_bin or shutil.which("prometheus")
     if not prometheus_bin:
@@ -191,6 +207,7 @@ def run_demo_and_check(args: argparse.Namespace, dashboard: dict[str, Any]) -> i
                 wait_for(f"{prometheus}/-/ready", 60, "prometheus", [prom])
                 print(f"farm ({args.mode}, {len(ips)} IPs) on {metrics}, prometheus on {prometheus}: {args.seconds} s")
                 time.sleep(args.seconds)
+                promtool_check(f"http://{metrics}/metrics")
                 return check(prometheus, dashboard, args.rate_interval, args.seconds)
 
 
