@@ -48,7 +48,11 @@ class StrategyMetrics(Protocol):
 
     def quote(self, strategy: str, mint: str, result: str) -> None: ...
 
-    def opportunity(self, strategy: str, mint: str, profit: float) -> None: ...
+    def opportunity(self, strategy: str, mint: str, *, profit_lamports: int) -> None: ...
+
+    def lander_endpoint(self, lander: str, endpoint: str) -> None: ...
+
+    def lander_would_send(self, lander: str, endpoint: str) -> None: ...
 
     def lander_attempt(self, lander: str, endpoint: str) -> None: ...
 
@@ -63,7 +67,13 @@ class _NullMetrics:
     def quote(self, strategy: str, mint: str, result: str) -> None:
         pass
 
-    def opportunity(self, strategy: str, mint: str, profit: float) -> None:
+    def opportunity(self, strategy: str, mint: str, *, profit_lamports: int) -> None:
+        pass
+
+    def lander_endpoint(self, lander: str, endpoint: str) -> None:
+        pass
+
+    def lander_would_send(self, lander: str, endpoint: str) -> None:
         pass
 
     def lander_attempt(self, lander: str, endpoint: str) -> None:

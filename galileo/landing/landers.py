@@ -101,6 +101,9 @@ class LanderStack:
         self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
         self._outstanding: Counter[str] = Counter()  # upstream -> sends queued or in flight
         self._room: dict[str, tuple[float, float]] = {}  # upstream -> (when looked, sends it can hold)
+        for lander in self.landers:  # every endpoint's landing series, at 0 until something happens
+            for ep in self._endpoints(lander):
+                metrics.lander_endpoint(lander, ep.label)
 
     @property
     def dry_run(self) -> bool:
@@ -162,6 +165,7 @@ class LanderStack:
             for ep in self._endpoints(lander):
                 if self.dry_run:
                     self.stats.dry_run_sends += 1
+                    self.metrics.lander_would_send(lander, ep.label)
                     log.debug(
                         "dry run: would send %s to %s",
                         "bundle" if lander == "jito" else "transaction",

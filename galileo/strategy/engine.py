@@ -266,7 +266,9 @@ class RoundTripEngine:
         self.stats.pairs[(best.buy.provider, best.sell.provider, "profitable")] += 1
         self.stats.opportunities[plan.base_mint] += 1
         self.stats.profit[plan.base_mint] += profit
-        self.metrics.opportunity(self.name, plan.base_mint, profit)
+        lamports = self.prices.to_lamports(plan.base_mint, profit)  # priced: the costs were
+        if lamports is not None:
+            self.metrics.opportunity(self.name, plan.base_mint, profit_lamports=lamports)
         log.debug(
             "opportunity %s %d -> %s -> %d via %s+%s (+%d)",
             short_mint(plan.base_mint),
