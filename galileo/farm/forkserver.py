@@ -11,6 +11,9 @@ coordinator -> server ``{"op": "spawn", "args": WorkerArgs}``; server -> coordin
 ``{"op": "spawned", "id": …, "pid": …}`` and ``{"op": "exited", "pid": …, "code": …}``
 (``code`` negative for a signal, as ``subprocess`` reports it). The server exits when the
 coordinator's end closes; its workers watch the coordinator's pid and exit by themselves.
+
+The handle keeps the server running (it is restarted when it dies) and holds a pidfd on every
+worker, so a worker's exit is reported even when no server is left to report it.
 """
 
 from __future__ import annotations

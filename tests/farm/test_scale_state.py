@@ -4,7 +4,6 @@ an added one stays in, and a change that cannot be made exits 1 saying why."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from broker.jobs import HttpRequest
 from broker.types import JobSpec
 from galileo.config import GalileoConfig
+from galileo.farm.control import control_request
 from galileo.farm.coordinator import Farm
 from tests.farm.conftest import Recorder, farm_config, loopback
 
@@ -49,7 +49,7 @@ async def traffic(farm: Farm, recorder: Recorder, seconds: float) -> set[str]:
 async def test_scale_changes_survive_rescans_and_reloads(make_farm: Make, recorder: Recorder, tmp_path: Path) -> None:
     ips = loopback(3, start=140)
     out_ip, extra = ips[1], "127.0.0.143"  # extra: not in the config, added by hand
-    farm: Farm = await make_farm(ips, rescan_every=0.2)
+    farm: Farm = await make_farm(ips, rescan_every=0.1)
     rescans: list[float] = []
     real_rescan = farm.rescan
 
@@ -71,23 +71,29 @@ async def test_scale_changes_survive_rescans_and_reloads(make_farm: Make, record
 
     farm.config_loader = reloaded  # what SIGHUP runs
 
-    code, out, err = await cli("farm", "scale", "--remove", out_ip, "-c", cfg)
-    assert code == 0 and f"{out_ip}: worker draining; held out until" in out, err
+    sock = farm.runtime_dir / "control.sock"
+    reply = await asyncio.to_thread(control_request, sock, {"cmd": "scale", "remove": [out_ip]})
+    assert reply["results"] == [
+        {
+            "ip": out_ip,
+            "ok": True,
+            "message": f"{out_ip}: worker draining; held out until `galileo farm scale --add {out_ip}`",
+        }
+    ]
     deadline = time.monotonic() + 10
     while f"local/{out_ip}" in farm.hub.workers and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     removed_at = len(recorder.hits)
     seen = len(rescans)
-    used = await traffic(farm, recorder, 2.5)
+    used = await traffic(farm, recorder, 1.2)
     await farm.reload()
-    used |= await traffic(farm, recorder, 0.5)
+    used |= await traffic(farm, recorder, 0.3)
     assert len(rescans) - seen >= 8, "the periodic rescan did not run"
     assert out_ip not in used and out_ip not in {h.remote for h in recorder.hits[removed_at:]}
     assert f"local/{out_ip}" not in farm.supervisor.slots
 
-    code, out, err = await cli("farm", "stats", "--json", "-c", cfg)
-    held = json.loads(out)["farm"]["held_out"]
-    assert code == 0 and [h["ip"] for h in held] == [out_ip] and "scale --remove" in held[0]["reason"]
+    held = (await asyncio.to_thread(control_request, sock, {"cmd": "stats"}))["farm"]["held_out"]
+    assert [h["ip"] for h in held] == [out_ip] and "scale --remove" in held[0]["reason"]
     code, out, err = await cli("farm", "stats", "-c", cfg)
     assert code == 0 and f"{out_ip} held out since" in " ".join(out.split())
 
@@ -108,7 +114,7 @@ async def test_scale_changes_survive_rescans_and_reloads(make_farm: Make, record
     assert code == 0 and f"{out_ip}: worker starting (no longer held out)" in out and f"{extra}: worker" in out, err
     assert await farm.wait_ready(count=4, timeout=15)
     seen = len(rescans)
-    used = await traffic(farm, recorder, 2.0)
+    used = await traffic(farm, recorder, 1.0)
     await farm.reload()
     assert len(rescans) - seen >= 5
     assert {out_ip, extra} <= used and f"local/{extra}" in farm.hub.workers
