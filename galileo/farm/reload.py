@@ -48,7 +48,7 @@ async def load_config_isolated(path: Path, timeout: float = RELOAD_TIMEOUT) -> G
         out = await asyncio.wait_for(_read_capped(proc.stdout, MAX_REPLY + 1), timeout)
         await asyncio.wait_for(proc.wait(), max(1.0, timeout / 10))
     except TimeoutError:
-        raise ReloadError(f"{path}: reading it took more than {timeout:.0f}s; keeping the config in use") from None
+        raise ReloadError(f"{path}: reading it took more than {timeout:g}s; keeping the config in use") from None
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -52,9 +52,9 @@ async def test_a_slow_config_on_sighup_keeps_every_worker(tmp_path: Path) -> Non
             except ControlError:
                 unanswered += 1
             await asyncio.sleep(0.2)
-        assert unanswered == 0 and answered >= 3, (unanswered, answered)
+        assert unanswered == 0 and answered >= 1, (unanswered, answered)
         failed = next(line for line in log if "config reload failed" in line)
-        assert "filler: unknown key" in failed or "took more than" in failed
+        assert "keeping the old one" in failed  # too big, too slow or not a config: the old one stays
         after = await asyncio.to_thread(control_request, sock, {"cmd": "stats"}, 2.0)
         assert {w["ip"]: w["pid"] for w in after["workers"]} == pids
         assert all(w["restarts"] == 0 and w["state"] == "ready" for w in after["workers"])
@@ -74,6 +74,12 @@ async def test_the_child_reads_what_farm_start_reads(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         await load_config_isolated(bad)
     assert [i.path for i in exc.value.issues] == ["bot.network.manual_ips[0]"] and exc.value.source == str(bad)
+
+
+async def test_a_reader_that_does_not_answer_in_time_is_killed(tmp_path: Path) -> None:
+    good = write_cfg(tmp_path / "good.yaml", ["127.0.0.162"], tmp_path / "rt")
+    with pytest.raises(ReloadError, match=r"reading it took more than 0.05s; keeping the config in use"):
+        await load_config_isolated(good, timeout=0.05)  # less than an interpreter takes to start
 
 
 async def test_a_config_that_never_finishes_is_given_up_on(tmp_path: Path) -> None:
