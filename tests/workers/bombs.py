@@ -34,6 +34,7 @@ def gzip_bomb(mib: int) -> bytes:
     return GZIP_HEADER + raw + struct.pack("<II", crc, (mib * _MIB) & 0xFFFFFFFF)
 
 
+@functools.cache
 def deflate_bomb(mib: int, wrapped: bool = True) -> bytes:
     """A deflate body (zlib-wrapped as RFC 9110 says, or raw as some servers send it) of ``mib`` MiB of zeros."""
     raw, _ = _raw_zeros(mib)
