@@ -24,7 +24,8 @@ Scope = Literal["ip", "ip+region", "key", "global"]
 SHAPES: tuple[Shape, ...] = get_args(Shape)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 
-MAX_COUNT = 100_000  # requests per window, or in flight: a sliding log keeps one float per request
+MAX_LOGGED = 100_000  # sliding and penalty keep one float per request in the window
+MAX_COUNT = 1_000_000_000
 MAX_WINDOW = 3600.0
 MAX_BOX = 86_400.0
 _YES = {"yes": True, "true": True, "1": True, "on": True, "no": False, "false": False, "0": False, "off": False}
@@ -92,13 +93,13 @@ def _seconds(text: str, what: str) -> float:
     return value
 
 
-def _count(text: str, what: str) -> int:
+def _count(text: str, what: str, most: int = MAX_COUNT) -> int:
     try:
         value = int(text.strip())
     except ValueError:
         raise ValueError(f"{what}: {text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_COUNT:
-        raise ValueError(f"{what}: {value} is not in 1..{MAX_COUNT}")
+    if not 1 <= value <= most:
+        raise ValueError(f"{what}: {value} is not in 1..{most}")
     return value
 
 
@@ -110,7 +111,8 @@ def _per(args: str, shape: str, integer: bool) -> tuple[float, float]:
     if window > MAX_WINDOW:
         raise ValueError(f"{shape} window: {window:g}s is longer than {MAX_WINDOW:g}s")
     if integer:
-        return float(_count(amount, f"{shape} count")), window
+        most = MAX_LOGGED if shape in ("sliding", "penalty") else MAX_COUNT
+        return float(_count(amount, f"{shape} count", most)), window
     try:
         rate = float(amount)
     except ValueError:
