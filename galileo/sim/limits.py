@@ -9,6 +9,7 @@ did not change, with its state.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -79,9 +80,15 @@ class ServiceLimits:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
+        self._wall_offset = time.time() - time.monotonic()
         self._limiters: dict[tuple[str, str], Limiter] = {}
         self._latency: dict[tuple[str, str], LatencyModel] = {}
         self._routes: dict[str, Route] = {}
+
+    def now(self) -> float:
+        """The limiters' clock: monotonic, but set to wall-clock time at start, so fixed windows
+        reset on whole wall-clock seconds and minutes, as /sim/stats counts them."""
+        return time.monotonic() + self._wall_offset
 
     def configure(self, config: SimConfig) -> None:
         """Apply ``config``: limiters and latency streams whose spec is unchanged live on."""

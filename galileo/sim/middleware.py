@@ -112,7 +112,7 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
     if limiter is None:
         return await _admitted(request, handler, state, ip, bucket, delay)
     key = budget_key(limiter, route, ip, request)
-    decision = limiter.admit(key, state.now())
+    decision = limiter.admit(key, state.limits.now())
     if not decision.ok:
         state.stats.refusal(ip, bucket, decision.reason)
         body = error_body(service, 429, await _rpc_id(request, service))
@@ -122,7 +122,7 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
     try:
         return await _admitted(request, handler, state, ip, bucket, delay)
     finally:
-        limiter.release(key, state.now())  # answered, failed, or cancelled by a client that left
+        limiter.release(key, state.limits.now())  # answered, failed, or cancelled by a client that left
 
 
 async def _sleep(delay: float) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from galileo.sim import SimServer
+from galileo.sim import SimConfig, SimServer
 from galileo.sim.errors import JITO_RATE_LIMITED
 from galileo.sim.limiter import ConcurrencyCap
+from galileo.sim.limits import ServiceLimits
 from tests.sim.sim_helpers import SOL, USDC, SessionFactory, SimFactory, rpc
 
 QUOTE = {"inputMint": SOL, "outputMint": USDC, "amount": "1000000000"}
@@ -233,3 +234,10 @@ async def test_rate_limit_flags_are_a_token_bucket_per_service(
     assert (await SERVICES["jupiter"][0](a, sim.url))[0] == 200  # a budget per service
     spec = (await stats(a, sim))["limits"]["limiters"]["rpc"]["spec"]
     assert spec == "bucket:0.01/1s,burst=200s,scope=ip"
+
+
+def test_limiter_clock_is_wall_time_so_fixed_windows_match_the_stats_seconds() -> None:
+    limits = ServiceLimits(SimConfig())
+    first = limits.now()
+    assert abs(first - time.time()) < 1.0  # fixed:N/1s resets on the whole seconds /sim/stats counts in
+    assert limits.now() >= first
