@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from galileo.cli._common import ConfigOption, fail, load_or_exit, runtime_dir, state
+from galileo.cli._config import wallet_or_exit
 from galileo.farm.control import ControlError, control_request
 
 __all__ = ["app"]
@@ -42,6 +43,7 @@ def start(
     address gets a worker, a vanished one's worker retires). Inspect it with `galileo farm stats`.
     """
     cfg, path = load_or_exit(config)
+    wallet_or_exit(cfg, str(path or "config"))  # a bad keypair is a bad config: exit 2, naming its key
     import uvloop
 
     from galileo.farm.coordinator import FarmError
@@ -62,7 +64,9 @@ def start(
                 summary_every=summary_every,
             )
         )
-    except (LockHeld, FarmError, MetricsError, WalletError) as exc:
+    except WalletError as exc:  # the file changed since it was checked above
+        raise fail(f"wallet.keypair_path: {exc.path}: {exc.problem}", 2) from None
+    except (LockHeld, FarmError, MetricsError) as exc:
         raise fail(str(exc), 1) from None
 
 

@@ -80,6 +80,10 @@ class LanderStack:
         self.metrics = metrics
         self._follows: set[asyncio.Task[None]] = set()
         self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
+        if metrics is not None:  # every endpoint's landing series, at 0 until something happens
+            for lander in landers:
+                for ep in self._endpoints(lander):
+                    metrics.lander_endpoint(lander, ep.label)
 
     @property
     def dry_run(self) -> bool:
@@ -114,6 +118,8 @@ class LanderStack:
                 if self.dry_run:
                     ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
                     self.stats.dry_run_sends += 1
+                    if self.metrics is not None:
+                        self.metrics.lander_would_send(lander, ep.label)
                     log.info(
                         "dry run: would send %s to %s",
                         "bundle" if lander == "jito" else "transaction",

@@ -181,8 +181,9 @@ class BlindStrategy:
             return
         self.stats.opportunities[plan.base_mint] += 1
         self.stats.profit[plan.base_mint] += verdict.profit
-        if self.metrics is not None:
-            self.metrics.opportunity("blind", plan.base_mint, verdict.profit)
+        lamports = self.prices.to_lamports(plan.base_mint, verdict.profit)  # priced: the costs were
+        if self.metrics is not None and lamports is not None:
+            self.metrics.opportunity("blind", plan.base_mint, profit_lamports=lamports)
         log.info(
             "opportunity %s %d -> %s -> %d (+%d)",
             short_mint(plan.base_mint),

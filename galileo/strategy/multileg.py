@@ -159,8 +159,9 @@ class MultiLegStrategy:
         self.pairs_seen[(best_buy.provider, best_sell.provider, "profitable")] += 1
         self.stats.opportunities[plan.base_mint] += 1
         self.stats.profit[plan.base_mint] += profit
-        if self.metrics is not None:
-            self.metrics.opportunity("multi_leg", plan.base_mint, profit)
+        lamports = self.prices.to_lamports(plan.base_mint, profit)  # priced: the costs were
+        if self.metrics is not None and lamports is not None:
+            self.metrics.opportunity("multi_leg", plan.base_mint, profit_lamports=lamports)
         log.info(
             "opportunity %s via %s+%s (+%d)",
             short_mint(plan.base_mint),
