@@ -32,15 +32,16 @@ def start(
         None, "--duration", min=0.1, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
     ),
     summary_every: float = typer.Option(
-        10.0, "--summary-every", min=0.0, help="Seconds between strategy summary lines (0: none)."
+        60.0, "--summary-every", min=0.0, help="Seconds between strategy summary lines (0: none)."
     ),
 ) -> None:
     """Start the coordinator and one worker per usable IP; run until stopped.
 
-    With blind_strategy.enable the strategy runs on the farm and a summary line is logged every
-    10 s. Metrics are served on bot.prometheus.listen. SIGTERM or Ctrl-C drains in-flight jobs
-    and stops every worker; SIGHUP re-reads the config and rescans the interfaces (a new
-    address gets a worker, a vanished one's worker retires). Inspect it with `galileo farm stats`.
+    With blind_strategy.enable (or multi_leg.enable) the strategy runs on the farm and a
+    summary line is logged every minute. Metrics are served on bot.prometheus.listen. SIGTERM
+    or Ctrl-C drains in-flight jobs and stops every worker; SIGHUP re-reads the config and
+    rescans the interfaces (a new address gets a worker, a vanished one's worker retires).
+    Inspect it with `galileo farm stats`.
     """
     cfg, path = load_or_exit(config)
     wallet_or_exit(cfg, str(path or "config"))  # a bad keypair is a bad config: exit 2, naming its key

@@ -21,12 +21,12 @@ from broker.types import JobSpec
 from galileo.chain import ChainState
 from galileo.config import parse_config
 from galileo.farm.coordinator import Farm
-from galileo.landing import LanderStack
+from galileo.landing import LanderStack, LandingStats
 from galileo.metrics import COOLDOWN_REASONS, KEPT_NAMES, FarmMetrics
 from galileo.metrics_state import BAD_FRAME_REASONS
 from galileo.strategy.profit import SOL_MINT, PriceBook
-from galileo.strategy.stats import StrategyStats
-from galileo.strategy.upstreams import Upstreams
+from galileo.upstreams import Upstreams
+from tests.fakefarm import FakeFarm
 from tests.farm.conftest import Recorder, farm_config, loopback
 from tests.fault.landing import opportunities
 from tests.observability.promlint import lint
@@ -132,22 +132,17 @@ async def test_dry_run_shows_what_would_have_been_sent() -> None:
         "upstreams: {jito: {endpoints: ['https://ny.mainnet.block-engine.jito.wtf', "
         "'https://tokyo.mainnet.block-engine.jito.wtf']}}\nlander: {mode: dry_run}\n"
     )
-
-    async def submit(_: JobSpec) -> Any:
-        raise AssertionError("dry run sent a job")
-
+    farm = FakeFarm(["10.0.0.1"])  # in memory: a dry run must give it no job at all
     upstreams = Upstreams(cfg)
     metrics = FarmMetrics()
-    lander = LanderStack(
-        submit, upstreams, ChainState(submit, upstreams), cfg.lander, ["jito"], StrategyStats(), metrics
-    )
+    lander = LanderStack(farm, upstreams, ChainState(farm, upstreams), cfg.lander, ["jito"], LandingStats(), metrics)
     m = Scrape(metrics.render()[0].decode())
     for endpoint in ("jito:ny", "jito:tokyo"):  # every landing panel reads 0 before the first opportunity
         for name in ("would_send", "attempts", "success", "landed"):
             assert m.value(f"galileo_lander_{name}_total", lander="jito", endpoint=endpoint) == 0
     (opp,) = opportunities(Keypair(), str(Hash.default()), 1_000, 1)
     receipts = await asyncio.wait_for(lander.land(opp, SOL_MINT), 10)
-    assert receipts == []
+    assert receipts == [] and farm.jobs == []
     m = Scrape(metrics.render()[0].decode())
     for endpoint in ("jito:ny", "jito:tokyo"):
         assert m.value("galileo_lander_would_send_total", lander="jito", endpoint=endpoint) == 1
