@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from galileo.sim.chainstats import chain_stats
 from galileo.sim.common import BadRequest, read_json_object
 from galileo.sim.config import SimConfig, validate_config
 from galileo.sim.errors import json_response
@@ -18,7 +19,10 @@ from galileo.sim.state import SimState, state_of
 __all__ = ["add_routes", "apply_control", "effective_config"]
 
 _CONFIG_KEYS = frozenset(
-    {"rate_limit", "burst_seconds", "latency_ms", "faults", "land_delay_slots", "titan_tokens", "api_keys"}
+    {
+        *("rate_limit", "burst_seconds", "latency_ms", "faults", "land_delay_slots", "titan_tokens", "api_keys"),
+        *("execution", "fund_lamports", "auction_contention"),
+    }
 )
 _OTHER_KEYS = frozenset({"ip_overrides", "reset_stats", "advance_slots"})
 
@@ -104,10 +108,10 @@ async def control(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """GET /sim/stats."""
     state = state_of(request)
-    now = state.now()
-    slot = state.ledger.slot(now)
-    body = state.stats.snapshot(state.ledger.landed_counts(now), time.time())
+    slot = state.settle()
+    body = state.stats.snapshot(state.ledger.landed_counts(), time.time())
     body.update({"slot": slot, "block_height": state.ledger.block_height(slot), "seed": state.config.seed})
+    body["chain"] = chain_stats(state)
     return json_response(body)
 
 

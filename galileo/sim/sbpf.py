@@ -175,7 +175,15 @@ def elf_shared_object(text: bytes, syscalls: dict[int, str]) -> bytes:
         _SHDR.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
         _SHDR.pack(shname[".text"], _SHT_PROGBITS, _SHF_ALLOC | _SHF_EXEC, text_off, text_off, len(text), 0, 0, 8, 0),
         _SHDR.pack(
-            shname[".dynamic"], _SHT_DYNAMIC, _SHF_ALLOC | _SHF_WRITE, dynamic_off, dynamic_off, len(dynamic), 4, 0, 8,
+            shname[".dynamic"],
+            _SHT_DYNAMIC,
+            _SHF_ALLOC | _SHF_WRITE,
+            dynamic_off,
+            dynamic_off,
+            len(dynamic),
+            4,
+            0,
+            8,
             _DYN.size,
         ),
         _SHDR.pack(shname[".dynsym"], _SHT_DYNSYM, _SHF_ALLOC, dynsym_off, dynsym_off, len(dynsym), 4, 1, 8, _SYM.size),
@@ -186,15 +194,33 @@ def elf_shared_object(text: bytes, syscalls: dict[int, str]) -> bytes:
     phdrs = [
         _PHDR.pack(_PT_LOAD, 0x5, text_off, text_off, text_off, len(text), len(text), 0x1000),  # R+X
         _PHDR.pack(
-            _PT_LOAD, 0x4, dynamic_off, dynamic_off, dynamic_off, end_loaded - dynamic_off, end_loaded - dynamic_off,
+            _PT_LOAD,
+            0x4,
+            dynamic_off,
+            dynamic_off,
+            dynamic_off,
+            end_loaded - dynamic_off,
+            end_loaded - dynamic_off,
             0x1000,
         ),
         _PHDR.pack(_PT_DYNAMIC, 0x6, dynamic_off, dynamic_off, dynamic_off, len(dynamic), len(dynamic), 8),
     ]
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # 64-bit, little endian, version 1, System V ABI
     header = _EHDR.pack(
-        ident, _ET_DYN, _EM_BPF, 1, text_off, _EHDR.size, sh_off, 0, _EHDR.size, _PHDR.size, len(phdrs),
-        _SHDR.size, len(sections), len(sections) - 1,
+        ident,
+        _ET_DYN,
+        _EM_BPF,
+        1,
+        text_off,
+        _EHDR.size,
+        sh_off,
+        0,
+        _EHDR.size,
+        _PHDR.size,
+        len(phdrs),
+        _SHDR.size,
+        len(sections),
+        len(sections) - 1,
     )
     out = bytearray(header + b"".join(phdrs))
     for offset, blob in (

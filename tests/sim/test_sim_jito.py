@@ -36,7 +36,7 @@ async def test_good_bundle_lands(sim: SimServer, client: aiohttp.ClientSession) 
     bh = await latest_blockhash(client, sim.url)
     other = Keypair()
     swap_tx = signed_tx(
-        kp, bh, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=other.pubkey(), lamports=1))]
+        kp, bh, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=other.pubkey(), lamports=1_000_000))]
     )
     tip_tx = signed_tx(kp, bh, [tip_ix(kp, 2_444)])
     status, body = await send_bundle(client, sim, [swap_tx, tip_tx])

@@ -38,7 +38,8 @@ async def test_blockhash_height_and_slot(sim_factory: SimFactory, client: aiohtt
     assert err["error"]["code"] == -32016
 
 
-async def test_send_and_statuses_over_time(sim: SimServer, client: aiohttp.ClientSession) -> None:
+async def test_send_and_statuses_over_time(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000)  # slots move only when the test advances them
     kp = Keypair()
     tx = signed_tx(kp, await latest_blockhash(client, sim.url), [tip_ix(kp)])
     _, sent = await rpc(client, sim.url, "sendTransaction", [b64(tx), B64], "/staked")
@@ -91,6 +92,7 @@ async def test_rejections(sim: SimServer, client: aiohttp.ClientSession) -> None
 
 async def test_simulate_transaction(sim: SimServer, client: aiohttp.ClientSession) -> None:
     kp = Keypair()
+    await rpc(client, sim.url, "requestAirdrop", [str(kp.pubkey()), 10**9])  # the payer must exist
     good = signed_tx(kp, await latest_blockhash(client, sim.url), [tip_ix(kp)])
     _, body = await rpc(client, sim.url, "simulateTransaction", [b64(good), {**B64, "sigVerify": True}])
     value = body["result"]["value"]
