@@ -87,6 +87,18 @@ def error_label(err: Any, tx: VersionedTransaction | None = None) -> str:
     return str(err)
 
 
+# The runtime's Display text of the instruction errors a swap most often meets.
+_DISPLAY = {
+    "IncorrectProgramId": "incorrect program id for instruction",
+    "InvalidAccountData": "invalid account data for instruction",
+    "InsufficientFunds": "insufficient funds for instruction",
+    "ProgramFailedToComplete": "Program failed to complete",
+    "ComputationalBudgetExceeded": "Computational budget exceeded",
+    "MissingRequiredSignature": "missing required signature for instruction",
+    "UninitializedAccount": "instruction requires an initialized account",
+}
+
+
 def preflight_message(err: Any) -> str:
     """The RPC's ``Transaction simulation failed: ...`` message for ``err``."""
     if isinstance(err, dict) and "InstructionError" in err:
@@ -94,6 +106,7 @@ def preflight_message(err: Any) -> str:
         if isinstance(inner, dict) and "Custom" in inner:
             what = f"custom program error: {int(inner['Custom']):#x}"
         else:
-            what = inner if isinstance(inner, str) else str(next(iter(inner)))
+            name = inner if isinstance(inner, str) else str(next(iter(inner)))
+            what = _DISPLAY.get(name, name)
         return f"Transaction simulation failed: Error processing Instruction {index}: {what}"
     return f"Transaction simulation failed: {error_label(err)}"

@@ -85,7 +85,10 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
     bundles = stats["sends"]["jito_bundle"]
     totals = strategy.stats.totals()
     assert totals["opportunities"]["SOL"] > 0
-    assert bundles["accepted"] > 0 and bundles["rejected"] == {}
+    # Every bundle now runs in the VM and enters Jito's auction: one that lost or whose quote went
+    # stale is Failed, the lander sends the same bytes again, and a re-send arriving after that
+    # retry landed is "already processed". Nothing else is refused.
+    assert bundles["accepted"] > 0 and set(bundles["rejected"]) <= {"already_processed"}
     assert bundles["landed"] > 0 and totals["landed"] == bundles["landed"]
     assert totals["accepted"] == bundles["accepted"] == bundles["received"]
 

@@ -1,0 +1,241 @@
+"""The simulator's chain, through its own Jito and RPC endpoints: plain aiohttp + solders clients.
+
+Slots move only when a test advances them (``slot_ms`` of a minute), so every outcome is exact.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+import aiohttp
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.compute_budget import set_compute_unit_limit
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.token.associated import get_associated_token_address
+from solders.transaction import VersionedTransaction
+
+from galileo.sim import SimServer
+from galileo.sim.accounts import decode_alt
+from tests.sim.sim_helpers import SOL, USDC, SimFactory, b64, latest_blockhash, rpc, signed_tx, tip_ix
+
+BUNDLES = "/jito/ny/api/v1/bundles"
+B64 = {"encoding": "base64"}
+TOKEN = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+ATA = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+SYSTEM = Pubkey.from_string("11111111111111111111111111111111")
+WSOL = Pubkey.from_string(SOL)
+FEE = 5_000  # one signature
+
+
+async def advance(client: aiohttp.ClientSession, sim: SimServer, slots: int) -> None:
+    async with client.post(sim.url + "/sim/control", json={"advance_slots": slots}) as r:
+        assert r.status == 200
+
+
+async def airdrop(client: aiohttp.ClientSession, sim: SimServer, kp: Keypair, lamports: int = 10**9) -> str:
+    _, body = await rpc(client, sim.url, "requestAirdrop", [str(kp.pubkey()), lamports])
+    signature: str = body["result"]
+    return signature
+
+
+async def balance(client: aiohttp.ClientSession, sim: SimServer, key: Pubkey) -> int:
+    _, body = await rpc(client, sim.url, "getBalance", [str(key)])
+    value: int = body["result"]["value"]
+    return value
+
+
+async def send_bundle(client: aiohttp.ClientSession, sim: SimServer, txs: list[bytes]) -> str:
+    _, body = await rpc(client, sim.url, "sendBundle", [[b64(t) for t in txs], B64], BUNDLES)
+    bundle_id: str = body["result"]
+    return bundle_id
+
+
+async def inflight(client: aiohttp.ClientSession, sim: SimServer, bundle_id: str) -> dict[str, Any]:
+    _, body = await rpc(client, sim.url, "getInflightBundleStatuses", [[bundle_id]], BUNDLES)
+    status: dict[str, Any] = body["result"]["value"][0]
+    return status
+
+
+async def chain(client: aiohttp.ClientSession, sim: SimServer) -> dict[str, Any]:
+    async with client.get(sim.url + "/sim/stats") as r:
+        body: dict[str, Any] = (await r.json())["chain"]
+    return body
+
+
+def wrap_then_close_then_use(kp: Keypair) -> list[Instruction]:
+    """Wrap 0.1 SOL, close the wrapped account, then SyncNative the closed account."""
+    ata = get_associated_token_address(kp.pubkey(), WSOL)
+    owner = kp.pubkey()
+    create = Instruction(
+        ATA,
+        b"\x01",
+        [
+            AccountMeta(owner, True, True),
+            AccountMeta(ata, False, True),
+            AccountMeta(owner, False, False),
+            AccountMeta(WSOL, False, False),
+            AccountMeta(SYSTEM, False, False),
+            AccountMeta(TOKEN, False, False),
+        ],
+    )
+    sync = Instruction(TOKEN, b"\x11", [AccountMeta(ata, False, True)])
+    close = Instruction(
+        TOKEN,
+        b"\x09",
+        [AccountMeta(ata, False, True), AccountMeta(owner, False, True), AccountMeta(owner, True, False)],
+    )
+    fund = transfer(TransferParams(from_pubkey=owner, to_pubkey=ata, lamports=10**8))
+    return [create, fund, sync, close, sync]
+
+
+async def test_a_fresh_keypair_gets_one_sol_with_request_airdrop(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000)
+    kp = Keypair()
+    assert await balance(client, sim, kp.pubkey()) == 0
+    signature = await airdrop(client, sim, kp)
+    assert await balance(client, sim, kp.pubkey()) == 10**9
+    _, st = await rpc(client, sim.url, "getSignatureStatuses", [[signature]])
+    assert st["result"]["value"][0]["err"] is None
+    _, info = await rpc(client, sim.url, "getAccountInfo", [str(kp.pubkey()), B64])
+    assert info["result"]["value"]["lamports"] == 10**9 and info["result"]["value"]["owner"] == str(SYSTEM)
+
+
+async def test_a_tip_only_bundle_lands_and_costs_the_tip_plus_the_fee(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000)
+    kp = Keypair()
+    await airdrop(client, sim, kp)
+    tx = signed_tx(kp, await latest_blockhash(client, sim.url), [tip_ix(kp, 10_000)])
+    bundle_id = await send_bundle(client, sim, [tx])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Pending"
+    assert await balance(client, sim, kp.pubkey()) == 10**9  # nothing runs before its slot
+    await advance(client, sim, 2)
+    landed = await inflight(client, sim, bundle_id)
+    assert landed["status"] == "Landed" and isinstance(landed["landed_slot"], int)
+    assert await balance(client, sim, kp.pubkey()) == 10**9 - 10_000 - FEE
+    _, statuses = await rpc(client, sim.url, "getBundleStatuses", [[bundle_id]], BUNDLES)
+    assert statuses["result"]["value"][0]["err"] == {"Ok": None}
+
+
+async def test_a_bundle_that_closes_a_token_account_then_uses_it_fails_and_costs_nothing(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000)
+    kp, friend = Keypair(), Keypair()
+    await airdrop(client, sim, kp)
+    bh = await latest_blockhash(client, sim.url)
+    # First transaction is fine on its own (pays a friend); the second fails: all or nothing.
+    gift = signed_tx(
+        kp, bh, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=friend.pubkey(), lamports=2 * 10**8))]
+    )
+    bad = signed_tx(kp, bh, [*wrap_then_close_then_use(kp), tip_ix(kp)])
+    bundle_id = await send_bundle(client, sim, [gift, bad])
+    await advance(client, sim, 2)
+    assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
+    assert await balance(client, sim, kp.pubkey()) == 10**9
+    assert await balance(client, sim, friend.pubkey()) == 0
+    _, statuses = await rpc(client, sim.url, "getBundleStatuses", [[bundle_id]], BUNDLES)
+    assert statuses["result"]["value"] == [None]
+    assert (await chain(client, sim))["failures_by_error"] == {"token: IncorrectProgramId": 1}
+
+
+async def test_a_failing_rpc_transaction_pays_its_fee_and_preflight_refuses_it_for_free(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000)
+    kp = Keypair()
+    await airdrop(client, sim, kp)
+    bad = signed_tx(kp, await latest_blockhash(client, sim.url), wrap_then_close_then_use(kp))
+    _, refused = await rpc(client, sim.url, "sendTransaction", [b64(bad), B64])
+    assert refused["error"]["code"] == -32002
+    assert refused["error"]["message"].endswith("Error processing Instruction 4: incorrect program id for instruction")
+    assert await balance(client, sim, kp.pubkey()) == 10**9
+    _, sent = await rpc(client, sim.url, "sendTransaction", [b64(bad), {**B64, "skipPreflight": True}])
+    await advance(client, sim, 2)
+    _, st = await rpc(client, sim.url, "getSignatureStatuses", [[sent["result"]]])
+    assert st["result"]["value"][0]["err"] == {"InstructionError": [4, "IncorrectProgramId"]}
+    assert await balance(client, sim, kp.pubkey()) == 10**9 - FEE
+
+
+async def _tables(client: aiohttp.ClientSession, sim: SimServer, keys: list[str]) -> list[AddressLookupTableAccount]:
+    _, body = await rpc(client, sim.url, "getMultipleAccounts", [keys, B64])
+    return [
+        AddressLookupTableAccount(Pubkey.from_string(k), list(decode_alt(base64.b64decode(v["data"][0])).addresses))
+        for k, v in zip(keys, body["result"]["value"], strict=True)
+    ]
+
+
+def _ix(obj: dict[str, Any]) -> Instruction:
+    metas = [AccountMeta(Pubkey.from_string(a["pubkey"]), a["isSigner"], a["isWritable"]) for a in obj["accounts"]]
+    return Instruction(Pubkey.from_string(obj["programId"]), base64.b64decode(obj["data"]), metas)
+
+
+async def _jupiter_swap(
+    client: aiohttp.ClientSession, sim: SimServer, kp: Keypair, amount: int, slippage: int, cu_limit: int | None = None
+) -> tuple[dict[str, Any], bytes]:
+    query = {"inputMint": SOL, "outputMint": USDC, "amount": str(amount), "slippageBps": str(slippage)}
+    async with client.get(sim.url + "/jupiter/swap/v1/quote", params=query) as r:
+        quote = await r.json()
+    body = {"quoteResponse": quote, "userPublicKey": str(kp.pubkey()), "dynamicComputeUnitLimit": True}
+    async with client.post(sim.url + "/jupiter/swap/v1/swap-instructions", json=body) as r:
+        si = await r.json()
+    budget = [set_compute_unit_limit(cu_limit)] if cu_limit else [_ix(i) for i in si["computeBudgetInstructions"]]
+    ixs = [*budget, *map(_ix, si["setupInstructions"]), _ix(si["swapInstruction"]), _ix(si["cleanupInstruction"])]
+    tables = await _tables(client, sim, si["addressLookupTableAddresses"])
+    bh = Hash(bytes(si["blockhashWithMetadata"]["blockhash"]))
+    return quote, signed_tx(kp, bh, [*ixs, tip_ix(kp)], tables)
+
+
+async def test_a_swap_lands_for_its_quote_and_fails_with_6001_once_the_quote_is_stale(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp, 2 * 10**9)
+    quote, fresh = await _jupiter_swap(client, sim, kp, 10**9, slippage=0)
+    bundle_id = await send_bundle(client, sim, [fresh])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Landed"
+    usdc = get_associated_token_address(kp.pubkey(), Pubkey.from_string(USDC))
+    _, tb = await rpc(client, sim.url, "getTokenAccountBalance", [str(usdc)])
+    assert tb["result"]["value"]["amount"] == quote["outAmount"]  # in its slot, the pool pays the quote
+    # A later slot whose pool pays less than this quote promised (slippage 0) ...
+    quote, stale = await _jupiter_swap(client, sim, kp, 10**8, slippage=0)
+    prices, slot = sim.state.prices, quote["contextSlot"]
+    pool = next(
+        p for p in sim.state.accounts.pools[(SOL, USDC)] if str(p.amm) == quote["routePlan"][0]["swapInfo"]["ammKey"]
+    )
+    later = next(
+        s
+        for s in range(slot + 1, slot + 100)
+        if (q := prices.quote("x", SOL, USDC, 10**8, False, s, pool.index)) and q.out_amount < int(quote["outAmount"])
+    )
+    await advance(client, sim, later - slot)
+    bundle_id = await send_bundle(client, sim, [stale])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
+    assert (await chain(client, sim))["failures_by_error"] == {"jupiter: 6001 SlippageToleranceExceeded": 1}
+
+
+async def test_a_swap_over_its_compute_limit_fails(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp)
+    _, tight = await _jupiter_swap(client, sim, kp, 10**8, slippage=50, cu_limit=50_000)
+    _, sim_body = await rpc(client, sim.url, "simulateTransaction", [b64(tight), B64])
+    value = sim_body["result"]["value"]  # as on mainnet: the meter runs out inside the router
+    assert value["err"]["InstructionError"][1] == "ProgramFailedToComplete"
+    assert any("exceeded CUs meter" in line for line in value["logs"])
+    _, roomy = await _jupiter_swap(client, sim, kp, 10**8, slippage=50)
+    _, sim_body = await rpc(client, sim.url, "simulateTransaction", [b64(roomy), B64])
+    value = sim_body["result"]["value"]
+    assert value["err"] is None, value["logs"]
+    limit = struct.unpack_from("<I", bytes(VersionedTransaction.from_bytes(roomy).message.instructions[0].data), 1)[0]
+    assert value["unitsConsumed"] <= limit <= 1.3 * value["unitsConsumed"]  # dynamicComputeUnitLimit fits
