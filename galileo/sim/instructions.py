@@ -57,17 +57,9 @@ _WSOL = Pubkey.from_string(SOL)
 _PROGRAMS: dict[Aggregator, Pubkey] = {"jupiter": JUPITER_PROGRAM, "dflow": DFLOW_PROGRAM, "titan": TITAN_PROGRAM}
 # Units each instruction consumes in the VM (measured; see tests/sim/test_sim_vm.py): the router's
 # own work besides the pool's burn (account checks, the PDA search, two token CPIs), an
-# idempotent ATA create that creates / that finds the account, SyncNative, CloseAccount, a
-# System transfer and a compute budget instruction.
-_ROUTER_CU, _ATA_NEW_CU, _ATA_SEEN_CU, _SYNC_CU, _CLOSE_CU, _TRANSFER_CU, _BUDGET_CU = (
-    9_000,
-    15_000,
-    5_000,
-    3_100,
-    3_000,
-    150,
-    150,
-)
+# idempotent ATA create that creates the account, SyncNative, CloseAccount, a System transfer
+# and a compute budget instruction.
+_ROUTER_CU, _ATA_NEW_CU, _SYNC_CU, _CLOSE_CU, _TRANSFER_CU, _BUDGET_CU = (6_500, 12_000, 3_000, 3_000, 150, 150)
 
 
 class Meta(NamedTuple):

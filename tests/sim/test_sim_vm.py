@@ -180,7 +180,13 @@ def _ix(obj: dict[str, Any]) -> Instruction:
 
 
 async def _jupiter_swap(
-    client: aiohttp.ClientSession, sim: SimServer, kp: Keypair, amount: int, slippage: int, cu_limit: int | None = None
+    client: aiohttp.ClientSession,
+    sim: SimServer,
+    kp: Keypair,
+    amount: int,
+    slippage: int,
+    cu_limit: int | None = None,
+    tip: int = 10_000,
 ) -> tuple[dict[str, Any], bytes]:
     query = {"inputMint": SOL, "outputMint": USDC, "amount": str(amount), "slippageBps": str(slippage)}
     async with client.get(sim.url + "/jupiter/swap/v1/quote", params=query) as r:
@@ -192,7 +198,7 @@ async def _jupiter_swap(
     ixs = [*budget, *map(_ix, si["setupInstructions"]), _ix(si["swapInstruction"]), _ix(si["cleanupInstruction"])]
     tables = await _tables(client, sim, si["addressLookupTableAddresses"])
     bh = Hash(bytes(si["blockhashWithMetadata"]["blockhash"]))
-    return quote, signed_tx(kp, bh, [*ixs, tip_ix(kp)], tables)
+    return quote, signed_tx(kp, bh, [*ixs, tip_ix(kp, tip)], tables)
 
 
 async def test_a_swap_lands_for_its_quote_and_fails_with_6001_once_the_quote_is_stale(
@@ -239,3 +245,112 @@ async def test_a_swap_over_its_compute_limit_fails(sim_factory: SimFactory, clie
     assert value["err"] is None, value["logs"]
     limit = struct.unpack_from("<I", bytes(VersionedTransaction.from_bytes(roomy).message.instructions[0].data), 1)[0]
     assert value["unitsConsumed"] <= limit <= 1.3 * value["unitsConsumed"]  # dynamicComputeUnitLimit fits
+
+
+def _titan_ix(obj: dict[str, Any]) -> Any:
+    from broker.solana import AccountMeta as WireMeta
+    from broker.solana import Instruction as WireIx
+
+    metas = tuple(WireMeta(str(Pubkey(a["p"])), a["s"], a["w"]) for a in obj["a"])
+    return WireIx(str(Pubkey(obj["p"])), metas, bytes(obj["d"]))
+
+
+def _wire_ix(obj: dict[str, Any]) -> Any:
+    from broker.solana import AccountMeta as WireMeta
+    from broker.solana import Instruction as WireIx
+
+    metas = tuple(WireMeta(a["pubkey"], a["isSigner"], a["isWritable"]) for a in obj["accounts"])
+    return WireIx(obj["programId"], metas, base64.b64decode(obj["data"]))
+
+
+async def test_a_multi_leg_round_trip_built_as_main_builds_it_is_refused(
+    sim_factory: SimFactory, client: aiohttp.ClientSession, monkeypatch: Any
+) -> None:
+    """Titan buy SOL→USDC (its route wraps and closes WSOL) + Jupiter sell USDC→SOL, merged by
+    galileo's own ``merge_legs``/``build_transaction`` as main (ee64f65) assembles multi-leg
+    bundles: the sell swap pays into the wrapped-SOL account the Titan route already closed."""
+    from galileo.tx import SwapLeg, build_transaction, merge_legs, tip_instruction
+    from tests.sim.sim_helpers import TitanClient, stream_request
+
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp, 5 * 10**9)
+    titan = await TitanClient.connect(client, sim.url)
+    await titan.send(stream_request(kp.pubkey(), amount=10**9, providers=["Titan"]))
+    while "StreamData" not in (msg := await titan.recv()):
+        pass
+    route = msg["StreamData"]["payload"]["SwapQuotes"]["quotes"]["Titan"]
+    await titan.close()
+    buy = SwapLeg(
+        swap=tuple(_titan_ix(i) for i in route["instructions"]),
+        compute_unit_limit=route["computeUnitsSafe"],
+        alts=tuple(str(Pubkey(a)) for a in route["addressLookupTables"]),
+    )
+    assert buy.swap[-1].program_id == str(TOKEN) and buy.swap[-1].data == b"\x09"  # closes WSOL itself
+    query = {"inputMint": USDC, "outputMint": SOL, "amount": str(route["outAmount"]), "slippageBps": "50"}
+    async with client.get(sim.url + "/jupiter/swap/v1/quote", params=query) as r:
+        quote = await r.json()
+    body = {"quoteResponse": quote, "userPublicKey": str(kp.pubkey())}
+    async with client.post(sim.url + "/jupiter/swap/v1/swap-instructions", json=body) as r:
+        si = await r.json()
+    sell = SwapLeg(
+        setup=tuple(map(_wire_ix, si["setupInstructions"])),
+        swap=(_wire_ix(si["swapInstruction"]),),
+        cleanup=(_wire_ix(si["cleanupInstruction"]),),
+        compute_unit_limit=si["computeUnitLimit"],
+        alts=tuple(si["addressLookupTableAddresses"]),
+    )
+    tip = tip_instruction(str(kp.pubkey()), "96gYZGLnJYVFmbjzopPSU6QiEV5fGqZNyN9nmNhvrZU5", 10_000)
+    merged = merge_legs([buy, sell], tail=(tip,))
+    tables = await _tables(client, sim, list(merged.alts))
+    built = build_transaction(kp, merged.instructions, tables, str(await latest_blockhash(client, sim.url)))
+    bundle_id = await send_bundle(client, sim, [built.wire])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
+    assert await balance(client, sim, kp.pubkey()) == 5 * 10**9
+    failures = (await chain(client, sim))["failures_by_error"]
+    assert failures == {"jupiter: InvalidAccountData": 1}, failures  # the sell pays into the closed account
+    # The buy leg alone, with the same route, executes: the merge is what cannot.
+    alone = merge_legs([buy], tail=(tip,))
+    one = build_transaction(kp, alone.instructions, await _tables(client, sim, list(alone.alts)), built.blockhash)
+    assert (await inflight(client, sim, await send_bundle(client, sim, [one.wire])))["status"] == "Landed"
+
+
+async def _scenario(sim_factory: SimFactory, client: aiohttp.ClientSession, seed: int) -> tuple[list[str], Any]:
+    """Four fixed wallets swap with three tips each, slots advancing between sends."""
+    sim = await sim_factory(slot_ms=60_000, seed=seed, auction_contention=0.5)
+    statuses = []
+    for i in range(4):
+        kp = Keypair.from_seed(bytes([i + 1]) * 32)
+        await airdrop(client, sim, kp, 3 * 10**9)
+        for tip in (1_000, 20_000, 2_000_000):
+            _, tx = await _jupiter_swap(client, sim, kp, 10**8 * (i + 1), slippage=5, tip=tip)
+            bundle_id = await send_bundle(client, sim, [tx])
+            await advance(client, sim, 2 + tip % 3)
+            statuses.append((await inflight(client, sim, bundle_id))["status"])
+    return statuses, (await chain(client, sim))["pnl"]
+
+
+async def test_the_same_seed_gives_the_same_landings_and_pnl(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    first = await _scenario(sim_factory, client, seed=21)
+    again = await _scenario(sim_factory, client, seed=21)
+    assert first == again
+    assert set(first[0]) == {"Landed", "Failed"}  # the auction and the prices said no now and then
+    assert first[1]["wallets"] == 4 and first[1]["total_lamports"] != 0
+
+
+async def test_a_bundle_lands_more_often_the_more_it_tips(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000, auction_contention=1.0, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp, 10 * 10**9)
+    bh = await latest_blockhash(client, sim.url)
+    landed = {}
+    for tip in (1_000, 30_000, 20_000_000):
+        ids = [await send_bundle(client, sim, [signed_tx(kp, bh, [tip_ix(kp, tip + i)])]) for i in range(30)]
+        landed[tip] = [(await inflight(client, sim, b))["status"] for b in ids].count("Landed")
+    assert landed[1_000] < landed[30_000] < landed[20_000_000], landed
+    lost = (await chain(client, sim))["failures_by_error"]["auction: outbid"]
+    assert lost == 90 - sum(landed.values())
