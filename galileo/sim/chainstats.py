@@ -1,5 +1,8 @@
 """The chain's part of /sim/stats: what ran, what failed and why, and each wallet's realised P&L.
 
+``recent_failures`` lists the last transactions that ran and failed (newest last): the bundle
+id or signature, the slot, the error as the RPC says it and as labelled, and the last log lines.
+
 Realised P&L is read from balances: a wallet's value now (lamports, plus each simulated mint's
 associated token account valued at the current slot's mid price, rent included) minus what the
 simulator credited it (airdrops and ``fund_lamports``). Fees, tips, rent still locked in open
@@ -27,6 +30,7 @@ def chain_stats(state: SimState) -> dict[str, Any]:
         "landed": dict(ledger.landed),
         "failed": dict(ledger.failed),
         "failures_by_error": dict(ledger.errors.most_common()),
+        "recent_failures": list(ledger.recent_failures),
     }
     if not state.config.execution:
         return out

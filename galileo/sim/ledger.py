@@ -13,9 +13,10 @@ status look-back is five minutes), so memory stays bounded on long runs.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from solders.hash import Hash
 from solders.transaction import VersionedTransaction
@@ -31,6 +32,7 @@ __all__ = [
     "FINALITY_SLOTS",
     "KEEP_SLOTS",
     "MAX_TX_BYTES",
+    "RECENT_FAILURES",
     "DecodedTx",
     "Landing",
     "Ledger",
@@ -43,6 +45,8 @@ BASE_HEIGHT = 354_590_000
 FINALITY_SLOTS = 32
 MAX_TX_BYTES = 1232
 KEEP_SLOTS = 750  # five minutes of 400 ms slots
+RECENT_FAILURES = 20  # failed executions listed with their logs in /sim/stats
+FAILURE_LOG_LINES = 40  # the last lines of each: where it failed
 
 
 class TxRejected(Exception):
@@ -87,7 +91,7 @@ def decode_tx(raw: bytes, verify: bool = True) -> DecodedTx:
     return DecodedTx(tx, raw, tuple(str(s) for s in tx.signatures), str(msg.recent_blockhash))
 
 
-@dataclass
+@dataclass(slots=True)
 class Landing:
     """One accepted send: where and when it lands, through which door, and what running it did.
 
@@ -130,8 +134,11 @@ class Ledger:
     failed: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     executed: int = 0
-    _pending: list[Landing] = field(default_factory=list)
+    recent_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    _pending: list[tuple[int, int, Landing]] = field(default_factory=list)  # heap: (land slot, order, landing)
+    _accepted: int = 0
     _settled: deque[Landing] = field(default_factory=deque)
+    _pruned_at: int = 0
 
     def slot(self, now: float) -> int:
         """The current slot at monotonic time ``now``."""
@@ -213,7 +220,8 @@ class Ledger:
             return existing
         slot = self.slot(now)
         landing = Landing(signatures, slot, slot + self.land_delay_slots, source, bundle_id, txs, atomic, wins_auction)
-        self._pending.append(landing)
+        self._accepted += 1
+        heapq.heappush(self._pending, (landing.land_slot, self._accepted, landing))
         for sig in signatures:
             self.landings[sig] = landing
         if bundle_id is not None:
@@ -231,14 +239,16 @@ class Ledger:
         """Run every send due by ``now``, in order, at its own slot (``vm`` None: no execution,
         every accepted send lands as it is)."""
         slot = self.slot(now)
-        if self._pending and min(p.land_slot for p in self._pending) <= slot:
-            due = sorted((p for p in self._pending if p.land_slot <= slot), key=lambda p: p.land_slot)
-            self._pending = [p for p in self._pending if p.land_slot > slot]
-            for landing in due:
-                self._run(landing, vm)
-                self._settled.append(landing)
+        while self._pending and self._pending[0][0] <= slot:
+            landing = heapq.heappop(self._pending)[2]
+            self._run(landing, vm)
+            self._settled.append(landing)
         while self._settled and self._settled[0].land_slot < slot - KEEP_SLOTS:
             self._forget(self._settled.popleft())
+        if slot - self._pruned_at >= KEEP_SLOTS // 10:
+            self._pruned_at = slot
+            gone = self.block_height(slot) - KEEP_SLOTS  # older than this, "not found" as on mainnet
+            self.issued = {bh: last for bh, last in self.issued.items() if last >= gone}
 
     def _run(self, landing: Landing, vm: ChainVM | None) -> None:
         if not landing.wins_auction:
@@ -250,8 +260,21 @@ class Ledger:
             self.executed += len(runs)
             bad = next((i for i, run in enumerate(runs) if not run.ok), None)
             if bad is not None:
-                landing.error = error_label(runs[bad].err, landing.txs[bad])
+                run = runs[bad]
+                landing.error = error_label(run.err, landing.txs[bad], run.logs)
                 self.errors[landing.error] += 1
+                self.recent_failures.append(
+                    {
+                        "bundle_id": landing.bundle_id if landing.atomic else None,
+                        "signature": run.signature,
+                        "source": landing.source,
+                        "slot": landing.land_slot,
+                        "error": landing.error,
+                        "err": run.err,
+                        "logs": list(run.logs[-FAILURE_LOG_LINES:]),
+                    }
+                )
+                runs[bad] = replace(run, logs=())
             landing.status = "failed" if bad is not None and landing.atomic else "landed"
         else:
             landing.status = "landed"

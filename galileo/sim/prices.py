@@ -66,6 +66,8 @@ MINTS: dict[str, Mint] = {
 
 _NORMAL = NormalDist()
 _POOL_NOISE_BPS = 4.0
+_RECENT = 2048  # walk steps kept (~14 min of 400 ms slots); older ones are walked again
+_CHECKPOINT = 1024  # one walk value kept per this many steps
 FEE_PPM = 220  # 2.2 bps per swap
 POOLS_PER_PAIR = 3
 _PPM = 1_000_000
@@ -128,23 +130,60 @@ def _liquidity_usd(a: Mint, b: Mint) -> float:
     return 20e6
 
 
+class _Walk:
+    """One mint's log-price walk, a seeded step per slot, in bounded memory.
+
+    It keeps the latest ``_RECENT`` to ``2 × _RECENT`` steps, and a checkpoint every
+    ``_CHECKPOINT`` steps (one number per seven minutes of 400 ms slots); an older step is
+    walked again from its checkpoint, which gives the very same number.
+    """
+
+    def __init__(self, seed: int, mint: str, base_slot: int) -> None:
+        self.seed, self.mint, self.base_slot = seed, mint, base_slot
+        self.vol = MINTS[mint].vol_bps / 1e4
+        self.checkpoints = [0.0]  # the walk at step k * _CHECKPOINT
+        self.start = 0  # step of recent[0]
+        self.recent = [0.0]
+
+    def _step(self, value: float, i: int) -> float:
+        """The walk at step ``i`` from its value at step ``i - 1``."""
+        return value + self.vol * deterministic_gauss(self.seed, "walk", self.mint, self.base_slot + i)
+
+    def at(self, i: int) -> float:
+        """The walk at step ``i`` (>= 0)."""
+        head = self.start + len(self.recent) - 1
+        if i <= head:
+            if i >= self.start:
+                return self.recent[i - self.start]
+            k = i // _CHECKPOINT
+            value = self.checkpoints[k]
+            for j in range(k * _CHECKPOINT + 1, i + 1):
+                value = self._step(value, j)
+            return value
+        value = self.recent[-1]
+        for j in range(head + 1, i + 1):
+            value = self._step(value, j)
+            self.recent.append(value)
+            if j % _CHECKPOINT == 0:
+                self.checkpoints.append(value)
+        if len(self.recent) > 2 * _RECENT:
+            del self.recent[:-_RECENT]
+            self.start = i - len(self.recent) + 1
+        return value
+
+
 class PriceModel:
     """Mid prices per slot, pool states per slot, and quotes against those pools."""
 
     def __init__(self, seed: int, base_slot: int) -> None:
         self.seed = seed
         self.base_slot = base_slot
-        self._walk: dict[str, list[float]] = {m: [0.0] for m in MINTS}
+        self._walk: dict[str, _Walk] = {m: _Walk(seed, m, base_slot) for m in MINTS}
         self._pools: dict[tuple[str, str, int], PoolState] = {}
         self._pools_slot = base_slot
 
     def _log_walk(self, mint: str, slot: int) -> float:
-        walk = self._walk[mint]
-        i = max(0, slot - self.base_slot)
-        vol = MINTS[mint].vol_bps / 1e4
-        while len(walk) <= i:
-            walk.append(walk[-1] + vol * deterministic_gauss(self.seed, "walk", mint, self.base_slot + len(walk)))
-        return walk[i]
+        return self._walk[mint].at(max(0, slot - self.base_slot))
 
     def mid_usd(self, mint: str, slot: int) -> float:
         """USD price of one whole token of ``mint`` at ``slot``."""

@@ -25,7 +25,7 @@ from galileo.sim.ledger import MAX_TX_BYTES, DecodedTx, TxRejected, decode_tx
 from galileo.sim.prices import deterministic_gauss, deterministic_unit
 from galileo.sim.state import SimState, state_of
 from galileo.sim.txerrors import preflight_message
-from galileo.sim.vm import Execution
+from galileo.sim.vm import Execution, WalletLimit
 
 __all__ = ["RpcError", "add_routes"]
 
@@ -290,7 +290,10 @@ def _airdrop(state: SimState, params: list[Any]) -> str:
     lamports = params[1] if len(params) > 1 else None
     if not isinstance(lamports, int) or isinstance(lamports, bool) or not 0 < lamports <= _MAX_AIRDROP:
         raise RpcError(-32602, f"Invalid params: lamports must be an integer in 1..{_MAX_AIRDROP}")
-    signature = state.vm.airdrop(wallet, lamports)
+    try:
+        signature = state.vm.airdrop(wallet, lamports)
+    except WalletLimit as exc:
+        raise RpcError(-32603, f"Internal error: airdrop refused: {exc}") from None
     state.ledger.record_landed(signature, "airdrop", state.now())
     return signature
 

@@ -3,11 +3,12 @@
 The VM reports errors in the RPC's JSON shape (``{"InstructionError": [1, {"Custom": 6001}]}``,
 ``"InsufficientFundsForFee"`` ...). A label names the program and the error:
 ``jupiter: 6001 SlippageToleranceExceeded``, ``token: 1 InsufficientFunds``,
-``InsufficientFundsForFee``.
+``jupiter → token: 1 InsufficientFunds`` (the router's transfer failed), ``InsufficientFundsForFee``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from solders.transaction import VersionedTransaction
@@ -73,15 +74,30 @@ def _custom_name(program: str, code: int) -> str:
     return ""
 
 
-def error_label(err: Any, tx: VersionedTransaction | None = None) -> str:
-    """A short, stable label of a transaction error (see the module doc)."""
+def _failed_program(logs: Sequence[str]) -> str | None:
+    """The program that failed first (the innermost, for an error a CPI passed up), from the logs."""
+    for line in logs:
+        if line.startswith("Program ") and " failed: " in line:
+            program = line.split(" ", 2)[1]
+            return _PROGRAMS.get(program, program)
+    return None
+
+
+def error_label(err: Any, tx: VersionedTransaction | None = None, logs: Sequence[str] = ()) -> str:
+    """A short, stable label of a transaction error (see the module doc).
+
+    When the instruction's program failed because a program it called did (the router's token
+    transfer, say), the label names both: ``jupiter → token: 1 InsufficientFunds``.
+    """
     if isinstance(err, dict) and "InstructionError" in err:
         index, inner = err["InstructionError"]
         program = _program(tx, index)
+        failed = _failed_program(logs) or program
+        where = program if failed == program else f"{program} → {failed}"
         if isinstance(inner, dict) and "Custom" in inner:
             code = int(inner["Custom"])
-            return f"{program}: {code} {_custom_name(program, code)}".rstrip()
-        return f"{program}: {inner if isinstance(inner, str) else next(iter(inner))}"
+            return f"{where}: {code} {_custom_name(failed, code)}".rstrip()
+        return f"{where}: {inner if isinstance(inner, str) else next(iter(inner))}"
     if isinstance(err, dict):
         return str(next(iter(err)))
     return str(err)

@@ -44,7 +44,7 @@ from galileo.sim.accounts import (
 from galileo.sim.prices import FEE_PPM, MINTS, SOL, PriceModel
 from galileo.sim.router import POOL_MAGIC, router_elf
 
-__all__ = ["LAMPORTS_PER_SOL", "ChainVM", "Execution", "pool_burn_units"]
+__all__ = ["LAMPORTS_PER_SOL", "MAX_WALLETS", "ChainVM", "Execution", "WalletLimit", "pool_burn_units"]
 
 LAMPORTS_PER_SOL = 10**9
 _VAULT_DEPTH = 2**62  # raw units per vault: more than any run can drain
@@ -58,9 +58,13 @@ def pool_burn_units(index: int) -> int:
     return 60_000 + 17_000 * index
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Execution:
-    """What running one transaction did: ``err`` is the RPC's JSON error (None = success)."""
+    """What running one transaction did: ``err`` is the RPC's JSON error (None = success).
+
+    ``logs`` are kept for simulations and failures only: a landed transaction's are not read by
+    anyone, and hundreds a second of them would be most of the landing book's memory.
+    """
 
     signature: str
     err: object
@@ -74,11 +78,19 @@ class Execution:
         return self.err is None
 
 
-@dataclass
+MAX_WALLETS = 10_000  # wallets the simulator credits (airdrops, fund_lamports): a bound on its records
+
+
+class WalletLimit(Exception):
+    """The simulator already credits MAX_WALLETS wallets and will not credit another."""
+
+
+@dataclass(slots=True)
 class Wallet:
     """A wallet the simulator credited: what it put in, for realised P&L."""
 
     deposited: int = 0
+    atas: tuple[tuple[str, Pubkey], ...] = ()  # (mint, its associated token account), found once
 
 
 @dataclass
@@ -135,7 +147,12 @@ class ChainVM:
     # -- wallets --------------------------------------------------------------------------------
 
     def airdrop(self, address: Pubkey, lamports: int) -> str:
-        """Credit ``lamports`` (as ``requestAirdrop``); the answer is a signature for the record."""
+        """Credit ``lamports`` (as ``requestAirdrop``); the answer is a signature for the record.
+
+        Raises WalletLimit for a new wallet once MAX_WALLETS are credited.
+        """
+        if address not in self.wallets and len(self.wallets) >= MAX_WALLETS:
+            raise WalletLimit(f"the simulator credits at most {MAX_WALLETS:,} wallets")
         account = self.svm.get_account(address)
         if account is None or account.lamports == 0:
             account = Account(0, b"", SYSTEM_PROGRAM)
@@ -149,7 +166,7 @@ class ChainVM:
 
     def ensure_funded(self, address: Pubkey) -> None:
         """Fund a wallet seen for the first time with ``fund_lamports`` (when it has nothing)."""
-        if self.fund_lamports <= 0 or address in self.wallets:
+        if self.fund_lamports <= 0 or address in self.wallets or len(self.wallets) >= MAX_WALLETS:
             return
         if self.balance(address) == 0:
             self.airdrop(address, self.fund_lamports)
@@ -186,8 +203,11 @@ class ChainVM:
         lamports = self.balance(owner)
         balances: dict[str, int] = {"SOL": lamports}
         value = float(lamports)
-        for mint, m in MINTS.items():
-            ata = get_associated_token_address(owner, Pubkey.from_string(mint))
+        record = self.wallets.get(owner) or Wallet()
+        if not record.atas:  # a PDA derivation costs ~13 µs: /sim/stats values every wallet
+            record.atas = tuple((m, get_associated_token_address(owner, Pubkey.from_string(m))) for m in MINTS)
+        for mint, ata in record.atas:
+            m = MINTS[mint]
             account = self.account(ata)
             if account is None:
                 continue
@@ -210,7 +230,8 @@ class ChainVM:
             err = orjson.loads(result.to_json())["err"]
             return Execution(signature, err, tuple(meta.logs()), meta.compute_units_consumed(), meta.fee())
         meta = result if isinstance(result, TransactionMetadata) else result.meta()
-        return Execution(signature, None, tuple(meta.logs()), meta.compute_units_consumed(), meta.fee())
+        logs = tuple(meta.logs()) if simulate else ()
+        return Execution(signature, None, logs, meta.compute_units_consumed(), meta.fee())
 
     def execute(self, tx: VersionedTransaction) -> Execution:
         """Run ``tx`` as the network would: a failed transaction still pays its fee."""

@@ -128,7 +128,8 @@ async def test_expired_blockhash(sim_factory: SimFactory, client: aiohttp.Client
     assert (status, body["error"]["message"]) == (400, "bundle contains an expired blockhash")
 
 
-async def test_send_transaction_endpoint(sim: SimServer, client: aiohttp.ClientSession) -> None:
+async def test_send_transaction_endpoint(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000)  # "processed" is one slot's status: slots move only when told
     kp = Keypair()
     bh = await latest_blockhash(client, sim.url)
     plain = signed_tx(

@@ -308,7 +308,11 @@ async def test_a_multi_leg_round_trip_built_as_main_builds_it_is_refused(
     assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
     assert await balance(client, sim, kp.pubkey()) == 5 * 10**9
     failures = (await chain(client, sim))["failures_by_error"]
-    assert failures == {"jupiter: InvalidAccountData": 1}, failures  # the sell pays into the closed account
+    # The sell's router pays into the closed account: the token program refuses its transfer.
+    assert failures == {"jupiter → token: InvalidAccountData": 1}, failures
+    (failure,) = (await chain(client, sim))["recent_failures"]
+    assert failure["bundle_id"] == bundle_id and failure["error"] == "jupiter → token: InvalidAccountData"
+    assert any("invalid account data" in line for line in failure["logs"]), failure["logs"]
     # The buy leg alone, with the same route, executes: the merge is what cannot.
     alone = merge_legs([buy], tail=(tip,))
     one = build_transaction(kp, alone.instructions, await _tables(client, sim, list(alone.alts)), built.blockhash)
