@@ -34,6 +34,7 @@ from galileo import __version__
 from galileo.bench.blind import blind
 from galileo.bench.farm import overhead, saturation, scale
 from galileo.bench.ratelimit import ratelimit
+from galileo.bench.sim import sim
 
 __all__ = ["SCENARIOS", "SCHEMA", "evaluate", "machine", "run_bench", "sanitize"]
 
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "saturation": (saturation, "farm jobs/s vs a single-process aiohttp client over the same IPs"),
     "scale": (scale, "ready time and PSS per worker at 8..128 workers; idle coordinator CPU"),
     "blind": (blind, "the blind strategy end to end over 8 IPs, landing into the simulator"),
+    "sim": (sim, "the simulator's capacity: quotes/s and executed bundles/s, execution on vs off"),
 }
 
 Progress = Callable[[str, str, float], None]  # scenario, "start" | "done" | "error", seconds
