@@ -12,7 +12,8 @@ Each round measures, for each setting:
 * ``mixed``: bundles open loop at ``mixed_bundle_rate``/s while quotes run closed loop.
 
 Quotes/s and bundles accepted/s are the load's own counts; executed and landed bundles are the
-simulator's (``/sim/stats`` → ``chain``) over the same window. Each measurement records the CPU
+simulator's (``/sim/stats`` → ``chain``) over the same window; the summary is the median over
+rounds (every round is in ``runs``). Each measurement records the CPU
 the simulator and each load process spent per second of it: a simulator near 1.0 with its load
 well under is the simulator's limit, not the load's.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import statistics
 import sys
 import time
 from collections import Counter
@@ -160,7 +162,8 @@ async def _measure(sim: SimProcess, jobs: list[tuple[_LoadProcess, LoadPlan]], p
     return out
 
 
-def _mean(rows: list[dict[str, Any]], *path: str, digits: int = 1) -> float:
+def _median(rows: list[dict[str, Any]], *path: str, digits: int = 1) -> float:
+    """The median over rounds: other tenants of a shared machine only ever slow a round down."""
     values = []
     for row in rows:
         value: Any = row
@@ -168,7 +171,7 @@ def _mean(rows: list[dict[str, Any]], *path: str, digits: int = 1) -> float:
             value = value.get(key, {}) if isinstance(value, dict) else {}
         if isinstance(value, int | float):
             values.append(float(value))
-    return round(sum(values) / len(values), digits) if values else float("nan")
+    return round(statistics.median(values), digits) if values else float("nan")
 
 
 def _per_core(us: float) -> float:
@@ -178,22 +181,22 @@ def _per_core(us: float) -> float:
 def _summary(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     q, b, m = rows["quotes"], rows["bundles"], rows["mixed"]
     return {
-        "quotes_per_s": _mean(q, "quote", "ok_per_s"),
-        "bundles_accepted_per_s": _mean(b, "bundle", "ok_per_s"),
-        "bundles_executed_per_s": _mean(b, "executed_per_s"),
-        "bundles_landed_per_s": _mean(b, "landed_per_s"),
-        "mixed_quotes_per_s": _mean(m, "quote", "ok_per_s"),
-        "mixed_bundles_accepted_per_s": _mean(m, "bundle", "ok_per_s"),
-        "mixed_bundles_executed_per_s": _mean(m, "executed_per_s"),
-        "sim_cpu_per_s": {k: _mean(v, "sim_cpu_per_s", digits=3) for k, v in rows.items()},
-        "sim_cpu_us_per_quote": _mean(q, "sim_cpu_us_per_request"),
-        "sim_cpu_us_per_bundle": _mean(b, "sim_cpu_us_per_request"),
+        "quotes_per_s": _median(q, "quote", "ok_per_s"),
+        "bundles_accepted_per_s": _median(b, "bundle", "ok_per_s"),
+        "bundles_executed_per_s": _median(b, "executed_per_s"),
+        "bundles_landed_per_s": _median(b, "landed_per_s"),
+        "mixed_quotes_per_s": _median(m, "quote", "ok_per_s"),
+        "mixed_bundles_accepted_per_s": _median(m, "bundle", "ok_per_s"),
+        "mixed_bundles_executed_per_s": _median(m, "executed_per_s"),
+        "sim_cpu_per_s": {k: _median(v, "sim_cpu_per_s", digits=3) for k, v in rows.items()},
+        "sim_cpu_us_per_quote": _median(q, "sim_cpu_us_per_request"),
+        "sim_cpu_us_per_bundle": _median(b, "sim_cpu_us_per_request"),
         # What one core of the simulator's own would serve: on a shared machine it gets less.
-        "quotes_per_core_s": _per_core(_mean(q, "sim_cpu_us_per_request")),
-        "bundles_per_core_s": _per_core(_mean(b, "sim_cpu_us_per_request")),
+        "quotes_per_core_s": _per_core(_median(q, "sim_cpu_us_per_request")),
+        "bundles_per_core_s": _per_core(_median(b, "sim_cpu_us_per_request")),
         "load_cpu_per_s": {
-            "quotes": _mean(q, "quote", "load_cpu_per_s", digits=3),
-            "bundles": _mean(b, "bundle", "load_cpu_per_s", digits=3),
+            "quotes": _median(q, "quote", "load_cpu_per_s", digits=3),
+            "bundles": _median(b, "bundle", "load_cpu_per_s", digits=3),
         },
         "failures": dict(sum((Counter(r["failures"]) for r in b + m), Counter())),
         "runs": rows,

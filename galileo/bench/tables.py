@@ -147,7 +147,7 @@ def _sim(r: dict[str, Any]) -> TableData:
             "/".join(_num(v, ".2f") for v in off["load_cpu_per_s"].values()),
         ),
     ]
-    title = f"sim: the simulator's capacity, {r['rounds']} rounds of {r['seconds']:g} s per measurement"
+    title = f"sim: the simulator's capacity, median of {r['rounds']} rounds of {r['seconds']:g} s per measurement"
     note = (
         "execution on: every accepted bundle (a Jupiter route and a tip, auction contention 0) runs in the VM; "
         "off: accepted bundles land without running. Load from separate processes; a simulator near 1.0 CPU s/s "

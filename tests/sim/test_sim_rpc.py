@@ -145,3 +145,19 @@ async def test_alt_accounts_over_rpc(sim: SimServer, client: aiohttp.ClientSessi
     assert one["result"]["value"] == values[0]
     _, b58 = await rpc(client, sim.url, "getAccountInfo", [keys[0]])
     assert b58["error"]["code"] == -32600  # ALT data is over 128 bytes: base58 refused, as a real node does
+
+
+async def test_recent_prioritization_fees_cover_150_slots_and_repeat_under_a_seed(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    a, b = await sim_factory(slot_ms=60_000, seed=3), await sim_factory(slot_ms=60_000, seed=3)
+    _, fees = await rpc(client, a.url, "getRecentPrioritizationFees", [[str(Keypair().pubkey())]])
+    _, again = await rpc(client, b.url, "getRecentPrioritizationFees", [])
+    _, slot = await rpc(client, a.url, "getSlot")
+    rows = fees["result"]
+    assert [r["slot"] for r in rows] == list(range(slot["result"] - 149, slot["result"] + 1))
+    assert rows == again["result"]  # the same seed, the same fees
+    zero = sum(1 for r in rows if r["prioritizationFee"] == 0)
+    assert 20 < zero < 80 and all(isinstance(r["prioritizationFee"], int) for r in rows)
+    _, bad = await rpc(client, a.url, "getRecentPrioritizationFees", [["not-a-key"]])
+    assert bad["error"]["code"] == -32602

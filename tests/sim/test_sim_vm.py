@@ -358,3 +358,63 @@ async def test_a_bundle_lands_more_often_the_more_it_tips(
     assert landed[1_000] < landed[30_000] < landed[20_000_000], landed
     lost = (await chain(client, sim))["failures_by_error"]["auction: outbid"]
     assert lost == 90 - sum(landed.values())
+
+
+PROGRAMS = {
+    "system": "11111111111111111111111111111111",
+    "compute budget": "ComputeBudget111111111111111111111111111111",
+    "token": "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
+    "token-2022": "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb",
+    "associated token account": "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL",
+    "memo": "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr",
+    "address lookup table": "AddressLookupTab1e1111111111111111111111111",
+    "jupiter (the router)": "JUP6LkbZbjS1jKKwapdHNy74zcZ3tLUZoi5QNyVTaV4",
+    "dflow (the router)": "DF1ow4tspfHX9JwWJsAb9epbkA8hmpSEAtxXy1V27QBH",
+    "titan (the router)": "T1TANpTeScyeqVzzgNViGDNrkQ6qHz9KrSBS4aNXvGT",
+}
+
+
+async def test_the_programs_routes_use_are_on_the_chain_and_the_native_mint_is_written(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000)
+    _, body = await rpc(client, sim.url, "getMultipleAccounts", [list(PROGRAMS.values()), B64])
+    for name, account in zip(PROGRAMS, body["result"]["value"], strict=True):
+        assert account is not None and account["executable"], name
+    _, mint = await rpc(client, sim.url, "getAccountInfo", [SOL, B64])
+    assert mint["result"]["value"]["owner"] == str(TOKEN)  # LiteSVM lacks it: the simulator writes it
+
+
+async def test_a_bundle_that_spends_more_than_the_wallet_holds_fails_and_costs_nothing(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp, 10**8)  # 0.1 SOL, and a swap of 1 SOL
+    _, tx = await _jupiter_swap(client, sim, kp, 10**9, slippage=50)
+    bundle_id = await send_bundle(client, sim, [tx])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
+    assert await balance(client, sim, kp.pubkey()) == 10**8
+    (failure,) = (await chain(client, sim))["recent_failures"]
+    assert failure["error"] == "system: 1 ResultWithNegativeLamports"  # the WSOL wrap's transfer
+
+
+async def test_a_transaction_locking_more_accounts_than_the_limit_fails(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp)
+    # The simulator's three pool tables hold 79 distinct accounts; a Memo naming them all (read
+    # only, through the tables) stays far under 1232 bytes but over the 64-account lock limit.
+    tables = await _tables(
+        client, sim, [str(t) for t in sorted({p.alt for _, _, p in sim.state.accounts.pool_by_amm.values()})]
+    )
+    keys = list(dict.fromkeys(a for t in tables for a in t.addresses))
+    assert len(keys) > 64
+    memo = Instruction(Pubkey.from_string(PROGRAMS["memo"]), b"hi", [AccountMeta(k, False, False) for k in keys])
+    tx = signed_tx(kp, await latest_blockhash(client, sim.url), [memo, tip_ix(kp)], tables)
+    bundle_id = await send_bundle(client, sim, [tx])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
+    assert (await chain(client, sim))["failures_by_error"] == {"TooManyAccountLocks": 1}
+    assert await balance(client, sim, kp.pubkey()) == 10**9
