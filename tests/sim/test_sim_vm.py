@@ -418,3 +418,42 @@ async def test_a_transaction_locking_more_accounts_than_the_limit_fails(
     assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
     assert (await chain(client, sim))["failures_by_error"] == {"TooManyAccountLocks": 1}
     assert await balance(client, sim, kp.pubkey()) == 10**9
+
+
+async def test_the_chains_knobs_change_at_run_time(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+
+    async def control(body: dict[str, Any]) -> None:
+        async with client.post(sim.url + "/sim/control", json=body) as r:
+            assert r.status == 200, await r.text()
+
+    kp = Keypair()
+    await airdrop(client, sim, kp)
+    bh = await latest_blockhash(client, sim.url)
+    # execution off: an accepted bundle lands as it is, without running (the bench's baseline).
+    await control({"execution": False})
+    unrun = signed_tx(kp, bh, [*wrap_then_close_then_use(kp), tip_ix(kp, 10_000)])
+    assert (await inflight(client, sim, await send_bundle(client, sim, [unrun])))["status"] == "Landed"
+    await control({"execution": True})
+    run = signed_tx(kp, bh, [*wrap_then_close_then_use(kp), tip_ix(kp, 10_001)])
+    assert (await inflight(client, sim, await send_bundle(client, sim, [run])))["status"] == "Failed"
+    # auction_contention: 1 makes a tip at the floor's bottom lose most draws, 0 lands them all.
+    await control({"auction_contention": 1.0})
+    low = [await send_bundle(client, sim, [signed_tx(kp, bh, [tip_ix(kp, 1_000 + i)])]) for i in range(10)]
+    assert [(await inflight(client, sim, b))["status"] for b in low].count("Landed") < 8
+    await control({"auction_contention": 0.0})
+    low = [await send_bundle(client, sim, [signed_tx(kp, bh, [tip_ix(kp, 2_000 + i)])]) for i in range(10)]
+    assert {(await inflight(client, sim, b))["status"] for b in low} == {"Landed"}
+    # land_delay_slots: a bundle now waits three slots.
+    await control({"land_delay_slots": 3})
+    later = await send_bundle(client, sim, [signed_tx(kp, bh, [tip_ix(kp, 3_000)])])
+    await advance(client, sim, 2)
+    assert (await inflight(client, sim, later))["status"] == "Pending"
+    await advance(client, sim, 1)
+    assert (await inflight(client, sim, later))["status"] == "Landed"
+    # fund_lamports: a new wallet that asks for a route is credited that much, once (0: nothing).
+    for fund in (0, 123_456_789):
+        await control({"fund_lamports": fund})
+        newcomer = Keypair()
+        await _jupiter_swap(client, sim, newcomer, 10**6, slippage=50)
+        assert await balance(client, sim, newcomer.pubkey()) == fund
