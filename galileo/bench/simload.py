@@ -30,8 +30,8 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -66,7 +66,7 @@ class LoadPlan(msgspec.Struct, kw_only=True):
     """What one load process does."""
 
     url: str
-    kind: str  # quote | bundle
+    kind: Literal["quote", "bundle"]
     seconds: float
     warmup: float
     source_ips: list[str]
@@ -81,7 +81,7 @@ class LoadPlan(msgspec.Struct, kw_only=True):
 class LoadResult(msgspec.Struct, kw_only=True):
     """What came back inside the measured window, and what it cost this process."""
 
-    kind: str
+    kind: Literal["quote", "bundle"]
     window_s: float
     sent: int
     answered: dict[str, int]  # HTTP status -> count
@@ -123,10 +123,9 @@ class _Connection(asyncio.Protocol):
             if end < 0:
                 return
             head = bytes(buf[:end])
-            start = head.find(b"\r\ncontent-length:")
-            if start < 0:
-                start = head.lower().find(b"\r\ncontent-length:")
-            length = int(head[start + 17 : head.find(b"\r\n", start + 2)]) if start >= 0 else 0
+            start = head.lower().find(b"\r\ncontent-length:")
+            stop = head.find(b"\r\n", start + 2) if start >= 0 else -1
+            length = int(head[start + 17 : stop if stop >= 0 else len(head)]) if start >= 0 else 0
             if len(buf) < end + 4 + length:
                 return
             del buf[: end + 4 + length]
@@ -167,7 +166,12 @@ def _ix(obj: dict[str, object]) -> Instruction:
     return Instruction(Pubkey.from_string(str(obj["programId"])), base64.b64decode(str(obj["data"])), metas)
 
 
-async def _bundles(session: aiohttp.ClientSession, plan: LoadPlan) -> Callable[[int], tuple[str, str, bytes]]:
+Make = Callable[[int], tuple[str, str, bytes]]
+Refresh = Callable[[], Awaitable[None]]
+_REFRESH_EVERY = 20.0  # seconds between blockhashes, well inside their 60 s
+
+
+async def _bundles(session: aiohttp.ClientSession, plan: LoadPlan) -> tuple[Make, Refresh]:
     """Set up a funded wallet and one route; every call signs a new bundle running that route."""
     url, kp = plan.url, Keypair()
 
@@ -211,34 +215,55 @@ async def _bundles(session: aiohttp.ClientSession, plan: LoadPlan) -> Callable[[
             )
         ),
     ]
-    blockhash = Hash(bytes(si["blockhashWithMetadata"]["blockhash"]))
-    message = bytes(to_bytes_versioned(MessageV0.try_compile(kp.pubkey(), ixs, tables, blockhash)))
-    mark = message.index(struct.pack("<Q", _PRICE_MARK))
+    blockhash = bytes(si["blockhashWithMetadata"]["blockhash"])
+    message = bytes(to_bytes_versioned(MessageV0.try_compile(kp.pubkey(), ixs, tables, Hash(blockhash))))
+    mark, at = message.index(struct.pack("<Q", _PRICE_MARK)), message.index(blockhash)
+    template = [message]
 
     def make(i: int) -> tuple[str, str, bytes]:
-        msg = message[:mark] + struct.pack("<Q", 1 + i) + message[mark + 8 :]
+        msg = template[0][:mark] + struct.pack("<Q", 1 + i) + template[0][mark + 8 :]
         tx = b"\x01" + bytes(kp.sign_message(msg)) + msg
         body = b'{"jsonrpc":"2.0","id":1,"method":"sendBundle","params":[["%s"],{"encoding":"base64"}]}' % (
             base64.b64encode(tx)
         )
         return "POST", "/jito/ny/api/v1/bundles", body
 
-    return make
+    async def refresh() -> None:
+        """A blockhash lives 150 slots (60 s): a long run signs with a fresh one now and then."""
+        async with aiohttp.ClientSession() as fresh:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "getLatestBlockhash", "params": []}
+            async with fresh.post(f"{url}/rpc", json=body) as resp:
+                latest = bytes(Hash.from_string((await resp.json())["result"]["value"]["blockhash"]))
+        template[0] = template[0][:at] + latest + template[0][at + 32 :]
+
+    return make, refresh
 
 
 class _Load:
     """A plan made ready (wallet funded, route fetched, connections open), waiting for go."""
 
-    def __init__(self, plan: LoadPlan, requests: _Requests, conns: list[_Connection], answered: Counter[bytes]):
+    def __init__(
+        self,
+        plan: LoadPlan,
+        requests: _Requests,
+        conns: list[_Connection],
+        answered: Counter[bytes],
+        refresh: Refresh | None,
+    ) -> None:
         self.plan, self.requests, self.conns, self.answered = plan, requests, conns, answered
+        self.refresh = refresh
         self.counting = False
 
     @classmethod
     async def prepare(cls, plan: LoadPlan) -> _Load:
         parts = urlsplit(plan.url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        refresh: Refresh | None = None
         async with aiohttp.ClientSession() as session:
-            make = _quotes() if plan.kind == "quote" else await _bundles(session, plan)
+            if plan.kind == "quote":
+                make = _quotes()
+            else:
+                make, refresh = await _bundles(session, plan)
         answered: Counter[bytes] = Counter()
         load: _Load | None = None
 
@@ -254,7 +279,7 @@ class _Load:
                 lambda: _Connection(on_response), host, port, local_addr=(ip, 0) if ip else None
             )
             conns.append(conn)
-        load = cls(plan, _Requests(f"{host}:{port}", make), conns, answered)
+        load = cls(plan, _Requests(f"{host}:{port}", make), conns, answered, refresh)
         return load
 
     async def run(self) -> LoadResult:
@@ -295,6 +320,8 @@ class _Load:
             every = len(self.conns) / plan.rate
             lanes = [opened(c, every, i / plan.rate) for i, c in enumerate(self.conns)]
         tasks = [asyncio.ensure_future(lane) for lane in lanes]
+        if self.refresh is not None:
+            tasks.append(asyncio.ensure_future(self._refreshing(self.refresh)))
         await asyncio.sleep(max(0.0, t_count - time.monotonic()))
         self.counting, cpu0, w0 = True, time.process_time(), time.monotonic()
         await asyncio.sleep(max(0.0, t_end - time.monotonic()))
@@ -314,6 +341,12 @@ class _Load:
             cpu_s=round(cpu, 3),
             late_s=round(late, 3),
         )
+
+    @staticmethod
+    async def _refreshing(refresh: Refresh) -> None:
+        while True:
+            await asyncio.sleep(_REFRESH_EVERY)
+            await refresh()
 
 
 async def run_load(plan: LoadPlan) -> LoadResult:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from solders.hash import Hash
@@ -24,7 +24,7 @@ from solders.transaction import VersionedTransaction
 from galileo.sim.txerrors import error_label
 
 if TYPE_CHECKING:
-    from galileo.sim.vm import ChainVM, Execution
+    from galileo.sim.vm import ChainVM
 
 __all__ = [
     "BASE_HEIGHT",
@@ -96,8 +96,11 @@ class Landing:
     """One accepted send: where and when it lands, through which door, and what running it did.
 
     ``status``: ``pending`` until its slot is settled; then ``landed`` (it ran; for a plain
-    transaction that includes running and failing: see ``executions``) or ``failed`` (a bundle
+    transaction that includes running and failing: see ``errors``) or ``failed`` (a bundle
     that lost the auction or whose transactions failed: nothing of it is on chain).
+    ``ran``: it went through the VM. ``errors``: signature -> the RPC's JSON error, for the
+    transactions that ran and failed only (a record is kept five minutes: hundreds of thousands
+    of them on a busy run, so a success costs nothing here).
     """
 
     signatures: tuple[str, ...]
@@ -109,12 +112,13 @@ class Landing:
     atomic: bool = False
     wins_auction: bool = True
     status: Literal["pending", "landed", "failed"] = "pending"
-    executions: list[Execution] = field(default_factory=list)
+    ran: bool = False
+    errors: dict[str, object] | None = None
     error: str | None = None
 
-    def execution_of(self, signature: str) -> Execution | None:
-        """What running the transaction ``signature`` did (None: it never ran)."""
-        return next((e for e in self.executions if e.signature == signature), None)
+    def err_of(self, signature: str) -> object:
+        """The RPC's error of the transaction ``signature`` (None: it succeeded or never ran)."""
+        return self.errors.get(signature) if self.errors else None
 
 
 @dataclass
@@ -256,7 +260,8 @@ class Ledger:
         elif vm is not None:
             vm.at(landing.land_slot)
             runs = vm.execute_bundle(list(landing.txs)) if landing.atomic else [vm.execute(t) for t in landing.txs]
-            landing.executions = runs
+            landing.ran = True
+            landing.errors = {run.signature: run.err for run in runs if not run.ok} or None
             self.executed += len(runs)
             bad = next((i for i, run in enumerate(runs) if not run.ok), None)
             if bad is not None:
@@ -274,7 +279,6 @@ class Ledger:
                         "logs": list(run.logs[-FAILURE_LOG_LINES:]),
                     }
                 )
-                runs[bad] = replace(run, logs=())
             landing.status = "failed" if bad is not None and landing.atomic else "landed"
         else:
             landing.status = "landed"

@@ -259,8 +259,7 @@ def _statuses(state: SimState, params: list[Any]) -> dict[str, Any]:
         if landing is None or conf is None:
             value.append(None)
             continue
-        run = landing.execution_of(sig)
-        err = run.err if run is not None else None
+        err = landing.err_of(sig)
         value.append(
             {
                 "slot": landing.land_slot,

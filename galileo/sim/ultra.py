@@ -197,12 +197,12 @@ async def execute(request: web.Request) -> web.Response:
         return _failed(code, message, sig, slot)
     await asyncio.sleep(state.ledger.seconds_until(landing.land_slot, state.now()))
     state.settle()
-    run = landing.execution_of(sig)
-    if run is not None and not run.ok:
-        custom = _custom_code(run.err)
+    err = landing.err_of(sig)
+    if err is not None:
+        custom = _custom_code(err)
         return _failed(custom if custom is not None else -1000, f"Failed to land: {landing.error}", sig, slot)
     out = order.out_amount
-    if run is not None:  # what the pool paid at the slot the swap ran in
+    if landing.ran:  # what the pool paid at the slot the swap ran in
         x, y = state.prices.reserves(order.in_mint, order.out_mint, order.pool, landing.land_slot)
         out = exact_in_out(x, y, FEE_PPM, order.in_amount)
     amounts: dict[str, Any] = {
