@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "galileo needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	@# Until 0.1.0 the distribution was named galileo (an unrelated project's name on PyPI): drop it.
+	@$(BIN)/python -m pip uninstall -q -y galileo 2>/dev/null || true
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 

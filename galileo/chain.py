@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from solders.address_lookup_table_account import AddressLookupTableAccount
 
 from broker.results import Accounts, Blockhash
-from broker.types import JobOutcome, JobSpec
-from galileo.strategy.upstreams import Upstreams
+from galileo.client import FarmClient
 from galileo.tx.alt import AltCache, alt_from_account_data
 from galileo.tx.errors import AltDecodeError
+from galileo.upstreams import Upstreams
 
 __all__ = ["BLOCKHASH_WINDOW", "ChainError", "ChainState"]
 
@@ -32,16 +32,14 @@ REFRESH_EVERY = 2.0
 STALE_AFTER = 10.0
 ALT_TTL = 300.0
 
-Submit = Callable[[JobSpec], Awaitable[JobOutcome]]
-
 
 class ChainError(RuntimeError):
     """A blockhash or lookup table could not be had."""
 
 
 class ChainState:
-    def __init__(self, submit: Submit, upstreams: Upstreams, clock: Callable[[], float] = time.monotonic) -> None:
-        self.submit = submit
+    def __init__(self, farm: FarmClient, upstreams: Upstreams, clock: Callable[[], float] = time.monotonic) -> None:
+        self.farm = farm
         self.upstreams = upstreams
         self.clock = clock
         self.alts = AltCache(ttl=ALT_TTL, clock=clock)
@@ -71,7 +69,7 @@ class ChainState:
         async with self._lock:
             if self._blockhash is not None and self.clock() - self._fetched < 0.2:
                 return self._blockhash
-            out = await self.submit(self.upstreams.latest_blockhash())
+            out = await self.farm.run(self.upstreams.latest_blockhash())
             if not out.ok or not isinstance(out.value, Blockhash):
                 raise ChainError(f"getLatestBlockhash: {out.result} {out.error}".strip())
             newest = (
@@ -98,7 +96,7 @@ class ChainState:
         wanted = list(dict.fromkeys(addresses))
         missing = self.alts.missing(wanted)
         if missing:
-            out = await self.submit(self.upstreams.accounts(missing))
+            out = await self.farm.run(self.upstreams.accounts(missing))
             if not out.ok or not isinstance(out.value, Accounts):
                 raise ChainError(f"getMultipleAccounts: {out.result} {out.error}".strip())
             for info in out.value.accounts:

@@ -14,6 +14,12 @@ Labelled children are bound once per label set and cached, since ``labels()`` co
 microseconds on every call. Labels are bounded (ip, task, upstream, result, reason, ...):
 never a job id; URLs lose their credentials, query and fragment; a metric that somehow
 reaches ``MAX_SERIES_PER_METRIC`` label sets sends the rest to ``other``.
+
+Counters are exported at 0 as soon as their labels are known (an IP registers, a task or an
+upstream is first seen, a strategy's base mint is configured, a lander endpoint is set up),
+so a panel reads 0 rather than "No data". Names follow Prometheus' rules (``promtool check
+metrics``: base units, ``_total`` only on counters) except :data:`KEPT_NAMES`, which the
+design document fixes.
 """
 
 from __future__ import annotations
@@ -28,17 +34,20 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from broker.protocol import Outcome
+from broker.protocol import RESULTS, Outcome
 from broker.types import Job, JobOutcome, WorkerInfo
 from galileo.metrics_state import FarmStateCollector
+from galileo.policy.cooldown import DEFAULT_RULES
 
 if TYPE_CHECKING:
     from galileo.farm.coordinator import Farm
 
 __all__ = [
-    "COOLDOWN_BUCKETS_MS",
+    "COOLDOWN_BUCKETS_S",
+    "KEPT_NAMES",
+    "LAMPORTS_PER_SOL",
     "LATENCY_BUCKETS_MS",
-    "PROFIT_BUCKETS",
+    "PROFIT_BUCKETS_SOL",
     "FarmMetrics",
     "MetricsError",
     "label_value",
@@ -53,9 +62,26 @@ LATENCY_BUCKETS_MS = (
     *(500.0, 750.0, 1000.0, 2500.0, 5000.0, 10000.0),
 )
 # Cooldowns start at 250 ms (timeout) / 500 ms (429) and are capped at 30 s; Retry-After at 300 s.
-COOLDOWN_BUCKETS_MS = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0, 60000.0, 120000.0, 300000.0)
-# Profit in units of the base mint (SOL, USDC, ...): micro-units to thousands.
-PROFIT_BUCKETS = (1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 1000.0)
+COOLDOWN_BUCKETS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0, 120.0, 300.0)
+# Expected profit per opportunity, in SOL: 1,000 lamports (0.000001 SOL) to 10 SOL. A round trip
+# clears its costs (a 10,000-lamport tip at least) and min_quote_profit (20,000 lamports in the
+# README), so most land between 0.00001 and 0.01 SOL, where the buckets are densest.
+PROFIT_BUCKETS_SOL = (
+    *(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3),
+    *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+LAMPORTS_PER_SOL = 1_000_000_000
+
+# Names the design document (MISSION.md §8) fixes, which `promtool check metrics` flags: kept
+# so that dashboards and alerts written against the design keep working.
+KEPT_NAMES: dict[str, str] = {
+    "galileo_ip_latency_ms": "a histogram in milliseconds; Prometheus' rule wants seconds (_seconds)",
+    "galileo_network_ip_inventory_total": "a gauge (1 per usable address); `_total` is meant for counters",
+}
+
+# Label values known before anything happens, so their counters can start at 0.
+ATTEMPT_RESULTS = tuple(r for r in RESULTS if r not in ("expired", "worker_lost", "rejected", "cancelled"))
+COOLDOWN_REASONS = (*DEFAULT_RULES, "bind_error")
 
 MAX_SERIES_PER_METRIC = 50_000
 OVERFLOW = "other"
@@ -105,6 +131,11 @@ class _Children(Generic[M]):
         child = self._cache.get(values)
         return child if child is not None else self._bind(values)
 
+    def seed(self, *values: str) -> None:
+        """Export this label set now (a counter at 0), unless it would crowd real series out."""
+        if values not in self._cache and len(self._cache) < MAX_SERIES_PER_METRIC // 2:
+            self._bind(values)
+
     def _bind(self, values: tuple[str, ...]) -> M:
         # Keyed by the exported values: raw values that clean differently (a URL with a nonce
         # in its query) are cleaned on every call rather than each growing the cache.
@@ -139,6 +170,12 @@ class FarmMetrics:
         self._runner: web.AppRunner | None = None
         self._render_lock = asyncio.Lock()
         self._remote_seen: set[str] = set()
+        # Label values seen so far: a new one starts its counters at 0 across the others.
+        self._ips: set[str] = set()
+        self._tasks: set[str] = set()
+        self._upstreams: set[str] = self.state.known_upstreams  # shared: cooldown_active reads 0 for each
+        self._strategy_mints: set[tuple[str, str]] = set()
+        self._lander_endpoints: set[tuple[str, str]] = set()
         r = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> _Children[Counter]:
@@ -167,8 +204,8 @@ class FarmMetrics:
             "server_error; bind_error suspends the IP).",
             ("ip", "reason"),
         )
-        self._cooldown_ms = histogram(
-            "galileo_ip_cooldown_ms", "Duration of each cooldown, ms.", ("ip", "reason"), COOLDOWN_BUCKETS_MS
+        self._cooldown_seconds = histogram(
+            "galileo_ip_cooldown_seconds", "Duration of each cooldown, seconds.", ("ip", "reason"), COOLDOWN_BUCKETS_S
         )
         # Per job, from the hub: the one terminal outcome, coordinator-side ones included.
         self._jobs = counter("galileo_jobs_total", "Terminal job outcomes by task and result.", ("task", "result"))
@@ -184,6 +221,11 @@ class FarmMetrics:
             "Bundles/transactions sent, by lander and endpoint.",
             ("lander", "endpoint"),
         )
+        self._lander_would_send = counter(
+            "galileo_lander_would_send_total",
+            "Bundles/transactions lander.mode dry_run built and signed but did not send, by lander and endpoint.",
+            ("lander", "endpoint"),
+        )
         self._lander_success = counter(
             "galileo_lander_success_total", "Submissions the endpoint accepted.", ("lander", "endpoint")
         )
@@ -197,10 +239,10 @@ class FarmMetrics:
             "galileo_opportunities_total", "Profitable round trips found.", ("strategy", "mint")
         )
         self._profit = histogram(
-            "galileo_opportunity_profit",
-            "Expected profit of each opportunity, in units of the base mint.",
+            "galileo_opportunity_profit_sol",
+            "Expected profit of each opportunity, in SOL (1e9 lamports) whatever its base mint.",
             ("strategy", "mint"),
-            PROFIT_BUCKETS,
+            PROFIT_BUCKETS_SOL,
         )
 
     # --- wiring ----------------------------------------------------------------------
@@ -212,9 +254,69 @@ class FarmMetrics:
         farm.hub.final_hooks.append(self.on_final)
         farm.hub.worker_up_hooks.append(self.on_worker_up)
         farm.policy.cooldown_hooks.append(self.on_cooldown)
+        cfg = farm.cfg
+        for strategy, enabled in (("blind", cfg.blind_strategy.enable), ("multi_leg", cfg.multi_leg.enable)):
+            if enabled:
+                for base in cfg.blind_strategy.base_mints:
+                    self.strategy_mint(strategy, base.mint)
+
+    # --- counters at 0 -----------------------------------------------------------------
+
+    def _seen(self, ip: str, task: str, upstream: str) -> None:
+        if ip not in self._ips:
+            self._new_ip(ip)
+        if task not in self._tasks:
+            self._new_task(task)
+        if upstream not in self._upstreams:
+            self._new_upstream(upstream)
+
+    def _new_ip(self, ip: str) -> None:
+        self._ips.add(ip)
+        for reason in COOLDOWN_REASONS:
+            self._cooldowns.seed(ip, reason)
+        for upstream in self._upstreams:
+            self._rate_limited.seed(ip, upstream)
+        for task in self._tasks:
+            for result in ATTEMPT_RESULTS:
+                self._requests.seed(task, ip, result)
+
+    def _new_task(self, task: str) -> None:
+        self._tasks.add(task)
+        for result in RESULTS:
+            self._jobs.seed(task, result)
+        for ip in self._ips:
+            for result in ATTEMPT_RESULTS:
+                self._requests.seed(task, ip, result)
+
+    def _new_upstream(self, upstream: str) -> None:
+        self._upstreams.add(upstream)
+        self._expired.seed(upstream)
+        self._rejected.seed(upstream)
+        for ip in self._ips:
+            self._rate_limited.seed(ip, upstream)
+
+    def strategy_mint(self, strategy: str, mint: str) -> None:
+        """Start ``strategy``'s series for base ``mint`` at 0: quotes by result, opportunities."""
+        if (strategy, mint) in self._strategy_mints:
+            return
+        self._strategy_mints.add((strategy, mint))
+        self._opportunities.seed(strategy, mint)
+        for result in RESULTS:
+            self._quotes.seed(strategy, mint, result)
+
+    def lander_endpoint(self, lander: str, endpoint: str) -> None:
+        """Start a lander endpoint's series at 0: would send, sent, accepted, landed. Landers call it at setup."""
+        if (lander, endpoint) in self._lander_endpoints:
+            return
+        self._lander_endpoints.add((lander, endpoint))
+        for children in (self._lander_would_send, self._lander_attempts, self._lander_success, self._lander_landed):
+            children.seed(lander, endpoint)
+
+    # --- hooks -------------------------------------------------------------------------
 
     def on_attempt(self, job: Job, worker: WorkerInfo, outcome: Outcome) -> None:
         result = outcome.result
+        self._seen(worker.ip, job.task, job.upstream)
         self._requests.get(job.task, worker.ip, result).inc()
         if result != "bind_error":  # nothing was sent: no service time to speak of
             self._latency.get(job.task, worker.ip).observe(outcome.latency * 1000.0)
@@ -224,9 +326,13 @@ class FarmMetrics:
     def on_cooldown(self, ip: str, upstream: str, reason: str, seconds: float) -> None:
         self._cooldowns.get(ip, reason).inc()
         if math.isfinite(seconds):  # a suspension (bind_error) lasts until a rescan: not a duration
-            self._cooldown_ms.get(ip, reason).observe(seconds * 1000.0)
+            self._cooldown_seconds.get(ip, reason).observe(seconds)
 
     def on_final(self, job: Job, final: JobOutcome) -> None:
+        if final.task not in self._tasks:
+            self._new_task(final.task)
+        if final.upstream not in self._upstreams:
+            self._new_upstream(final.upstream)
         self._jobs.get(final.task, final.result).inc()
         if final.result == "expired":
             self._expired.get(final.upstream).inc()
@@ -234,6 +340,8 @@ class FarmMetrics:
             self._rejected.get(final.upstream).inc()
 
     def on_worker_up(self, worker: WorkerInfo, _: str) -> None:
+        if worker.ip not in self._ips:
+            self._new_ip(worker.ip)
         farm = self.state.farm
         if farm is not None and worker.worker_id in farm.supervisor.slots:
             return  # a local worker: its restarts are the supervisor's count
@@ -243,8 +351,14 @@ class FarmMetrics:
 
     # --- strategy and landing series -------------------------------------------------
 
+    def lander_would_send(self, lander: str, endpoint: str) -> None:
+        """Dry run: ``lander`` built and signed a bundle or transaction for ``endpoint`` and did not send it."""
+        self.lander_endpoint(lander, endpoint)
+        self._lander_would_send.get(lander, endpoint).inc()
+
     def lander_attempt(self, lander: str, endpoint: str) -> None:
         """A bundle or transaction was sent to ``endpoint`` (a Jito region, an RPC URL) by ``lander``."""
+        self.lander_endpoint(lander, endpoint)
         self._lander_attempts.get(lander, endpoint).inc()
 
     def lander_success(self, lander: str, endpoint: str) -> None:
@@ -257,12 +371,19 @@ class FarmMetrics:
 
     def quote(self, strategy: str, mint: str, result: str) -> None:
         """One quote of ``strategy`` for base ``mint`` ended with ``result`` (ok, empty, rate_limited, ...)."""
+        self.strategy_mint(strategy, mint)
         self._quotes.get(strategy, mint, result).inc()
 
-    def opportunity(self, strategy: str, mint: str, profit: float) -> None:
-        """A profitable round trip: ``profit`` in units of the base mint (SOL, not lamports)."""
+    def opportunity(self, strategy: str, mint: str, *, profit_lamports: int) -> None:
+        """``strategy`` found a profitable round trip of base ``mint``, expected to make ``profit_lamports``.
+
+        Always lamports (1e-9 SOL), whatever the base mint: a SOL round trip passes its profit
+        in raw units as it is; any other base mint converts its raw profit at the SOL price it
+        priced its costs with (``PriceBook.to_lamports``). Exported in SOL.
+        """
+        self.strategy_mint(strategy, mint)
         self._opportunities.get(strategy, mint).inc()
-        self._profit.get(strategy, mint).observe(profit)
+        self._profit.get(strategy, mint).observe(profit_lamports / LAMPORTS_PER_SOL)
 
     # --- exposition ------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from broker.types import WorkerInfo
     from galileo.farm.coordinator import Farm
 
-__all__ = ["STATE_SERIES", "FarmStateCollector"]
+__all__ = ["BAD_FRAME_REASONS", "STATE_SERIES", "FarmStateCollector"]
 
 # name -> (type, help, labels). Counter names carry their `_total`, as exposed.
 STATE_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -32,12 +32,12 @@ STATE_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "galileo_ip_cooldown_active": (
         "gauge",
-        "1 for each (IP, upstream) pair cooling down at scrape time; absent otherwise.",
+        "1 for each (IP, upstream) pair cooling down at scrape time, 0 for the other pairs seen.",
         ("ip", "upstream"),
     ),
     "galileo_ip_suspended": (
         "gauge",
-        "1 for an IP suspended after a bind error, until a rescan finds it bindable.",
+        "1 for an IP suspended after a bind error (until a rescan finds it bindable), else 0.",
         ("ip",),
     ),
     "galileo_network_ip_inventory_total": (
@@ -51,12 +51,19 @@ STATE_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Restarts of the IP's local worker (as `galileo farm stats` shows), plus re-registrations of remote ones.",
         ("ip",),
     ),
-    "galileo_worker_loop_lag_ms": ("gauge", "Event-loop lag the IP's worker reported last, ms.", ("ip",)),
+    "galileo_worker_loop_lag_seconds": ("gauge", "Event-loop lag the IP's worker reported last, seconds.", ("ip",)),
     "galileo_worker_rss_bytes": ("gauge", "Resident memory the IP's worker reported last, bytes.", ("ip",)),
     "galileo_queue_depth": ("gauge", "Jobs waiting in the coordinator for an IP, by upstream.", ("upstream",)),
     "galileo_bad_frames_total": ("counter", "Malformed or unexpected frames the hub dropped, by reason.", ("reason",)),
     "galileo_late_results_total": ("counter", "Results that arrived after their job had ended, dropped.", ()),
+    "galileo_lander_dry_run": (
+        "gauge",
+        "1 while lander.mode is dry_run (transactions are built and signed, none is sent), 0 when live.",
+        (),
+    ),
 }
+# The hub's reasons for dropping a frame (broker/hub.py), exported at 0 until one happens.
+BAD_FRAME_REASONS = ("framing", "undecodable", "wrong_direction", "unknown_worker", "bad_ready")
 
 
 def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
@@ -77,6 +84,7 @@ class FarmStateCollector:
         self._restarts: dict[str, int] = {}  # ip -> total so far
         self._slot_seen: dict[str, int] = {}  # local worker id -> slot.restarts already counted
         self._upstreams: set[str] = set()  # every upstream ever queued: an emptied queue reads 0
+        self.known_upstreams: set[str] = set()  # every upstream a job named (FarmMetrics keeps it)
 
     def worker_registered_again(self, ip: str) -> None:
         """A remote worker registered again (restarted or reconnected)."""
@@ -125,7 +133,7 @@ class FarmStateCollector:
             fams["galileo_ip_utilization_ratio"].add_metric([ip], inflight / capacity if capacity else 0.0)
             fams["galileo_worker_up"].add_metric([ip], sum(1 for w in ws if w.state == "ready"))
             if ws:
-                fams["galileo_worker_loop_lag_ms"].add_metric([ip], max(w.loop_lag_ms for w in ws))
+                fams["galileo_worker_loop_lag_seconds"].add_metric([ip], max(w.loop_lag_ms for w in ws) / 1000.0)
                 fams["galileo_worker_rss_bytes"].add_metric([ip], sum(w.rss for w in ws))
         for ip in sorted({*ips, *self._restarts}):  # a retired address keeps its count
             fams["galileo_worker_restarts_total"].add_metric([ip], self._restarts.get(ip, 0))
@@ -133,18 +141,23 @@ class FarmStateCollector:
             fams["galileo_network_ip_inventory_total"].add_metric([ip], 1)
 
         cooldowns = farm.policy.cooldowns
-        for ip, upstream in sorted(cooldowns.active(hub.clock())):
-            fams["galileo_ip_cooldown_active"].add_metric([ip, upstream], 1)
-        for ip in sorted(cooldowns.suspended):
-            fams["galileo_ip_suspended"].add_metric([ip], 1)
+        active = cooldowns.active(hub.clock())
+        upstreams = sorted({*self.known_upstreams, *(u for _, u in active)})
+        for ip in sorted({*ips, *(i for i, _ in active)}):
+            for upstream in upstreams:
+                fams["galileo_ip_cooldown_active"].add_metric([ip, upstream], 1 if (ip, upstream) in active else 0)
+        for ip in sorted({*ips, *cooldowns.suspended}):
+            fams["galileo_ip_suspended"].add_metric([ip], 1 if ip in cooldowns.suspended else 0)
 
         queued = hub.queued_by_upstream()
         self._upstreams.update(queued)
         for upstream in sorted(self._upstreams):
             fams["galileo_queue_depth"].add_metric([upstream], queued.get(upstream, 0))
-        for reason, n in sorted(hub.bad_frames.items()):
+        bad = {reason: 0 for reason in BAD_FRAME_REASONS} | dict(hub.bad_frames)
+        for reason, n in sorted(bad.items()):
             fams["galileo_bad_frames_total"].add_metric([reason], n)
         fams["galileo_late_results_total"].add_metric([], hub.late_results)
+        fams["galileo_lander_dry_run"].add_metric([], 1 if farm.cfg.lander.mode != "live" else 0)
         return list(fams.values())
 
     def _count_restarts(self, farm: Farm) -> None:

@@ -33,6 +33,7 @@ import psutil
 from galileo import __version__
 from galileo.bench.blind import blind
 from galileo.bench.farm import overhead, saturation, scale
+from galileo.bench.landing import landing
 from galileo.bench.ratelimit import ratelimit
 from galileo.bench.sim import sim
 
@@ -47,7 +48,8 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "overhead": (overhead, "what the farm adds to one job: submit -> outcome minus upstream time"),
     "saturation": (saturation, "farm jobs/s vs a single-process aiohttp client over the same IPs"),
     "scale": (scale, "ready time and PSS per worker at 8..128 workers; idle coordinator CPU"),
-    "blind": (blind, "the blind strategy end to end over 8 IPs, landing into the simulator"),
+    "blind": (blind, "the blind strategy end to end over 8 IPs, landing into the simulator (and 4 at 150 ms)"),
+    "landing": (landing, "Jito sends accepted per second vs N x regions x the per-(IP, region) limit"),
     "sim": (sim, "the simulator's capacity: quotes/s and executed bundles/s, execution on vs off"),
 }
 

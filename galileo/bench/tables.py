@@ -106,17 +106,36 @@ def _scale(r: dict[str, Any]) -> TableData:
 
 
 def _blind(r: dict[str, Any]) -> TableData:
+    cells = [r, *([r["at_150ms"]] if "at_150ms" in r else [])]
+    metrics = (
+        ("batches/s (both legs quoted)", "batches_per_s", ".1f"),
+        ("batches ÷ (N·R/2)", "batches_vs_ideal", ".3f"),
+        ("opportunities/s", "opportunities_per_s", ".2f"),
+        ("bundles accepted/s", "bundles_accepted_per_s", ".2f"),
+        ("bundles landed/s", "bundles_landed_per_s", ".2f"),
+        ("simulator: Jupiter ok/s", "sim_jupiter_ok_per_s", ".1f"),
+        ("simulator: Jupiter ok ÷ N·R", "sim_jupiter_ok_vs_NR", ".3f"),
+    )
+    rows = [(label, *(_num(c.get(key), fmt) for c in cells)) for label, key, fmt in metrics]
+    rows.append(("simulator: Jupiter 429 share", *(_pct(c.get("sim_jupiter_share_429")) for c in cells)))
+    columns = ("metric", *(f"{c['ips']} IPs, {c.get('latency_ms', 0):g} ms" for c in cells))
+    return TableData("blind: live landing", columns, rows, f"counted over {r['window_s']:.0f} s after a warm-up")
+
+
+def _landing(r: dict[str, Any]) -> TableData:
     rows = [
-        ("batches/s (both legs quoted)", _num(r["batches_per_s"], ".1f")),
-        ("batches ÷ (N·R/2)", _num(r["batches_vs_ideal"], ".3f")),
-        ("opportunities/s", _num(r["opportunities_per_s"], ".2f")),
-        ("bundles accepted/s", _num(r["bundles_accepted_per_s"], ".2f")),
-        ("bundles landed/s", _num(r["bundles_landed_per_s"], ".2f")),
-        ("simulator: Jupiter ok/s", _num(r["sim_jupiter_ok_per_s"], ".1f")),
-        ("simulator: Jupiter 429 share", _pct(r["sim_jupiter_share_429"])),
+        (
+            f"{c['ips']} IPs × {c['regions']} regions at {c['rate_per_ip_region']:g}/s",
+            _num(c["offered_bundles_per_s"] * c["regions"], ".0f"),
+            _num(c["capacity_sends_per_s"], ".0f"),
+            _num(c["accepted_sends_per_s"], ".1f"),
+            _num(c["accepted_vs_capacity"], ".3f"),
+            _pct(c["jito_share_429"]),
+        )
+        for c in r["runs"].values()
     ]
-    title = f"blind: {r['ips']} IPs, live landing"
-    return TableData(title, ("metric", "value"), rows, f"counted over {r['window_s']:.0f} s after a warm-up")
+    columns = ("cell", "offered sends/s", "N × regions × R", "accepted/s", "÷ capacity", "429 share")
+    return TableData("landing: Jito sends per (IP, region)", columns, rows)
 
 
 def _sim(r: dict[str, Any]) -> TableData:
@@ -175,6 +194,8 @@ def tables(report: dict[str, Any]) -> list[TableData]:
         out.append(_scale(sc["scale"]))
     if "blind" in sc and "error" not in sc["blind"]:
         out.append(_blind(sc["blind"]))
+    if "landing" in sc and "error" not in sc["landing"]:
+        out.append(_landing(sc["landing"]))
     if "sim" in sc and "error" not in sc["sim"]:
         out.append(_sim(sc["sim"]))
     errors = [(name, str(r["error"])) for name, r in sc.items() if "error" in r]

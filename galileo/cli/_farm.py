@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from galileo.cli._common import ConfigOption, fail, load_or_exit, runtime_dir, state
+from galileo.cli._config import wallet_or_exit
 from galileo.farm.control import ControlError, control_request
 
 __all__ = ["app"]
@@ -31,17 +32,19 @@ def start(
         None, "--duration", min=0.1, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
     ),
     summary_every: float = typer.Option(
-        10.0, "--summary-every", min=0.0, help="Seconds between strategy summary lines (0: none)."
+        60.0, "--summary-every", min=0.0, help="Seconds between strategy summary lines (0: none)."
     ),
 ) -> None:
     """Start the coordinator and one worker per usable IP; run until stopped.
 
-    With blind_strategy.enable the strategy runs on the farm and a summary line is logged every
-    10 s. Metrics are served on bot.prometheus.listen. SIGTERM or Ctrl-C drains in-flight jobs
-    and stops every worker; SIGHUP re-reads the config and rescans the interfaces (a new
-    address gets a worker, a vanished one's worker retires). Inspect it with `galileo farm stats`.
+    With blind_strategy.enable (or multi_leg.enable) the strategy runs on the farm and a
+    summary line is logged every minute. Metrics are served on bot.prometheus.listen. SIGTERM
+    or Ctrl-C drains in-flight jobs and stops every worker; SIGHUP re-reads the config and
+    rescans the interfaces (a new address gets a worker, a vanished one's worker retires).
+    Inspect it with `galileo farm stats`.
     """
     cfg, path = load_or_exit(config)
+    wallet_or_exit(cfg, str(path or "config"))  # a bad keypair is a bad config: exit 2, naming its key
     import uvloop
 
     from galileo.farm.coordinator import FarmError
@@ -62,7 +65,9 @@ def start(
                 summary_every=summary_every,
             )
         )
-    except (LockHeld, FarmError, MetricsError, WalletError) as exc:
+    except WalletError as exc:  # the file changed since it was checked above
+        raise fail(f"wallet.keypair_path: {exc.path}: {exc.problem}", 2) from None
+    except (LockHeld, FarmError, MetricsError) as exc:
         raise fail(str(exc), 1) from None
 
 

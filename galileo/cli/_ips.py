@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import orjson
@@ -12,7 +13,17 @@ from rich.table import Table
 from galileo.cli._common import ConfigOption, load_or_exit
 from galileo.inventory import scan
 
-__all__ = ["ips"]
+__all__ = ["ips", "table_console"]
+
+# Wide enough for any row: a table is only as wide as its cells, never padded out to this.
+UNLIMITED_WIDTH = 100_000
+
+
+def table_console() -> Console:
+    """A console for tables on stdout: the terminal's width, or full rows when piped (as ls and git do)."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=UNLIMITED_WIDTH)
 
 
 def ips(
@@ -36,7 +47,7 @@ def ips(
     for r in inventory.records:
         usable = "[green]yes[/green]" if r.usable else "[red]no[/red]"
         table.add_row(r.ip, r.interface or "-", r.family, r.source, usable, r.reason or "")
-    Console().print(table)
+    table_console().print(table)
     n = len(inventory.usable)
     note = " (fallback: default route)" if inventory.fallback else ""
     typer.echo(f"{n} worker(s) would start{note}.")

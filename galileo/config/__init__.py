@@ -1,4 +1,4 @@
-"""Reading ``galileo.yaml``: safe YAML, then every error at once with its key path.
+"""Reading ``galileo.yaml``: safe, bounded YAML, then every error at once with its key path.
 
 >>> cfg = parse_config("bot: {network: {enable_multiple_ip: true}}")
 >>> cfg.bot.network.enable_multiple_ip
@@ -8,18 +8,21 @@ True
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
+from galileo.config._files import FileTooLarge, NotRegularFile, read_regular_file
 from galileo.config._validate import ConfigIssue, collect_issues, empty_sections_as_defaults
+from galileo.config._yaml import MAX_DEPTH, MAX_VALUES, ConfigLoader, YamlLimit, load_yaml
 from galileo.config.schema import GalileoConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "MAX_VALUES",
     "ConfigError",
     "ConfigIssue",
     "GalileoConfig",
@@ -41,33 +44,22 @@ class ConfigError(Exception):
         super().__init__(f"{source}: {len(issues)} problem(s)\n{lines}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, yaml.Node] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if not isinstance(key, Hashable):
-            continue  # a list or mapping as a key: construct_mapping reports it, with its line
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
-        seen[key] = key_node
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-MAX_DEPTH = 64  # a galileo config is a few levels deep; far deeper nesting is a mistake (or an attack)
+MAX_CONFIG_BYTES = 1 << 20  # the template is ~6 KB; 4096 manual_ips are ~70 KB
 
 
 def parse_config(text: str, source: str = "<config>") -> GalileoConfig:
-    """Parse YAML text into a :class:`GalileoConfig`, or raise :class:`ConfigError` with every issue."""
+    """Parse YAML text into a :class:`GalileoConfig`, or raise :class:`ConfigError` with every issue.
+
+    Bounded: a text over MAX_CONFIG_BYTES, nested over MAX_DEPTH or expanding to more than
+    MAX_VALUES values (YAML aliases) is refused before it is built, so any text parses in
+    well under a second. Safe to call from a thread (nothing shared is touched).
+    """
+    if len(text) > MAX_CONFIG_BYTES:  # a character is at least a byte
+        raise ConfigError(source, [ConfigIssue("", _too_large(len(text.encode("utf-8", "surrogatepass"))))])
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        raw = load_yaml(text)
+    except YamlLimit as exc:
+        raise ConfigError(source, [ConfigIssue("", exc.message, line=exc.line)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
@@ -77,10 +69,6 @@ def parse_config(text: str, source: str = "<config>") -> GalileoConfig:
             where = f"line {line}: "
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(source, [ConfigIssue("", f"{where}invalid YAML: {problem}")]) from None
-    except RecursionError:  # PyYAML composes nested collections recursively
-        raise ConfigError(
-            source, [ConfigIssue("", f"{_too_deep(text)}nested more than {MAX_DEPTH} levels deep")]
-        ) from None
     if raw is None:
         raw = {}
     issues = collect_issues(raw, GalileoConfig)
@@ -92,25 +80,15 @@ def parse_config(text: str, source: str = "<config>") -> GalileoConfig:
         raise ConfigError(source, [ConfigIssue("", str(exc))]) from None
 
 
-def _too_deep(text: str) -> str:
-    """``line N, column M: `` of the first collection nested deeper than MAX_DEPTH (the parser does not recurse)."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            mark = event.start_mark
-            if depth > MAX_DEPTH and mark is not None:
-                return f"line {mark.line + 1}, column {mark.column + 1}: "
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-    return ""
+def _too_large(size: int) -> str:
+    return f"{size} bytes: a config file is at most {MAX_CONFIG_BYTES} bytes (the wrong file?)"
 
 
 def _located(issues: list[ConfigIssue], text: str) -> list[ConfigIssue]:
     """Issues of the document itself have no key path: give them the YAML line they are about."""
     if all(issue.path for issue in issues):
         return issues
-    root = yaml.compose(text, Loader=yaml.SafeLoader)  # it loaded above, so it composes
+    root = yaml.compose(text, Loader=ConfigLoader)  # it loaded above, so it composes (within the limits)
     odd_keys = []  # top-level keys that are not strings, in document order, as the walker reports them
     if isinstance(root, yaml.MappingNode):
         odd_keys = [k.start_mark for k, _ in root.value if k.tag != yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
@@ -125,17 +103,34 @@ def _located(issues: list[ConfigIssue], text: str) -> list[ConfigIssue]:
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GalileoConfig:
-    """Load a config file. ``None`` means defaults (as if the file were empty)."""
+    """Load a config file. ``None`` means defaults (as if the file were empty).
+
+    The one entry point for every reader (``config check``, ``farm start``, a SIGHUP reload):
+    it reads only a regular file (a FIFO, a device or a directory is refused, never waited
+    on), at most MAX_CONFIG_BYTES, and parses within :func:`parse_config`'s bounds. It keeps
+    no state, so a reload may run it in a thread (``asyncio.to_thread(load_config, path)``).
+    Raises :class:`ConfigError`.
+    """
     if path is None:
         return GalileoConfig()
-    p = Path(path)
+    where = os.fspath(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = read_regular_file(where, MAX_CONFIG_BYTES)
     except FileNotFoundError:
-        raise ConfigError(str(p), [ConfigIssue("", "file not found (create one with `galileo config init`)")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(p), [ConfigIssue("", f"cannot read: {exc}")]) from None
-    return parse_config(text, str(p))
+        raise ConfigError(where, [ConfigIssue("", "file not found (create one with `galileo config init`)")]) from None
+    except FileTooLarge as exc:
+        raise ConfigError(where, [ConfigIssue("", _too_large(exc.size))]) from None
+    except NotRegularFile as exc:
+        raise ConfigError(where, [ConfigIssue("", f"{exc}: give the path of a YAML file")]) from None
+    except OSError as exc:
+        raise ConfigError(where, [ConfigIssue("", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            where, [ConfigIssue("", f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
+    return parse_config(text, where)
 
 
 def json_schema() -> dict[str, Any]:

@@ -169,9 +169,23 @@ def _walk(raw: Any, tp: Any, path: tuple[str | int, ...], issues: list[ConfigIss
         issues.append(ConfigIssue(format_path(path), f"{render_value(raw)} is not {_type_name(tp)}"))
         return
     try:
-        msgspec.convert(raw, tp)  # strict, as the final conversion is: "1e5" is YAML 1.1 for a string
+        msgspec.convert(raw, tp)  # strict, as the final conversion is: a quoted "5" is a string
     except msgspec.ValidationError:
-        issues.append(ConfigIssue(format_path(path), f"{render_value(raw)} is not {_type_name(tp)}"))
+        issues.append(ConfigIssue(format_path(path), f"{render_value(raw)} is not {_type_name(tp)}{_how(raw, tp)}"))
+
+
+def _how(raw: Any, tp: Any) -> str:
+    """For a number written so that it is not one: how to write it."""
+    if tp is int and isinstance(raw, float):
+        return " (a whole number is needed: 2e9, 0.1e9, 2_000_000_000 and 2000000000 all work)"
+    if tp in (int, float) and isinstance(raw, str):
+        try:
+            float(raw.replace("_", ""))
+        except ValueError:
+            return ""
+        example = " (2e9, 0.1e9, 2_000_000_000 and 2000000000 all work)" if tp is int else ""
+        return f" but a quoted string: write the number without quotes{example}"
+    return ""
 
 
 def empty_sections_as_defaults(raw: Any, tp: type[msgspec.Struct]) -> Any:

@@ -104,7 +104,7 @@ blind_strategy:
   quote_provider: jupiter             # jupiter | dflow
   base_mints: []
   # - mint: So11111111111111111111111111111111111111112
-  #   trade_size_range: [100_000_000, 2_000_000_000]   # raw units (lamports here)
+  #   trade_size_range: [100_000_000, 2_000_000_000]   # raw units (lamports here); 0.1e9, 2e9 work too
   #   trade_range_count: 5
   #   trade_range_strategy: exponential                # linear | exponential | random
   #   lanes: []                                        # more ranges: [{min, max, count, strategy}]

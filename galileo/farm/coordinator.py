@@ -1,9 +1,9 @@
 """The coordinator: the IP inventory, the hub, the supervisor, the control socket, in one process.
 
 It owns everything stateful about the farm: which IPs exist, which worker serves each, the
-policy's cooldowns and pacing, and the ledger of outcomes. Strategies submit jobs through
-:meth:`Farm.submit`; operators talk to it through the control socket (``galileo farm stats``,
-``galileo farm scale``).
+policy's cooldowns and pacing, and the ledger of outcomes. Strategies and landing use it
+as a :class:`galileo.client.FarmClient` (submit, run, eligible, watch_events); operators
+talk to it through the control socket (``galileo farm stats``, ``galileo farm scale``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import zmq
 
 from broker.hub import Hub
 from broker.types import JobOutcome, JobSpec
+from galileo.client import EventHook
 from galileo.config import GalileoConfig
 from galileo.farm.counters import IpCounters
 from galileo.farm.lock import FarmLock
 from galileo.farm.supervisor import Supervisor
 from galileo.inventory import Inventory, probe_bind, scan
-from galileo.policy.allocator import FarmPolicy
+from galileo.policy.allocator import FarmPolicy, Lane
 
 __all__ = ["Farm", "FarmError"]
 
@@ -175,13 +176,13 @@ class Farm:
     def submit(self, spec: JobSpec) -> asyncio.Future[JobOutcome]:
         return self.hub.submit(spec)
 
-    def eligible_ips(self, upstream: str) -> list[str]:
-        """IPs whose worker is ready and whose (IP, upstream) pair is not cooling or suspended."""
-        now = time.monotonic()
-        cooling = self.policy.cooldowns.cooling_until
-        return sorted(
-            w.ip for w in self.hub.workers.values() if w.state == "ready" and cooling(w.ip, upstream, now) is None
-        )
+    def eligible(self, upstream: str) -> list[Lane]:
+        """IPs eligible for ``upstream`` (ready, not cooling, not suspended), each with what it can carry."""
+        return self.policy.lanes(self.hub.workers, upstream, time.monotonic())
+
+    def watch_events(self, hook: EventHook) -> None:
+        """Call ``hook(spec, ip, event)`` for every event a running job reports (Titan stream updates)."""
+        self.hub.event_hooks.append(lambda job, worker, event: hook(job.spec, worker.ip, event))
 
     async def run(self, spec: JobSpec) -> JobOutcome:
         return await self.hub.submit(spec)
@@ -257,6 +258,6 @@ class Farm:
 
 def known_rates(cfg: GalileoConfig) -> dict[str, float]:
     """Per-IP rate limits the operator told us, keyed like the jobs' upstreams."""
-    from galileo.strategy.upstreams import Upstreams
+    from galileo.upstreams import Upstreams
 
     return Upstreams(cfg).known_rates()

@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from solders.keypair import Keypair
 
@@ -22,11 +22,14 @@ from galileo.config import GalileoConfig, load_config
 from galileo.farm import systemd
 from galileo.farm.coordinator import Farm
 
+if TYPE_CHECKING:
+    from galileo.strategy.engine import RoundTripEngine
+
 __all__ = ["FarmRun", "load_wallet", "run_farm"]
 
 T = TypeVar("T")
 log = logging.getLogger("galileo.farm")
-SUMMARY_EVERY = 10.0
+SUMMARY_EVERY = 60.0  # one summary line a minute: the steady-state journal stays a few lines a minute
 
 
 def load_wallet(cfg: GalileoConfig) -> Keypair:
@@ -43,7 +46,7 @@ def load_wallet(cfg: GalileoConfig) -> Keypair:
 class FarmRun:
     """A started farm plus what runs on it; what the demo's live table reads."""
 
-    def __init__(self, farm: Farm, strategy: Any) -> None:
+    def __init__(self, farm: Farm, strategy: RoundTripEngine | None) -> None:
         self.farm = farm
         self.strategy = strategy
 
@@ -61,7 +64,7 @@ async def run_farm(
     on_started: Callable[[FarmRun], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run until SIGTERM / SIGINT or ``duration``. Raises LockHeld, FarmError, MetricsError, WalletError."""
-    from galileo.strategy.blind import BlindStrategy
+    from galileo.strategy.engine import enabled_engines
 
     farm = Farm(
         cfg,
@@ -77,7 +80,7 @@ async def run_farm(
     for sig in (signal.SIGINT, signal.SIGTERM):  # from now on: Ctrl-C while workers boot is a clean stop too
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[Any]] = []
-    strategy = None
+    strategies: list[RoundTripEngine] = []
     try:
         if cfg.bot.prometheus.enable:
             host, port = await farm.metrics.serve(cfg.bot.prometheus.listen)
@@ -97,22 +100,16 @@ async def run_farm(
             systemd.ready(f"{len(farm.hub.workers)} workers")
 
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
-        strategies: list[tuple[str, Any]] = []
-        if cfg.blind_strategy.enable:
-            assert wallet is not None
-            strategies.append(("blind", BlindStrategy(farm, cfg, wallet, metrics=farm.metrics)))
-        if cfg.multi_leg.enable:
-            from galileo.strategy.multileg import MultiLegStrategy
-
-            assert wallet is not None
-            strategies.append(("multi_leg", MultiLegStrategy(farm, cfg, wallet, metrics=farm.metrics)))
-        for name, strat in strategies:
-            tasks.append(asyncio.create_task(strat.run(stop), name=f"strategy-{name}"))
+        strategies = enabled_engines(farm, cfg, wallet, metrics=farm.metrics) if wallet is not None else []
+        for strat in strategies:
+            tasks.append(asyncio.create_task(strat.run(stop), name=f"strategy-{strat.name}"))
             if summary_every > 0:
-                tasks.append(asyncio.create_task(_summaries(name, strat, summary_every), name=f"summary-{name}"))
-        strategy = strategies[0][1] if strategies else None
+                tasks.append(
+                    asyncio.create_task(_summaries(strat.name, strat, summary_every), name=f"summary-{strat.name}")
+                )
         if on_started is not None:
-            tasks.append(asyncio.create_task(on_started(FarmRun(farm, strategy)), name="on-started"))
+            first = strategies[0] if strategies else None
+            tasks.append(asyncio.create_task(on_started(FarmRun(farm, first)), name="on-started"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
     finally:
@@ -124,8 +121,8 @@ async def run_farm(
                     await asyncio.wait_for(t, 20)
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if strategy is not None:
-            log.info("strategy totals: %s", strategy.stats.totals())
+        for strat in strategies:
+            log.info("%s totals: %s", strat.name, strat.stats.totals(), extra={"strategy": strat.name})
         await farm.stop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -146,7 +143,7 @@ async def _unless_stopped(aw: Coroutine[Any, Any, T], stop: asyncio.Event) -> T 
     return None
 
 
-async def _summaries(name: str, strategy: Any, every: float) -> None:
+async def _summaries(name: str, strategy: RoundTripEngine, every: float) -> None:
     previous: dict[str, Any] | None = None
     while True:
         await asyncio.sleep(every)

@@ -1,6 +1,21 @@
-"""Landing: assemble a round trip into signed transactions, send them, follow them until they land."""
+"""Landing: assemble swap legs into signed transactions, send them, follow them until they land.
 
-from galileo.landing.assemble import Assembled, RoundTrip, assemble
-from galileo.landing.landers import LanderStack, Receipt
+Strategies use what this package exports, never its modules' internals; landing imports no
+strategy (tests/test_import_direction.py).
+"""
 
-__all__ = ["Assembled", "LanderStack", "Receipt", "RoundTrip", "assemble"]
+from galileo.landing.assemble import Assembled, assemble, leg_of
+from galileo.landing.landers import LanderStack, Receipt, bundle_id_of
+from galileo.landing.stats import LanderKind, LandingStats, Settled
+
+__all__ = [
+    "Assembled",
+    "LanderKind",
+    "LanderStack",
+    "LandingStats",
+    "Receipt",
+    "Settled",
+    "assemble",
+    "bundle_id_of",
+    "leg_of",
+]

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 from solders.keypair import Keypair
 
-from broker.results import Quote, SwapInstructions
+from broker.results import SwapInstructions
 from galileo.chain import ChainState
 from galileo.config.sections import LanderConfig
-from galileo.strategy.plan import QuoteBatchPlan
 from galileo.tx import (
     BuiltTransaction,
     SwapLeg,
@@ -31,19 +30,7 @@ from galileo.tx import (
     tip_instruction,
 )
 
-__all__ = ["Assembled", "RoundTrip", "assemble", "leg_of"]
-
-
-@dataclass(frozen=True, slots=True)
-class RoundTrip:
-    """A profitable batch: its plan, both quotes, the IPs that served them, the expected profit."""
-
-    plan: QuoteBatchPlan
-    buy: Quote
-    sell: Quote
-    buy_ip: str
-    sell_ip: str
-    profit: int  # base units, after estimated costs
+__all__ = ["Assembled", "assemble", "leg_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +43,7 @@ class Assembled:
 
 
 def leg_of(si: SwapInstructions) -> SwapLeg:
+    """An aggregator's ``/swap-instructions`` answer as one leg to merge."""
     return SwapLeg(
         compute_budget=tuple(si.compute_budget),
         setup=tuple(si.setup),

@@ -1,17 +1,24 @@
-"""The lander stack: send a round trip's transactions, then follow them until they land or expire.
+"""The lander stack: send a round trip's transactions from IPs with budget, then follow them.
 
-* ``jito``: the bundle (one transaction) to every configured block engine, each endpoint tied
-  to an IP by rendezvous hashing over the pool (``hash_key`` = the endpoint), moving to the
-  next-ranked IP only while its own cools down.
-* ``staked`` / ``rpc``: ``sendTransaction`` (skipPreflight, maxRetries 0) to each endpoint.
+* ``jito``: the bundle (one transaction) to every configured block engine. Jito limits each
+  (IP, region) pair, so each send is hashed over the IPs by (region, bundle id): rendezvous
+  ranking keeps re-sends of the same bytes to a region on one IP, different bundles spread
+  over every IP, and a send whose first-ranked IP is paced or cooling spills to the next
+  ranked one instead of waiting (see :mod:`galileo.policy.allocator`). N IPs carry N times a
+  region's per-IP rate.
+* ``staked`` / ``rpc``: ``sendTransaction`` (skipPreflight, maxRetries 0) to each endpoint,
+  hashed by (endpoint, signature) the same way.
 
-``lander.mode: dry_run`` (the default) builds and signs but sends nothing: it logs what would
-be sent, with the bundle id Jito would give it. Sends re-broadcast the *same signed bytes*,
-which is idempotent (a signature lands at most once), so a send lost with a dead worker is
-retried on another IP; nothing is ever re-signed before its blockhash expires.
+**More offered than fits.** Each upstream (a region, an endpoint) keeps at most
+``SEND_HORIZON`` seconds of its IPs' budget outstanding (queued or in flight); a send beyond
+that is shed at once and counted, rather than queued to leave stale (a bundle is worth least
+when it is old) or to expire in the farm's queue.
 
-After sending, bundles are followed with ``getBundleStatuses`` and transactions with
-``getSignatureStatuses`` every second until they land, fail, or their blockhash expires.
+``lander.mode: dry_run`` (the default) builds and signs but sends nothing: it says (at debug)
+what would be sent, with the bundle id Jito would give it, and counts it. Sends re-broadcast
+the *same signed bytes*, which is idempotent (a signature lands at most once), so a send lost
+with a dead worker is retried on another IP; nothing is ever re-signed before its blockhash
+expires. Accepted sends are followed by :class:`~galileo.landing.follow.Follower`.
 """
 
 from __future__ import annotations
@@ -19,30 +26,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from broker.results import BundleAccepted, BundleStatuses, SignatureStatuses, TxSent
-from broker.types import JobOutcome, JobSpec
+from broker.results import BundleAccepted, TxSent
+from broker.types import JobOutcome
 from galileo.chain import ChainState
+from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config.sections import LanderConfig
 from galileo.landing.assemble import Assembled
-from galileo.strategy.stats import StrategyStats
-from galileo.strategy.upstreams import Endpoint, Upstreams
+from galileo.landing.follow import Follower
+from galileo.landing.stats import LanderKind, LandingStats
 from galileo.tx import BuiltTransaction
+from galileo.upstreams import Endpoint, Upstreams
 
 __all__ = ["LanderStack", "Receipt", "bundle_id_of"]
 
 log = logging.getLogger("galileo.lander")
 
-FOLLOW_EVERY = 1.0
 # Jito "bundle contains an already processed transaction", RPC "This transaction has already
 # been processed", Ultra "Failed to land: transaction already processed".
 _ALREADY_PROCESSED = re.compile(r"already (been )?processed", re.IGNORECASE)
 DUPLICATE_WINDOW = 120.0  # seconds a sent signature is remembered (a blockhash lives ~60-90 s)
-Submit = Callable[[JobSpec], Awaitable[JobOutcome]]
+SEND_HORIZON = 1.0  # seconds of an upstream's budget a lander keeps outstanding; beyond it, sends are shed
+LANES_FRESH = 0.1  # seconds an upstream's lanes are reused before the farm is asked again
 
 
 def bundle_id_of(signatures: list[str]) -> str:
@@ -52,7 +62,7 @@ def bundle_id_of(signatures: list[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    lander: str  # jito | staked | rpc
+    lander: LanderKind
     endpoint: str  # a label, never a URL with a key in it
     ip: str | None
     ident: str  # bundle id or signature
@@ -60,35 +70,72 @@ class Receipt:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    lander: LanderKind
+    ep: Endpoint
+    built: BuiltTransaction
+    ident: str
+    outcome: Awaitable[JobOutcome]
+
+
 class LanderStack:
     def __init__(
         self,
-        submit: Submit,
+        farm: FarmClient,
         upstreams: Upstreams,
         chain: ChainState,
         cfg: LanderConfig,
-        landers: Sequence[str],
-        stats: StrategyStats,
-        metrics: Any = None,
+        landers: Sequence[LanderKind],
+        stats: LandingStats | None = None,
+        metrics: StrategyMetrics = NULL_METRICS,
     ) -> None:
-        self.submit = submit
+        self.farm = farm
         self.upstreams = upstreams
         self.chain = chain
         self.cfg = cfg
-        self.landers = landers
-        self.stats = stats
+        self.landers = list(dict.fromkeys(landers))
+        self.stats = stats if stats is not None else LandingStats()
         self.metrics = metrics
-        self._follows: set[asyncio.Task[None]] = set()
+        self.follower = Follower(farm, upstreams, chain, self.stats, timeout=cfg.follow_timeout_s, metrics=metrics)
         self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
+        self._outstanding: Counter[str] = Counter()  # upstream -> sends queued or in flight
+        self._room: dict[str, tuple[float, float]] = {}  # upstream -> (when looked, sends it can hold)
+        for lander in self.landers:  # every endpoint's landing series, at 0 until something happens
+            for ep in self._endpoints(lander):
+                metrics.lander_endpoint(lander, ep.label)
 
     @property
     def dry_run(self) -> bool:
         return self.cfg.mode != "live"
 
-    def _endpoints(self, lander: str) -> list[Endpoint]:
+    def _endpoints(self, lander: LanderKind) -> list[Endpoint]:
         if lander == "jito":
             return self.upstreams.jito
         return self.upstreams.staked if lander == "staked" else self.upstreams.rpc
+
+    def _capacity(self, upstream: str, now: float) -> float:
+        """Sends ``upstream`` can hold outstanding: ``SEND_HORIZON`` of every eligible IP's pace (or its cap)."""
+        looked = self._room.get(upstream)
+        if looked is not None and now - looked[0] < LANES_FRESH:
+            return looked[1]
+        room = 0.0
+        for lane in self.farm.eligible(upstream):
+            if math.isfinite(lane.rate):
+                room += max(1.0, lane.rate * SEND_HORIZON)
+            elif lane.cap is not None:
+                room += lane.cap
+            else:
+                room = math.inf
+                break
+        self._room[upstream] = (now, room)
+        return room
+
+    async def _sent_through(self, upstream: str, outcome: Awaitable[JobOutcome]) -> JobOutcome:
+        try:
+            return await outcome
+        finally:
+            self._outstanding[upstream] -= 1
 
     def _first_time(self, signature: str) -> bool:
         """Two batches can build byte-identical transactions (same route, blockhash and tip account)."""
@@ -100,9 +147,13 @@ class LanderStack:
         self._sent[signature] = now
         return True
 
-    async def land(self, tx: Assembled, mint: str) -> list[Receipt]:
-        """Send (or, in dry run, describe) every enabled lander's variant; start following."""
-        jobs: list[tuple[str, Endpoint, BuiltTransaction, Awaitable[JobOutcome]]] = []
+    async def land(self, tx: Assembled, mint: str, profit: int = 0) -> list[Receipt]:
+        """Send (or, in dry run, describe) every enabled lander's variant; follow what is accepted.
+
+        ``profit``: the round trip's expected profit in ``mint``'s units, counted when it lands.
+        """
+        sends: list[_Send] = []
+        now = asyncio.get_running_loop().time()
         for lander in self.landers:
             built = tx.jito if lander == "jito" else tx.rpc
             if built is None:
@@ -110,123 +161,77 @@ class LanderStack:
             if not self._first_time(f"{lander}:{built.signature}"):
                 self.stats.duplicates += 1
                 continue
+            ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
             for ep in self._endpoints(lander):
                 if self.dry_run:
-                    ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
                     self.stats.dry_run_sends += 1
-                    log.info(
+                    self.metrics.lander_would_send(lander, ep.label)
+                    log.debug(
                         "dry run: would send %s to %s",
                         "bundle" if lander == "jito" else "transaction",
                         ep.label,
-                        extra={
-                            "lander": lander,
-                            "endpoint": ep.label,
-                            "ident": ident,
-                            "size": built.size,
-                            "signature": built.signature,
-                            "mint": mint,
-                        },
+                        extra={"lander": lander, "endpoint": ep.label, "ident": ident, "size": built.size},
                     )
                     continue
+                if self._outstanding[ep.upstream] >= self._capacity(ep.upstream, now):
+                    self.stats.sends[(lander, ep.label, "shed")] += 1
+                    log.debug("shed a send to %s: its IPs' budget is spoken for", ep.label, extra={"ident": ident})
+                    continue
                 spec = (
-                    self.upstreams.send_bundle(ep, [built.wire])
+                    self.upstreams.send_bundle(ep, [built.wire], ident)
                     if lander == "jito"
-                    else self.upstreams.send_transaction(ep, built.wire)
+                    else self.upstreams.send_transaction(ep, built.wire, built.signature)
                 )
-                self.stats.lander_attempt(lander, ep.label)
-                if self.metrics is not None:
-                    self.metrics.lander_attempt(lander, ep.label)
-                jobs.append((lander, ep, built, self.submit(spec)))
-        receipts: list[Receipt] = []
-        outcomes = await asyncio.gather(*(job for *_, job in jobs))
-        for (lander, ep, built, _), out in zip(jobs, outcomes, strict=True):
-            receipts.append(self._receipt(lander, ep, built, out))
-        accepted = [r for r in receipts if r.accepted]
-        if accepted:
-            task = asyncio.create_task(self._follow(accepted, tx.last_valid_block_height))
-            self._follows.add(task)
-            task.add_done_callback(self._follows.discard)
+                self.stats.sends[(lander, ep.label, "attempt")] += 1
+                self.metrics.lander_attempt(lander, ep.label)
+                self._outstanding[ep.upstream] += 1
+                sends.append(_Send(lander, ep, built, ident, self._sent_through(ep.upstream, self.farm.run(spec))))
+        outcomes = await asyncio.gather(*(s.outcome for s in sends))
+        receipts = [self._receipt(s, out) for s, out in zip(sends, outcomes, strict=True)]
+        for s, r in zip(sends, receipts, strict=True):
+            if r.accepted:
+                self.follower.follow(
+                    s.lander, s.ident, s.built.signature, s.ep, tx.last_valid_block_height, mint, profit
+                )
         return receipts
 
-    def _receipt(self, lander: str, ep: Endpoint, built: BuiltTransaction, out: JobOutcome) -> Receipt:
+    def _receipt(self, s: _Send, out: JobOutcome) -> Receipt:
+        lander, label = s.lander, s.ep.label
         if out.ok and isinstance(out.value, BundleAccepted | TxSent):
-            ident = out.value.bundle_id if isinstance(out.value, BundleAccepted) else out.value.signature
             said = "sent to %s"
         elif not out.ok and _ALREADY_PROCESSED.search(out.error):
             # On chain already: an earlier send of these same bytes got there first (a job re-sent
             # after its worker died, another region, a previous run). Not a failure; follow it.
-            ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
             said = "%s says already processed"
         else:
-            self.stats.lander_failure(lander, ep.label)
-            log.warning(
+            self.stats.sends[(lander, label, "failed")] += 1
+            # A send that never left (no budget before its deadline) is the summary's business;
+            # an endpoint that said no is the operator's.
+            level = logging.WARNING if out.ip is not None else logging.DEBUG
+            log.log(
+                level,
                 "send to %s failed: %s %s",
-                ep.label,
+                label,
                 out.result,
                 out.error,
-                extra={"lander": lander, "endpoint": ep.label, "local_ip": out.ip},
+                extra={"lander": lander, "endpoint": label, "local_ip": out.ip},
             )
-            return Receipt(lander, ep.label, out.ip, built.signature, False, f"{out.result}: {out.error}")
-        self.stats.lander_success(lander, ep.label)
-        if self.metrics is not None:
-            self.metrics.lander_success(lander, ep.label)
-        log.info(
+            return Receipt(lander, label, out.ip, s.ident, False, f"{out.result}: {out.error}")
+        self.stats.sends[(lander, label, "ok")] += 1
+        self.metrics.lander_success(lander, label)
+        log.debug(
             said,
-            ep.label,
+            label,
             extra={
                 "lander": lander,
-                "endpoint": ep.label,
-                "ident": ident,
+                "endpoint": label,
+                "ident": s.ident,
                 "local_ip": out.ip,
                 "latency_ms": round(out.latency * 1000, 3),
             },
         )
-        return Receipt(lander, ep.label, out.ip, ident, True)
-
-    async def _follow(self, receipts: list[Receipt], last_valid: int) -> None:
-        """Poll until every distinct bundle / signature has landed, failed or expired."""
-        pending = {(r.lander, r.ident): r for r in receipts}
-        deadline = asyncio.get_running_loop().time() + self.cfg.follow_timeout_s
-        while pending:
-            await asyncio.sleep(FOLLOW_EVERY)
-            for key, r in list(pending.items()):
-                state = await self._status(r)
-                if state in ("landed", "failed"):
-                    self._settle(r, state)
-                    del pending[key]
-            height = self.chain.block_height()
-            expired = height is not None and height > last_valid
-            if pending and (expired or asyncio.get_running_loop().time() > deadline):
-                for r in pending.values():
-                    self._settle(r, "expired")
-                return
-
-    async def _status(self, r: Receipt) -> str:
-        if r.lander == "jito":
-            ep = next(e for e in self.upstreams.jito if e.label == r.endpoint)
-            out = await self.submit(self.upstreams.bundle_statuses(ep, [r.ident]))
-            if out.ok and isinstance(out.value, BundleStatuses) and out.value.statuses:
-                st = out.value.statuses[0]
-                if st is not None:
-                    return "failed" if st.err else "landed"
-            return "pending"
-        out = await self.submit(self.upstreams.signature_statuses([r.ident]))
-        if out.ok and isinstance(out.value, SignatureStatuses) and out.value.statuses:
-            sig = out.value.statuses[0]
-            if sig is not None:
-                return "failed" if sig.err else "landed"
-        return "pending"
-
-    def _settle(self, r: Receipt, state: str) -> None:
-        self.stats.settled(r.lander, r.endpoint, state)
-        if state == "landed" and self.metrics is not None:
-            self.metrics.lander_landed(r.lander, r.endpoint)
-        level = logging.INFO if state == "landed" else logging.WARNING
-        log.log(level, "%s %s", r.ident[:16], state, extra={"lander": r.lander, "endpoint": r.endpoint})
+        return Receipt(lander, label, out.ip, s.ident, True)
 
     async def close(self, timeout: float = 5.0) -> None:
-        if self._follows:
-            _, pending = await asyncio.wait(set(self._follows), timeout=timeout)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Give what is being followed up to ``timeout`` to settle, then stop following."""
+        await self.follower.close(timeout)

@@ -1,26 +1,36 @@
 """The farm's policy: which worker takes a job, and what each outcome teaches.
 
-For a job of upstream U, an IP is *eligible now* when its worker is ready with credit, the
-(IP, U) pair is not cooling, the IP is not suspended, and the pair's pacer allows a send.
+One definition of *eligible*, used by every pick and by the farm's :meth:`lanes` view: an IP
+is eligible for upstream U when its worker is ready and the (IP, U) pair is neither cooling
+nor suspended (:meth:`FarmPolicy.eligible`). It may take a job *now* when, besides, its
+worker has credit and the pair's pacer allows a send.
 
-* ``require_ip``: that IP when eligible, else wait (the job expires if it never is).
-* ``prefer_ip``: that IP if eligible; if it is cooling, suspended or gone, any other; if it is
-  merely busy or paced, the job waits for it (a sell leg stays on its buy leg's IP).
-* ``hash_key``: the IPs ranked by rendezvous hash for the key; the first that is not cooling
-  owns the job (waiting for it while it is busy), so an endpoint stays on its IP and moves
-  to the next-ranked one only while its own cools down.
+* ``require_ip``: that IP when it may, else wait (the job expires if it never may).
+* ``prefer_ip``: that IP if it may; if it is not eligible (cooling, suspended, gone), any
+  other; if it is merely busy or paced, the job waits for it (a sell leg stays on its buy
+  leg's IP).
+* ``hash_key``: the IPs ranked by rendezvous hash for the key; the first eligible one that
+  may take the job now gets it, so a key (a bundle to one region) stays on one IP while that
+  IP has budget, and spills to the next-ranked IP when it is paced or cooling instead of
+  waiting for it.
 * otherwise: the least loaded of the first few eligible IPs in round-robin order (in-flight /
   capacity; ties go to the rotation), so spare IPs rotate and a pick stays O(1) however many
   IPs there are; ``avoid_ip`` is honoured when another IP is eligible.
 
 When nothing is eligible the policy says until when (the earliest cooldown or pacing slot).
+
+:meth:`FarmPolicy.lanes` tells a caller what each eligible IP can carry for an upstream: the
+pair's pace, its concurrency cap, and the latency of its recent answers, so a strategy keeps
+as much in flight as Little's law says the budget needs (:class:`Lane`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from broker.protocol import Outcome
 from broker.types import Blocked, Job, WorkerInfo
@@ -28,14 +38,50 @@ from galileo.policy.cooldown import CooldownBook
 from galileo.policy.hashing import hrw_rank
 from galileo.policy.pacing import PaceBook
 
-__all__ = ["FarmPolicy"]
+__all__ = ["FarmPolicy", "Lane"]
 
 log = logging.getLogger("galileo.policy")
 
 SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per job
+# A job left with less than this share of its timeout (it waited in the queue behind more than
+# the upstreams' budget) is not dispatched: it would spend a pacing slot, time out at the
+# upstream and cool an innocent IP. It expires in the queue instead, at its deadline.
+MIN_LEFT_SHARE = 0.25
+LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
+FLOOR_CREEP = 0.001  # the latency floor follows a slower answer by this share: a new baseline in ~1000 answers
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds
 SuspendHook = Callable[[str, str], None]  # ip, why
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """What one eligible IP can carry for one upstream, now.
+
+    ``rate``: requests/s its pacer lets through (inf: not paced). ``cap``: at most this many
+    in flight (the pacer's ramp while it has not met a limit), None when the pace is the
+    limit. ``latency``: seconds from dispatch to answer, averaged over recent answers (0
+    before the first); ``floor``: the lowest it has been lately, so latency well above it
+    means requests queue somewhere (more in flight would only wait longer).
+    """
+
+    ip: str
+    upstream: str
+    rate: float
+    cap: int | None
+    latency: float
+    floor: float = 0.0
+
+    @property
+    def queueing(self) -> bool:
+        """Answers take over twice the pair's floor: in flight beyond this only adds delay."""
+        return self.floor > 0 and self.latency > 2 * self.floor
+
+    @property
+    def window(self) -> float:
+        """Jobs in flight this pair's budget needs, by Little's law: pace x latency (capped)."""
+        by_rate = self.rate * self.latency if math.isfinite(self.rate) else math.inf
+        return min(by_rate, math.inf if self.cap is None else float(self.cap))
 
 
 class FarmPolicy:
@@ -56,19 +102,45 @@ class FarmPolicy:
         self._members: frozenset[str] = frozenset()
         self.cooldown_hooks: list[CooldownHook] = []
         self.suspend_hooks: list[SuspendHook] = []
+        self._latency: dict[tuple[str, str], float] = {}  # (ip, upstream) -> EWMA of dispatch -> answer, s
+        self._floor: dict[tuple[str, str], float] = {}  # (ip, upstream) -> lowest latency lately, s
 
     # --- eligibility ------------------------------------------------------------------
 
     def cooling(self, ip: str, upstream: str, now: float) -> float | None:
         return self.cooldowns.cooling_until(ip, upstream, now)
 
+    def _ineligible_until(self, w: WorkerInfo, upstream: str, now: float) -> float | None:
+        """None when ``w`` is eligible for ``upstream``; else until when it is not (inf: no telling)."""
+        if w.state != "ready":
+            return float("inf")
+        return self.cooldowns.cooling_until(w.ip, upstream, now)
+
+    def eligible(self, w: WorkerInfo, upstream: str, now: float) -> bool:
+        """The one definition: ``w`` is ready and its (IP, upstream) pair is not cooling or suspended."""
+        return self._ineligible_until(w, upstream, now) is None
+
+    def lanes(self, workers: dict[str, WorkerInfo], upstream: str, now: float) -> list[Lane]:
+        """Every eligible IP's :class:`Lane` for ``upstream``, ordered by IP."""
+        out = []
+        for w in workers.values():
+            if self.eligible(w, upstream, now):
+                rate, cap = self.pacing.get(w.ip, upstream, now).allowance()
+                key = (w.ip, upstream)
+                out.append(Lane(w.ip, upstream, rate, cap, self._latency.get(key, 0.0), self._floor.get(key, 0.0)))
+        out.sort(key=lambda lane: lane.ip)
+        return out
+
     def _ready_at(self, w: WorkerInfo, upstream: str, now: float) -> float | None:
-        """None when ``w`` can take a ``upstream`` job now; else when it might (inf: unknown)."""
+        """None when ``w`` may take an ``upstream`` job now: eligible, with credit, and paced to send.
+
+        Else when it might (inf: when a job returns or the worker is ready again).
+        """
+        until = self._ineligible_until(w, upstream, now)
+        if until is not None:
+            return until
         if len(w.inflight) >= w.capacity:
             return float("inf")
-        cool = self.cooldowns.cooling_until(w.ip, upstream, now)
-        if cool is not None:
-            return cool
         pacer = self.pacing.get(w.ip, upstream, now)
         if pacer.phase == "open" and pacer.inflight < pacer.open_cap:
             return None
@@ -82,8 +154,10 @@ class FarmPolicy:
     def pick(self, job: Job, workers: dict[str, WorkerInfo], now: float) -> WorkerInfo | Blocked:
         spec = job.spec
         upstream = job.upstream
+        if job.deadline - now < MIN_LEFT_SHARE * spec.timeout:
+            return Blocked(upstream_wide=False)  # starved by the queue: let it expire, not time out upstream
         if spec.require_ip is not None:
-            mine = next((w for w in workers.values() if w.ip == spec.require_ip and w.state == "ready"), None)
+            mine = next((w for w in workers.values() if w.ip == spec.require_ip), None)
             if mine is None:
                 return Blocked(upstream_wide=False)
             at = self._ready_at(mine, upstream, now)
@@ -91,8 +165,8 @@ class FarmPolicy:
                 return mine
             return Blocked(until=None if at == float("inf") else at, upstream_wide=False)
         if spec.prefer_ip is not None:
-            mine = next((w for w in workers.values() if w.ip == spec.prefer_ip and w.state == "ready"), None)
-            if mine is not None and self.cooling(mine.ip, upstream, now) is None:
+            mine = next((w for w in workers.values() if w.ip == spec.prefer_ip), None)
+            if mine is not None and self.eligible(mine, upstream, now):
                 at = self._ready_at(mine, upstream, now)
                 if at is None:
                     return mine
@@ -102,18 +176,16 @@ class FarmPolicy:
         return self._pick_least_loaded(workers, upstream, now, spec.avoid_ip)
 
     def _pick_hashed(self, key: str, workers: dict[str, WorkerInfo], upstream: str, now: float) -> WorkerInfo | Blocked:
+        """The first IP in ``key``'s ranking that may take the job now; a paced or cooling one is passed over."""
         by_ip = {w.ip: w for w in workers.values() if w.state == "ready"}
         earliest = float("inf")
         for ip in self._ranking(key, by_ip):
-            cool = self.cooling(ip, upstream, now)
-            if cool is not None:
-                earliest = min(earliest, cool)
-                continue
             at = self._ready_at(by_ip[ip], upstream, now)
             if at is None:
                 return by_ip[ip]
-            return Blocked(until=None if at == float("inf") else at, upstream_wide=False)
-        return Blocked(until=None if earliest == float("inf") else earliest, upstream_wide=False)
+            earliest = min(earliest, at)
+        # Every IP was asked: no other job of this upstream can go either, until the earliest slot.
+        return Blocked(until=None if earliest == float("inf") else earliest)
 
     def _ranking(self, key: str, by_ip: dict[str, WorkerInfo]) -> list[str]:
         members = frozenset(by_ip)
@@ -140,8 +212,6 @@ class FarmPolicy:
         found = 0
         for i in range(n):
             w = ws[(turn + i) % n]
-            if w.state != "ready":
-                continue
             at = self._ready_at(w, upstream, now)
             if at is not None:
                 if at < earliest:
@@ -166,6 +236,13 @@ class FarmPolicy:
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:
         ip, upstream = worker.ip, job.upstream
+        if outcome.result == "ok" and job.sent_at:
+            key = (ip, upstream)
+            took = now - job.sent_at
+            seen = self._latency.get(key)
+            self._latency[key] = took if seen is None else seen + LATENCY_WEIGHT * (took - seen)
+            floor = self._floor.get(key, took)
+            self._floor[key] = min(took, floor + FLOOR_CREEP * (took - floor))
         self.pacing.record(ip, upstream, outcome.result, now, job.sent_at)
         started = self.cooldowns.record(
             ip, upstream, outcome.result, outcome.status, outcome.retry_after, now, job.sent_at
@@ -190,3 +267,6 @@ class FarmPolicy:
         """An IP left the pool for good: drop its cooldowns and pacing."""
         self.cooldowns.forget(ip)
         self.pacing.forget(ip)
+        for key in [k for k in self._latency if k[0] == ip]:
+            del self._latency[key]
+            self._floor.pop(key, None)

@@ -31,8 +31,11 @@ such upstreams' limits in the config instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["PaceBook", "Pacer"]
+__all__ = ["PaceBook", "Pacer", "Phase"]
+
+Phase = Literal["open", "measure", "hold", "probe"]
 
 OPEN_START_INFLIGHT = 8
 OPEN_STEP = 0.5
@@ -57,7 +60,7 @@ class Pacer:
     """One (IP, upstream) pair's pacing state."""
 
     rate: float  # req/s; inf while open
-    phase: str  # open | measure | hold | probe
+    phase: Phase
     known: bool = False
     tat: float = 0.0
     tau: float = 0.0
@@ -77,6 +80,15 @@ class Pacer:
     inflight: int = 0  # jobs of this pair dispatched and not yet answered
     open_cap: int = OPEN_START_INFLIGHT
     m_clean: bool = False  # the measurement restarted after its first (flood-polluted) cycle
+
+    def allowance(self) -> tuple[float, int | None]:
+        """What the pair may carry now: (requests/s, at most this many in flight); inf / None: no limit.
+
+        The seam between pacing and the round-trip engine, which keeps rate x latency in flight.
+        """
+        if self.phase == "open":
+            return float("inf"), self.open_cap
+        return self.rate, None
 
     def next_at(self, now: float) -> float | None:
         """When the pair may send again (inf: when a job returns), or None if it may now."""

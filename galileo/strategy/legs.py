@@ -1,4 +1,7 @@
-"""Leg providers for multi-leg: one way to quote a leg, one way to turn the quote into instructions.
+"""Leg providers: one way to quote a leg, one way to turn the quote into instructions.
+
+The round-trip engine quotes every configured buy leg, then every sell leg of each buy, through
+these; blind is the case of one provider on both sides.
 
 * Jupiter, DFlow: ``/quote``, then ``/swap-instructions`` echoing the quote.
 * Ultra: ``/order`` (with our wallet as taker) returns a whole unsigned transaction; its
@@ -11,29 +14,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal
 
 from broker.results import Quote, SwapInstructions, TitanQuote, UltraOrderResult
-from broker.types import JobOutcome, JobSpec
+from broker.types import JobOutcome
 from galileo.chain import ChainState
-from galileo.landing.assemble import leg_of
+from galileo.client import FarmClient
+from galileo.landing import leg_of
 from galileo.strategy.titan import TitanStreams
-from galileo.strategy.upstreams import QuoteRequest, Upstreams
 from galileo.tx import SwapLeg, is_compute_budget
 from galileo.tx.budget import decode_compute_unit_limit, is_compute_unit_limit
 from galileo.tx.decompile import decompile, lookup_addresses, message_of
 from galileo.tx.errors import TxBuildError
+from galileo.upstreams import QuoteRequest, Upstreams
 
-__all__ = ["Leg", "LegError", "LegQuote", "make_leg"]
+__all__ = ["Leg", "LegError", "LegName", "LegQuote", "make_leg"]
+
+LegName = Literal["jupiter", "dflow", "ultra", "titan"]
+Aggregator = Literal["jupiter", "dflow"]
 
 
 class LegError(RuntimeError):
-    """A leg could not be quoted or turned into instructions."""
+    """A leg could not be quoted or turned into instructions; ``result`` names why, as outcomes do."""
+
+    def __init__(self, message: str, result: str = "failed") -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
 class LegQuote:
-    provider: str
+    provider: LegName
     request: QuoteRequest
     in_amount: int
     out_amount: int
@@ -42,22 +53,20 @@ class LegQuote:
     value: Quote | UltraOrderResult | TitanQuote
 
 
-class Runner(Protocol):
-    async def run(self, spec: JobSpec) -> JobOutcome: ...
-
-
 class Leg:
     """Base: ``quote`` a leg, then ``swap_leg`` its instructions."""
 
-    name = ""
+    name: LegName
+    upstream: str | None = None  # the upstream each quote is a job of (None: quotes come from a stream)
 
-    def __init__(self, farm: Runner, upstreams: Upstreams, chain: ChainState, user: str) -> None:
+    def __init__(self, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str) -> None:
         self.farm = farm
         self.upstreams = upstreams
         self.chain = chain
         self.user = user
 
-    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
+        """Quote ``req`` (a job labelled ``task``: quote_buy, quote_sell, price); raises LegError."""
         raise NotImplementedError
 
     async def swap_leg(self, q: LegQuote) -> SwapLeg:
@@ -65,20 +74,20 @@ class Leg:
 
 
 def _fail(what: str, out: JobOutcome) -> LegError:
-    return LegError(f"{what}: {out.result} {out.error}".strip())
+    result = "empty" if out.ok else out.result  # answered, but no usable quote
+    return LegError(f"{what}: {out.result} {out.error}".strip(), result)
 
 
 class AggregatorLeg(Leg):
     """Jupiter or DFlow: quote, then swap-instructions on the quote's IP."""
 
-    def __init__(self, name: str, farm: Runner, upstreams: Upstreams, chain: ChainState, user: str) -> None:
+    def __init__(self, name: Aggregator, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str) -> None:
         super().__init__(farm, upstreams, chain, user)
         self.name = name
+        self.upstream = name
 
-    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
-        out = await self.farm.run(
-            self.upstreams.quote(req, prefer_ip=prefer_ip, task=f"quote_{side}", provider=self.name)
-        )
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
+        out = await self.farm.run(self.upstreams.quote(req, prefer_ip=prefer_ip, task=task, provider=self.name))
         if not out.ok or not isinstance(out.value, Quote) or out.value.out_amount <= 0:
             raise _fail(f"{self.name} quote", out)
         return LegQuote(self.name, req, out.value.in_amount, out.value.out_amount, out.ip, out.latency, out.value)
@@ -94,15 +103,16 @@ class AggregatorLeg(Leg):
 
 
 class UltraLeg(Leg):
-    name = "ultra"
+    name: LegName = "ultra"
+    upstream = "ultra"
 
-    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
-        out = await self.farm.run(self.upstreams.ultra_order(req, self.user, prefer_ip=prefer_ip, task=f"quote_{side}"))
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
+        out = await self.farm.run(self.upstreams.ultra_order(req, self.user, prefer_ip=prefer_ip, task=task))
         if not out.ok or not isinstance(out.value, UltraOrderResult):
             raise _fail("ultra order", out)
         order = out.value
         if not order.transaction or order.out_amount <= 0:
-            raise LegError(f"ultra order without a transaction: {order.error_message or order.error_code}")
+            raise LegError(f"ultra order without a transaction: {order.error_message or order.error_code}", "empty")
         return LegQuote("ultra", req, order.in_amount, order.out_amount, out.ip, out.latency, order)
 
     async def swap_leg(self, q: LegQuote) -> SwapLeg:
@@ -120,19 +130,19 @@ class UltraLeg(Leg):
 
 
 class TitanLeg(Leg):
-    name = "titan"
+    name: LegName = "titan"
 
     def __init__(
-        self, farm: Runner, upstreams: Upstreams, chain: ChainState, user: str, streams: TitanStreams, wait: float
+        self, farm: FarmClient, upstreams: Upstreams, chain: ChainState, user: str, streams: TitanStreams, wait: float
     ) -> None:
         super().__init__(farm, upstreams, chain, user)
         self.streams = streams
         self.wait = wait
 
-    async def quote(self, req: QuoteRequest, prefer_ip: str | None, side: str) -> LegQuote:
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
         got = await self.streams.quote_for(req, self.wait)
         if got is None:
-            raise LegError("no titan stream quote for this size")
+            raise LegError("no titan stream quote for this size", "no_stream")
         quote, ip = got
         return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote)
 
@@ -147,15 +157,15 @@ class TitanLeg(Leg):
 
 
 def make_leg(
-    name: str,
-    farm: Runner,
+    name: LegName,
+    farm: FarmClient,
     upstreams: Upstreams,
     chain: ChainState,
     user: str,
     streams: TitanStreams | None,
     titan_wait: float,
 ) -> Leg:
-    if name in ("jupiter", "dflow"):
+    if name == "jupiter" or name == "dflow":
         return AggregatorLeg(name, farm, upstreams, chain, user)
     if name == "ultra":
         return UltraLeg(farm, upstreams, chain, user)

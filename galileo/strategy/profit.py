@@ -71,6 +71,11 @@ class PriceBook:
         rate = self._base_per_lamport.get(mint)
         return None if rate is None else math.ceil(lamports * rate)
 
+    def to_lamports(self, mint: str, amount: int) -> int | None:
+        """``amount`` of ``mint``'s raw units in lamports (rounded down: profits are never overstated)."""
+        rate = self._base_per_lamport.get(mint)
+        return None if rate is None else math.floor(amount / rate)
+
 
 def evaluate(size: int, sell_out: int, costs_in_base: int, min_profit: int) -> Verdict:
     gross = sell_out - size

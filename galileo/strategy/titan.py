@@ -23,12 +23,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from broker.protocol import Event
 from broker.results import TitanQuote
-from broker.types import Job, JobOutcome, JobSpec, WorkerInfo
-from galileo.strategy.upstreams import QuoteRequest, Upstreams
+from broker.types import JobSpec
+from galileo.client import FarmClient
+from galileo.upstreams import QuoteRequest, Upstreams
 
 __all__ = ["StreamSlot", "TitanStreams", "plan_streams"]
 
@@ -39,10 +39,6 @@ BACKOFF_MAX = 30.0
 STALE_AFTER = 10.0  # seconds without an update before a stream's last quote is not used
 
 Key = tuple[str, str, int]
-
-
-class FarmLike(Protocol):
-    def submit(self, spec: JobSpec) -> asyncio.Future[JobOutcome]: ...
 
 
 def plan_streams(wants: Sequence[QuoteRequest], ips: Sequence[str], per_ip: int) -> dict[Key, str]:
@@ -81,7 +77,7 @@ class StreamSlot:
 
 
 class TitanStreams:
-    def __init__(self, farm: FarmLike, upstreams: Upstreams, user: str, *, per_ip: int, debounce_ms: int) -> None:
+    def __init__(self, farm: FarmClient, upstreams: Upstreams, user: str, *, per_ip: int, debounce_ms: int) -> None:
         self.farm = farm
         self.upstreams = upstreams
         self.user = user
@@ -92,8 +88,10 @@ class TitanStreams:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    def start(self, wants: Sequence[QuoteRequest], ips: Sequence[str]) -> None:
-        plan = plan_streams(wants, ips, self.per_ip)
+    def start(self, wants: Sequence[QuoteRequest]) -> None:
+        """Plan the streams over the IPs eligible for Titan now, and keep each one open."""
+        self.farm.watch_events(self.on_event)
+        plan = plan_streams(wants, [lane.ip for lane in self.farm.eligible("titan")], self.per_ip)
         by_key = {(r.input_mint, r.output_mint, r.amount): r for r in wants}
         for key, ip in plan.items():
             slot = StreamSlot(by_key[key], ip)
@@ -107,14 +105,14 @@ class TitanStreams:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def on_event(self, job: Job, worker: WorkerInfo, event: Event) -> None:
-        """Hub event hook: a stream update."""
-        slot = self._by_spec.get(id(job.spec))
+    def on_event(self, spec: JobSpec, ip: str, event: Event) -> None:
+        """A stream update (the farm calls this for every job event)."""
+        slot = self._by_spec.get(id(spec))
         if slot is None or event.name != "quote" or not isinstance(event.value, TitanQuote):
             return
         slot.latest = event.value
         slot.updated = time.monotonic()
-        slot.serving_ip = worker.ip
+        slot.serving_ip = ip
         slot.updates += 1
         slot.backoff = BACKOFF_START
         slot.fresh.set()

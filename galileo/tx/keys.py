@@ -32,13 +32,15 @@ StrPath = str | os.PathLike[str]
 def load_keypair(path: StrPath) -> Keypair:
     """Read a Solana CLI keypair file (``solana-keygen new -o path``).
 
-    Raises :class:`WalletError` naming the path when the file is missing, unreadable, not
-    JSON, not 64 byte values, or when its public half does not match its secret half. Logs a
-    warning on ``galileo.wallet`` when group or others may read or write the file.
+    Raises :class:`WalletError` naming the path when the file is missing, unreadable, not a
+    regular file (a FIFO is refused, never waited on), not JSON, not 64 byte values, or when
+    its public half does not match its secret half. Logs a warning on ``galileo.wallet`` when
+    group or others may read or write the file.
     """
     where = os.fspath(path)
     try:
-        fd = os.open(where, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO opens at once (instead of waiting for a writer) and is refused below.
+        fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise WalletError(where, "file not found; create one with `solana-keygen new -o PATH`") from None
     except IsADirectoryError:
@@ -51,6 +53,8 @@ def load_keypair(path: StrPath) -> Keypair:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise WalletError(where, "is a directory, not a keypair file")
+        if not stat.S_ISREG(info.st_mode):
+            raise WalletError(where, "is not a regular file (a FIFO, socket or device); give the keypair file")
         _warn_if_loose(where, info.st_mode)
         raw = _read_capped(fd, where)
     finally:

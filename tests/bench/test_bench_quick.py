@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_galileo
 
-SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "sim"]
+SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing", "sim"]
 
 
 def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
@@ -98,6 +98,12 @@ def test_blind_strategy_completed_batches(report: dict[str, Any]) -> None:
     assert b["batches_per_s"] > 0 and b["sim_jupiter_ok_per_s"] > 0
     assert 0 < b["batches_vs_ideal"] <= 1.5
     assert b["totals"]["batches"] > 0
+
+
+def test_landing_sent_bundles_from_every_ip_the_simulator_accepted(report: dict[str, Any]) -> None:
+    (cell,) = report["scenarios"]["landing"]["runs"].values()
+    assert cell["accepted_sends_per_s"] > 0 and 0 < cell["accepted_vs_capacity"] <= 1.05
+    assert cell["capacity_sends_per_s"] == cell["ips"] * cell["regions"] * cell["rate_per_ip_region"]
 
 
 def test_the_simulator_executes_bundles_only_with_execution_on(report: dict[str, Any]) -> None:

@@ -84,7 +84,7 @@ def test_every_expression_names_a_registered_series(dash: dict[str, Any]) -> Non
         "galileo_ip_requests",
         "galileo_ip_rate_limited",
         "galileo_ip_cooldown",
-        "galileo_ip_cooldown_ms",
+        "galileo_ip_cooldown_seconds",
         "galileo_ip_latency_ms",
         "galileo_ip_utilization_ratio",
         "galileo_ip_inflight",
@@ -93,7 +93,9 @@ def test_every_expression_names_a_registered_series(dash: dict[str, Any]) -> Non
         "galileo_queue_depth",
         "galileo_lander_landed",
         "galileo_opportunities",
-        "galileo_opportunity_profit",
+        "galileo_opportunity_profit_sol",
+        "galileo_lander_would_send",
+        "galileo_lander_dry_run",
     ):
         assert family in used, f"the dashboard has no panel for {family}"
 

@@ -115,7 +115,10 @@ NASTY = [
     "upstreams: {jupiter: {timeout_ms: 1e400}}\n",
     "? [a, b]\n: 1\n",
     "bot:\n  network: {}\n  network: {}\n",
-    "upstreams: {jupiter: {base_url: 'https://x.example', rate_limit_per_ip: 1e5}}\n",  # YAML 1.1: a string
+    "upstreams: {jupiter: {base_url: 'https://x.example', rate_limit_per_ip: '1e5'}}\n",  # quoted: a string
+    "lander: {tip_lamports: 12345.5}\n",  # a number, not whole
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",  # an alias bomb, small
     "lander: {follow_timeout_s: '5', cu_limit_multiplier: '1.5'}\n",
 ]
 

@@ -27,12 +27,10 @@ from solders.keypair import Keypair
 from galileo.chain import ChainState
 from galileo.config import parse_config
 from galileo.farm.runner import load_wallet
-from galileo.landing import LanderStack
-from galileo.landing.landers import bundle_id_of
+from galileo.landing import LanderStack, LandingStats, bundle_id_of
 from galileo.sim import SimServer
-from galileo.strategy.stats import StrategyStats
-from galileo.strategy.upstreams import Upstreams
 from galileo.tx import write_keypair
+from galileo.upstreams import Upstreams
 from tests.fault.conftest import SOL, FarmFactory, SimFactory, StartCli, farm_yaml, ips, sim_control, sim_get, wait_for
 from tests.fault.landing import opportunities, recording_bundles, sim_blockhash
 
@@ -88,7 +86,9 @@ async def test_dry_run_blind_strategy_sends_nothing(
     wallet_file(rt)
     cfg = tmp_path / "galileo.yaml"
     cfg.write_text(blind_yaml(sim, rt, "dry_run", f"  rpc: {{urls: ['{sim.url}/rpc']}}"))
-    run = await galileo_cli("--log-format", "json", "farm", "start", "-c", str(cfg), "--duration", "6", name="dry")
+    run = await galileo_cli(  # per-send lines are at debug
+        "--log-level", "debug", "--log-format", "json", "farm", "start", "-c", str(cfg), "--duration", "6", name="dry"
+    )
     assert await run.wait(60) == 0, run.output()[-3000:]
 
     stats = await sim_get(sim, "/sim/stats")
@@ -114,9 +114,9 @@ lander: {{mode: live, follow_timeout_s: 60}}
 """
     farm = await farm_factory(ips(3, start=150), extra)
     upstreams = Upstreams(farm.cfg)
-    chain = ChainState(farm.run, upstreams)
-    stats = StrategyStats()
-    lander = LanderStack(farm.run, upstreams, chain, farm.cfg.lander, ["jito"], stats)
+    chain = ChainState(farm, upstreams)
+    stats = LandingStats()
+    lander = LanderStack(farm, upstreams, chain, farm.cfg.lander, ["jito"], stats)
     blockhash, last_valid = await sim_blockhash(sim)
     opps = opportunities(Keypair(), blockhash, last_valid, 6)
     chain.start()
@@ -129,7 +129,7 @@ lander: {{mode: live, follow_timeout_s: 60}}
             await asyncio.sleep(2.5)  # a few rounds of following: statuses asked, nothing re-sent
             before_expiry = len(seen.bundles)
             await sim_control(sim, {"advance_slots": 1_000})  # every blockhash expires now
-            await wait_for(lambda: not lander._follows, 30, "following to end at expiry")
+            await wait_for(lambda: not lander.follower.pending, 30, "following to end at expiry")
             after_expiry = len(seen.bundles)
     finally:
         await lander.close(timeout=1)
@@ -161,12 +161,12 @@ lander: {{mode: live, follow_timeout_s: 20}}
 """
     farm = await farm_factory(ips(2, start=160), extra)
     upstreams = Upstreams(farm.cfg)
-    chain = ChainState(farm.run, upstreams)
+    chain = ChainState(farm, upstreams)
     blockhash, last_valid = await sim_blockhash(sim)
     (opp,) = opportunities(Keypair(), blockhash, last_valid, 1)
-    first_stats, again_stats = StrategyStats(), StrategyStats()
-    first = LanderStack(farm.run, upstreams, chain, farm.cfg.lander, ["jito"], first_stats)
-    again = LanderStack(farm.run, upstreams, chain, farm.cfg.lander, ["jito"], again_stats)  # forgot it was sent
+    first_stats, again_stats = LandingStats(), LandingStats()
+    first = LanderStack(farm, upstreams, chain, farm.cfg.lander, ["jito"], first_stats)
+    again = LanderStack(farm, upstreams, chain, farm.cfg.lander, ["jito"], again_stats)  # forgot it was sent
     chain.start()
     try:
         (sent,) = await first.land(opp, SOL)

@@ -22,10 +22,8 @@ from solders.keypair import Keypair
 from broker.types import JobOutcome, WorkerInfo
 from galileo.chain import ChainState
 from galileo.farm.coordinator import Farm
-from galileo.landing import LanderStack
-from galileo.landing.landers import bundle_id_of
-from galileo.strategy.stats import StrategyStats
-from galileo.strategy.upstreams import Upstreams
+from galileo.landing import LanderStack, LandingStats, bundle_id_of
+from galileo.upstreams import Upstreams
 from tests.broker.fakeworker import FakeWorker
 from tests.fault.conftest import (
     SOL,
@@ -113,8 +111,8 @@ lander: {{mode: live}}
     blockhash, last_valid = await sim_blockhash(sim)
     opps = opportunities(wallet, blockhash, last_valid, 6)  # 6 sends per (IP, region): under pacing's first cap
     upstreams = Upstreams(farm.cfg)
-    stats = StrategyStats()
-    lander = LanderStack(farm.run, upstreams, ChainState(farm.run, upstreams), farm.cfg.lander, ["jito"], stats)
+    stats = LandingStats()
+    lander = LanderStack(farm, upstreams, ChainState(farm, upstreams), farm.cfg.lander, ["jito"], stats)
 
     with recording_bundles() as seen:
         landing = asyncio.gather(*(lander.land(o, SOL) for o in opps))

@@ -46,6 +46,10 @@ class Scrape:
     def series(self, name: str) -> list[Labels]:
         return [dict(lbl) for (n, lbl) in self.samples if n == name]
 
+    def moved(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """The series of ``name`` that are not 0 (counters start at 0 once their labels are known)."""
+        return {tuple(sorted(lbl)): v for (n, lbl), v in self.samples.items() if n == name and v != 0}
+
 
 async def scrape(address: tuple[str, int], accept: str | None = None) -> tuple[Scrape, aiohttp.ClientResponse]:
     headers = {"Accept-Encoding": "gzip"}  # as Prometheus asks
@@ -108,13 +112,11 @@ async def test_series_move_with_the_jobs_the_farm_ran(make_farm: Make, recorder:
             assert m.value("galileo_ip_latency_ms_bucket", task="quote_buy", ip=ip, le="10000.0") == count
 
         # The forced 429: one rate-limited answer, one cooldown honouring Retry-After, that IP only.
-        assert m.series("galileo_ip_rate_limited_total") == [{"ip": limited, "upstream": "jito:ny"}]
-        assert m.value("galileo_ip_rate_limited_total", ip=limited, upstream="jito:ny") == 1
-        assert m.series("galileo_ip_cooldown_total") == [{"ip": limited, "reason": "rate_limited"}]
-        assert m.value("galileo_ip_cooldown_total", ip=limited, reason="rate_limited") == 1
-        assert m.value("galileo_ip_cooldown_ms_count", ip=limited, reason="rate_limited") == 1
-        assert m.value("galileo_ip_cooldown_ms_sum", ip=limited, reason="rate_limited") >= 30_000
-        assert m.value("galileo_ip_cooldown_active", ip=limited, upstream="jito:ny") == 1
+        assert m.moved("galileo_ip_rate_limited_total") == {(("ip", limited), ("upstream", "jito:ny")): 1}
+        assert m.moved("galileo_ip_cooldown_total") == {(("ip", limited), ("reason", "rate_limited")): 1}
+        assert m.value("galileo_ip_cooldown_seconds_count", ip=limited, reason="rate_limited") == 1
+        assert m.value("galileo_ip_cooldown_seconds_sum", ip=limited, reason="rate_limited") >= 30
+        assert m.moved("galileo_ip_cooldown_active") == {(("ip", limited), ("upstream", "jito:ny")): 1}
 
         # Terminal outcomes.
         assert m.value("galileo_jobs_total", task="quote_buy", result="ok") == 90
@@ -127,7 +129,7 @@ async def test_series_move_with_the_jobs_the_farm_ran(make_farm: Make, recorder:
             assert m.value("galileo_worker_up", ip=ip) == 1
             assert m.value("galileo_worker_restarts_total", ip=ip) == 0
             assert m.value("galileo_network_ip_inventory_total", ip=ip) == 1
-            assert m.get("galileo_worker_loop_lag_ms", ip=ip) is not None
+            assert m.get("galileo_worker_loop_lag_seconds", ip=ip) is not None
             assert m.get("galileo_worker_rss_bytes", ip=ip) is not None
         assert m.value("galileo_late_results_total") == 0
     finally:
@@ -215,8 +217,8 @@ async def test_strategy_and_lander_series_and_safe_labels() -> None:
         metrics.lander_landed("jito", url.replace("s3cr3t-uuid", f"nonce-{n}"))
     metrics.quote("blind", "SOL", "ok")
     metrics.quote("blind", "SOL", "empty")
-    metrics.opportunity("blind", "SOL", 0.0042)
-    metrics.opportunity("blind", "SOL", 0.2)
+    metrics.opportunity("blind", "SOL", profit_lamports=4_200_000)
+    metrics.opportunity("blind", "SOL", profit_lamports=200_000_000)
     body, content_type = metrics.render()
     text = body.decode()
     assert content_type.startswith("text/plain")
@@ -229,9 +231,9 @@ async def test_strategy_and_lander_series_and_safe_labels() -> None:
     assert len(m.series("galileo_lander_landed_total")) == 1
     assert m.value("galileo_quotes_total", strategy="blind", mint="SOL", result="empty") == 1
     assert m.value("galileo_opportunities_total", strategy="blind", mint="SOL") == 2
-    assert m.value("galileo_opportunity_profit_count", strategy="blind", mint="SOL") == 2
-    assert m.value("galileo_opportunity_profit_sum", strategy="blind", mint="SOL") == pytest.approx(0.2042)
-    assert m.value("galileo_opportunity_profit_bucket", strategy="blind", mint="SOL", le="0.005") == 1
+    assert m.value("galileo_opportunity_profit_sol_count", strategy="blind", mint="SOL") == 2
+    assert m.value("galileo_opportunity_profit_sol_sum", strategy="blind", mint="SOL") == pytest.approx(0.2042)
+    assert m.value("galileo_opportunity_profit_sol_bucket", strategy="blind", mint="SOL", le="0.005") == 1
     assert not any(name.endswith("_created") for name, _ in m.samples)
 
 

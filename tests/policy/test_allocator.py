@@ -156,6 +156,66 @@ def test_hash_key_sticks_to_its_owner_and_falls_back_in_rank_order() -> None:
     assert isinstance(chosen, WorkerInfo) and chosen.ip == ranked[1]
 
 
+def send(p: FarmPolicy, ws: dict[str, WorkerInfo], key: str, now: float) -> WorkerInfo | Blocked:
+    j = job("jito:ny", hash_key=key)
+    chosen = p.pick(j, ws, now)
+    if isinstance(chosen, WorkerInfo):
+        p.on_dispatch(j, chosen, now)
+    return chosen
+
+
+def test_bundles_spread_over_every_ip_with_budget_for_the_region_then_wait_for_the_next_slot() -> None:
+    """16 IPs at 1 send/s per (IP, region): 16 different bundles go out at once, one from each IP."""
+    p = FarmPolicy(known_rates={"jito": 1.0}, rng=random.Random(1))
+    ips = [f"10.0.0.{i}" for i in range(1, 17)]
+    ws = pool(*(worker(ip) for ip in ips))
+    picked = [send(p, ws, f"jito:ny|bundle-{i}", 0.0) for i in range(16)]
+    assert sorted(w.ip for w in picked if isinstance(w, WorkerInfo)) == sorted(ips)
+    blocked = send(p, ws, "jito:ny|bundle-16", 0.0)
+    assert isinstance(blocked, Blocked) and blocked.upstream_wide  # every IP spent: no other send can go either
+    assert blocked.until == pytest.approx(1 / 0.99)  # the earliest next slot, paced at 99 % of 1/s
+    assert isinstance(send(p, ws, "jito:ny|bundle-16", 1.02), WorkerInfo)
+
+
+def test_a_resend_stays_on_its_ip_and_spills_to_the_next_ranked_while_that_one_is_paced_or_cooling() -> None:
+    p = FarmPolicy(known_rates={"jito": 1.0}, rng=random.Random(1))
+    ips = [f"10.0.0.{i}" for i in range(1, 17)]
+    ws = pool(*(worker(ip) for ip in ips))
+    key = "jito:ny|bundle-7"
+    ranked = hrw_rank(key, ips)
+    for t in (0.0, 2.0, 4.0):  # re-sends of the same bytes, each once its IP has budget again
+        chosen = send(p, ws, key, t)
+        assert isinstance(chosen, WorkerInfo) and chosen.ip == ranked[0]
+    assert isinstance(send(p, ws, "jito:ny|other", 6.0), WorkerInfo)
+    p.on_dispatch(job("jito:ny"), ws[f"w/{ranked[0]}"], 6.0)  # its owner's slot is spent: paced
+    spilled = send(p, ws, key, 6.0)
+    assert isinstance(spilled, WorkerInfo) and spilled.ip == ranked[1]  # spills at once, does not wait
+    cool(p, ranked[0], "jito:ny", now=8.0, retry_after=5.0)
+    cooled = send(p, ws, key, 8.0)
+    assert isinstance(cooled, WorkerInfo) and cooled.ip == ranked[1]
+    back = send(p, ws, key, 14.0)  # cooled down and paced again: back to its own IP
+    assert isinstance(back, WorkerInfo) and back.ip == ranked[0]
+
+
+def test_lanes_are_the_eligible_ips_with_their_pace_cap_and_latency() -> None:
+    p = FarmPolicy(known_rates={"jupiter": 10.0}, rng=random.Random(1))
+    a, b, c = worker("1.1.1.1"), worker("1.1.1.2"), worker("1.1.1.3")
+    c.state = "draining"
+    ws = pool(a, b, c)
+    cool(p, "1.1.1.2")
+    for took in (0.2, 0.1):  # dispatched at 0, answered after `took`: the pair's latency moves towards it
+        j = job()
+        j.sent_at = 1.0
+        p.on_outcome(j, a, Outcome(result="ok", status=200, latency=took), 1.0 + took)
+    (lane,) = p.lanes(ws, "jupiter", 1.0)  # b cools, c drains: not eligible
+    assert lane.ip == "1.1.1.1" and lane.rate == pytest.approx(9.9) and lane.cap is None
+    assert lane.latency == pytest.approx(0.2 + 0.2 * (0.1 - 0.2)) and lane.floor == pytest.approx(0.1)
+    assert lane.window == pytest.approx(9.9 * lane.latency)
+    (open_lane, _) = p.lanes(pool(a, worker("1.1.1.9")), "dflow", 1.0)  # dflow: no told rate, ramping
+    assert open_lane.rate == float("inf") and open_lane.cap == 8 and open_lane.latency == 0.0
+    assert [w.ip for w in ws.values() if p.eligible(w, "jupiter", 1.0)] == ["1.1.1.1"]
+
+
 def test_pacing_blocks_a_pair_and_marks_it_saturated() -> None:
     p = FarmPolicy(known_rates={"jupiter": 2.0}, rng=random.Random(1))
     ws = pool(worker("1.1.1.1"))
@@ -179,3 +239,13 @@ def test_outcomes_feed_cooldowns_and_suspension_hooks() -> None:
     assert seen == [("1.1.1.1", "jupiter", "rate_limited"), ("1.1.1.1", "jupiter", "bind_error")]
     assert suspended == ["1.1.1.1"]
     assert isinstance(p.pick(job("other"), pool(w), 0.0), Blocked)
+
+
+def test_a_job_that_waited_out_most_of_its_time_in_the_queue_is_not_dispatched_to_time_out() -> None:
+    p = policy()
+    ws = pool(worker("1.1.1.1"))
+    starved = job(timeout=2.0)
+    starved.deadline = 10.0
+    assert isinstance(p.pick(starved, ws, 9.4), WorkerInfo)  # 0.6 of its 2 s left: worth sending
+    held = p.pick(starved, ws, 9.6)  # 0.4 s left: it would time out at the upstream and cool the IP
+    assert isinstance(held, Blocked) and not held.upstream_wide  # other jobs of the upstream still go

@@ -15,7 +15,7 @@ import pytest
 from galileo.bench.blind import blind_config
 from galileo.farm.coordinator import Farm
 from galileo.sim import SimConfig, SimServer, start_sim
-from galileo.strategy.blind import BlindStrategy
+from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
 IPS = [f"127.0.4.{i}" for i in range(1, 9)]
@@ -30,13 +30,13 @@ async def sim() -> AsyncIterator[SimServer]:
 
 async def run_strategy(
     sim: SimServer, tmp_path: Path, mode: str, seconds: float
-) -> tuple[BlindStrategy, Farm, dict[str, Any]]:
+) -> tuple[RoundTripEngine, Farm, dict[str, Any]]:
     kp = ephemeral_keypair()
     write_keypair(tmp_path / "id.json", kp)
     cfg = blind_config(sim.url, tmp_path, IPS, mode)  # the configuration `galileo bench blind` runs
     async with Farm(cfg, runtime_dir=tmp_path, log_level="warning") as farm:
         assert await farm.wait_ready()
-        strategy = BlindStrategy(farm, cfg, kp)
+        strategy = RoundTripEngine(farm, cfg, kp, Shape.blind(cfg))
         stop = asyncio.Event()
         task = asyncio.create_task(strategy.run(stop))
         await asyncio.sleep(seconds)
@@ -116,11 +116,11 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
 async def test_dry_run_sends_nothing_and_says_what_it_would_send(
     sim: SimServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="galileo.lander")
+    caplog.set_level(logging.DEBUG, logger="galileo.lander")  # per-send lines are at debug
     strategy, _, _ = await run_strategy(sim, tmp_path, "dry_run", 4.0)
     stats = await sim_json(sim, "/sim/stats")
     assert strategy.stats.totals()["opportunities"], "no opportunity in the run: nothing was tested"
     assert all(v["received"] == 0 for v in stats["sends"].values())
     would = [r for r in caplog.records if r.getMessage().startswith("dry run: would send bundle")]
     assert would and all(len(r.ident) == 64 for r in would)  # type: ignore[attr-defined]
-    assert strategy.stats.dry_run_sends == len(would) > 0
+    assert strategy.stats.landing.dry_run_sends == len(would) > 0

@@ -19,13 +19,13 @@ from solders.message import MessageV0
 from galileo.config import GalileoConfig, parse_config
 from galileo.farm.coordinator import Farm
 from galileo.sim import SimConfig, SimServer, start_sim
-from galileo.strategy.multileg import MultiLegStrategy
+from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.strategy.titan import plan_streams
-from galileo.strategy.upstreams import QuoteRequest
 from galileo.tx import ephemeral_keypair, write_keypair
 from galileo.tx.build import to_solders_instruction
 from galileo.tx.decompile import decompile
 from galileo.tx.tip import system_transfer
+from galileo.upstreams import QuoteRequest
 
 SOL = "So11111111111111111111111111111111111111112"
 
@@ -76,10 +76,10 @@ class Run:
         self.kp = kp
         self.stop = asyncio.Event()
 
-    async def __aenter__(self) -> tuple[Farm, MultiLegStrategy]:
+    async def __aenter__(self) -> tuple[Farm, RoundTripEngine]:
         await self.farm.start()
         assert await self.farm.wait_ready()
-        self.strategy = MultiLegStrategy(self.farm, self.cfg, self.kp)
+        self.strategy = RoundTripEngine(self.farm, self.cfg, self.kp, Shape.multi_leg(self.cfg))
         self.task = asyncio.create_task(self.strategy.run(self.stop))
         return self.farm, self.strategy
 
@@ -104,14 +104,14 @@ async def test_titan_streams_spread_and_mixed_pairs_land(sim: SimServer, tmp_pat
         served = during["requests"]["by_ip_service"][ip]
         assert sum(served.get(svc, {}).get("200", 0) for svc in ("ultra", "dflow", "jupiter")) > 10, ip
     # The mixed pairs produced bundles the simulator accepted ...
-    sent = {(b, s) for (b, s, state), n in strategy.pairs_seen.items() if state == "sent" and n}
-    assert ("ultra", "dflow") in sent and ("titan", "jupiter") in sent, strategy.pairs_seen
+    sent = {(b, s) for (b, s, state), n in strategy.stats.pairs.items() if state == "sent" and n}
+    assert ("ultra", "dflow") in sent and ("titan", "jupiter") in sent, strategy.stats.pairs
     bundles = stats["sends"]["jito_bundle"]
     assert bundles["accepted"] > 0 and set(bundles["rejected"]) <= {"already_processed"}
     # ... and none of them can execute: the Ultra and Titan buy routes close the wrapped-SOL
     # account and the merged sell swap then pays into it (InvalidAccountData from the token
-    # program the sell's router calls), and quotes asked with slippage 0 are stale two slots later (6001). Issue 15
-    # fixes both; the simulator runs every bundle and says which.
+    # program the sell's router calls), and quotes asked with slippage 0 are stale two slots
+    # later (6001). Issue 15 fixes both; the simulator runs every bundle and says which.
     assert bundles["landed"] == 0
     failures = stats["chain"]["failures_by_error"]
     allowed = {"auction: outbid"} | {f"{r}: 6001 SlippageToleranceExceeded" for r in ("jupiter", "dflow", "titan")}
@@ -147,7 +147,7 @@ async def test_single_ip_completes_pairs_without_deadlock(sim: SimServer, tmp_pa
     async with Run(sim, tmp_path, ["127.0.9.1"], "jupiter, ultra", "dflow, jupiter") as (_, strategy):
         await asyncio.sleep(4)
     assert strategy.stats.batches_completed > 5
-    quoted = {(b, s) for (b, s, state) in strategy.pairs_seen if state == "quoted"}
+    quoted = {(b, s) for (b, s, state) in strategy.stats.pairs if state == "quoted"}
     assert quoted == {("jupiter", "dflow"), ("jupiter", "jupiter"), ("ultra", "dflow"), ("ultra", "jupiter")}
 
 

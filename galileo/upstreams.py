@@ -1,8 +1,15 @@
 """Jobs for each upstream, built from the config: the one place that knows URLs and upstream keys.
 
+A floor below the strategies and landing: both build their jobs here, and this module
+imports neither of them (tests/test_import_direction.py holds it to that).
+
 An *upstream key* names what a rate limit belongs to, so cooldowns and pacing are kept per
 (IP, key): ``jupiter``, ``dflow``, ``rpc``, ``staked:<n>``, ``jito:<region>``. Secrets travel
 only as :class:`~broker.jobs.SecretRef` (the name of an env var the worker reads).
+
+Landing jobs carry a ``hash_key`` of (endpoint, what is sent): rendezvous hashing then keeps
+re-sends of the same bytes on the same IP, while different bundles spread over every IP
+(see :mod:`galileo.policy.allocator`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from urllib.parse import urlsplit
 from broker.jobs import (
     DflowQuote,
     DflowSwapInstructions,
-    JitoBundleStatuses,
+    JitoInflightStatuses,
     JitoSendBundle,
     JobPayload,
     JupiterQuote,
@@ -30,7 +37,10 @@ from broker.types import JobSpec
 from galileo.config import GalileoConfig
 from galileo.config.sections import RpcConfig, UpstreamConfig
 
-__all__ = ["Endpoint", "QuoteRequest", "Upstreams"]
+__all__ = ["MAX_BUNDLE_IDS", "MAX_SIGNATURES", "Endpoint", "QuoteRequest", "Upstreams"]
+
+MAX_BUNDLE_IDS = 5  # getInflightBundleStatuses / getBundleStatuses take at most 5 ids
+MAX_SIGNATURES = 256  # getSignatureStatuses takes at most 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +259,8 @@ class Upstreams:
         )
 
     def signature_statuses(self, signatures: list[str]) -> JobSpec:
+        """``getSignatureStatuses`` for at most 256 signatures (one call follows every pending send)."""
+        assert 0 < len(signatures) <= MAX_SIGNATURES
         ep = self.rpc[0]
         return JobSpec(
             RpcSignatureStatuses(url=ep.url, url_env=ep.url_env, signatures=signatures),
@@ -259,34 +271,40 @@ class Upstreams:
 
     # --- landing --------------------------------------------------------------------
 
-    def send_bundle(self, ep: Endpoint, transactions: list[bytes]) -> JobSpec:
-        """Re-broadcasting the same signed bytes is safe, so the job is idempotent."""
+    def send_bundle(self, ep: Endpoint, transactions: list[bytes], bundle_id: str) -> JobSpec:
+        """Re-broadcasting the same signed bytes is safe, so the job is idempotent.
+
+        Hashed on (region, bundle): a re-send of this bundle to this region ranks the IPs the
+        same way, while other bundles spread over every IP's budget for the region.
+        """
         assert ep.url is not None
         return JobSpec(
             JitoSendBundle(base_url=ep.url, transactions=transactions, secret=ep.secret),
             upstream=ep.upstream,
             timeout=self.cfg.upstreams.jito.timeout_ms / 1000,
-            hash_key=ep.label,
+            hash_key=f"{ep.label}|{bundle_id}",
             task="lander",
         )
 
-    def bundle_statuses(self, ep: Endpoint, bundle_ids: list[str]) -> JobSpec:
-        assert ep.url is not None
+    def inflight_bundle_statuses(self, ep: Endpoint, bundle_ids: list[str]) -> JobSpec:
+        """``getInflightBundleStatuses`` for at most 5 ids: Pending, Landed, Failed, or Invalid (dropped)."""
+        assert ep.url is not None and 0 < len(bundle_ids) <= MAX_BUNDLE_IDS
         return JobSpec(
-            JitoBundleStatuses(base_url=ep.url, bundle_ids=bundle_ids, secret=ep.secret),
+            JitoInflightStatuses(base_url=ep.url, bundle_ids=bundle_ids, secret=ep.secret),
             upstream=ep.upstream,
             timeout=self.cfg.upstreams.jito.timeout_ms / 1000,
-            hash_key=ep.label,
+            hash_key=f"{ep.label}|{bundle_ids[0]}",
             task="follow",
         )
 
-    def send_transaction(self, ep: Endpoint, transaction: bytes) -> JobSpec:
+    def send_transaction(self, ep: Endpoint, transaction: bytes, signature: str) -> JobSpec:
+        """Hashed on (endpoint, signature), like bundles: re-sends stay on one IP, sends spread."""
         return JobSpec(
             RpcSendTransaction(
                 transaction=transaction, url=ep.url, url_env=ep.url_env, skip_preflight=True, max_retries=0
             ),
             upstream=ep.upstream,
             timeout=self._rpc_timeout(),
-            hash_key=ep.label,
+            hash_key=f"{ep.label}|{signature}",
             task="lander",
         )

@@ -1,0 +1,348 @@
+"""The round-trip engine: plan, quote legs, evaluate, swap-instructions, assemble, land, follow.
+
+One engine, configured by a :class:`Shape`: which providers quote the buy leg (base ->
+intermediate) and which the sell leg (intermediate -> base). The blind strategy is the shape
+with one aggregator on both sides; multi-leg is every buy provider x every sell provider.
+
+Per batch (one plan: base mint, intermediate mint, size) on the IP the pipeline gave it:
+
+1. every buy leg is quoted (``amount`` = size), preferred onto the batch's IP;
+2. each buy quote's sell legs are quoted (``amount`` = that buy's ``outAmount``), preferred
+   onto the IP that served the buy, so they move only if it is cooling; each is checked
+   against its own buy (the amount it sells must be what the buy gave);
+3. every quote with SOL on one side prices its mint; a base mint not yet priced is priced
+   with one SOL quote, so costs can be stated in its units;
+4. profit = sell out - size - (tip + base fee + priority fee, in base units) against the base
+   mint's own ``min_quote_profit``; the best profitable pair is the opportunity;
+5. the opportunity is landed in its own task while the IP goes on with the next batch:
+   both legs' instructions, one signed transaction per lander kind, sent and followed by the
+   :class:`~galileo.landing.LanderStack`.
+
+No IP is held across a wait: every leg is an independent job on the shared pool, so a pair
+cannot deadlock even with a single IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from solders.keypair import Keypair
+
+from galileo.chain import ChainError, ChainState
+from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
+from galileo.config import GalileoConfig
+from galileo.landing import LanderStack, assemble
+from galileo.strategy.legs import Leg, LegError, LegName, LegQuote, make_leg
+from galileo.strategy.pipeline import BatchPipeline, BatchShape
+from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
+from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, estimated_costs, evaluate
+from galileo.strategy.stats import BatchRecord, Side, StrategyStats, short_mint
+from galileo.strategy.titan import TitanStreams
+from galileo.tx import TxError
+from galileo.upstreams import QuoteRequest, Upstreams
+
+__all__ = ["RoundTripEngine", "Shape", "enabled_engines"]
+
+log = logging.getLogger("galileo.strategy")
+
+StrategyName = Literal["blind", "multi_leg"]
+LAMPORTS_PER_SOL = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Which providers quote each side of the round trip."""
+
+    name: StrategyName
+    buy_legs: tuple[LegName, ...]
+    sell_legs: tuple[LegName, ...]
+
+    @classmethod
+    def blind(cls, cfg: GalileoConfig) -> Shape:
+        provider = cfg.blind_strategy.quote_provider
+        return cls("blind", (provider,), (provider,))
+
+    @classmethod
+    def multi_leg(cls, cfg: GalileoConfig) -> Shape:
+        ml = cfg.multi_leg
+        return cls("multi_leg", tuple(dict.fromkeys(ml.buy_legs)), tuple(dict.fromkeys(ml.sell_legs)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    buy: LegQuote
+    sell: LegQuote
+
+
+def _batch_shape(buy: Sequence[Leg], sell: Sequence[Leg]) -> BatchShape:
+    """Quotes per upstream in one batch: each buy leg once, each sell leg once per buy leg."""
+    demand: dict[str, int] = {}
+    for leg in buy:
+        if leg.upstream:
+            demand[leg.upstream] = demand.get(leg.upstream, 0) + 1
+    for leg in sell:
+        if leg.upstream:
+            demand[leg.upstream] = demand.get(leg.upstream, 0) + len(buy)
+    stages = tuple(
+        stage
+        for stage in (
+            tuple(dict.fromkeys(leg.upstream for leg in buy if leg.upstream)),
+            tuple(dict.fromkeys(leg.upstream for leg in sell if leg.upstream)),
+        )
+        if stage
+    )
+    return BatchShape(demand, stages)
+
+
+class RoundTripEngine:
+    def __init__(
+        self,
+        farm: FarmClient,
+        cfg: GalileoConfig,
+        wallet: Keypair,
+        shape: Shape,
+        *,
+        metrics: StrategyMetrics = NULL_METRICS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.farm = farm
+        self.cfg = cfg
+        self.wallet = wallet
+        self.shape = shape
+        self.name: StrategyName = shape.name
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.upstreams = Upstreams(cfg)
+        self.chain = ChainState(farm, self.upstreams)
+        self.stats = StrategyStats()
+        self.prices = PriceBook()
+        self.plans = plan_pairs(cfg.blind_strategy, cfg.intermedium)
+        user = str(wallet.pubkey())
+        titan = cfg.upstreams.titan
+        self.titan = (
+            TitanStreams(
+                farm, self.upstreams, user, per_ip=titan.titan_stream_limit, debounce_ms=titan.titan_debounce_ms
+            )
+            if "titan" in shape.buy_legs
+            else None
+        )
+        wait = cfg.multi_leg.titan_quote_wait_ms / 1000
+
+        def leg(name: LegName) -> Leg:
+            return make_leg(name, farm, self.upstreams, self.chain, user, self.titan, wait)
+
+        self.buy_legs = [leg(n) for n in shape.buy_legs]
+        self.sell_legs = [leg(n) for n in shape.sell_legs]
+        self._legs = {leg.name: leg for leg in (*self.buy_legs, *self.sell_legs)}
+        self._pricer = next((leg for leg in (*self.buy_legs, *self.sell_legs) if leg.upstream), None)
+        enabled = cfg.blind_strategy.enable_landers
+        self.landers = LanderStack(farm, self.upstreams, self.chain, cfg.lander, enabled, self.stats.landing, metrics)
+        self._jito = "jito" in enabled
+        self._rpc = bool({"staked", "rpc"} & set(enabled))
+        self.pipeline = BatchPipeline(
+            farm, _batch_shape(self.buy_legs, self.sell_legs), batches(self.plans), self.run_batch
+        )
+        self._tasks: set[asyncio.Task[None]] = set()  # landings and price probes
+        self._pricing: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then let in-flight batches and landings finish (briefly)."""
+        log.info(
+            "%s: %d round trip(s), buy %s x sell %s, landing via %s (%s)",
+            self.name,
+            len(self.plans),
+            ",".join(self.shape.buy_legs),
+            ",".join(self.shape.sell_legs),
+            ",".join(self.landers.landers) or "-",
+            self.cfg.lander.mode,
+        )
+        self.chain.start()
+        if self.titan is not None:
+            self.titan.start([QuoteRequest(p.base_mint, p.intermediate_mint, p.trade_size) for p in self.plans])
+        try:
+            await self.pipeline.run(stop)
+        finally:
+            await self.pipeline.drain(5.0)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=10.0)
+            await self.landers.close()
+            if self.titan is not None:
+                await self.titan.stop()
+            await self.chain.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- one batch ------------------------------------------------------------------
+
+    async def _quote(self, leg: Leg, req: QuoteRequest, ip: str | None, side: Side, mint: str) -> LegQuote | None:
+        try:
+            q = await leg.quote(req, ip, f"quote_{side}")
+        except LegError as exc:
+            self.stats.quotes[(f"{side}:{leg.name}", exc.result)] += 1
+            self.metrics.quote(self.name, mint, exc.result)
+            log.debug("%s leg %s: %s", side, leg.name, exc, extra={"local_ip": ip, "ip_task_kind": f"quote_{side}"})
+            return None
+        self.stats.quotes[(f"{side}:{leg.name}", "ok")] += 1
+        self.metrics.quote(self.name, mint, "ok")
+        self.stats.quote_latency(side, q.latency)
+        return q
+
+    async def _sells(self, plan: QuoteBatchPlan, buy: LegQuote, ip: str) -> list[_Pair]:
+        req = QuoteRequest(plan.intermediate_mint, plan.base_mint, buy.out_amount)
+        sells = await asyncio.gather(
+            *(self._quote(leg, req, buy.ip or ip, "sell", plan.base_mint) for leg in self.sell_legs)
+        )
+        pairs = []
+        for sell in sells:
+            if sell is None:
+                continue
+            if sell.in_amount != buy.out_amount:  # the sell leg must be this buy's, of this buy's output
+                log.warning(
+                    "batch %d: %s sell leg quoted %d, the %s buy leg gave %d; dropped",
+                    plan.batch_id,
+                    sell.provider,
+                    sell.in_amount,
+                    buy.provider,
+                    buy.out_amount,
+                    extra={"batch_id": plan.batch_id},
+                )
+                continue
+            if sell.ip is not None and sell.ip == buy.ip:
+                self.stats.sell_on_buy_ip += 1
+            else:
+                self.stats.sell_moved += 1
+            self.prices.observe(plan.intermediate_mint, sell.in_amount, plan.base_mint, sell.out_amount)
+            self.stats.pairs[(buy.provider, sell.provider, "quoted")] += 1
+            pairs.append(_Pair(buy, sell))
+        return pairs
+
+    async def run_batch(self, plan: QuoteBatchPlan, ip: str) -> None:
+        self.stats.batches_started += 1
+        req = QuoteRequest(plan.base_mint, plan.intermediate_mint, plan.trade_size)
+        buys = [
+            q
+            for q in await asyncio.gather(*(self._quote(leg, req, ip, "buy", plan.base_mint) for leg in self.buy_legs))
+            if q is not None
+        ]
+        for b in buys:
+            self.prices.observe(plan.base_mint, b.in_amount, plan.intermediate_mint, b.out_amount)
+        pairs = [p for ps in await asyncio.gather(*(self._sells(plan, b, ip) for b in buys)) for p in ps]
+        if not pairs:
+            self.stats.batches_failed += 1
+            return
+        self.stats.batches_completed += 1
+        top = max(pairs, key=lambda p: p.sell.out_amount)
+        self.stats.recent.append(
+            BatchRecord(
+                plan.batch_id,
+                plan.base_mint,
+                plan.intermediate_mint,
+                plan.trade_size,
+                top.buy.ip or ip,
+                top.sell.ip or ip,
+                top.buy.out_amount,
+                top.sell.out_amount,
+            )
+        )
+        costs = self._costs_in_base(plan.base_mint, estimated_costs(self.cfg.lander, jito=self._jito, rpc=self._rpc))
+        if costs is None:
+            return  # not yet priced: the probe _costs_in_base started will fix that
+        candidates = [
+            (verdict.profit, p)
+            for p in pairs
+            if (verdict := evaluate(plan.trade_size, p.sell.out_amount, costs, plan.pair.min_profit)).profitable
+        ]
+        if not candidates:
+            return
+        profit, best = max(candidates, key=lambda c: c[0])
+        self.stats.pairs[(best.buy.provider, best.sell.provider, "profitable")] += 1
+        self.stats.opportunities[plan.base_mint] += 1
+        self.stats.profit[plan.base_mint] += profit
+        lamports = self.prices.to_lamports(plan.base_mint, profit)  # priced: the costs were
+        if lamports is not None:
+            self.metrics.opportunity(self.name, plan.base_mint, profit_lamports=lamports)
+        log.debug(
+            "opportunity %s %d -> %s -> %d via %s+%s (+%d)",
+            short_mint(plan.base_mint),
+            plan.trade_size,
+            short_mint(plan.intermediate_mint),
+            best.sell.out_amount,
+            best.buy.provider,
+            best.sell.provider,
+            profit,
+            extra={"batch_id": plan.batch_id, "buy_ip": best.buy.ip, "sell_ip": best.sell.ip},
+        )
+        self._spawn(self.land(plan, best, profit), f"land-{plan.batch_id}")
+
+    # --- costs ----------------------------------------------------------------------
+
+    def _costs_in_base(self, mint: str, costs: Costs) -> int | None:
+        value = self.prices.to_base(mint, costs.lamports)
+        if value is None and mint not in self._pricing and self._pricer is not None:
+            self._pricing.add(mint)
+            self._spawn(self._price_probe(self._pricer, mint), f"price-{mint[:8]}")
+        return value
+
+    async def _price_probe(self, leg: Leg, mint: str) -> None:
+        """Learn SOL's price in ``mint`` with one quote of 1 SOL."""
+        try:
+            q = await leg.quote(QuoteRequest(SOL_MINT, mint, LAMPORTS_PER_SOL), None, "price")
+        except LegError:
+            self._pricing.discard(mint)  # try again with the next batch
+            return
+        self.prices.observe(SOL_MINT, q.in_amount, mint, q.out_amount)
+
+    # --- landing --------------------------------------------------------------------
+
+    async def land(self, plan: QuoteBatchPlan, pair: _Pair, profit: int) -> None:
+        try:
+            legs = await asyncio.gather(
+                self._legs[pair.buy.provider].swap_leg(pair.buy), self._legs[pair.sell.provider].swap_leg(pair.sell)
+            )
+            tx = await assemble(
+                list(legs), self.chain, self.wallet, self.cfg.lander, jito=self._jito, rpc=self._rpc, rng=self.rng
+            )
+        except (LegError, TxError, ChainError) as exc:
+            self.stats.build_failures[getattr(exc, "result", type(exc).__name__)] += 1
+            level = logging.WARNING if isinstance(exc, TxError) else logging.DEBUG  # a build bug vs a busy upstream
+            log.log(
+                level,
+                "batch %d (%s+%s): cannot build the transaction: %s",
+                plan.batch_id,
+                pair.buy.provider,
+                pair.sell.provider,
+                exc,
+                extra={"batch_id": plan.batch_id},
+            )
+            return
+        exact = self._costs_in_base(plan.base_mint, Costs(tip=tx.tip, priority_fee=tx.priority_fee))
+        if exact is not None:
+            verdict = evaluate(plan.trade_size, pair.sell.out_amount, exact, plan.pair.min_profit)
+            if not verdict.profitable:
+                self.stats.build_failures["unprofitable_after_fees"] += 1
+                return
+            profit = verdict.profit
+        self.stats.built += 1
+        receipts = await self.landers.land(tx, plan.base_mint, profit)
+        if any(r.accepted for r in receipts):
+            self.stats.pairs[(pair.buy.provider, pair.sell.provider, "sent")] += 1
+
+
+def enabled_engines(
+    farm: FarmClient, cfg: GalileoConfig, wallet: Keypair, *, metrics: StrategyMetrics = NULL_METRICS
+) -> list[RoundTripEngine]:
+    """The engines the config enables: blind, multi-leg, or both (each with its own pipeline)."""
+    shapes = []
+    if cfg.blind_strategy.enable:
+        shapes.append(Shape.blind(cfg))
+    if cfg.multi_leg.enable:
+        shapes.append(Shape.multi_leg(cfg))
+    return [RoundTripEngine(farm, cfg, wallet, shape, metrics=metrics) for shape in shapes]

@@ -1,0 +1,74 @@
+"""Issue 17.8: `galileo config check` says what the config will do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from galileo.tx import ephemeral_keypair, write_keypair
+from tests.conftest import run_galileo
+
+SOL = "So11111111111111111111111111111111111111112"
+
+
+def check(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "galileo.yaml"
+    path.write_text(text)
+    out = run_galileo("config", "check", str(path), env=env)
+    assert out.returncode == 0, out.stderr
+    return [line.strip() for line in out.stdout.splitlines()]
+
+
+def test_the_defaults_say_dry_run_and_no_strategy(tmp_path: Path) -> None:
+    lines = check(tmp_path, "")
+    assert "lander: dry run: transactions are built and signed, nothing is sent (lander.mode: live sends)" in lines
+    assert "strategies: none enabled" in lines
+    assert "wallet: none" in lines
+
+
+def test_a_live_config_names_mode_strategies_wallet_and_which_limits_are_per_ip(tmp_path: Path) -> None:
+    wallet = tmp_path / "id.json"
+    keypair = ephemeral_keypair()
+    write_keypair(wallet, keypair)
+    wallet.chmod(0o640)
+    lines = check(
+        tmp_path,
+        f"""
+upstreams:
+  jupiter: {{base_url: 'https://api.jup.ag/swap/v1', api_key_env: JUPITER_API_KEY}}
+  dflow: {{base_url: 'https://quote-api.dflow.net', api_key_env: null}}
+  jito: {{endpoints: ['https://ny.mainnet.block-engine.jito.wtf', 'https://tokyo.mainnet.block-engine.jito.wtf']}}
+wallet: {{keypair_path: '{wallet}'}}
+blind_strategy:
+  enable: true
+  base_mints: [{{mint: {SOL}, trade_size_range: [0.1e9, 2e9]}}]
+multi_leg: {{enable: true, buy_legs: [dflow], sell_legs: [jupiter]}}
+lander: {{mode: live, tip_lamports: 20_000}}
+""",
+        env={"JUPITER_API_KEY": "set-for-the-test"},
+    )
+    assert "lander: LIVE: signed transactions are sent (landers: jito; tip 20000 lamports)" in lines
+    blind = f"blind (quotes from jupiter; base mints: {SOL})"
+    assert f"strategies: {blind}; multi_leg (buy legs dflow; sell legs jupiter; base mints: {SOL})" in lines
+    (shown,) = [line for line in lines if line.startswith("wallet:")]
+    assert shown.startswith(f"wallet: {wallet} (public key {keypair.pubkey()}, mode 0640")
+    assert f"run `chmod 600 {wallet}`" in shown
+    ups = lines[lines.index("upstreams the strategies use:") + 1 :]
+    assert (
+        ups[0] == "jupiter: keyed (JUPITER_API_KEY set here): the provider limits the key, so more IPs do not raise it"
+    )
+    assert ups[1] == "dflow: per IP: each address adds its own limit"
+    assert ups[2] == "jito: per IP per region (2 region(s)): each address adds its own limit"
+    assert ups[3] == "rpc: per IP: each address adds its own limit"
+
+
+def test_a_key_not_set_in_this_environment_is_said(tmp_path: Path) -> None:
+    lines = check(
+        tmp_path,
+        f"blind_strategy: {{enable: true, base_mints: [{{mint: {SOL}, trade_size_range: [1e9, 2e9]}}]}}\n"
+        "upstreams: {jito: {uuid_env: GALILEO_TEST_JITO_UUID}}\n",
+    )
+    assert (
+        "jito: keyed (GALILEO_TEST_JITO_UUID NOT set here): the provider limits the key, so more IPs do not raise it"
+        in lines
+    )
+    assert "wallet: none; the strategies sign with a throw-away key (dry run only)" in lines
