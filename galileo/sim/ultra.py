@@ -3,6 +3,11 @@
 ``/execute`` lands the signed order as a plain transaction and answers once it has run: the
 amounts the swap really moved, or ``Failed`` with the program's error code (6001 when the
 price moved past the order's slippage) and what failed.
+
+Ultra picks an order's slippage itself (its documented ``/order`` takes none; the example
+answer carries ``"slippageBps": 26``): without ``slippageBps`` the simulator uses
+``DEFAULT_SLIPPAGE_BPS``, enough for the two slots before the order runs. The web app's
+undocumented ``slippageBps`` is honoured when given.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from galileo.sim.ledger import TxRejected, decode_tx
 from galileo.sim.prices import FEE_PPM, exact_in_out
 from galileo.sim.state import SimState, UltraOrder, state_of
 
-__all__ = ["ORDER_TTL_SECONDS", "add_routes"]
+__all__ = ["DEFAULT_SLIPPAGE_BPS", "ORDER_TTL_SECONDS", "add_routes"]
+
+DEFAULT_SLIPPAGE_BPS = 50  # what Ultra chooses when the order names none (its own estimator)
 
 ORDER_TTL_SECONDS = 120.0
 _SERVICE = "ultra"
@@ -57,7 +64,7 @@ async def order(request: web.Request) -> web.Response:
     started = time.perf_counter()
     state = state_of(request)
     query = dict(request.query)
-    query.setdefault("slippageBps", "0")
+    query.setdefault("slippageBps", str(DEFAULT_SLIPPAGE_BPS))
     body = quote_json(state, query, _SERVICE)
     if isinstance(body, web.Response):
         assert isinstance(body.body, bytes)
