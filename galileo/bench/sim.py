@@ -14,8 +14,9 @@ Each round measures, for each setting:
 Quotes/s and bundles accepted/s are the load's own counts; executed and landed bundles are the
 simulator's (``/sim/stats`` → ``chain``) over the same window; the summary is the median over
 rounds (every round is in ``runs``). Each measurement records the CPU
-the simulator and each load process spent per second of it: a simulator near 1.0 with its load
-well under is the simulator's limit, not the load's.
+the simulator and each load process spent per second of it, and the time the simulator spent
+waiting for a CPU (runnable, not running): CPU plus waiting near 1.0 is a simulator that always
+had work, so the simulator (or the share of the machine it was given) is the limit, not the load.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -119,6 +121,14 @@ def _cpu(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def _queued(pid: int) -> float:
+    """Seconds the process's main thread has spent runnable but waiting for a CPU (Linux schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _chain(stats: dict[str, Any]) -> tuple[int, int, Counter[str]]:
     chain = stats["chain"]
     landed = sum(int(n) for n in chain["landed"].values())
@@ -132,9 +142,9 @@ async def _measure(sim: SimProcess, jobs: list[tuple[_LoadProcess, LoadPlan]], p
     for proc, _ in jobs:
         proc.go()
     await asyncio.sleep(plan.warmup)
-    stats0, cpu0, t0 = await sim.stats(), _cpu(sim.pid), time.monotonic()
+    stats0, cpu0, queued0, t0 = await sim.stats(), _cpu(sim.pid), _queued(sim.pid), time.monotonic()
     await asyncio.sleep(plan.seconds - plan.warmup)
-    stats1, cpu1, t1 = await sim.stats(), _cpu(sim.pid), time.monotonic()
+    stats1, cpu1, queued1, t1 = await sim.stats(), _cpu(sim.pid), _queued(sim.pid), time.monotonic()
     results = [await proc.result() for proc, _ in jobs]
     window = t1 - t0
     executed0, landed0, errors0 = _chain(stats0)
@@ -143,6 +153,8 @@ async def _measure(sim: SimProcess, jobs: list[tuple[_LoadProcess, LoadPlan]], p
     out: dict[str, Any] = {
         "window_s": round(window, 3),
         "sim_cpu_per_s": round(sim_cpu / window, 3),
+        # Runnable but not running: near 1 with the CPU is a simulator given only part of a core.
+        "sim_queued_per_s": round((queued1 - queued0) / window, 3),
         "executed_per_s": round((executed1 - executed0) / window, 1),
         "landed_per_s": round((landed1 - landed0) / window, 1),
         "failures": dict(errors1 - errors0),
@@ -189,6 +201,7 @@ def _summary(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "mixed_bundles_accepted_per_s": _median(m, "bundle", "ok_per_s"),
         "mixed_bundles_executed_per_s": _median(m, "executed_per_s"),
         "sim_cpu_per_s": {k: _median(v, "sim_cpu_per_s", digits=3) for k, v in rows.items()},
+        "sim_queued_per_s": {k: _median(v, "sim_queued_per_s", digits=3) for k, v in rows.items()},
         "sim_cpu_us_per_quote": _median(q, "sim_cpu_us_per_request"),
         "sim_cpu_us_per_bundle": _median(b, "sim_cpu_us_per_request"),
         # What one core of the simulator's own would serve: on a shared machine it gets less.
