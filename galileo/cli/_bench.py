@@ -36,7 +36,7 @@ def bench(
         metavar="FILE",
         help="Write the JSON report here (and a PNG plot beside it when matplotlib is installed).",
     ),
-    quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in under a minute."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in about a minute."),
 ) -> None:
     """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing,
     and the simulator's own capacity.
