@@ -2,7 +2,9 @@
 
 Local-origin failures (our bind failed) are told apart from upstream ones (refused, reset,
 timed out, answered 429): the coordinator suspends an IP for the first and cools one
-(IP, upstream) pair for the second.
+(IP, upstream) pair for the second. An answer that is not HTTP at all (a garbage status line,
+a header line over 8 KiB, bad framing) is ``protocol_error`` with status 0: aiohttp reports
+those as a "400" that the upstream never sent.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import time
 
 import aiohttp
+from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError, HttpProcessingError
 
 from broker.protocol import Outcome
 
@@ -58,8 +61,24 @@ def classify_status(status: int, retry_after: str | None, latency: float, detail
     return Outcome(result="http_error", status=status, latency=latency, error=f"HTTP {status}{tail}")
 
 
+def _not_http(exc: BaseException) -> str | None:
+    """What was wrong with an answer our HTTP parser could not read, or None if that is not the failure."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return None  # a real status the server sent (Titan handles it)
+    cause = exc.__cause__ if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError) else exc
+    if not isinstance(cause, HttpProcessingError) or isinstance(cause, ContentLengthError):
+        return None
+    message = cause.message or type(cause).__name__
+    if isinstance(cause, BadHttpMessage) and message.startswith("Not enough data"):
+        return None  # a body cut short: the connection broke, the framing was fine
+    return repr(message[:120])
+
+
 def classify_exception(exc: BaseException, latency: float, local_ip: str | None) -> Outcome:
     """The outcome for an exception raised while sending or reading."""
+    garbled = _not_http(exc)
+    if garbled is not None:
+        return Outcome(result="protocol_error", latency=latency, error=f"the answer is not valid HTTP: {garbled}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return Outcome(result="timeout", latency=latency, error="timed out")
     if isinstance(exc, aiohttp.ClientConnectorError):

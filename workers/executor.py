@@ -21,10 +21,12 @@ from broker.jobs import HttpRequest, SecretRef
 from broker.logs import register_secret
 from broker.protocol import Dispatch, Event, Outcome
 from broker.results import HttpResponse
+from workers.body import BodyError, read_body
 from workers.classify import classify_exception, classify_status
+from workers.secrets import SecretPolicy
 from workers.session import BoundSession, family_mismatch
 
-__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "read_body", "secret_headers"]
+__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "secret_headers"]
 
 log = logging.getLogger("workers.executor")
 
@@ -61,6 +63,7 @@ class JobContext:
 
 
 _missing_env_warned: set[str] = set()
+_refusals_logged: set[str] = set()
 
 
 def secret_headers(ref: SecretRef | None) -> dict[str, str]:
@@ -75,22 +78,6 @@ def secret_headers(ref: SecretRef | None) -> dict[str, str]:
         return {}
     register_secret(value)  # from now on, no log line of this worker can carry it
     return {ref.header: ref.prefix + value}
-
-
-async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The response body, refusing more than ``limit`` bytes."""
-    if resp.content_length is not None:
-        if resp.content_length > limit:
-            raise ValueError(f"response body of {resp.content_length} bytes exceeds {limit}")
-        return await resp.read()  # the common case: a small body of announced length
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise ValueError(f"response body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 _NO_TIMEOUT = aiohttp.ClientTimeout()
@@ -123,7 +110,7 @@ async def run_http(ctx: JobContext, req: HttpRequest, budget: float) -> Outcome:
     ) as resp:
         try:
             body = await read_body(resp, req.max_body)
-        except ValueError as exc:
+        except BodyError as exc:
             return Outcome(
                 result="decode_error", status=resp.status, latency=time.perf_counter() - start, error=str(exc)
             )
@@ -147,14 +134,23 @@ def _url_of(payload: Any) -> str | None:
 class Executor:
     """Runs dispatched jobs on one bound session and turns every ending into an Outcome."""
 
-    def __init__(self, session: BoundSession, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self, session: BoundSession, emit: Callable[[Event], None], secrets: SecretPolicy | None = None
+    ) -> None:
         self.session = session
         self.emit = emit
+        self.secrets = secrets or SecretPolicy()  # none given: this worker releases no secret
 
     async def execute(self, dispatch: Dispatch) -> Outcome:
         fn = HANDLERS.get(type(dispatch.payload))
         if fn is None:
             return Outcome(result="decode_error", error=f"this worker has no handler for {dispatch.kind!r} jobs")
+        refused = self.secrets.refusal(dispatch.payload)
+        if refused is not None:
+            if refused not in _refusals_logged and len(_refusals_logged) < 256:  # a flood logs each kind once
+                _refusals_logged.add(refused)
+                log.warning("job %d (%s): %s", dispatch.job_id, dispatch.kind, refused)
+            return Outcome(result="decode_error", error=refused)
         url = _url_of(dispatch.payload)
         if url is not None:
             mismatch = family_mismatch(url, self.session.ip)

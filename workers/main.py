@@ -29,6 +29,7 @@ from broker.link import CurveSettings, WorkerLink
 from broker.logs import setup_logging
 from broker.protocol import Dispatch, Heartbeat, Outcome, Ready
 from workers.executor import Executor
+from workers.secrets import SecretPolicy
 from workers.session import BoundSession
 from workers.stats import RollingStats
 
@@ -41,7 +42,12 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class WorkerArgs(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a worker needs; small and secret-free, since it crosses process boundaries."""
+    """Everything a worker needs; small and secret-free, since it crosses process boundaries.
+
+    ``secrets`` names the env vars the worker may read and where each may go (names and
+    origins, never values); it comes from the config of whoever starts the worker, never from
+    the coordinator's jobs.
+    """
 
     worker_id: str
     ip: str
@@ -55,6 +61,7 @@ class WorkerArgs(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "kv"
     drain_grace: float = 10.0
     host: str = ""
+    secrets: SecretPolicy = msgspec.field(default_factory=SecretPolicy)
 
 
 class _LocalIpFilter(logging.Filter):
@@ -111,7 +118,7 @@ class Worker:
             reconnect=args.reconnect,
             curve=args.curve,
         )
-        self.executor = Executor(self.session, self.link.send_event)
+        self.executor = Executor(self.session, self.link.send_event, args.secrets)
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(

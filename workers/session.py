@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from workers.body import ACCEPT_ENCODING
+
 __all__ = ["BoundSession", "family_mismatch"]
 
 # Linux 4.2+. Not exported by Python 3.11's socket module.
@@ -90,8 +92,9 @@ class BoundSession:
             timeout=aiohttp.ClientTimeout(total=None),  # every job sets its own budget
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             raise_for_status=False,
+            auto_decompress=False,  # workers.body inflates with a cap; aiohttp would inflate whole
             skip_auto_headers=("User-Agent",),
-            headers={"User-Agent": "galileo-farm/0.1"},
+            headers={"User-Agent": "galileo-farm/0.1", "Accept-Encoding": ACCEPT_ENCODING},
         )
 
     async def close(self) -> None:

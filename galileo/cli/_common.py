@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +9,10 @@ import typer
 from rich.console import Console
 
 from galileo.config import DEFAULT_CONFIG_PATH, ConfigError, GalileoConfig, load_config
+from galileo.farm.rundir import RuntimeDir, locate
 from galileo.logs import LogFormat
 
-__all__ = ["ConfigOption", "err_console", "fail", "load_or_exit", "resolve_config_path", "state"]
+__all__ = ["ConfigOption", "err_console", "fail", "load_or_exit", "resolve_config_path", "runtime_dir", "state"]
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -64,15 +64,6 @@ def load_or_exit(path: Path | None) -> tuple[GalileoConfig, Path | None]:
         raise typer.Exit(2) from None
 
 
-def runtime_dir(configured: str) -> Path:
-    """Where sockets and locks live: the configured dir, systemd's $RUNTIME_DIRECTORY,
-    $XDG_RUNTIME_DIR/galileo, or /tmp/galileo-UID."""
-    if configured:
-        return Path(configured).expanduser()
-    systemd_dir = os.environ.get("RUNTIME_DIRECTORY")
-    if systemd_dir:
-        return Path(systemd_dir.split(":")[0])
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "galileo"
-    return Path(f"/tmp/galileo-{os.getuid()}")
+def runtime_dir(cfg: GalileoConfig, config_path: Path | None) -> RuntimeDir:
+    """Where the farm's lock and sockets live (see :mod:`galileo.farm.rundir` for the rules)."""
+    return locate(cfg.farm.runtime_dir, config_path)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from galileo.cli._common import ConfigOption, fail, load_or_exit, runtime_dir, state
+from galileo.cli._common import ConfigOption, err_console, fail, load_or_exit, runtime_dir, state
 from galileo.cli._config import wallet_or_exit
 from galileo.farm.control import ControlError, control_request
 
@@ -49,15 +49,18 @@ def start(
 
     from galileo.farm.coordinator import FarmError
     from galileo.farm.lock import LockHeld
+    from galileo.farm.rundir import RuntimeDirError
     from galileo.farm.runner import run_farm
     from galileo.metrics import MetricsError
     from galileo.tx import WalletError
 
+    rd = runtime_dir(cfg, path)
     try:
         uvloop.run(
             run_farm(
                 cfg,
-                runtime_dir=runtime_dir(cfg.farm.runtime_dir),
+                runtime_dir=rd.path,
+                runtime_source=rd.source,
                 config_path=path,
                 duration=duration,
                 log_level=state.log_level,
@@ -65,25 +68,47 @@ def start(
                 summary_every=summary_every,
             )
         )
+    except RuntimeDirError as exc:
+        raise fail(str(exc), 2) from None
     except WalletError as exc:  # the file changed since it was checked above
         raise fail(f"wallet.keypair_path: {exc.path}: {exc.problem}", 2) from None
     except (LockHeld, FarmError, MetricsError) as exc:
         raise fail(str(exc), 1) from None
 
 
-def _control_path(config: Path | None) -> Path:
-    cfg, _ = load_or_exit(config)
-    return runtime_dir(cfg.farm.runtime_dir) / "control.sock"
+def _control(config: Path | None) -> tuple[Path, int]:
+    """The control socket of the farm this config describes, and the uid it must belong to.
+
+    Exits 1 when no farm runs there, 2 when its runtime dir could have been prepared by another user.
+    """
+    from galileo.farm.rundir import RuntimeDirError, check_client_dir
+
+    cfg, path = load_or_exit(config)
+    rd = runtime_dir(cfg, path)
+    try:
+        owner = check_client_dir(rd)
+    except RuntimeDirError as exc:
+        raise fail(str(exc), 2) from None
+    if owner is None:
+        raise fail(f"no coordinator is running (no runtime dir {rd.path}, from {rd.source})", 1)
+    return rd.path / "control.sock", owner
 
 
 def _stats_table(snapshot: dict[str, Any]) -> Table:
     farm = snapshot["farm"]
+    held = [
+        f"{h['ip']} held out since {time.strftime('%H:%M:%S', time.localtime(h['since']))}: {h['reason']} "
+        f"(`galileo farm scale --add {h['ip']}` brings it back)"
+        for h in farm.get("held_out", [])
+    ]
     table = Table(
         title=(
             f"galileo farm: {farm['ready']}/{farm['workers']} ready, {farm['queued']} queued, "
             f"up {farm['uptime_s']:.0f}s"
         ),
         title_justify="left",
+        caption="\n".join(held) or None,
+        caption_justify="left",
     )
     left = ("ip", "host", "state", "cooldowns")
     for col in (
@@ -140,9 +165,9 @@ def stats(
     watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
 ) -> None:
     """Per-worker stats of the running farm: state, load, results, latency, cooldowns, restarts."""
-    path = _control_path(config)
+    path, owner = _control(config)
     try:
-        snap = control_request(path, {"cmd": "stats"})
+        snap = control_request(path, {"cmd": "stats"}, owner=owner)
         if as_json and not watch:
             typer.echo(orjson.dumps(snap, option=orjson.OPT_INDENT_2).decode())
             return
@@ -152,7 +177,7 @@ def stats(
         with Live(_stats_table(snap), console=_console(), refresh_per_second=2) as live:
             while True:
                 time.sleep(1.0)
-                snap = control_request(path, {"cmd": "stats"})
+                snap = control_request(path, {"cmd": "stats"}, owner=owner)
                 if as_json:
                     live.console.print_json(orjson.dumps(snap).decode())
                 else:
@@ -179,12 +204,20 @@ def scale(
             ipaddress.ip_address(ip)
         except ValueError:
             raise fail(f"{ip!r} is not an IP address", 2) from None
+    path, owner = _control(config)
     try:
-        reply = control_request(_control_path(config), {"cmd": "scale", "add": add, "remove": remove})
+        reply = control_request(path, {"cmd": "scale", "add": add, "remove": remove}, owner=owner)
     except ControlError as exc:
         raise fail(str(exc), 1) from None
-    for line in reply["messages"]:
-        typer.echo(line)
+    failed = 0
+    for r in reply.get("results") or [{"ok": True, "message": m} for m in reply["messages"]]:
+        if r["ok"]:
+            typer.echo(r["message"])
+        else:
+            failed += 1
+            err_console.print(f"[red]error:[/red] {r['message']}", markup=True, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("join")
@@ -205,6 +238,7 @@ def join(
 
     from broker.link import CurveSettings
     from galileo.farm.join import run_join
+    from galileo.farm.secrets import worker_secrets
     from galileo.inventory import scan
 
     if not connect.startswith("tcp://"):
@@ -229,6 +263,7 @@ def join(
             log_level=state.log_level,
             log_format=state.log_format,
             duration=duration,
+            secrets=worker_secrets(cfg),
         )
     )
     raise typer.Exit(code)

@@ -8,9 +8,36 @@ import typer
 
 from galileo.cli._common import fail
 from galileo.sim import FAULT_KINDS, SimConfig, parse_fault_spec, run_sim
-from galileo.sim.config import validate_config
+from galileo.sim.config import ALL, NO_LIMIT, split_target, validate_config
+from galileo.sim.latency import parse_latency
+from galileo.sim.limitspec import parse_limiter
 
 __all__ = ["sim"]
+
+_TARGETS = "jupiter, ultra, dflow, titan, jito, jito:REGION, rpc, staked, tip_floor or all"
+
+
+def _limiters(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        target, text = split_target(item)
+        if text != NO_LIMIT:
+            parse_limiter(text, target)
+        out[target] = text
+    return out
+
+
+def _latency(items: list[str]) -> tuple[float, dict[str, str]]:
+    """(latency_ms, latency): a bare number is the ``latency_ms`` shorthand, the rest per target."""
+    base, out = 0.0, {}
+    for item in items:
+        target, text = split_target(item)
+        spec = parse_latency(text)
+        if target == ALL and "," not in text:
+            base = spec.base_ms
+        else:
+            out[target] = text
+    return base, out
 
 
 def sim(
@@ -20,14 +47,30 @@ def sim(
         None,
         "--rate-limit",
         metavar="RPS",
-        help="Requests per second allowed per source IP and per service (Jito: per region); "
-        "burst = --burst-seconds worth. Over it: HTTP 429 with the service's own body. Default: unlimited.",
+        help="Shorthand for --limiter all=bucket:RPS/1s,burst=S: per source IP and per service (Jito: per "
+        "region), for every service without a --limiter of its own. Default: unlimited.",
         show_default=False,
     ),
     burst_seconds: float = typer.Option(
         1.0, "--burst-seconds", metavar="S", help="Token bucket size, in seconds of --rate-limit (at least 1 token)."
     ),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", metavar="MS", help="Added service time per HTTP request."),
+    limiter: list[str] | None = typer.Option(
+        None,
+        "--limiter",
+        metavar="TARGET=SPEC",
+        help=f"A limiter for TARGET ({_TARGETS}); repeatable. SPEC: bucket:RATE/PERIOD[,burst=S], "
+        "fixed:N/W, sliding:N/W, penalty:N/W,box=P, concurrency:K or none; options scope=ip|ip+region|key|global "
+        "and retry_after=yes|no. E.g. jupiter=sliding:50/10s,scope=key; jito=bucket:5/1s,burst=0.05.",
+        show_default=False,
+    ),
+    latency_ms: list[str] | None = typer.Option(
+        None,
+        "--latency-ms",
+        metavar="[TARGET=]MS[,jitter=MS][,spike=P:MS]",
+        help="Added time per answer: a base, lognormal jitter (its mean and std) and spikes with probability P. "
+        "Repeatable; without TARGET, every service. E.g. 150, or jupiter=150,jitter=50,spike=0.01:2000.",
+        show_default=False,
+    ),
     fault_rate: list[str] | None = typer.Option(
         None,
         "--fault-rate",
@@ -36,13 +79,17 @@ def sim(
         "Repeatable. A bare P is spread evenly over all kinds.",
         show_default=False,
     ),
-    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for prices, blockhashes and faults."),
+    stats_seconds: int = typer.Option(
+        120, "--stats-seconds", metavar="N", help="Seconds of per-second series /sim/stats keeps."
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for prices, blockhashes, faults and latency."),
 ) -> None:
     """Run the upstream simulator: Jupiter (swap v1 + Ultra), DFlow, Jito, Solana RPC and Titan on one port.
 
     URLs: /jupiter/swap/v1/*, /jupiter/ultra/v1/*, /dflow/*, /jito/{region}/api/v1/*, /rpc, /staked,
     /titan/api/v1/ws; inspect with GET /sim/stats and steer with POST /sim/control. Clients are
     told apart by source address, so bind them to 127.0.0.2, 127.0.0.3, ... to model many IPs.
+    Limiters, latency and everything else: docs/simulator.md.
     """
     if not 0 <= port <= 65535:
         raise typer.BadParameter(f"{port} is not a TCP port (0..65535)", param_hint="--port")
@@ -50,8 +97,14 @@ def sim(
         raise typer.BadParameter(f"{rate_limit} must be a positive number of requests/s", param_hint="--rate-limit")
     if not (math.isfinite(burst_seconds) and burst_seconds > 0):
         raise typer.BadParameter(f"{burst_seconds} must be a positive number of seconds", param_hint="--burst-seconds")
-    if not (math.isfinite(latency_ms) and latency_ms >= 0):
-        raise typer.BadParameter(f"{latency_ms} must be >= 0", param_hint="--latency-ms")
+    try:
+        limiters = _limiters(limiter or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--limiter") from None
+    try:
+        base_ms, latency = _latency(latency_ms or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--latency-ms") from None
     try:
         faults = parse_fault_spec(fault_rate or [])
     except ValueError as exc:
@@ -61,9 +114,12 @@ def sim(
         port=port,
         rate_limit=rate_limit,
         burst_seconds=burst_seconds,
-        latency_ms=latency_ms,
+        latency_ms=base_ms,
         faults=faults,
         seed=seed,
+        limiters=limiters,
+        latency=latency,
+        stats_seconds=stats_seconds,
     )
     problems = validate_config(config)
     if problems:

@@ -1,8 +1,11 @@
 """The control socket: ``galileo farm stats`` and ``galileo farm scale`` talk to a running farm.
 
-A ROUTER on an ipc path in the runtime directory, mode 0600 (the file mode is the access
-control). Requests and replies are ``[b"GLC1", msgpack map]``; a malformed request is
-answered with an error and counted, never a crash.
+A ROUTER on an ipc path in the runtime directory, mode 0600 from birth (the file mode, and the
+directory's, are the access control). Requests and replies are ``[b"GLC1", msgpack map]``; a
+malformed request is answered with an error and counted, never a crash.
+
+A client first connects with a plain unix socket: a socket file left by a coordinator that was
+killed refuses that at once ("not running"), where ZeroMQ would keep retrying in silence.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ import msgspec
 import zmq
 
 from broker.sockets import FramePump, SendFailed, make_router
+from galileo.farm.rundir import RuntimeDirError, check_socket, private_umask, probe_socket
 
 if TYPE_CHECKING:
     from galileo.farm.coordinator import Farm
@@ -37,8 +40,9 @@ class ControlServer:
         self.farm = farm
         self.path = path
         self.sock = make_router(ctx)
-        self.sock.bind(f"ipc://{path}")
-        os.chmod(path, 0o600)
+        with private_umask():
+            self.sock.bind(f"ipc://{path}")
+        check_socket(path)
         self.bad_requests = 0
         self._pump: FramePump | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -80,9 +84,12 @@ class ControlServer:
                     self.bad_requests += 1
                     reply = {"error": "scale: add and remove must be lists of IP addresses"}
                 else:
-                    messages = [await self.farm.scale_add(ip) for ip in add]
-                    messages += [await self.farm.scale_remove(ip) for ip in remove]
-                    reply = {"messages": messages}
+                    done = [await self.farm.scale_add(ip) for ip in add]
+                    done += [await self.farm.scale_remove(ip) for ip in remove]
+                    reply = {
+                        "messages": [r.message for r in done],
+                        "results": [{"ip": r.ip, "ok": r.ok, "message": r.message} for r in done],
+                    }
             elif cmd == "rescan":
                 reply = {"changes": await self.farm.rescan()}
             else:
@@ -112,10 +119,23 @@ def _addresses(value: Any) -> list[str] | None:
         return None
 
 
-def control_request(path: Path, request: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
-    """Send one request to the coordinator at ``path`` and return its reply (blocking)."""
-    if not path.exists():
-        raise ControlError(f"no coordinator is running (no control socket at {path})")
+def control_request(
+    path: Path, request: dict[str, Any], timeout: float = 3.0, owner: int | None = None
+) -> dict[str, Any]:
+    """Send one request to the coordinator at ``path`` and return its reply (blocking).
+
+    ``owner``: the uid the socket must belong to (default: us); a socket of anyone else is refused.
+    """
+    try:
+        gone = probe_socket(path)
+    except OSError as exc:
+        raise ControlError(f"cannot reach the coordinator at {path}: {exc.strerror}") from None
+    if gone is not None:
+        raise ControlError(f"no coordinator is running ({gone})")
+    try:
+        check_socket(path, owner)
+    except RuntimeDirError as exc:
+        raise ControlError(f"refusing to talk to {path}: {exc}") from None
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)

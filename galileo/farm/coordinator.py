@@ -9,11 +9,12 @@ talk to it through the control socket (``galileo farm stats``, ``galileo farm sc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,36 @@ from galileo.client import EventHook
 from galileo.config import GalileoConfig
 from galileo.farm.counters import IpCounters
 from galileo.farm.lock import FarmLock
+from galileo.farm.rundir import RuntimeDir, check_socket, prepare, private_umask
+from galileo.farm.secrets import worker_secrets
 from galileo.farm.supervisor import Supervisor
 from galileo.inventory import Inventory, probe_bind, scan
 from galileo.policy.allocator import FarmPolicy, Lane
 
-__all__ = ["Farm", "FarmError"]
+__all__ = ["Farm", "FarmError", "HeldOut", "ScaleResult"]
 
 log = logging.getLogger("galileo.farm")
 
 
 class FarmError(RuntimeError):
     """The farm cannot start (lock held, sockets, CURVE keys)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOut:
+    """An address ``galileo farm scale --remove`` took out: no rescan brings it back, only ``--add``."""
+
+    reason: str
+    since: float  # wall clock, for people
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleResult:
+    """What one ``farm scale`` change did; ``ok`` False means nothing changed, and ``message`` says why."""
+
+    ip: str
+    ok: bool
+    message: str
 
 
 class Farm:
@@ -52,10 +72,12 @@ class Farm:
         log_level: str = "info",
         log_format: str = "kv",
         rescan_every: float = 30.0,
-        config_loader: Callable[[], GalileoConfig] | None = None,
+        config_loader: Callable[[], Awaitable[GalileoConfig]] | None = None,
+        runtime_source: str = "runtime_dir",
     ) -> None:
         self.cfg = cfg
         self.runtime_dir = runtime_dir
+        self.runtime_source = runtime_source
         self.inventory = inventory
         self.policy = policy or FarmPolicy(known_rates=known_rates(cfg), rng=random.Random())
         self.capacity = capacity
@@ -70,7 +92,12 @@ class Farm:
         self.hub.attempt_hooks.append(self.counters.on_attempt)
         self.worker_endpoint = f"ipc://{runtime_dir / 'workers.sock'}"
         self.supervisor = Supervisor(
-            self.hub, self.worker_endpoint, capacity=capacity, log_level=log_level, log_format=log_format
+            self.hub,
+            self.worker_endpoint,
+            capacity=capacity,
+            log_level=log_level,
+            log_format=log_format,
+            secrets=worker_secrets(cfg),
         )
         self.policy.suspend_hooks.append(self._on_suspend)
         # Cheap to attach (no port opens): the runner serves /metrics when bot.prometheus says so.
@@ -87,6 +114,10 @@ class Farm:
         self._rescan_task: asyncio.Task[None] | None = None
         self._stopped = False
         self._manual_manage = inventory is not None
+        self.held_out: dict[str, HeldOut] = {}  # scale --remove: out until scale --add, whatever a rescan finds
+        self.added: set[str] = set()  # scale --add: kept whether or not the inventory lists them
+        self._rescanning = asyncio.Lock()
+        self._reloading = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -99,12 +130,13 @@ class Farm:
 
     async def start(self) -> None:
         try:
-            self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            prepare(RuntimeDir(self.runtime_dir, self.runtime_source))  # ours, 0700, no symlink: or refused
             self.lock.acquire()
             if self.inventory is None:
                 self.inventory = scan(self.cfg.bot.network)
-            self.hub.bind(self.worker_endpoint)
-            os.chmod(self.runtime_dir / "workers.sock", 0o600)
+            with private_umask():
+                self.hub.bind(self.worker_endpoint)
+            check_socket(self.runtime_dir / "workers.sock")
             if self.cfg.farm.listen:
                 self._listen_remote()
             await self.hub.start()
@@ -168,6 +200,10 @@ class Farm:
         if self._auth is not None:
             self._auth.stop()
         self.ctx.destroy(linger=0)
+        if self.lock.held:  # ours to remove: `farm stats` then says "not running" at once
+            for name in ("control.sock", "workers.sock"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.runtime_dir / name).unlink()
         self.lock.release()
         log.info("farm stopped", extra={"results": dict(self.hub.counts)})
 
@@ -189,18 +225,53 @@ class Farm:
 
     # --- the IP pool -----------------------------------------------------------------
 
-    async def scale_add(self, ip: str) -> str:
+    def _remote_host(self, ip: str) -> str | None:
+        """The host of a worker from another host serving ``ip``, if one does."""
+        local = self.supervisor.worker_id_for(ip)
+        for w in self.hub.workers.values():
+            if w.ip == ip and w.worker_id != local:
+                return w.host
+        return None
+
+    async def scale_add(self, ip: str) -> ScaleResult:
+        """Start a worker on ``ip`` and keep it (a rescan will not retire it), or say why not."""
+        slot = self.supervisor.slots.get(self.supervisor.worker_id_for(ip))
+        if slot is not None and slot.state in ("starting", "ready"):
+            pid = f", pid {slot.pid}" if slot.pid else ""
+            return ScaleResult(ip, False, f"{ip}: already has a worker ({slot.state}{pid})")
+        remote = self._remote_host(ip)
+        if remote is not None:
+            return ScaleResult(ip, False, f"{ip}: already served by a worker joined from {remote}")
         failure = probe_bind(ip)
         if failure:
-            return f"{ip}: {failure}"
+            return ScaleResult(ip, False, f"{ip}: {failure}")
+        was = self.held_out.pop(ip, None)
+        self.added.add(ip)
         self.policy.cooldowns.unsuspend(ip)
-        await self.supervisor.add(ip, True)
-        return f"{ip}: worker starting"
+        slot = await self.supervisor.add(ip, True)
+        note = " (no longer held out)" if was else ""
+        if slot.state == "retiring":
+            return ScaleResult(ip, True, f"{ip}: a new worker starts once the draining one has stopped{note}")
+        return ScaleResult(ip, True, f"{ip}: worker starting{note}")
 
-    async def scale_remove(self, ip: str) -> str:
-        if await self.supervisor.retire(ip, "removed by operator"):
-            return f"{ip}: worker draining"
-        return f"{ip}: no worker for this address"
+    async def scale_remove(self, ip: str) -> ScaleResult:
+        """Drain ``ip``'s worker and hold the address out until ``scale_add``, or say why not."""
+        held = self.held_out.get(ip)
+        if held is not None:
+            return ScaleResult(ip, False, f"{ip}: already held out ({held.reason})")
+        remote = self._remote_host(ip)
+        slot = self.supervisor.slots.get(self.supervisor.worker_id_for(ip))
+        known = ip in self.added or ip in self.policy.cooldowns.suspended
+        known = known or any(r.ip == ip for r in (self.inventory.usable if self.inventory else ()))
+        if slot is None and not known:
+            if remote is not None:
+                return ScaleResult(ip, False, f"{ip}: served by a worker joined from {remote}; stop it on that host")
+            return ScaleResult(ip, False, f"{ip}: not an address of this farm")
+        self.held_out[ip] = HeldOut("removed with `galileo farm scale --remove`", time.time())
+        self.added.discard(ip)
+        if slot is not None and await self.supervisor.retire(ip, "removed by operator"):
+            return ScaleResult(ip, True, f"{ip}: worker draining; held out until `galileo farm scale --add {ip}`")
+        return ScaleResult(ip, True, f"{ip}: held out until `galileo farm scale --add {ip}` (it had no worker)")
 
     def _on_suspend(self, ip: str, why: str) -> None:
         log.warning(
@@ -211,33 +282,54 @@ class Farm:
         )
         asyncio.get_running_loop().create_task(self.supervisor.retire(ip, f"suspended: {why}"))
 
-    async def rescan(self) -> list[str]:
-        """Re-read the config (if a loader was given) and the interfaces; add and retire workers."""
+    async def reload(self) -> list[str]:
+        """Re-read the config (off the event loop, bounded in time) and rescan. A bad config is logged
+        and the one in use stays."""
         if self.config_loader is not None:
+            from galileo.config import ConfigError
+            from galileo.farm.reload import ReloadError
+
             try:
-                self.cfg = self.config_loader()
-            except Exception as exc:  # a bad edit must not take the farm down
+                async with self._reloading:
+                    cfg = await self.config_loader()
+            except (ConfigError, ReloadError) as exc:
                 log.error("config reload failed, keeping the old one: %s", exc)
-        if self._manual_manage:
-            wanted = {r.ip: r.bind for r in (self.inventory.usable if self.inventory else [])}
-        else:
-            self.inventory = scan(self.cfg.bot.network)
-            wanted = {r.ip: r.bind for r in self.inventory.usable}
-        changes: list[str] = []
-        running = {s.ip for s in self.supervisor.slots.values() if s.state in ("starting", "ready")}
-        for ip, bind in wanted.items():
-            if ip in self.policy.cooldowns.suspended and probe_bind(ip) is None:
-                self.policy.cooldowns.unsuspend(ip)
-            if ip not in running and ip not in self.policy.cooldowns.suspended:
-                await self.supervisor.add(ip, bind)
-                changes.append(f"+{ip}")
-        for ip in running - set(wanted):
-            await self.supervisor.retire(ip, "address gone")
-            self.policy.forget_ip(ip)
-            changes.append(f"-{ip}")
-        if changes:
-            log.info("rescan: %s", " ".join(changes))
-        return changes
+            else:
+                self.cfg = cfg
+                secrets = worker_secrets(cfg)
+                if secrets != self.supervisor.secrets:
+                    log.warning("the upstreams' secrets or hosts changed: workers started from now on use them")
+                self.supervisor.secrets = secrets
+        return await self.rescan()
+
+    async def rescan(self) -> list[str]:
+        """Re-read the interfaces; add and retire workers. Addresses held out by ``farm scale --remove``
+        stay out, and those added by ``--add`` stay in."""
+        async with self._rescanning:
+            if self._manual_manage:
+                wanted = {r.ip: r.bind for r in (self.inventory.usable if self.inventory else [])}
+            else:
+                self.inventory = await asyncio.to_thread(scan, self.cfg.bot.network)
+                wanted = {r.ip: r.bind for r in self.inventory.usable}
+            for ip in self.added:
+                wanted.setdefault(ip, True)
+            for ip in self.held_out:
+                wanted.pop(ip, None)
+            changes: list[str] = []
+            running = {s.ip for s in self.supervisor.slots.values() if s.state in ("starting", "ready")}
+            for ip, bind in wanted.items():
+                if ip in self.policy.cooldowns.suspended and probe_bind(ip) is None:
+                    self.policy.cooldowns.unsuspend(ip)
+                if ip not in running and ip not in self.policy.cooldowns.suspended:
+                    await self.supervisor.add(ip, bind)
+                    changes.append(f"+{ip}")
+            for ip in running - set(wanted):
+                await self.supervisor.retire(ip, "held out" if ip in self.held_out else "address gone")
+                self.policy.forget_ip(ip)
+                changes.append(f"-{ip}")
+            if changes:
+                log.info("rescan: %s", " ".join(changes))
+            return changes
 
     async def _rescan_forever(self) -> None:
         while True:

@@ -3,7 +3,8 @@
 One worker per usable local address, forked from a local fork server, connected over tcp
 with CURVE. They reconnect with backoff when the coordinator goes away and comes back; a
 worker that exits is restarted after 1 s doubling to 30 s. Nothing secret crosses the wire:
-upstream API keys are read from this host's environment by each worker.
+upstream API keys are read from this host's environment by each worker, and only those this
+host's config names (``secrets``), sent only to the upstreams it configures.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from broker.link import CurveSettings
 from galileo.farm.forkserver import ForkServer
 from galileo.inventory import Inventory
 from workers.main import WorkerArgs
+from workers.secrets import SecretPolicy
 
 __all__ = ["run_join"]
 
@@ -33,6 +35,7 @@ async def run_join(
     log_level: str = "info",
     log_format: str = "kv",
     duration: float | None = None,
+    secrets: SecretPolicy | None = None,
 ) -> int:
     host = socket.gethostname()
     stop = asyncio.Event()
@@ -40,7 +43,7 @@ async def run_join(
     backoff: dict[str, float] = {}
     loop = asyncio.get_running_loop()
 
-    def on_exit(pid: int, code: int) -> None:
+    def on_exit(pid: int, code: int | None) -> None:
         args = pids.pop(pid, None)
         if args is None or stop.is_set():
             return
@@ -70,6 +73,7 @@ async def run_join(
                 log_level=log_level,
                 log_format=log_format,
                 host=host,
+                secrets=secrets or SecretPolicy(),
             )
         )
     log.info("joined %s with %d worker(s)", endpoint, len(pids))

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from solders.keypair import Keypair
 
-from galileo.config import GalileoConfig, load_config
+from galileo.config import GalileoConfig
 from galileo.farm import systemd
 from galileo.farm.coordinator import Farm
+from galileo.farm.reload import load_config_isolated
 
 if TYPE_CHECKING:
     from galileo.strategy.engine import RoundTripEngine
@@ -55,6 +56,7 @@ async def run_farm(
     cfg: GalileoConfig,
     *,
     runtime_dir: Path,
+    runtime_source: str = "runtime_dir",
     config_path: Path | None = None,
     duration: float | None = None,
     log_level: str = "info",
@@ -69,9 +71,10 @@ async def run_farm(
     farm = Farm(
         cfg,
         runtime_dir=runtime_dir,
+        runtime_source=runtime_source,
         log_level=log_level,
         log_format=log_format,
-        config_loader=(lambda: load_config(config_path)) if config_path else None,
+        config_loader=(lambda: load_config_isolated(config_path)) if config_path else None,
     )
     wallet = wallet or (load_wallet(cfg) if cfg.blind_strategy.enable or cfg.multi_leg.enable else None)
     await farm.start()
@@ -79,6 +82,24 @@ async def run_farm(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # from now on: Ctrl-C while workers boot is a clean stop too
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    booted = asyncio.Event()
+
+    async def reload() -> None:  # SIGHUP, from the start: its default action would end the process
+        systemd.reloading()
+        try:
+            await farm.reload()
+        except Exception:  # a reload never takes the farm down
+            log.exception("reload failed")
+        if booted.is_set():
+            systemd.ready(f"{len(farm.hub.workers)} workers")
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     tasks: list[asyncio.Task[Any]] = []
     strategies: list[RoundTripEngine] = []
     try:
@@ -92,14 +113,9 @@ async def run_farm(
         if not ready:
             log.warning("not every worker registered within 45 s: %s", workers)
         systemd.ready(workers)
+        booted.set()
         tasks.append(asyncio.create_task(systemd.watchdog_loop(), name="watchdog"))
 
-        async def reload() -> None:
-            systemd.reloading()
-            await farm.rescan()
-            systemd.ready(f"{len(farm.hub.workers)} workers")
-
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
         strategies = enabled_engines(farm, cfg, wallet, metrics=farm.metrics) if wallet is not None else []
         for strat in strategies:
             tasks.append(asyncio.create_task(strat.run(stop), name=f"strategy-{strat.name}"))
@@ -115,6 +131,9 @@ async def run_farm(
     finally:
         stop.set()
         systemd.stopping("draining")
+        for r in list(reloads):
+            r.cancel()
+        await asyncio.gather(*reloads, return_exceptions=True)
         for t in tasks:
             if t.get_name().startswith("strategy-"):
                 with contextlib.suppress(Exception):

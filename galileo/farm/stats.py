@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["farm_snapshot"]
 
-_ERRORS = ("http_error", "network_error", "bind_error", "decode_error")
+_ERRORS = ("http_error", "network_error", "bind_error", "decode_error", "protocol_error")
 
 
 def _merge(stats: dict[str, UpstreamStats]) -> tuple[float, float, float]:
@@ -94,6 +94,7 @@ def farm_snapshot(farm: Farm) -> dict[str, Any]:
             "bad_frames": dict(hub.bad_frames),
             "late_results": hub.late_results,
             "suspended": dict(cooldowns.suspended),
+            "held_out": [{"ip": ip, "reason": h.reason, "since": h.since} for ip, h in sorted(farm.held_out.items())],
         },
         "workers": rows,
     }

@@ -6,6 +6,9 @@
 * A worker that dies before it ever registered is a boot failure; after 5 in a row its slot
   is marked ``failed`` and left alone: no restart loop.
 * Retiring a slot drains its worker (finish in-flight, Bye, exit 0), SIGKILL after a grace.
+* The fork server is itself kept running (:class:`ForkServer` restarts it), and a worker's exit
+  is seen through a pidfd even when the fork server is not there to report it: a slot never
+  says ``ready`` for a process that is gone, and a spawn that finds no fork server is retried.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from broker.hub import Hub
 from broker.types import WorkerInfo
 from galileo.farm.forkserver import ForkServer, ForkServerError
 from workers.main import WorkerArgs
+from workers.secrets import SecretPolicy
 
 __all__ = ["Slot", "Supervisor"]
 
@@ -49,8 +53,9 @@ class Slot:
     started: float = 0.0
     ready_at: float | None = None
     backoff: float = BACKOFF_START
-    last_exit: int | None = None
+    last_exit: int | None = None  # None also when it is unknown (its exit was seen without the fork server)
     restart_handle: asyncio.TimerHandle | None = field(default=None, repr=False)
+    readd: bool | None = None  # retiring, and wanted again: start anew (with this bind) once it has exited
 
 
 class Supervisor:
@@ -65,8 +70,10 @@ class Supervisor:
         log_level: str = "info",
         log_format: str = "kv",
         clock: Callable[[], float] = time.monotonic,
+        secrets: SecretPolicy | None = None,
     ) -> None:
         self.hub = hub
+        self.secrets = secrets or SecretPolicy()  # what workers forked from now on may release
         self.endpoint = endpoint
         self.capacity = capacity
         self.log_level = log_level
@@ -97,6 +104,9 @@ class Supervisor:
         slot = self.slots.get(wid)
         if slot is not None and slot.state in ("starting", "ready"):
             return slot
+        if slot is not None and slot.state == "retiring" and slot.pid is not None:
+            slot.readd = bind  # one process per worker id: the new one starts when this one has gone
+            return slot
         slot = Slot(worker_id=wid, ip=ip, bind=bind)
         self.slots[wid] = slot
         await self._spawn(slot)
@@ -114,6 +124,7 @@ class Supervisor:
             coordinator_pid=os.getpid(),
             log_level=self.log_level,
             log_format=self.log_format,
+            secrets=self.secrets,
         )
         slot.state = "starting"
         slot.started = self.clock()
@@ -121,9 +132,20 @@ class Supervisor:
         try:
             pid = await self.forkserver.spawn(args)
         except ForkServerError as exc:
-            log.error("cannot start worker for %s: %s", slot.ip, exc, extra={"local_ip": slot.ip})
-            slot.state = "failed"
-            self._sync_expected()
+            if self._stopping or self.slots.get(slot.worker_id) is not slot or slot.state != "starting":
+                return
+            # Not the worker's fault: try again once the fork server is back, and keep the slot.
+            delay = slot.backoff
+            slot.backoff = min(BACKOFF_MAX, slot.backoff * 2)
+            log.warning(
+                "cannot start worker for %s yet (%s); retrying in %.1fs",
+                slot.ip,
+                exc,
+                delay,
+                extra={"local_ip": slot.ip},
+            )
+            loop = asyncio.get_running_loop()
+            slot.restart_handle = loop.call_later(delay, lambda: loop.create_task(self._spawn(slot)))
             return
         slot.pid = pid
         self._by_pid[pid] = slot
@@ -139,6 +161,7 @@ class Supervisor:
             return False
         if slot.restart_handle:
             slot.restart_handle.cancel()
+        slot.readd = None
         if slot.pid is None or slot.state in ("failed", "stopped"):
             del self.slots[slot.worker_id]
             self._sync_expected()
@@ -183,7 +206,7 @@ class Supervisor:
             log.warning("killing unresponsive worker %s: %s", w.worker_id, reason, extra={"local_ip": w.ip})
             self._signal(slot, signal.SIGKILL)
 
-    def _on_exit(self, pid: int, code: int) -> None:
+    def _on_exit(self, pid: int, code: int | None) -> None:
         slot = self._by_pid.pop(pid, None)
         if slot is None:
             return
@@ -191,14 +214,17 @@ class Supervisor:
         slot.last_exit = code
         w = self.hub.workers.get(slot.worker_id)
         if w is not None and w.pid == pid:  # its jobs go to other IPs now, before a replacement registers
-            self.hub.lost(slot.worker_id, f"process exited with {code}")
+            self.hub.lost(slot.worker_id, f"process exited with {'?' if code is None else code}")
         if self._stopping:
             slot.state = "stopped"
             return
         if slot.state == "retiring":
-            self.slots.pop(slot.worker_id, None)
+            if self.slots.get(slot.worker_id) is slot:
+                del self.slots[slot.worker_id]
             self._sync_expected()
             log.info("worker retired", extra={"local_ip": slot.ip, "exit_code": code})
+            if slot.readd is not None:
+                asyncio.get_running_loop().create_task(self.add(slot.ip, slot.readd))
             return
         now = self.clock()
         if slot.ready_at is None:
@@ -222,7 +248,7 @@ class Supervisor:
         slot.state = "starting"
         log.warning(
             "worker exited with %s; restarting in %.1fs",
-            code,
+            "?" if code is None else code,
             delay,
             extra={"local_ip": slot.ip, "restarts": slot.restarts},
         )

@@ -1,8 +1,9 @@
 """``galileo sim``: faithful local versions of every upstream the farm talks to, on one port.
 
 Jupiter Swap v1 and Ultra, DFlow, Jito (any region), Solana JSON-RPC (``/rpc`` and ``/staked``)
-and the Titan WebSocket, with per-(source IP, service) token buckets, seeded prices and faults,
-and a simulated chain that issues blockhashes, verifies signatures and lands transactions.
+and the Titan WebSocket, with a limiter zoo per service (``galileo.sim.limiter``), seeded
+latency, prices and faults, and a simulated chain that issues blockhashes, verifies signatures
+and lands transactions. docs/simulator.md describes all of it.
 Clients bound to 127.0.0.2, 127.0.0.3, ... are told apart by their source address.
 
     server = await start_sim(SimConfig(port=0, rate_limit=5, seed=1))

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import math
+import re
 
 import msgspec
 
-__all__ = ["FAULT_KINDS", "SERVICES", "SimConfig", "parse_fault_spec", "validate_config"]
+from galileo.sim.latency import parse_latency
+from galileo.sim.limitspec import SHAPES, parse_limiter
+
+__all__ = [
+    "ALL",
+    "FAULT_KINDS",
+    "NO_LIMIT",
+    "SERVICES",
+    "SimConfig",
+    "parse_fault_spec",
+    "split_target",
+    "target_problem",
+    "validate_config",
+]
 
 FAULT_KINDS: tuple[str, ...] = ("latency_spike", "timeout", "reset", "5xx", "malformed", "slow_body")
 """Every fault kind, in the order a draw walks them (part of the determinism contract)."""
@@ -14,15 +28,29 @@ FAULT_KINDS: tuple[str, ...] = ("latency_spike", "timeout", "reset", "5xx", "mal
 SERVICES: tuple[str, ...] = ("jupiter", "ultra", "dflow", "jito", "rpc", "staked", "titan", "tip_floor")
 """Service names as used by ``api_keys`` and ip override ``services`` (``jito`` covers every region)."""
 
+ALL = "all"
+"""The target that stands for every service without a setting of its own."""
+NO_LIMIT = "none"
+"""The limiter text that exempts a target from ``all`` and ``rate_limit``."""
+_REGION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_NAME = re.compile(r"[A-Za-z_]+(:[A-Za-z0-9_.-]+)?")
+
 
 class SimConfig(msgspec.Struct, kw_only=True):
-    """Everything the simulator can be told at start (rate, latency and faults also at run time).
+    """Everything the simulator can be told at start; /sim/control changes all but host, port,
+    seed, slot_ms and blockhash_ttl_blocks at run time.
 
-    ``rate_limit``: requests/s per (source IP, service bucket), None = unlimited; bucket capacity is
-    ``max(1, rate_limit * burst_seconds)``. ``faults``: kind (see FAULT_KINDS) -> probability per
-    HTTP request. ``slot_ms``: one slot and one block per this many ms. Accepted transactions land
-    ``land_delay_slots`` later. ``titan_tokens``: accepted bearer tokens (empty = any non-empty).
-    ``api_keys``: service (see SERVICES) -> required key; absent = keyless.
+    ``limiters``: target -> limiter text (see ``galileo.sim.limitspec``; ``none`` = unlimited). A
+    target is a service of SERVICES, ``jito:REGION`` or ``all``; a request takes the first of
+    ``jito:REGION``, its service and ``all`` that is set. ``rate_limit`` (requests/s, None =
+    unlimited) with ``burst_seconds`` is the shorthand for ``all=bucket:RATE/1s,burst=SECONDS``,
+    used where no target is set. ``latency``: target -> latency text (see
+    ``galileo.sim.latency``), resolved the same way; ``latency_ms`` is the shorthand for every
+    service's base. ``faults``: kind (see FAULT_KINDS) -> probability per HTTP request.
+    ``slot_ms``: one slot and one block per this many ms. Accepted transactions land
+    ``land_delay_slots`` later. ``titan_tokens``: accepted bearer tokens (empty = any
+    non-empty). ``api_keys``: service (see SERVICES) -> required key; absent = keyless.
+    ``stats_seconds``: how many seconds the per-second series of /sim/stats keep.
 
     The chain: with ``execution`` on, every landed send runs in the VM (see galileo.sim.vm);
     off, accepted sends land as they are (the baseline the bench compares with).
@@ -43,9 +71,37 @@ class SimConfig(msgspec.Struct, kw_only=True):
     land_delay_slots: int = 2
     titan_tokens: list[str] = []
     api_keys: dict[str, str] = {}
+    limiters: dict[str, str] = {}
+    latency: dict[str, str] = {}
+    stats_seconds: int = 120
     execution: bool = True
     fund_lamports: int = 10 * 10**9
     auction_contention: float = 0.5
+
+
+def target_problem(target: str) -> str | None:
+    """Why ``target`` names no service (None when it does): ``all``, a service, ``jito:REGION``."""
+    service, colon, region = target.partition(":")
+    if target == ALL or (not colon and service in SERVICES):
+        return None
+    if colon and service == "jito" and _REGION.fullmatch(region):
+        return None
+    return f"unknown target (known: {ALL}, {', '.join(SERVICES)}, jito:REGION)"
+
+
+def split_target(item: str) -> tuple[str, str]:
+    """``TARGET=SPEC`` -> (target, spec); a bare ``SPEC`` -> (``all``, spec).
+
+    ValueError when the text before ``=`` looks like a name but is no target (``jupyter=...``).
+    """
+    head, eq, rest = item.partition("=")
+    head = head.strip()
+    if not eq or not _NAME.fullmatch(head) or head.partition(":")[0] in SHAPES:
+        return ALL, item.strip()
+    problem = target_problem(head)
+    if problem is not None:
+        raise ValueError(f"{item!r}: {head!r} is an {problem}")
+    return head, rest.strip()
 
 
 def validate_config(config: SimConfig) -> list[str]:
@@ -79,6 +135,26 @@ def validate_config(config: SimConfig) -> list[str]:
     for service in config.api_keys:
         if service not in SERVICES:
             problems.append(f"api_keys.{service}: unknown service (known: {', '.join(SERVICES)})")
+    for target, text in config.limiters.items():
+        problem = target_problem(target)
+        if problem is None and text.strip() != NO_LIMIT:
+            try:
+                parse_limiter(text, target)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            problems.append(f"limiters.{target}: {problem}")
+    for target, text in config.latency.items():
+        problem = target_problem(target)
+        if problem is None:
+            try:
+                parse_latency(text)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            problems.append(f"latency.{target}: {problem}")
+    if not 1 <= config.stats_seconds <= 3600:
+        problems.append(f"stats_seconds: {config.stats_seconds} is not in 1..3600")
     return problems
 
 

@@ -20,11 +20,23 @@ __all__ = ["add_routes", "apply_control", "effective_config"]
 
 _CONFIG_KEYS = frozenset(
     {
-        *("rate_limit", "burst_seconds", "latency_ms", "faults", "land_delay_slots", "titan_tokens", "api_keys"),
-        *("execution", "fund_lamports", "auction_contention"),
+        "rate_limit",
+        "burst_seconds",
+        "latency_ms",
+        "faults",
+        "land_delay_slots",
+        "titan_tokens",
+        "api_keys",
+        "limiters",
+        "latency",
+        "stats_seconds",
+        "execution",
+        "fund_lamports",
+        "auction_contention",
     }
 )
-_OTHER_KEYS = frozenset({"ip_overrides", "reset_stats", "advance_slots"})
+_MERGED_KEYS = ("limiters", "latency")  # target -> text, merged into what is set; null removes a target
+_OTHER_KEYS = frozenset({"ip_overrides", "reset_stats", "reset_limiters", "advance_slots"})
 
 
 def effective_config(state: SimState) -> dict[str, Any]:
@@ -64,9 +76,16 @@ def apply_control(state: SimState, body: dict[str, Any]) -> None:
     unknown = set(body) - _CONFIG_KEYS - _OTHER_KEYS
     if unknown:
         raise BadRequest(f"unknown keys: {', '.join(sorted(unknown))}")
+    changes = {k: v for k, v in body.items() if k in _CONFIG_KEYS}
+    current = msgspec.to_builtins(state.config)
+    for name in _MERGED_KEYS:
+        if name in changes:
+            if not isinstance(changes[name], dict):
+                raise BadRequest(f"{name}: expected an object of target -> text (null removes a target)")
+            table = {**current[name], **changes[name]}
+            changes[name] = {k: v for k, v in table.items() if v is not None}
     try:
-        changes = {k: v for k, v in body.items() if k in _CONFIG_KEYS}
-        merged = msgspec.convert({**msgspec.to_builtins(state.config), **changes}, SimConfig)
+        merged = msgspec.convert({**current, **changes}, SimConfig)
     except msgspec.ValidationError as exc:
         raise BadRequest(str(exc)) from None
     problems = validate_config(merged)
@@ -79,9 +98,13 @@ def apply_control(state: SimState, body: dict[str, Any]) -> None:
     advance = body.get("advance_slots", 0)
     if not isinstance(advance, int) or advance < 0:
         raise BadRequest("advance_slots: expected a whole number >= 0")
+    for flag in ("reset_stats", "reset_limiters"):
+        if not isinstance(body.get(flag, False), bool):
+            raise BadRequest(f"{flag}: expected true or false")
     old, state.config = state.config, merged
-    if (merged.rate_limit, merged.burst_seconds) != (old.rate_limit, old.burst_seconds):
-        state.limiter.reconfigure(merged.rate_limit, merged.burst_seconds)
+    state.limits.configure(merged)
+    if body.get("reset_limiters") is True:
+        state.limits.reset()
     if "faults" in changes:
         state.faults = FaultPlan(merged.faults, merged.seed)
     state.ledger.land_delay_slots = merged.land_delay_slots
@@ -91,8 +114,8 @@ def apply_control(state: SimState, body: dict[str, Any]) -> None:
         else:
             state.overrides[ip] = override
     state.ledger.advance(advance)
-    if body.get("reset_stats") is True:
-        state.stats = state.stats.fresh(time.time())
+    if body.get("reset_stats") is True or merged.stats_seconds != old.stats_seconds:
+        state.stats = state.stats.fresh(time.time(), merged.stats_seconds)
 
 
 async def control(request: web.Request) -> web.Response:
@@ -110,6 +133,7 @@ async def stats(request: web.Request) -> web.Response:
     state = state_of(request)
     slot = state.settle()
     body = state.stats.snapshot(state.ledger.landed_counts(), time.time())
+    body["limits"]["limiters"] = state.limits.describe()
     body.update({"slot": slot, "block_height": state.ledger.block_height(slot), "seed": state.config.seed})
     body["chain"] = chain_stats(state)
     return json_response(body)

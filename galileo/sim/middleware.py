@@ -1,8 +1,10 @@
 """The per-request pipeline in front of every upstream handler.
 
-Order: ip override → rate limit → API key → fault draw → added latency → handler. Each HTTP
-request is counted once in /sim/stats with its final status; /sim/* is neither limited,
-faulted nor counted.
+Order: latency draw → ip override → API key → limiter → fault draw → handler. The limiter judges
+each request when it arrives; the drawn delay is then spent before the answer, refusals
+included (a 429 crosses the same network), and an admitted request holds its concurrency slot
+until its answer is written or its client goes away. Each HTTP request is counted once in
+/sim/stats with its final status; /sim/* is neither limited, delayed, faulted nor counted.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from galileo.sim.errors import error_body, json_response, service_of, uses_jsonrpc
+from galileo.sim.errors import error_body, json_response, uses_jsonrpc
 from galileo.sim.faults import SLOW_BODY_SECONDS, TIMEOUT_HOLD_SECONDS, Fault, reset_connection
+from galileo.sim.limiter import retry_after_header
+from galileo.sim.limits import api_key_of, budget_key
 from galileo.sim.state import COUNTED, SimState, state_of
 
 __all__ = ["bucket_of", "sim_middleware"]
@@ -58,14 +62,7 @@ async def _rpc_id(request: web.Request, service: str) -> Any:
 
 def _api_key_ok(state: SimState, request: web.Request, service: str) -> bool:
     want = state.config.api_keys.get(service)
-    if want is None:
-        return True
-    headers, query = request.headers, request.query
-    if service == "jito":
-        return want in (headers.get("x-jito-auth"), query.get("uuid"))
-    if service in ("rpc", "staked"):
-        return want in (headers.get("x-api-key"), query.get("api-key"))
-    return headers.get("x-api-key") == want
+    return want is None or api_key_of(request, service) == want
 
 
 async def _faulted(request: web.Request, handler: Handler, fault: Fault, service: str) -> web.StreamResponse:
@@ -99,17 +96,44 @@ async def _faulted(request: web.Request, handler: Handler, fault: Fault, service
 async def _serve(request: web.Request, handler: Handler, state: SimState, ip: str, bucket: str) -> web.StreamResponse:
     if bucket == "other":
         return await handler(request)  # unknown paths: counted (404s), never limited or faulted
-    service = service_of(bucket)
+    route = state.limits.route(bucket)
+    service = route.service
+    delay = route.latency.sample() if route.latency is not None else 0.0
     override = state.overrides.get(ip)
     if override is not None and override.applies(service):
         body = error_body(service, override.status, await _rpc_id(request, service))
+        await _sleep(delay)
         return json_response(body, override.status, {"Retry-After": str(override.retry_after)})
-    retry_after = state.limiter.check(ip, bucket, state.now())
-    if retry_after:
-        body = error_body(service, 429, await _rpc_id(request, service))
-        return json_response(body, 429, {"Retry-After": str(retry_after)})
     if not _api_key_ok(state, request, service):
-        return json_response(error_body(service, 401, await _rpc_id(request, service)), 401)
+        body = error_body(service, 401, await _rpc_id(request, service))
+        await _sleep(delay)
+        return json_response(body, 401)
+    limiter = route.limiter
+    if limiter is None:
+        return await _admitted(request, handler, state, ip, bucket, delay)
+    key = budget_key(limiter, route, ip, request)
+    decision = limiter.admit(key, state.limits.now())
+    if not decision.ok:
+        state.stats.refusal(ip, bucket, decision.reason)
+        body = error_body(service, 429, await _rpc_id(request, service))
+        await _sleep(delay)
+        headers = {"Retry-After": retry_after_header(decision)} if limiter.spec.retry_after else None
+        return json_response(body, 429, headers)
+    try:
+        return await _admitted(request, handler, state, ip, bucket, delay)
+    finally:
+        limiter.release(key, state.limits.now())  # answered, failed, or cancelled by a client that left
+
+
+async def _sleep(delay: float) -> None:
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _admitted(
+    request: web.Request, handler: Handler, state: SimState, ip: str, bucket: str, delay: float
+) -> web.StreamResponse:
+    service = bucket.partition(":")[0]
     fault = state.faults.draw()
     if fault is not None and service == "titan" and fault.kind not in _WS_FAULTS:
         fault = None
@@ -121,8 +145,7 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
         if fault.kind == "reset":
             reset_connection(request)
             return web.Response(status=500)  # never written: the transport is gone
-    if state.config.latency_ms > 0:
-        await asyncio.sleep(state.config.latency_ms / 1000.0)
+    await _sleep(delay)
     if fault is not None:
         return await _faulted(request, handler, fault, service)
     return await handler(request)

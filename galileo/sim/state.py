@@ -14,7 +14,8 @@ from galileo.sim.accounts import SimAccounts, sim_accounts
 from galileo.sim.config import SimConfig
 from galileo.sim.faults import FaultPlan
 from galileo.sim.ledger import BASE_SLOT, Ledger
-from galileo.sim.limiter import IpOverride, RateLimiter
+from galileo.sim.limiter import IpOverride
+from galileo.sim.limits import ServiceLimits
 from galileo.sim.prices import PriceModel
 from galileo.sim.stats import SimStats
 from galileo.sim.vm import ChainVM
@@ -44,7 +45,7 @@ class SimState:
     config: SimConfig
     ledger: Ledger
     prices: PriceModel
-    limiter: RateLimiter
+    limits: ServiceLimits
     faults: FaultPlan
     stats: SimStats
     accounts: SimAccounts = field(default_factory=sim_accounts)
@@ -70,9 +71,9 @@ class SimState:
             config=config,
             ledger=ledger,
             prices=PriceModel(config.seed, BASE_SLOT),
-            limiter=RateLimiter(config.rate_limit, config.burst_seconds),
+            limits=ServiceLimits(config),
             faults=FaultPlan(config.faults, config.seed),
-            stats=SimStats(started_wall=time.time()),
+            stats=SimStats(started_wall=time.time(), seconds=config.stats_seconds),
         )
 
     @staticmethod

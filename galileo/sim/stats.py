@@ -1,10 +1,13 @@
-"""What /sim/stats reports: every HTTP request once with its final status, sends, Titan streams."""
+"""What /sim/stats reports: every HTTP request once with its final status, per-second series,
+limiter refusals by reason, sends, Titan streams."""
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from galileo.sim.series import SeriesTable
 
 __all__ = ["OK_WINDOW_SECONDS", "SimStats", "TitanConnection", "TitanStream"]
 
@@ -76,7 +79,9 @@ class SimStats:
     by_service: dict[str, Counter[str]] = field(default_factory=dict)
     by_ip: dict[str, Counter[str]] = field(default_factory=dict)
     by_ip_service: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
-    ok_per_second: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    seconds: int = OK_WINDOW_SECONDS
+    series: SeriesTable[tuple[str, str, str]] = field(init=False)
+    refused: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
     sends: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
     titan_connections: list[TitanConnection] = field(default_factory=list)
@@ -86,9 +91,12 @@ class SimStats:
     next_titan_id: int = 1
     requests: deque[tuple[float, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG))
 
-    def fresh(self, now_wall: float) -> SimStats:
+    def __post_init__(self) -> None:
+        self.series = SeriesTable(self.seconds)
+
+    def fresh(self, now_wall: float, seconds: int | None = None) -> SimStats:
         """Zeroed stats that still list the open Titan connections (for reset_stats)."""
-        fresh = SimStats(started_wall=now_wall)
+        fresh = SimStats(started_wall=now_wall, seconds=seconds or self.seconds)
         fresh.titan_connections = [c for c in self.titan_connections if c.closed_at is None]
         fresh.titan_streams = [s for s in self.titan_streams if s.closed_at is None]
         fresh.next_titan_id = self.next_titan_id
@@ -102,14 +110,11 @@ class SimStats:
         self.by_service.setdefault(bucket, Counter())[status] += 1
         self.by_ip.setdefault(ip, Counter())[status] += 1
         self.by_ip_service.setdefault(ip, {}).setdefault(bucket, Counter())[status] += 1
-        if status in ("200", "101"):
-            per_sec = self.ok_per_second.setdefault((ip, bucket), {})
-            sec = int(now_wall)
-            per_sec[sec] = per_sec.get(sec, 0) + 1
-            oldest = next(iter(per_sec))
-            while oldest < sec - OK_WINDOW_SECONDS:
-                del per_sec[oldest]
-                oldest = next(iter(per_sec))
+        self.series.add((ip, bucket, status), int(now_wall))
+
+    def refusal(self, ip: str, bucket: str, reason: str) -> None:
+        """Count one limiter refusal by ``reason`` (``limit``, ``penalty``, ``boxed``, ``concurrency``)."""
+        self.refused.setdefault(ip, {}).setdefault(bucket, Counter())[reason] += 1
 
     def send(self, kind: str, accepted: bool, reason: str | None = None) -> None:
         """Count one transaction or bundle received on door ``kind`` (``jito_bundle``, ``rpc`` ...)."""
@@ -119,6 +124,18 @@ class SimStats:
             entry["accepted"] += 1
         else:
             entry["rejected"][reason or "unknown"] += 1
+
+    def _limits(self) -> dict[str, Any]:
+        by_bucket: dict[str, Counter[str]] = {}
+        for buckets in self.refused.values():
+            for bucket, reasons in buckets.items():
+                by_bucket.setdefault(bucket, Counter()).update(reasons)
+        return {
+            "refused": {b: dict(c) for b, c in by_bucket.items()},
+            "refused_by_ip": {ip: {b: dict(c) for b, c in v.items()} for ip, v in self.refused.items()},
+            "penalty_box_entries": {b: c["penalty"] for b, c in by_bucket.items() if c["penalty"]},
+            "concurrency_refusals": {b: c["concurrency"] for b, c in by_bucket.items() if c["concurrency"]},
+        }
 
     def titan_open(self, ip: str, protocol: str, now_wall: float) -> TitanConnection:
         """Register a new Titan connection."""
@@ -147,12 +164,21 @@ class SimStats:
 
     def snapshot(self, landed: dict[str, int], now_wall: float) -> dict[str, Any]:
         """The /sim/stats JSON (without chain fields, which the caller adds)."""
-        cutoff = int(now_wall) - OK_WINDOW_SECONDS
+        end = int(now_wall)
         ok: dict[str, dict[str, dict[str, int]]] = {}
-        for (ip, bucket), per_sec in self.ok_per_second.items():
-            secs = {str(s): n for s, n in per_sec.items() if s >= cutoff}
-            if secs:
-                ok.setdefault(ip, {})[bucket] = secs
+        per_ip: dict[str, dict[str, dict[str, list[int]]]] = {}
+        per_service: dict[str, dict[str, list[int]]] = {}
+        for key, values in self.series.items(end):
+            ip, bucket, status = key
+            per_ip.setdefault(ip, {}).setdefault(bucket, {})[status] = values
+            summed = per_service.setdefault(bucket, {}).setdefault(status, [0] * len(values))
+            summed[:] = [a + b for a, b in zip(summed, values, strict=True)]
+            if status in ("200", "101"):
+                secs = ok.setdefault(ip, {}).setdefault(bucket, {})
+                for i, n in enumerate(values):
+                    if n:
+                        sec = str(end - len(values) + 1 + i)
+                        secs[sec] = secs.get(sec, 0) + n
         sends = {
             kind: {**v, "rejected": dict(v["rejected"]), "landed": landed.get(kind, 0)}
             for kind, v in self.sends.items()
@@ -171,6 +197,14 @@ class SimStats:
                 "by_ip_service": {ip: {b: dict(c) for b, c in v.items()} for ip, v in self.by_ip_service.items()},
             },
             "ok_per_second": ok,
+            "per_second": {
+                "seconds": self.seconds,
+                "end": end,
+                "by_ip_service": per_ip,
+                "by_service": per_service,
+                "dropped_series": self.series.dropped,
+            },
+            "limits": self._limits(),
             "faults": dict(self.faults),
             "sends": sends,
             "titan": {

@@ -15,6 +15,7 @@ from broker.jobs import JobPayload
 from broker.protocol import Dispatch, Event, Outcome
 from galileo.sim import SimConfig, SimServer, start_sim
 from workers.executor import Executor
+from workers.secrets import SecretPolicy, origin
 from workers.session import BoundSession
 
 SOL = "So11111111111111111111111111111111111111112"
@@ -30,14 +31,30 @@ class Ran:
     events: list[Event] = field(default_factory=list)
 
 
+def allowing(payload: Any) -> SecretPolicy:
+    """The policy a config listing this job's upstream gives its workers: its secret, to its URL's origin."""
+    ref = getattr(payload, "secret", None)
+    url = getattr(payload, "url", None) or getattr(payload, "base_url", None)
+    dest = origin(url) if url else None
+    headers = {ref.env: [dest]} if ref is not None and dest is not None else {}
+    url_env = getattr(payload, "url_env", None)
+    return SecretPolicy(headers=headers, url_envs=[url_env] if url_env else [])
+
+
 class Worker:
-    """Runs jobs exactly as a worker process does: a BoundSession per IP and the Executor."""
+    """Runs jobs exactly as a worker process does: a BoundSession per IP and the Executor.
+
+    The worker may release the secret each job names to that job's upstream, as if the config
+    listed it (``secrets`` overrides this; tests of the policy itself pass their own).
+    """
 
     def __init__(self) -> None:
         self.sessions: dict[str, BoundSession] = {}
         self.next_job = 1
 
-    async def run(self, payload: JobPayload, ip: str = "127.0.0.2", timeout: float = 5.0) -> Ran:
+    async def run(
+        self, payload: JobPayload, ip: str = "127.0.0.2", timeout: float = 5.0, secrets: SecretPolicy | None = None
+    ) -> Ran:
         session = self.sessions.get(ip)
         if session is None:
             session = self.sessions[ip] = BoundSession(ip)
@@ -47,7 +64,8 @@ class Worker:
             job_id=self.next_job, attempt=0, kind=str(kind), upstream="test", timeout=timeout, payload=payload
         )
         self.next_job += 1
-        out = await Executor(session, events.append).execute(dispatch)
+        policy = secrets if secrets is not None else allowing(payload)
+        out = await Executor(session, events.append, policy).execute(dispatch)
         return Ran(out, events)
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ def _root() -> None:
 def test_help() -> None:
     result = CliRunner().invoke(app, ["sim", "--help"])
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--rate-limit", "--latency-ms", "--fault-rate", "--seed"):
+    for option in ("--host", "--port", "--rate-limit", "--limiter", "--latency-ms", "--fault-rate", "--seed"):
         assert option in result.output
 
 
@@ -43,6 +43,13 @@ def test_help() -> None:
         ["--fault-rate", "5xx=0.7", "--fault-rate", "reset=0.7"],
         ["--port", "70000"],
         ["--seed", "x"],
+        ["--limiter", "jupyter=sliding:50/10s"],
+        ["--limiter", "jupiter=sliding:50"],
+        ["--limiter", "jito=bucket:5/1s,burst=0.05,scope=ip+regoin"],
+        ["--limiter", "jito:=fixed:1/1s"],
+        ["--latency-ms", "jupiter=-1"],
+        ["--latency-ms", "150,spike=2:10"],
+        ["--stats-seconds", "0"],
     ],
 )
 def test_bad_values_exit_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,6 +81,44 @@ def test_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     (config,) = seen
     assert (config.port, config.rate_limit, config.latency_ms, config.seed) == (0, 5.0, 3.0, 9)
     assert config.faults["reset"] == 0.2 and config.faults["5xx"] == pytest.approx(0.01)
+    assert (config.limiters, config.latency) == ({}, {})
+
+
+def test_limiters_and_latency_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[SimConfig] = []
+    monkeypatch.setattr(_sim, "run_sim", seen.append)
+    args = [
+        "sim",
+        "--limiter",
+        "jupiter=sliding:50/10s,scope=key",
+        "--limiter",
+        "jito=bucket:5/1s,burst=0.05,scope=ip+region",
+        "--limiter",
+        "jito:ny=penalty:10/1s,box=30s,retry_after=no",
+        "--limiter",
+        "concurrency:4",
+        "--latency-ms",
+        "jupiter=150,jitter=50,spike=0.01:2000",
+        "--latency-ms",
+        "25",
+        "--latency-ms",
+        "jito:tokyo=90",
+        "--rate-limit",
+        "20",
+        "--stats-seconds",
+        "30",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert config.limiters == {
+        "jupiter": "sliding:50/10s,scope=key",
+        "jito": "bucket:5/1s,burst=0.05,scope=ip+region",
+        "jito:ny": "penalty:10/1s,box=30s,retry_after=no",
+        "all": "concurrency:4",
+    }
+    assert config.latency == {"jupiter": "150,jitter=50,spike=0.01:2000", "jito:tokyo": "90"}
+    assert (config.latency_ms, config.rate_limit, config.stats_seconds) == (25.0, 20.0, 30)
 
 
 def _get(url: str) -> Any:

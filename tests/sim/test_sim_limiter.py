@@ -1,102 +1,274 @@
-"""Token buckets per (source IP, service bucket): exact bound, 429 bodies, Retry-After, isolation."""
+"""The limiter zoo as pure objects: every shape with an injected clock and exact counts."""
 
 from __future__ import annotations
 
-import math
-import time
-
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from galileo.sim.limiter import RateLimiter, TokenBucket
-from tests.sim.sim_helpers import SOL, USDC, SessionFactory, SimFactory, rpc
+from galileo.sim.limiter import (
+    ConcurrencyCap,
+    Decision,
+    FixedWindow,
+    PenaltyBox,
+    SlidingLog,
+    TokenBucket,
+    build,
+    parse_limiter,
+    retry_after_header,
+)
+from galileo.sim.limitspec import LimiterSpec
 
-QUOTE = {"inputMint": SOL, "outputMint": USDC, "amount": "1000000000"}
+
+def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]:
+    assert hasattr(limiter, "admit")
+    return [t for t in times if limiter.admit(key, t).ok]
 
 
-@settings(max_examples=200, deadline=None)
+# --- parsing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "canonical"),
+    [
+        ("bucket:5/1s,burst=0.05,scope=ip+region", "jito", "bucket:5/1s,burst=0.05s,scope=ip+region"),
+        ("bucket:20", None, "bucket:20/1s,burst=1s,scope=ip"),
+        ("sliding:50/10s", "jupiter", "sliding:50/10s,scope=ip"),
+        ("sliding:50/10s", "jito:ny", "sliding:50/10s,scope=ip+region"),
+        ("fixed:600/1m,scope=global", None, "fixed:600/60s,scope=global"),
+        ("penalty:5/1s,box=2", "rpc", "penalty:5/1s,box=2s,scope=ip"),
+        ("concurrency:4, retry-after=no", None, "concurrency:4,scope=ip,retry_after=no"),
+        ("sliding:3/500ms,scope=key,retry_after=yes", "ultra", "sliding:3/0.5s,scope=key"),
+    ],
+)
+def test_parse_and_canonical_text(text: str, target: str | None, canonical: str) -> None:
+    spec = parse_limiter(text, target)
+    assert str(spec) == canonical
+    assert parse_limiter(canonical, target) == spec  # the canonical text means the same
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "leaky:5/1s",
+        "bucket",
+        "bucket:0/1s",
+        "bucket:-1",
+        "bucket:5/0s",
+        "sliding:50",
+        "sliding:0/10s",
+        "sliding:1.5/10s",
+        "fixed:5/2h",
+        "penalty:5/1s",
+        "sliding:5/1s,box=2",
+        "fixed:5/1s,burst=1",
+        "concurrency:0",
+        "concurrency:2,scope=account",
+        "sliding:5/1s,retry_after=maybe",
+        "sliding:5/1s,scope=ip,scope=key",
+        "sliding:5/1s,flavour=mint",
+    ],
+)
+def test_bad_specs_say_what_is_wrong(text: str) -> None:
+    with pytest.raises(ValueError, match=r".+"):
+        parse_limiter(text)
+
+
+def test_spec_numbers() -> None:
+    spec = parse_limiter("bucket:20/1s,burst=0.05")
+    assert (spec.rate, spec.capacity) == (20.0, 1.0)  # 0.05 s of 20/s is one token
+    assert parse_limiter("bucket:600/60s,burst=2").capacity == 20.0
+    assert isinstance(build(spec), TokenBucket)
+    assert isinstance(build("penalty:1/1s,box=1"), PenaltyBox)
+    assert isinstance(build(LimiterSpec("concurrency", 3)), ConcurrencyCap)
+
+
+def test_retry_after_header_is_whole_seconds_rounded_up() -> None:
+    values = [0.0, 0.05, 1.0, 1.0 + 1e-12, 7.2, 59.999]
+    assert [retry_after_header(Decision(False, v, "limit")) for v in values] == ["1", "1", "1", "1", "8", "60"]
+
+
+# --- token bucket --------------------------------------------------------------------------
+
+
+def test_bucket_exact_counts_and_retry_after() -> None:
+    bucket = build("bucket:10/1s,burst=0.5")  # capacity 5, a token every 0.1 s
+    assert [bucket.admit("a", 0.0).ok for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.admit("a", 0.0) == Decision(False, pytest.approx(0.1), "limit")
+    assert bucket.admit("a", 0.1).ok and not bucket.admit("a", 0.1).ok
+    assert [bucket.admit("a", 0.35).ok for _ in range(3)] == [True, True, False]  # 2.5 tokens
+    assert bucket.admit("a", 0.35).retry_after == pytest.approx(0.05)
+    assert bucket.admit("b", 0.35).ok  # another key, another bucket
+
+
+def test_bucket_burst_down_to_005_seconds() -> None:
+    bucket = build("bucket:20/1s,burst=0.05")  # one token, one more every 50 ms
+    times = [i / 1000 for i in range(1001)]  # a request every ms for one second
+    assert admitted(bucket, times) == pytest.approx([i * 0.05 for i in range(21)])
+
+
+@settings(max_examples=150, deadline=None)
 @given(
     rate=st.floats(0.5, 50),
-    burst_seconds=st.floats(0.1, 3),
+    burst=st.floats(0.05, 3),
     gaps=st.lists(st.floats(0, 0.3), min_size=1, max_size=150),
 )
-def test_bucket_never_exceeds_burst_plus_rate_times_window(
-    rate: float, burst_seconds: float, gaps: list[float]
-) -> None:
-    limiter = RateLimiter(rate, burst_seconds)
+def test_bucket_never_exceeds_capacity_plus_rate_times_window(rate: float, burst: float, gaps: list[float]) -> None:
+    bucket = build(LimiterSpec("bucket", rate, 1.0, burst))
+    assert isinstance(bucket, TokenBucket)
     now, passed = 0.0, []
     for gap in gaps:
         now += gap
-        if limiter.check("1.2.3.4", "jupiter", now) == 0:
+        if bucket.admit("ip", now).ok:
             passed.append(now)
     for i, start in enumerate(passed):
         for j in range(i, len(passed)):
-            assert j - i + 1 <= limiter.burst + rate * (passed[j] - start) + 1e-9
+            assert j - i + 1 <= bucket.capacity + rate * (passed[j] - start) + 1e-6
 
 
-def test_retry_after_is_whole_seconds_until_next_token() -> None:
-    bucket = TokenBucket(rate=0.25, burst=1, now=0.0)
-    assert bucket.take(0.0)
-    assert not bucket.take(0.5)
-    limiter = RateLimiter(0.25, 1.0)
-    assert limiter.check("ip", "rpc", 0.0) == 0
-    assert limiter.check("ip", "rpc", 0.5) == math.ceil((1 - 0.125) / 0.25)  # 3.5 s → 4
-    assert limiter.check("ip", "rpc", 3.9) == 1
-    assert limiter.check("other-ip", "rpc", 0.5) == 0
-    assert RateLimiter(None, 1.0).check("ip", "rpc", 0.0) == 0
+# --- fixed window --------------------------------------------------------------------------
 
 
-async def test_one_ip_limited_another_not(sim_factory: SimFactory, bound: SessionFactory) -> None:
-    sim = await sim_factory(rate_limit=2.0, burst_seconds=1.0)
-    a, b = bound("127.0.0.2"), bound("127.0.0.3")
-    statuses = []
-    for _ in range(6):
-        async with a.get(sim.url + "/jupiter/swap/v1/quote", params=QUOTE) as r:
-            statuses.append(r.status)
-            if r.status == 429:
-                limited = (await r.json(), r.headers["Retry-After"])
-    assert statuses[:2] == [200, 200] and 429 in statuses
-    body, retry_after = limited
-    assert body == {"error": "Too Many Requests"}
-    assert int(retry_after) >= 1
-    async with b.get(sim.url + "/jupiter/swap/v1/quote", params=QUOTE) as r:
-        assert r.status == 200  # another source IP has its own bucket
-    async with a.get(sim.url + "/dflow/quote", params=QUOTE) as r:
-        assert r.status == 200  # and another service is another bucket
-    for _ in range(3):
-        async with a.get(sim.url + "/dflow/quote", params=QUOTE) as r:
-            last = (r.status, await r.json())
-    assert last == (429, {"code": "rate_limit_exceeded", "msg": "Rate limit exceeded, use an API key"})
+def test_fixed_window_resets_on_the_boundary() -> None:
+    fixed = build("fixed:3/10s")
+    assert admitted(fixed, [0.0, 1.0, 2.0, 3.0, 9.999]) == [0.0, 1.0, 2.0]
+    assert fixed.admit("k", 3.0) == Decision(False, pytest.approx(7.0), "limit")
+    assert admitted(fixed, [10.0, 10.0, 10.0, 10.0]) == [10.0, 10.0, 10.0]  # a new window at exactly 10
+    assert fixed.admit("k", 19.99).retry_after == pytest.approx(0.01)
+    assert admitted(fixed, [20.0]) == [20.0]
 
 
-async def test_jito_limits_per_region_and_rpc_apart_from_staked(sim_factory: SimFactory, bound: SessionFactory) -> None:
-    sim = await sim_factory(rate_limit=1.0, burst_seconds=1.0)
-    a = bound("127.0.0.4")
-    statuses = [(await rpc(a, sim.url, "getTipAccounts", [], "/jito/ny/api/v1/bundles"))[0] for _ in range(3)]
-    assert statuses[0] == 200 and statuses[-1] == 429
-    assert (await rpc(a, sim.url, "getTipAccounts", [], "/jito/tokyo/api/v1/bundles"))[0] == 200
-    assert [(await rpc(a, sim.url, "getSlot"))[0] for _ in range(3)][-1] == 429
-    status, body = await rpc(a, sim.url, "getSlot", path="/staked")
-    assert status == 200 and isinstance(body["result"], int)
+def test_fixed_window_allows_two_windows_back_to_back() -> None:
+    fixed = build("fixed:3/1s")
+    times = [0.9, 0.9, 0.9, 0.9, 1.0, 1.0, 1.0, 1.0]
+    assert admitted(fixed, times) == [0.9, 0.9, 0.9, 1.0, 1.0, 1.0]  # 6 in 0.1 s: the shape's known edge
+    tenth = build("fixed:1/0.1s")
+    assert admitted(tenth, [0.29, 0.7 - 0.4]) == [0.29, 0.7 - 0.4]  # 0.29999999999999993 is 0.3: a new window
 
 
-async def test_count_bound_over_http_and_per_second_stats(sim_factory: SimFactory, bound: SessionFactory) -> None:
-    rate, burst_seconds = 20.0, 0.5
-    sim = await sim_factory(rate_limit=rate, burst_seconds=burst_seconds)
-    burst = max(1.0, rate * burst_seconds)
-    a = bound("127.0.0.5")
-    ok = limited = 0
-    started = time.monotonic()
-    while (time.monotonic() - started < 0.6 or limited < 5) and ok + limited < 5000:
-        status, _ = await rpc(a, sim.url, "getSlot")
-        ok += status == 200
-        limited += status == 429
-    elapsed = time.monotonic() - started
-    assert ok <= burst + rate * elapsed
-    assert ok >= burst and limited > 0
-    async with a.get(sim.url + "/sim/stats") as r:
-        stats = await r.json()
-    per_second = stats["ok_per_second"]["127.0.0.5"]["rpc"]
-    assert sum(per_second.values()) == ok
-    assert all(n <= burst + rate for n in per_second.values())
-    assert stats["requests"]["by_ip_service"]["127.0.0.5"]["rpc"] == {"200": ok, "429": limited}
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 8), window=st.sampled_from([0.5, 1.0, 10.0]), gaps=st.lists(st.floats(0, 0.4), max_size=120))
+def test_fixed_window_never_exceeds_n_per_window(n: int, window: float, gaps: list[float]) -> None:
+    fixed = build(LimiterSpec("fixed", n, window))
+    assert isinstance(fixed, FixedWindow)
+    now, per_window = 0.0, dict[int, int]()
+    for gap in gaps:
+        now += gap
+        if fixed.admit("k", now).ok:
+            index = int((now + 1e-9) // window)
+            per_window[index] = per_window.get(index, 0) + 1
+    assert all(c <= n for c in per_window.values())
+
+
+# --- sliding log ---------------------------------------------------------------------------
+
+
+def test_sliding_log_counts_any_window() -> None:
+    sliding = build("sliding:3/10s")
+    assert admitted(sliding, [0.0, 1.0, 2.0, 9.99]) == [0.0, 1.0, 2.0]
+    assert sliding.admit("k", 9.99) == Decision(False, pytest.approx(0.01), "limit")
+    assert admitted(sliding, [10.0]) == [10.0]  # the request at 0 has left (10 - 10, 10]
+    assert sliding.admit("k", 10.5).retry_after == pytest.approx(0.5)  # the one at 1 leaves at 11
+    assert admitted(sliding, [10.5, 11.0, 12.0, 12.0]) == [11.0, 12.0]
+
+
+def test_sliding_log_sixty_second_window() -> None:
+    sliding = build("sliding:60/60s")
+    times = [i * 0.5 for i in range(360)]  # two requests a second for three minutes
+    passed = admitted(sliding, times)
+    assert len(passed) == 180
+    assert passed[59] == 29.5 and passed[60] == 60.0 and passed[120] == 120.0  # each slot frees 60 s on
+    assert sliding.admit("k", 179.9).retry_after == pytest.approx(180.0 - 179.9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 10), window=st.integers(1, 60), gaps=st.lists(st.floats(0, 3), max_size=150))
+def test_sliding_log_never_exceeds_n_in_any_window(n: int, window: int, gaps: list[float]) -> None:
+    sliding = build(LimiterSpec("sliding", n, float(window)))
+    assert isinstance(sliding, SlidingLog)
+    now, passed = 0.0, []
+    for gap in gaps:
+        now += gap
+        if sliding.admit("k", now).ok:
+            passed.append(now)
+    for i, start in enumerate(passed):
+        assert sum(1 for t in passed[i:] if t < start + window - 1e-6) <= n
+
+
+# --- penalty box ---------------------------------------------------------------------------
+
+
+def test_penalty_box_refuses_everything_until_it_expires() -> None:
+    box = build("penalty:3/1s,box=5s")
+    assert admitted(box, [0.0, 0.1, 0.2]) == [0.0, 0.1, 0.2]
+    assert box.admit("k", 0.3) == Decision(False, 5.0, "penalty")  # the fourth enters the box
+    assert box.admit("k", 1.5) == Decision(False, pytest.approx(3.8), "boxed")  # the log has room: still boxed
+    assert box.admit("k", 5.29).reason == "boxed"
+    assert box.admit("other", 1.5).ok  # one caller's box is not another's
+    assert admitted(box, [5.3, 5.3, 5.3]) == [5.3, 5.3, 5.3]  # out at 0.3 + 5, with a fresh log
+    assert box.admit("k", 5.3) == Decision(False, 5.0, "penalty")
+    assert box.admit("k", 10.3).ok
+
+
+def test_penalty_box_refusals_do_not_lengthen_it() -> None:
+    box = build("penalty:1/10s,box=2")
+    assert box.admit("k", 0.0).ok and box.admit("k", 0.0).reason == "penalty"
+    reasons = [box.admit("k", t / 10).reason for t in range(1, 20)]  # hammering inside the box
+    assert reasons == ["boxed"] * 19
+    assert box.admit("k", 2.0).ok
+
+
+# --- concurrency cap -----------------------------------------------------------------------
+
+
+def test_concurrency_cap_counts_in_flight_and_releases() -> None:
+    cap = build("concurrency:2")
+    assert isinstance(cap, ConcurrencyCap)
+    assert [cap.admit("a", 0.0).ok for _ in range(3)] == [True, True, False]
+    assert cap.admit("a", 0.0) == Decision(False, 0.0, "concurrency")
+    assert cap.admit("b", 0.0).ok  # per caller
+    cap.release("a", 1.0)
+    assert cap.in_flight("a") == 1 and cap.admit("a", 1.0).ok and not cap.admit("a", 1.0).ok
+    for key in ("a", "a", "b"):
+        cap.release(key, 2.0)
+    cap.release("a", 2.0)  # a stray release gives nothing back
+    cap.release("never-seen", 2.0)
+    assert len(cap) == 0 and cap.in_flight("a") == 0
+    assert [cap.admit("a", 3.0).ok for _ in range(3)] == [True, True, False]
+
+
+def test_release_is_harmless_for_rate_shapes() -> None:
+    for text in ("bucket:1/1s", "fixed:1/1s", "sliding:1/1s", "penalty:1/1s,box=1"):
+        limiter = build(text)
+        assert limiter.admit("k", 0.0).ok
+        limiter.release("k", 0.1)  # does not give the request back
+        assert not limiter.admit("k", 0.2).ok, text
+
+
+# --- bounded memory ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["bucket:1/1s", "fixed:2/1s", "sliding:3/1s", "penalty:3/1s,box=1"])
+def test_idle_keys_are_forgotten(text: str) -> None:
+    limiter = build(text)
+    for i in range(50_000):  # a new caller every 100 µs, each idle again within ~1 s
+        assert limiter.admit(f"10.{i}", i * 1e-4).ok
+    assert len(limiter) <= 2 * 1024 + 2 * 10_000  # what 1 s (+ the sweep's slack) of callers holds
+    assert limiter.evicted == 0
+    limiter.sweep(1e6)
+    assert len(limiter) == 0
+
+
+def test_past_max_keys_the_oldest_lose_their_state() -> None:
+    limiter = build("sliding:3/60s", max_keys=1000)
+    for i in range(5000):  # all of them busy: nothing is idle
+        limiter.admit(i, 0.0)
+    assert len(limiter) <= 1000 and limiter.evicted >= 4000
+    assert limiter.admit(4999, 0.0).ok and limiter.admit(4999, 0.0).ok
+    assert not limiter.admit(4999, 0.0).ok  # the newest kept their state
+
+
+def test_sliding_logs_share_a_memory_budget() -> None:
+    assert build("sliding:100000/60s").max_keys == 64  # 100,000 floats per caller: few callers
+    assert build("sliding:50/10s").max_keys == 40_000

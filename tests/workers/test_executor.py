@@ -16,6 +16,7 @@ from broker.logs import KeyValueFormatter
 from broker.protocol import Dispatch
 from broker.results import HttpResponse
 from workers.executor import Executor
+from workers.secrets import SecretPolicy, origin
 from workers.session import BoundSession, _host_of, family_mismatch
 
 
@@ -56,10 +57,13 @@ def job(payload: HttpRequest, timeout: float = 2.0) -> Dispatch:
     return Dispatch(job_id=1, attempt=0, kind="http", upstream="t", timeout=timeout, payload=payload)
 
 
-async def run(ip: str | None, payload: HttpRequest, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+async def run(ip: str | None, payload: HttpRequest, timeout: float = 2.0, secrets: SecretPolicy | None = None):  # type: ignore[no-untyped-def]
+    """``payload`` run as a worker whose config lists its secret for its URL (unless ``secrets`` says otherwise)."""
+    if secrets is None and payload.secret is not None:
+        secrets = SecretPolicy(headers={payload.secret.env: [str(origin(payload.url))]})
     session = BoundSession(ip)
     try:
-        return await Executor(session, lambda e: None).execute(job(payload, timeout))
+        return await Executor(session, lambda e: None, secrets).execute(job(payload, timeout))
     finally:
         await session.close()
 

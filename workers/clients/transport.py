@@ -24,8 +24,9 @@ from broker.jobs import SecretRef
 from broker.logs import register_secret
 from broker.protocol import Event, Outcome
 from broker.results import ResultValue
+from workers.body import MAX_BODY, BodyError, read_body
 from workers.classify import classify_exception, classify_status, parse_retry_after
-from workers.executor import JobContext, client_timeout, handler, read_body, secret_headers
+from workers.executor import JobContext, client_timeout, handler, secret_headers
 from workers.session import family_mismatch
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 P = TypeVar("P")
 T = TypeVar("T")
 
-MAX_BODY = 4 << 20  # the largest answer we read; more is a decode_error, not a worker out of memory
 _REDACTED = "<redacted>"
 _RETRY_IN_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?)\s*(ms|s)?", re.IGNORECASE)
 
@@ -119,7 +119,7 @@ class Call:
         ) as resp:
             try:
                 data = await read_body(resp, limit)
-            except ValueError as exc:
+            except BodyError as exc:
                 return Outcome(
                     result="decode_error", status=resp.status, latency=time.perf_counter() - start, error=str(exc)
                 )

@@ -1,0 +1,161 @@
+"""Limiter specs: the text a person writes (``sliding:50/10s,scope=key``) and the value it means.
+
+    bucket:RATE[/PERIOD][,burst=S]   RATE tokens per PERIOD (default 1s); capacity S seconds of
+                                     rate (default 1), at least one token
+    fixed:N/W                        N requests per window of W, windows reset on multiples of W
+    sliding:N/W                      at most N requests in any W
+    penalty:N/W,box=P                over N in any W puts the caller in a box for P: all refused
+    concurrency:K                    at most K requests in flight
+
+Every shape takes ``scope=ip|ip+region|key|global`` and ``retry_after=yes|no``. Durations are
+seconds, with an optional unit: ``10``, ``10s``, ``500ms``, ``1m``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+__all__ = ["SCOPES", "SHAPES", "LimiterSpec", "Scope", "Shape", "default_scope", "parse_limiter"]
+
+Shape = Literal["bucket", "fixed", "sliding", "penalty", "concurrency"]
+Scope = Literal["ip", "ip+region", "key", "global"]
+SHAPES: tuple[Shape, ...] = get_args(Shape)
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+MAX_LOGGED = 100_000  # sliding and penalty keep one float per request in the window
+MAX_COUNT = 1_000_000_000
+MAX_WINDOW = 3600.0
+MAX_BOX = 86_400.0
+_YES = {"yes": True, "true": True, "1": True, "on": True, "no": False, "false": False, "0": False, "off": False}
+
+
+@dataclass(frozen=True)
+class LimiterSpec:
+    """One limiter shape with its numbers, who shares a budget (``scope``) and whether refusals
+    carry ``Retry-After``.
+
+    ``limit``: tokens per ``window`` (bucket), requests per ``window`` (fixed, sliding,
+    penalty) or requests in flight (concurrency). ``burst``: bucket capacity in seconds of
+    rate. ``box``: seconds in the penalty box.
+    """
+
+    shape: Shape
+    limit: float
+    window: float = 1.0
+    burst: float = 1.0
+    box: float = 0.0
+    scope: Scope = "ip"
+    retry_after: bool = True
+
+    @property
+    def rate(self) -> float:
+        """Sustained requests per second: ``limit / window`` (a concurrency cap has none: inf)."""
+        return math.inf if self.shape == "concurrency" else self.limit / self.window
+
+    @property
+    def capacity(self) -> float:
+        """Token bucket size: ``max(1, rate * burst)``."""
+        return max(1.0, self.rate * self.burst)
+
+    def __str__(self) -> str:
+        if self.shape == "concurrency":
+            text = f"concurrency:{self.limit:g}"
+        else:
+            text = f"{self.shape}:{self.limit:g}/{self.window:g}s"
+        if self.shape == "bucket":
+            text += f",burst={self.burst:g}s"
+        if self.shape == "penalty":
+            text += f",box={self.box:g}s"
+        text += f",scope={self.scope}"
+        return text if self.retry_after else text + ",retry_after=no"
+
+
+def default_scope(target: str | None) -> Scope:
+    """Jito limits each (IP, region) pair (its documented 5 req/s per IP per region); others per IP."""
+    return "ip+region" if target is not None and target.partition(":")[0] == "jito" else "ip"
+
+
+def _seconds(text: str, what: str) -> float:
+    text = text.strip()
+    scale = 1.0
+    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(unit):
+            text, scale = text[: -len(unit)], factor
+            break
+    try:
+        value = float(text) * scale
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a duration (e.g. 10s, 500ms, 1m)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what}: must be a positive duration, got {value:g}")
+    return value
+
+
+def _count(text: str, what: str, most: int = MAX_COUNT) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a whole number") from None
+    if not 1 <= value <= most:
+        raise ValueError(f"{what}: {value} is not in 1..{most}")
+    return value
+
+
+def _per(args: str, shape: str, integer: bool) -> tuple[float, float]:
+    amount, sep, period = args.partition("/")
+    if not sep and integer:
+        raise ValueError(f"{shape}: expected N/W, e.g. {shape}:50/10s")
+    window = _seconds(period, f"{shape} window") if sep else 1.0
+    if window > MAX_WINDOW:
+        raise ValueError(f"{shape} window: {window:g}s is longer than {MAX_WINDOW:g}s")
+    if integer:
+        most = MAX_LOGGED if shape in ("sliding", "penalty") else MAX_COUNT
+        return float(_count(amount, f"{shape} count", most)), window
+    try:
+        rate = float(amount)
+    except ValueError:
+        raise ValueError(f"bucket: {amount!r} is not a rate (e.g. bucket:5/1s)") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"bucket: rate must be > 0, got {amount!r}")
+    return rate, window
+
+
+def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
+    """The LimiterSpec ``text`` describes; ValueError says what is wrong and how to write it.
+
+    Without ``scope=``, the scope is ``default_scope(target)``: per (IP, region) for Jito
+    targets, per IP otherwise.
+    """
+    head, *options = [part.strip() for part in text.strip().split(",")]
+    shape, sep, args = head.partition(":")
+    shape = shape.strip()
+    if shape not in SHAPES or not sep:
+        raise ValueError(f"{text!r}: expected SHAPE:ARGS with SHAPE one of {', '.join(SHAPES)}")
+    fields: dict[str, str] = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in ("scope", "retry_after", "burst", "box") or name in fields:
+            raise ValueError(f"{text!r}: bad option {option!r} (known: scope=, retry_after=, burst=, box=)")
+        fields[name] = value.strip()
+    if "burst" in fields and shape != "bucket":
+        raise ValueError(f"{text!r}: burst= is for bucket only")
+    if ("box" in fields) != (shape == "penalty"):
+        raise ValueError(f"{text!r}: penalty needs box=SECONDS, and only penalty takes it")
+    scope = fields.get("scope", default_scope(target))
+    if scope not in SCOPES:
+        raise ValueError(f"{text!r}: scope {scope!r} is not one of {', '.join(SCOPES)}")
+    retry = fields.get("retry_after", "yes").lower()
+    if retry not in _YES:
+        raise ValueError(f"{text!r}: retry_after must be yes or no")
+    if shape == "concurrency":
+        limit, window = float(_count(args, "concurrency")), 1.0
+    else:
+        limit, window = _per(args, shape, integer=shape != "bucket")
+    burst = _seconds(fields["burst"], "burst") if "burst" in fields else 1.0
+    box = _seconds(fields["box"], "box") if "box" in fields else 0.0
+    if burst > MAX_WINDOW or box > MAX_BOX:
+        raise ValueError(f"{text!r}: burst is at most {MAX_WINDOW:g}s and box at most {MAX_BOX:g}s")
+    return LimiterSpec(shape, limit, window, burst, box, scope, _YES[retry])
