@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
+from solders.pubkey import Pubkey
 
 from galileo.sim.accounts import JUPITER_PROGRAM, TITAN_PROGRAM
 from galileo.sim.errors import json_response
@@ -108,6 +109,7 @@ class _Session:
             await self.error(req.id, 429, f"too many concurrent streams (max {CONCURRENT_STREAMS})")
             return
         state = self.state
+        state.seen(Pubkey(params.transaction.user_public_key))
         first = swap_quotes(state.prices, state.accounts, params, "probe", state.slot())
         if first is None:
             await self.error(req.id, 404, "no route found for this pair and amount")

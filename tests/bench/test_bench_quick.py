@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_galileo
 
-SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing"]
+SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing", "sim"]
 
 
 def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
@@ -105,6 +105,24 @@ def test_landing_sent_bundles_from_every_ip_the_simulator_accepted(report: dict[
     (cell,) = report["scenarios"]["landing"]["runs"].values()
     assert cell["accepted_sends_per_s"] > 0 and 0 < cell["accepted_vs_capacity"] <= 1.05
     assert cell["capacity_sends_per_s"] == cell["ips"] * cell["regions"] * cell["rate_per_ip_region"]
+
+
+def test_the_simulator_executes_bundles_only_with_execution_on(report: dict[str, Any]) -> None:
+    s = report["scenarios"]["sim"]
+    on, off = s["execution_on"], s["execution_off"]
+    for side in (on, off):
+        assert side["quotes_per_s"] > 0 and side["mixed_quotes_per_s"] > 0
+        assert side["bundles_accepted_per_s"] > 0 and side["bundles_landed_per_s"] > 0
+        assert side["sim_cpu_us_per_quote"] > 0 and side["sim_cpu_us_per_bundle"] > 0
+    # On, every accepted bundle ran in the VM (contention 0) and nearly all landed; off, none ran.
+    assert on["bundles_executed_per_s"] > 0 and on["mixed_bundles_executed_per_s"] > 0
+    assert on["bundles_landed_per_s"] <= on["bundles_executed_per_s"]
+    assert off["bundles_executed_per_s"] == off["mixed_bundles_executed_per_s"] == 0
+    assert set(on["failures"]) <= {"jupiter: 6001 SlippageToleranceExceeded"}, on["failures"]
+    assert {t["label"] for t in report["targets"] if t["scenario"] == "sim"} >= {
+        "(13) sim, execution on: quotes/s",
+        "(13) sim: executed bundles/s",
+    }
 
 
 def test_unknown_scenarios_are_refused_naming_the_known_ones_and_groups(tmp_path: Path) -> None:
