@@ -112,9 +112,8 @@ blind_strategy:
   enable_dexs: []                     # only these DEX labels (empty: all)
   exclude_dexes: []
   enable_landers: [jito]              # jito | staked | rpc
-  slippage_bps: 0
   only_direct_routes: false
-  max_accounts: null
+  max_accounts: null                  # accounts a round trip may lock (null: 64); each leg gets half
   # No concurrency knobs: as many batches run at once as there are usable IPs.
 
 multi_leg:                            # buy and sell legs from different aggregators (uses blind_strategy.base_mints)
@@ -127,6 +126,6 @@ lander:
   mode: dry_run                       # dry_run: build and sign, send nothing. live: real money.
   tip_lamports: 10000                 # Jito tip (at least 1000)
   compute_unit_price_micro_lamports: 0  # priority fee for staked / rpc sends
-  cu_limit_multiplier: 1.0
+  cu_limit_multiplier: 1.1            # compute unit limit = simulated units x this
   follow_timeout_s: 90.0
 """

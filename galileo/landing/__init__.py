@@ -4,7 +4,7 @@ Strategies use what this package exports, never its modules' internals; landing 
 strategy (tests/test_import_direction.py).
 """
 
-from galileo.landing.assemble import Assembled, assemble, leg_of
+from galileo.landing.assemble import Assembled, SimulationFailed, assemble, leg_of
 from galileo.landing.landers import LanderStack, Receipt, bundle_id_of
 from galileo.landing.stats import LanderKind, LandingStats, Settled
 
@@ -15,6 +15,7 @@ __all__ = [
     "LandingStats",
     "Receipt",
     "Settled",
+    "SimulationFailed",
     "assemble",
     "bundle_id_of",
     "leg_of",

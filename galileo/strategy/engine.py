@@ -7,15 +7,17 @@ with one aggregator on both sides; multi-leg is every buy provider x every sell 
 Per batch (one plan: base mint, intermediate mint, size) on the IP the pipeline gave it:
 
 1. every buy leg is quoted (``amount`` = size), preferred onto the batch's IP;
-2. each buy quote's sell legs are quoted (``amount`` = that buy's ``outAmount``), preferred
-   onto the IP that served the buy, so they move only if it is cooling; each is checked
-   against its own buy (the amount it sells must be what the buy gave);
+2. each buy quote's sell legs are quoted (``amount`` = what that buy surely delivers: its
+   minimum out), preferred onto the IP that served the buy, so they move only if it is
+   cooling; each is checked against its own buy (the amount it sells must be that);
 3. every quote with SOL on one side prices its mint; a base mint not yet priced is priced
    with one SOL quote, so costs can be stated in its units;
-4. profit = sell out - size - (tip + base fee + priority fee, in base units) against the base
-   mint's own ``min_quote_profit``; the best profitable pair is the opportunity;
+4. a pair is an opportunity when its sell leg can be held on chain to pay size + (tip + base
+   fee + priority fee, in base units) + the base mint's own ``min_quote_profit``; the best
+   (by sell out - size - costs) is landed (:mod:`galileo.strategy.profit`);
 5. the opportunity is landed in its own task while the IP goes on with the next batch:
-   both legs' instructions, one signed transaction per lander kind, sent and followed by the
+   both legs' instructions (the sell's minimum out set to what the round trip needs), one
+   signed transaction per lander kind, sent and followed by the
    :class:`~galileo.landing.LanderStack`.
 
 No IP is held across a wait: every leg is an independent job on the shared pool, so a pair
@@ -36,11 +38,11 @@ from solders.keypair import Keypair
 from galileo.chain import ChainError, ChainState
 from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config import GalileoConfig
-from galileo.landing import LanderStack, assemble
+from galileo.landing import Assembled, LanderStack, assemble
 from galileo.strategy.legs import Leg, LegError, LegName, LegQuote, make_leg
 from galileo.strategy.pipeline import BatchPipeline, BatchShape
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
-from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, estimated_costs, evaluate
+from galileo.strategy.profit import SOL_MINT, Costs, PriceBook, estimated_costs, evaluate, needed_out
 from galileo.strategy.stats import BatchRecord, Side, StrategyStats, short_mint
 from galileo.strategy.titan import TitanStreams
 from galileo.tx import TxError
@@ -196,7 +198,7 @@ class RoundTripEngine:
         return q
 
     async def _sells(self, plan: QuoteBatchPlan, buy: LegQuote, ip: str) -> list[_Pair]:
-        req = QuoteRequest(plan.intermediate_mint, plan.base_mint, buy.out_amount)
+        req = QuoteRequest(plan.intermediate_mint, plan.base_mint, buy.sure_out)
         sells = await asyncio.gather(
             *(self._quote(leg, req, buy.ip or ip, "sell", plan.base_mint) for leg in self.sell_legs)
         )
@@ -204,14 +206,14 @@ class RoundTripEngine:
         for sell in sells:
             if sell is None:
                 continue
-            if sell.in_amount != buy.out_amount:  # the sell leg must be this buy's, of this buy's output
+            if sell.in_amount != buy.sure_out:  # the sell leg must be this buy's, of what it surely gives
                 log.warning(
-                    "batch %d: %s sell leg quoted %d, the %s buy leg gave %d; dropped",
+                    "batch %d: %s sell leg quoted %d, the %s buy leg gives %d; dropped",
                     plan.batch_id,
                     sell.provider,
                     sell.in_amount,
                     buy.provider,
-                    buy.out_amount,
+                    buy.sure_out,
                     extra={"batch_id": plan.batch_id},
                 )
                 continue
@@ -302,17 +304,34 @@ class RoundTripEngine:
 
     # --- landing --------------------------------------------------------------------
 
+    # --- thresholds (issue 15.3): what the chain holds the sell leg to ---------------
+
+    def _needed(self, plan: QuoteBatchPlan) -> int | None:
+        """The sell leg's minimum out: size + estimated costs + min profit (None: the mint is not priced yet)."""
+        costs = self._costs_in_base(plan.base_mint, estimated_costs(self.cfg.lander, jito=self._jito, rpc=self._rpc))
+        return None if costs is None else needed_out(plan.trade_size, costs, plan.pair.min_profit)
+
+    def _covered(self, plan: QuoteBatchPlan, sell_min_out: int, tx: Assembled) -> bool:
+        """The sell leg's minimum out as built still pays size + the exact costs + min profit."""
+        exact = self._costs_in_base(plan.base_mint, Costs(tip=tx.tip, priority_fee=tx.priority_fee))
+        return exact is not None and sell_min_out >= needed_out(plan.trade_size, exact, plan.pair.min_profit)
+
     async def land(self, plan: QuoteBatchPlan, pair: _Pair, profit: int) -> None:
+        needed = self._needed(plan)
+        if needed is None:
+            return
         try:
             legs = await asyncio.gather(
-                self._legs[pair.buy.provider].swap_leg(pair.buy), self._legs[pair.sell.provider].swap_leg(pair.sell)
+                self._legs[pair.buy.provider].swap_leg(pair.buy),
+                self._legs[pair.sell.provider].swap_leg(pair.sell, min_out=needed),
             )
             tx = await assemble(
                 list(legs), self.chain, self.wallet, self.cfg.lander, jito=self._jito, rpc=self._rpc, rng=self.rng
             )
         except (LegError, TxError, ChainError) as exc:
             self.stats.build_failures[getattr(exc, "result", type(exc).__name__)] += 1
-            level = logging.WARNING if isinstance(exc, TxError) else logging.DEBUG  # a build bug vs a busy upstream
+            bug = isinstance(exc, TxError) and not getattr(exc, "market", False)  # not a price that moved
+            level = logging.WARNING if bug else logging.DEBUG  # a build bug vs a busy upstream or a market
             log.log(
                 level,
                 "batch %d (%s+%s): cannot build the transaction: %s",
@@ -323,13 +342,11 @@ class RoundTripEngine:
                 extra={"batch_id": plan.batch_id},
             )
             return
+        if not self._covered(plan, legs[1].min_out, tx):
+            self.stats.build_failures["unprofitable_after_fees"] += 1
+            return
         exact = self._costs_in_base(plan.base_mint, Costs(tip=tx.tip, priority_fee=tx.priority_fee))
-        if exact is not None:
-            verdict = evaluate(plan.trade_size, pair.sell.out_amount, exact, plan.pair.min_profit)
-            if not verdict.profitable:
-                self.stats.build_failures["unprofitable_after_fees"] += 1
-                return
-            profit = verdict.profit
+        profit = evaluate(plan.trade_size, pair.sell.out_amount, exact or 0, plan.pair.min_profit).profit
         self.stats.built += 1
         receipts = await self.landers.land(tx, plan.base_mint, profit)
         if any(r.accepted for r in receipts):

@@ -23,6 +23,7 @@ from broker.jobs import (
     RpcLatestBlockhash,
     RpcSendTransaction,
     RpcSignatureStatuses,
+    RpcSimulateTransaction,
     SecretRef,
     TitanStream,
     UltraExecute,
@@ -41,6 +42,7 @@ from broker.results import (
     ResultValue,
     SignatureStatus,
     SignatureStatuses,
+    Simulation,
     SwapInstructions,
     TipAccounts,
     TitanQuote,
@@ -84,6 +86,7 @@ PAYLOADS: list[JobPayload] = [
     RpcSendTransaction(url="u", transaction=b"\x01", skip_preflight=True, max_retries=0),
     RpcSignatureStatuses(url="u", signatures=["s"], search_transaction_history=True),
     RpcGetMultipleAccounts(url="u", addresses=["a", "b"]),
+    RpcSimulateTransaction(url="u", transaction=b"\x01", replace_recent_blockhash=True),
     TitanStream(
         url="ws://x", input_mint="i", output_mint="o", amount=1, user_public_key="u", duration=5.0, providers=["Titan"]
     ),
@@ -113,6 +116,7 @@ VALUES: list[ResultValue] = [
     SignatureStatuses(
         slot=4, statuses=[SignatureStatus(slot=3, confirmations=None, confirmation_status="finalized"), None]
     ),
+    Simulation(slot=7, units_consumed=211_884, err='{"InstructionError":[4,{"Custom":6001}]}', logs=["l"]),
     Accounts(
         slot=1, accounts=[AccountInfo(address="a", data=b"\x00", owner="o", lamports=5), AccountInfo(address="m")]
     ),
