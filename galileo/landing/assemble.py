@@ -179,15 +179,20 @@ def _build(
     try:
         return build_transaction(wallet, merged.instructions, tables, blockhash)
     except (TooManyAccountLocks, TransactionTooLarge) as exc:
-        named = ", ".join(
-            f"{_SIDES[i] if i < len(_SIDES) else f'leg {i}'} {leg.label or '?'} names {leg_accounts(leg)}"
-            for i, leg in enumerate(legs)
-        )
+        if isinstance(exc, TooManyAccountLocks):
+            what = f"the round trip would lock {exc.count} accounts, over the runtime's limit of {exc.limit}"
+        else:
+            what = f"the round trip would be {exc.size} bytes, over the {exc.limit}-byte packet limit"
+        named = ", ".join(f"{_side(i)} {leg.label or '?'} names {leg_accounts(leg)}" for i, leg in enumerate(legs))
         raise RouteTooLarge(
-            f"{exc}. The legs' accounts ({named}) do not fit one transaction: lower "
-            "blind_strategy.max_accounts so Jupiter (maxAccounts) and Titan (accountsLimitTotal) route "
-            "with fewer, or drop a sell/buy leg provider that takes no account limit (DFlow, Ultra)"
+            f"{what} ({named}; accounts both use counted in each). Lower blind_strategy.max_accounts (each "
+            "leg asks Jupiter's maxAccounts and Titan's accountsLimitTotal for half of it), or drop the leg "
+            "provider that routes wide: DFlow and Ultra take no account limit"
         ) from None
+
+
+def _side(index: int) -> str:
+    return _SIDES[index] if index < len(_SIDES) else f"leg {index}"
 
 
 def _short_error(err: str) -> str:

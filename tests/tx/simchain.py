@@ -125,7 +125,9 @@ class OneTitanQuote:
 def titan_quote(route: dict[str, Any]) -> TitanQuote:
     """A Titan route (MessagePack, as streamed) as the worker decodes it."""
     ixs = [
-        Instruction(str(Pubkey(i["p"])), tuple(AccountMeta(str(Pubkey(a["p"])), a["s"], a["w"]) for a in i["a"]), i["d"])
+        Instruction(
+            str(Pubkey(i["p"])), tuple(AccountMeta(str(Pubkey(a["p"])), a["s"], a["w"]) for a in i["a"]), i["d"]
+        )
         for i in route["instructions"]
     ]
     return TitanQuote(
@@ -189,7 +191,9 @@ class Chain:
         return [await self.leg(bq.provider).swap_leg(bq), await self.leg(sq.provider).swap_leg(sq, min_out=min_out)]
 
     async def assemble(self, legs: list[SwapLeg]) -> Assembled:
-        return await assemble(legs, self.chain, self.wallet, self.cfg.lander, jito=True, rpc=False, rng=random.Random(1))
+        return await assemble(
+            legs, self.chain, self.wallet, self.cfg.lander, jito=True, rpc=False, rng=random.Random(1)
+        )
 
     async def send_bundle(self, wire: bytes) -> str:
         out = await self.farm.run(self.upstreams.send_bundle(self.upstreams.jito[0], [wire], "b"))
@@ -199,9 +203,7 @@ class Chain:
     async def rpc(self, method: str, params: list[Any], path: str = "/rpc") -> Any:
         async with (
             aiohttp.ClientSession() as client,
-            client.post(
-                self.sim.url + path, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-            ) as r,
+            client.post(self.sim.url + path, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}) as r,
         ):
             return (await r.json())["result"]
 

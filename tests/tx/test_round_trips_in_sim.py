@@ -131,4 +131,3 @@ async def test_a_round_trip_that_lands_makes_at_least_its_min_profit(
     assert await c.status(await c.send_bundle(tx.jito.wire)) == "Landed"
     realised = (await c.stats())["chain"]["pnl"]["by_wallet"][c.user]["pnl_lamports"] - pnl
     assert realised == sq.out_amount - SIZE - costs >= min_profit  # the quote, to the lamport
-

@@ -15,7 +15,7 @@ from galileo.upstreams import leg_accounts, with_min_out
 def test_min_out_floors_as_the_programs_do() -> None:
     assert min_out(1_000_960_574, 0) == 1_000_960_574
     assert min_out(1_000_960_574, 9) == 1_000_059_709  # 1_000_960_574 x 9991 / 10000, floored
-    with pytest.raises(ValueError, match="0..10000"):
+    with pytest.raises(ValueError, match=r"0\.\.10000"):
         min_out(1, 10_001)
 
 
