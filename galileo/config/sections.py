@@ -214,7 +214,9 @@ class BlindStrategyConfig(_Section):
     only_direct_routes: bool = False
     # Accounts one round trip's transaction may lock (null: the runtime's 64); each leg gets
     # half of it after our own three, as Jupiter's maxAccounts and Titan's accountsLimitTotal.
-    max_accounts: Annotated[int, Check(lambda v: None if 16 <= v <= 256 else "must be in 16..256")] | None = None
+    max_accounts: (
+        Annotated[int, Check(lambda v: None if 16 <= v <= 64 else "must be in 16..64 (the runtime locks 64)")] | None
+    ) = None
 
 
 class MultiLegConfig(_Section):

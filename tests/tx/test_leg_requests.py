@@ -63,8 +63,8 @@ def test_quotes_are_asked_at_slippage_0_with_half_the_transactions_accounts() ->
     titan = up.titan_stream(REQ, USER, prefer_ip=None).payload
     assert isinstance(titan, TitanStream)
     assert (titan.slippage_bps, titan.accounts_limit_total, titan.close_input_token_account) == (0, 30, False)
-    wide = Upstreams(config(", max_accounts: 128")).quote(REQ, prefer_ip=None, task="quote_buy", provider="jupiter")
-    assert isinstance(wide.payload, JupiterQuote) and wide.payload.max_accounts == 62
+    wide = Upstreams(config(", max_accounts: 40")).quote(REQ, prefer_ip=None, task="quote_buy", provider="jupiter")
+    assert isinstance(wide.payload, JupiterQuote) and wide.payload.max_accounts == 18
 
 
 def test_swap_instructions_ask_for_measured_compute_and_the_sells_minimum_out() -> None:
