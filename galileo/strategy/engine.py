@@ -38,7 +38,7 @@ from solders.keypair import Keypair
 from galileo.chain import ChainError, ChainState
 from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config import GalileoConfig
-from galileo.landing import Assembled, LanderStack, assemble
+from galileo.landing import LanderStack, assemble
 from galileo.strategy.legs import Leg, LegError, LegName, LegQuote, make_leg
 from galileo.strategy.pipeline import BatchPipeline, BatchShape
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
@@ -302,8 +302,6 @@ class RoundTripEngine:
             return
         self.prices.observe(SOL_MINT, q.in_amount, mint, q.out_amount)
 
-    # --- landing --------------------------------------------------------------------
-
     # --- thresholds (issue 15.3): what the chain holds the sell leg to ---------------
 
     def _needed(self, plan: QuoteBatchPlan) -> int | None:
@@ -311,10 +309,7 @@ class RoundTripEngine:
         costs = self._costs_in_base(plan.base_mint, estimated_costs(self.cfg.lander, jito=self._jito, rpc=self._rpc))
         return None if costs is None else needed_out(plan.trade_size, costs, plan.pair.min_profit)
 
-    def _covered(self, plan: QuoteBatchPlan, sell_min_out: int, tx: Assembled) -> bool:
-        """The sell leg's minimum out as built still pays size + the exact costs + min profit."""
-        exact = self._costs_in_base(plan.base_mint, Costs(tip=tx.tip, priority_fee=tx.priority_fee))
-        return exact is not None and sell_min_out >= needed_out(plan.trade_size, exact, plan.pair.min_profit)
+    # --- landing --------------------------------------------------------------------
 
     async def land(self, plan: QuoteBatchPlan, pair: _Pair, profit: int) -> None:
         needed = self._needed(plan)
@@ -342,11 +337,11 @@ class RoundTripEngine:
                 extra={"batch_id": plan.batch_id},
             )
             return
-        if not self._covered(plan, legs[1].min_out, tx):
-            self.stats.build_failures["unprofitable_after_fees"] += 1
-            return
         exact = self._costs_in_base(plan.base_mint, Costs(tip=tx.tip, priority_fee=tx.priority_fee))
-        profit = evaluate(plan.trade_size, pair.sell.out_amount, exact or 0, plan.pair.min_profit).profit
+        if exact is None or legs[1].min_out < needed_out(plan.trade_size, exact, plan.pair.min_profit):
+            self.stats.build_failures["unprofitable_after_fees"] += 1  # the sell's floor must pay the exact costs too
+            return
+        profit = evaluate(plan.trade_size, pair.sell.out_amount, exact, plan.pair.min_profit).profit
         self.stats.built += 1
         receipts = await self.landers.land(tx, plan.base_mint, profit)
         if any(r.accepted for r in receipts):

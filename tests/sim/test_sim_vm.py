@@ -344,7 +344,7 @@ async def test_the_same_legs_merged_by_effect_execute(sim_factory: SimFactory, c
     tables = await _tables(client, sim, list(merged.alts))
     built = build_transaction(kp, merged.instructions, tables, str(await latest_blockhash(client, sim.url)))
     bundle_id = await send_bundle(client, sim, [built.wire])
-    assert (await inflight(client, sim, bundle_id))["status"] == "Landed", (await chain(client, sim))
+    assert (await inflight(client, sim, bundle_id))["status"] == "Landed", await chain(client, sim)
     assert (await chain(client, sim))["failures_by_error"] == {}
     _, wsol = await rpc(client, sim.url, "getAccountInfo", [str(get_associated_token_address(kp.pubkey(), WSOL)), B64])
     assert wsol["result"]["value"] is None  # unwrapped once, at the end
