@@ -29,6 +29,9 @@ _CONFIG_KEYS = frozenset(
         "limiters",
         "latency",
         "stats_seconds",
+        "titan_concurrent_streams",
+        "titan_connections_per_jti",
+        "titan_token_expiry",
     }
 )
 _MERGED_KEYS = ("limiters", "latency")  # target -> text, merged into what is set; null removes a target
