@@ -30,8 +30,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from broker.protocol import Event
 from broker.results import TitanConnectionSummary, TitanInfo, TitanQuote, TitanStreamEnded, TitanStreamOpened
@@ -41,7 +40,6 @@ from galileo.config.sections import TitanConfig
 from galileo.strategy.stats import short_mint
 from galileo.strategy.titan_plan import (
     PENDING,
-    Backoff,
     BoardRules,
     Drop,
     Key,
@@ -53,9 +51,10 @@ from galileo.strategy.titan_plan import (
     end_reason,
     ip_at_fault,
 )
+from galileo.strategy.titan_state import Link, StreamSlot, key_of
 from galileo.upstreams import QuoteRequest, Upstreams
 
-__all__ = ["Link", "StreamSlot", "TitanStreams"]
+__all__ = ["TitanStreams"]
 
 log = logging.getLogger("galileo.titan")
 
@@ -67,62 +66,6 @@ EPSILON = 1e-6  # a timer that wakes this early counts as on time
 # Exported at 0 per token from the start, so a panel reads 0 rather than "No data".
 REFUSAL_REASONS = ("unauthorized", "token_in_use", "rate_limited", "stream_limit", "no_route", "stream_error")
 DISCONNECT_REASONS = ("worker_lost", "closed_by_server", "token_expired", "network_error")
-
-
-def key_of(req: QuoteRequest) -> Key:
-    return (req.input_mint, req.output_mint, req.amount)
-
-
-@dataclass(eq=False)
-class Link:
-    """One token's connection, as the coordinator sees it. ``token`` is the env var name."""
-
-    token: str
-    generation: int = 0
-    lease: str = ""
-    state: Literal["down", "connecting", "open", "closing"] = "down"
-    ip: str | None = None  # where it runs (or ran last)
-    healthy: bool = True  # whether that IP may take it again
-    retry_at: float = 0.0
-    backoff: Backoff = field(default_factory=Backoff)
-    info: TitanInfo | None = None
-    limit: int = 0
-    cut: int | None = None  # a lower limit the server showed by refusing
-    cut_until: float = -math.inf
-    streams: dict[int, Key] = field(default_factory=dict)  # open stream id -> key
-    pending: set[Key] = field(default_factory=set)  # keys whose subscribe is out
-    unclaimed: dict[int, tuple[TitanQuote, str]] = field(default_factory=dict)
-    closed: TitanConnectionSummary | None = None
-    future: asyncio.Future[JobOutcome] | None = None
-    connects: int = 0
-
-    def capacity(self, now: float) -> int:
-        return self.cut if self.cut is not None and now < self.cut_until else self.limit
-
-    def free(self, now: float) -> int:
-        return self.capacity(now) - len(self.streams) - len(self.pending)
-
-
-@dataclass(eq=False)
-class StreamSlot:
-    """One (pair, size): its stream (if any) and its latest quote."""
-
-    request: QuoteRequest
-    link: Link | None = None
-    stream_id: int | None = None
-    busy: bool = False  # a subscribe for it is out
-    since: float = 0.0  # when its stream opened
-    latest: TitanQuote | None = None
-    ip: str | None = None  # the IP its latest quote came through
-    updated: float = -math.inf
-    consumed: float = -math.inf
-    updates: int = 0
-    opened: int = 0  # streams opened for it so far
-    fresh: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def serving_ip(self) -> str | None:
-        return self.link.ip if self.link is not None and self.stream_id is not None else None
 
 
 class TitanStreams:
