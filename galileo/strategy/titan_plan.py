@@ -305,4 +305,6 @@ def ip_at_fault(out: JobOutcome, closed: TitanConnectionSummary | None) -> bool:
     """Whether the connection's end says something about its IP (so the next goes elsewhere)."""
     if closed is not None and closed.ended_by in ("server", "closed", "duration"):
         return False  # the server closed it (the token's business) or we did
+    if end_reason(out, closed) == "secret_refused":
+        return True  # that worker (one joined from a host whose config lacks the token) will not send it
     return out.result in ("worker_lost", "network_error", "timeout", "bind_error", "rate_limited", "expired")

@@ -144,7 +144,8 @@ def test_end_reasons_and_who_is_at_fault() -> None:
     assert not ip_at_fault(out("network_error"), server)
     assert end_reason(out("http_error", 409), None) == "token_in_use"
     assert end_reason(out("http_error", 401), None) == "unauthorized"
-    assert end_reason(out("decode_error", error="refused: env var X ..."), None) == "secret_refused"
+    refused = out("decode_error", error="refused: env var X ...")
+    assert end_reason(refused, None) == "secret_refused" and ip_at_fault(refused, None)
     assert end_reason(out("worker_lost"), None) == "worker_lost" and ip_at_fault(out("worker_lost"), None)
     assert end_reason(out("rate_limited", 429), None) == "rate_limited"
     assert not ip_at_fault(out("http_error", 409), None)

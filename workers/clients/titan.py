@@ -400,7 +400,7 @@ async def titan_subscribe(call: Call, job: TitanSubscribe) -> Outcome:
             result="http_error",
             status=answer.code,
             latency=latency,
-            error=f"Titan refused the stream: error {answer.code}: {answer.message}",
+            error=conn.call.redact(f"Titan refused the stream: error {answer.code}: {answer.message}"),
         )
     if not isinstance(answer, Response) or answer.stream is None:
         return Outcome(
@@ -440,6 +440,6 @@ async def titan_stop(call: Call, job: TitanStop) -> Outcome:
             result="http_error",
             status=answer.code,
             latency=latency,
-            error=f"Titan refused StopStream: {answer.message}",
+            error=conn.call.redact(f"Titan refused StopStream: {answer.message}"),
         )
     return Outcome(result="ok", latency=latency)
