@@ -212,7 +212,10 @@ class TitanStreams:
             slot = self.slots[key]
             slot.link, slot.stream_id = None, None
         link.streams.clear()
-        link.pending.clear()  # their jobs fail, and find the generation changed
+        for key in link.pending:  # their jobs fail, and find the generation changed
+            self.slots[key].busy = False
+            self.slots[key].ticket += 1
+        link.pending.clear()
         link.unclaimed.clear()
         link.info = None
         link.state = "down"
@@ -318,17 +321,22 @@ class TitanStreams:
     def _subscribe(self, link: Link, slot: StreamSlot, replace: int | None) -> None:
         key = key_of(slot.request)
         slot.busy = True
+        slot.ticket += 1
         link.pending.add(key)
-        self._spawn(self._subscribing(link, link.generation, slot, replace), f"titan-sub-{slot.request.amount}")
+        task = self._subscribing(link, link.generation, slot, slot.ticket, replace)
+        self._spawn(task, f"titan-sub-{slot.request.amount}")
 
-    async def _subscribing(self, link: Link, generation: int, slot: StreamSlot, replace: int | None) -> None:
+    async def _subscribing(
+        self, link: Link, generation: int, slot: StreamSlot, ticket: int, replace: int | None
+    ) -> None:
         key = key_of(slot.request)
         assert link.ip is not None
         spec = self.upstreams.titan_subscribe(link.lease, slot.request, self.user, ip=link.ip, replace=replace)
         try:
             out = await self.farm.run(spec)
         finally:
-            slot.busy = False
+            if slot.ticket == ticket:  # a later subscribe for this slot (after a reconnect) owns it now
+                slot.busy = False
             if link.generation == generation:
                 link.pending.discard(key)
             self._wake.set()

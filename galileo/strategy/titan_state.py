@@ -57,6 +57,7 @@ class StreamSlot:
     link: Link | None = None
     stream_id: int | None = None
     busy: bool = False  # a subscribe for it is out
+    ticket: int = 0  # which subscribe owns ``busy``
     since: float = 0.0  # when its stream opened
     latest: TitanQuote | None = None
     ip: str | None = None  # the IP its latest quote came through

@@ -5,7 +5,7 @@ under :func:`tests.virtualtime.run_virtual`): a TitanConnect job stays open unti
 closes it or :meth:`FakeTitan.kill` takes its IP; a token holds ``per_token`` connections (one
 more is refused with 409); a connection holds ``limit`` streams (GetInfo says ``advertised``;
 one more is refused with 429); each stream sends a quote at once and then every ``interval``
-seconds. Every job takes ``rtt`` seconds.
+seconds. Every job takes ``rtt`` seconds (a subscribe ``subscribe_rtt``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class FakeTitan:
         per_token: int = 1,
         interval: float = 1.0,
         rtt: float = 0.005,
+        subscribe_rtt: float | None = None,
     ) -> None:
         self.ips = list(ips)
         self.dead: set[str] = set()
@@ -72,6 +73,7 @@ class FakeTitan:
         self.per_token = per_token
         self.interval = interval
         self.rtt = rtt
+        self.subscribe_rtt = rtt if subscribe_rtt is None else subscribe_rtt
         self.hooks: list[EventHook] = []
         self.conns: dict[tuple[str, str], _Conn] = {}
         self.refused: Counter[str] = Counter()
@@ -95,7 +97,7 @@ class FakeTitan:
         if ip is None:
             return self._out(spec, "expired", None, error="no IP")
         payload = spec.payload
-        await asyncio.sleep(self.rtt)
+        await asyncio.sleep(self.subscribe_rtt if isinstance(payload, TitanSubscribe) else self.rtt)
         if ip in self.dead:
             return self._out(spec, "worker_lost", ip)
         if isinstance(payload, TitanConnect):

@@ -273,3 +273,28 @@ def test_report_names_tokens_by_env_var_and_ages_quotes() -> None:
         await titan.stop()
 
     virtual(main)
+
+
+def test_a_connection_lost_mid_subscribe_resubscribes_each_key_once() -> None:
+    async def main() -> None:
+        fake = FakeTitan(IPS, limit=4, rtt=0.01, subscribe_rtt=1.0)  # a slow server: subscribes take 1 s
+        titan = streams(fake)
+        reqs = wants(4)
+        titan.start(reqs)
+        await asyncio.sleep(0.1)  # connected at 0.01 s, four subscribes out until 1.01 s
+        assert all(slot.busy for slot in titan.slots.values()) and not fake.streamed()
+        ((_, victim),) = fake.connections()
+        fake.kill(victim)  # back at ~0.36 s on another IP, its subscribes out until ~1.37 s
+        await asyncio.sleep(1.0)  # the lost subscribes have ended (1.01 s); the new ones are still out
+        got = await titan.quote_for(reqs[0], 2.0)  # waits for the new stream's first quote
+        assert got is not None and got[1] != victim
+        most = 0
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            most = max(most, *fake.streamed().values(), 0)
+        assert most == 1 and fake.streamed() == {key(r): 1 for r in reqs}
+        assert not any(slot.busy for slot in titan.slots.values())
+        assert all(slot.opened == 1 for slot in titan.slots.values())  # the lost subscribes never counted
+        await titan.stop()
+
+    virtual(main)
