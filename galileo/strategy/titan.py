@@ -18,7 +18,8 @@
   (a stream that failed, or ended without data, waits 1 s doubling); quotes still queued after
   our StopStream are dropped.
 * **Quotes**: each update is the latest quote of its (pair, size); a batch takes the latest
-  (waiting a little for the first), never one older than ``idle_resubscribe_ms``;
+  (waiting a little for the first), never one older than ``idle_resubscribe_ms``, nor, once
+  the size has no stream (no update is coming), older than two intervals;
   ``titan_debounce_ms`` keeps one stream from feeding two batches the same quote.
 """
 
@@ -87,6 +88,7 @@ class TitanStreams:
         self.cfg = cfg
         self.debounce = cfg.titan_debounce_ms / 1000
         self.stale_after = cfg.idle_resubscribe_ms / 1000
+        self.interval = cfg.interval_ms / 1000
         self.board = StreamBoard(rules=rules)
         self.links = [Link(token) for token in cfg.tokens()]
         self.slots: dict[Key, StreamSlot] = {}
@@ -382,9 +384,8 @@ class TitanStreams:
         for slot in self.slots.values():
             if slot.link is None or slot.busy:
                 continue
-            interval = self.cfg.interval_ms / 1000
             idle = now - max(slot.updated, slot.since) > self.stale_after
-            overdue = now - slot.since > self.cfg.stream_seconds + 2 * interval
+            overdue = now - slot.since > self.cfg.stream_seconds + 2 * self.interval
             if idle or overdue:
                 self._renew(slot)
 
@@ -409,11 +410,16 @@ class TitanStreams:
             return None
         now = self.now()
         self.board.asked(key, now)
-        if slot.latest is not None and now - slot.updated > self.stale_after:
-            slot.latest = None  # its stream went quiet: an old price is worse than none
         streaming = slot.stream_id is not None or slot.busy
-        if slot.latest is None and not streaming:
-            return None  # no stream for it (the board gave the slots to more useful keys)
+        # A quiet stream's last price lasts idle_resubscribe_ms; without a stream (taken for a more
+        # useful key, or its connection coming back) no update is coming: two intervals at most.
+        if slot.latest is not None and now - slot.updated > (self.stale_after if streaming else 2 * self.interval):
+            slot.latest = None  # an old price is worse than none
+        if not streaming:
+            if slot.latest is None or slot.ip is None or now - slot.consumed < self.debounce:
+                return None  # nothing new will come to wait for
+            slot.consumed = now
+            return slot.latest, slot.ip
         if slot.latest is None or now - slot.consumed < self.debounce:
             slot.fresh.clear()
             with contextlib.suppress(TimeoutError):

@@ -298,3 +298,24 @@ def test_a_connection_lost_mid_subscribe_resubscribes_each_key_once() -> None:
         await titan.stop()
 
     virtual(main)
+
+
+def test_a_size_without_a_stream_serves_its_last_quote_briefly_and_never_waits() -> None:
+    async def main() -> None:
+        fake = FakeTitan(IPS, limit=4, interval=1.0)
+        titan = streams(fake, titan_debounce_ms=0)
+        reqs = wants(1)
+        await steady(titan, reqs, seconds=2.2)  # quotes at ~0.0, 1.0, 2.0 s
+        ((_, ip),) = fake.connections()
+        fake.kill(ip)
+        fake.per_token = 0  # and it cannot come back: refused
+        loop = asyncio.get_running_loop()
+        got = await titan.quote_for(reqs[0], 2.0)
+        assert got is not None  # 0.2 s old: still within two intervals
+        await asyncio.sleep(2.0)
+        t0 = loop.time()
+        assert await titan.quote_for(reqs[0], 2.0) is None  # 2.2 s old, nothing coming
+        assert loop.time() == t0  # and not waited for
+        await titan.stop()
+
+    virtual(main)
