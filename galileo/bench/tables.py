@@ -138,6 +138,49 @@ def _landing(r: dict[str, Any]) -> TableData:
     return TableData("landing: Jito sends per (IP, region)", columns, rows)
 
 
+def _sim(r: dict[str, Any]) -> TableData:
+    on, off = r["execution_on"], r["execution_off"]
+
+    def row(label: str, key: str, fmt: str = ".0f") -> tuple[str, str, str]:
+        return (label, _num(on.get(key), fmt), _num(off.get(key), fmt))
+
+    rows = [
+        row("quotes/s (closed loop)", "quotes_per_s"),
+        row("bundles accepted/s (closed loop)", "bundles_accepted_per_s"),
+        row("  executed in the VM/s", "bundles_executed_per_s"),
+        row("  landed/s", "bundles_landed_per_s"),
+        row(f"mixed: bundles open loop at {r['mixed_bundle_rate']:g}/s, executed/s", "mixed_bundles_executed_per_s"),
+        row("mixed: quotes/s beside them", "mixed_quotes_per_s"),
+        row("simulator CPU per quote, µs", "sim_cpu_us_per_quote"),
+        row("simulator CPU per bundle, µs", "sim_cpu_us_per_bundle"),
+        row("one core of its own: quotes/s", "quotes_per_core_s"),
+        row("one core of its own: bundles/s", "bundles_per_core_s"),
+        (
+            "simulator CPU, s per s (quotes / bundles / mixed)",
+            "/".join(_num(v, ".2f") for v in on["sim_cpu_per_s"].values()),
+            "/".join(_num(v, ".2f") for v in off["sim_cpu_per_s"].values()),
+        ),
+        (
+            "simulator waiting for a CPU, s per s",
+            "/".join(_num(v, ".2f") for v in on["sim_queued_per_s"].values()),
+            "/".join(_num(v, ".2f") for v in off["sim_queued_per_s"].values()),
+        ),
+        (
+            "load process CPU, s per s (quotes / bundles)",
+            "/".join(_num(v, ".2f") for v in on["load_cpu_per_s"].values()),
+            "/".join(_num(v, ".2f") for v in off["load_cpu_per_s"].values()),
+        ),
+    ]
+    title = f"sim: the simulator's capacity, median of {r['rounds']} rounds of {r['seconds']:g} s per measurement"
+    note = (
+        "execution on: every accepted bundle (a Jupiter route and a tip, auction contention 0) runs in the VM; "
+        "off: accepted bundles land without running. Load from separate processes; a simulator whose CPU plus "
+        "waiting for a CPU is near 1.0 s/s, with its load well under, is the simulator's own limit (or its share of "
+        f"the machine). Failures (on): {on['failures'] or 'none'}"
+    )
+    return TableData(title, ("metric", "execution on", "execution off"), rows, note)
+
+
 def _titan(r: dict[str, Any]) -> TableData:
     ms = 1000.0
     rows = [
@@ -184,6 +227,9 @@ def tables(report: dict[str, Any]) -> list[TableData]:
         out.append(_blind(sc["blind"]))
     if "landing" in sc and "error" not in sc["landing"]:
         out.append(_landing(sc["landing"]))
+    if "sim" in sc and "error" not in sc["sim"]:
+        out.append(_sim(sc["sim"]))
+
     if "titan" in sc and "error" not in sc["titan"]:
         out.append(_titan(sc["titan"]))
     errors = [(name, str(r["error"])) for name, r in sc.items() if "error" in r]

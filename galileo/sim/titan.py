@@ -119,6 +119,7 @@ class _Session:
             await self.error(req.id, 429, f"too many concurrent streams (max {limit})")
             return
         state = self.state
+        state.seen(Pubkey(params.transaction.user_public_key))
         first = swap_quotes(state.prices, state.accounts, params, "probe", state.slot())
         if first is None:
             await self.error(req.id, 404, "no route found for this pair and amount")

@@ -149,7 +149,7 @@ def swap_quotes(
         service = f"titan:{provider}"
         preferred = prices.pool_index(service, in_mint, out_mint, slot)
         pool = route_pool(accounts, in_mint, out_mint, preferred, dexes, exclude)
-        q = prices.quote(service, in_mint, out_mint, s.amount, exact_out, slot) if pool else None
+        q = prices.quote(service, in_mint, out_mint, s.amount, exact_out, slot, pool.index) if pool else None
         if pool is None or q is None:
             continue
         threshold = min_out(q.out_amount, slippage)
@@ -163,7 +163,7 @@ def swap_quotes(
                 max_in if exact_out else q.in_amount,
                 q.out_amount,
                 q.out_amount if exact_out else threshold,
-                slippage,
+                0 if exact_out else slippage,  # ExactOut: at least the asked output
                 pool,
             )
         )

@@ -125,6 +125,7 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
         kwargs.setdefault("port", 0)
         kwargs.setdefault("seed", 11)
         kwargs.setdefault("slot_ms", 20)  # fast slots: landing in tens of ms, no long sleeps
+        kwargs.setdefault("auction_contention", 0.0)  # about the wire: no accepted bundle is outbid
         server = await start_sim(SimConfig(**kwargs))
         servers.append(server)
         return server

@@ -160,7 +160,9 @@ async def test_rpc_send_statuses_and_preflight(sim: SimServer, worker: Worker) -
     rpc = sim.url + "/rpc"
     kp, dest = Keypair(), Keypair().pubkey()
     bh = await blockhash(sim, worker)
-    tx = signed(kp, bh.blockhash, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=dest, lamports=1))])
+    # Enough for a new account's rent: the simulator runs the transfer (preflight first).
+    pay = transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=dest, lamports=1_000_000))
+    tx = signed(kp, bh.blockhash, [pay])
     out = (await worker.run(RpcSendTransaction(url=rpc, transaction=bytes(tx), max_retries=0))).outcome
     sig = str(tx.signatures[0])
     assert out.value == TxSent(signature=sig)

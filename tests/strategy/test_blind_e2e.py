@@ -42,7 +42,12 @@ async def run_strategy(
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.wait_for(task, 30)
-        snapshot = farm.snapshot()
+        # Count with nothing queued or in flight: a status poll cancelled at close still runs.
+        for _ in range(100):
+            snapshot = farm.snapshot()
+            if not snapshot["farm"]["queued"] and not any(row["inflight"] for row in snapshot["workers"]):
+                break
+            await asyncio.sleep(0.05)
     return strategy, farm, snapshot
 
 
@@ -85,14 +90,25 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
     bundles = stats["sends"]["jito_bundle"]
     totals = strategy.stats.totals()
     assert totals["opportunities"]["SOL"] > 0
-    assert bundles["accepted"] > 0 and bundles["rejected"] == {}
+    # Each bundle goes to both regions. A copy that reaches its region after the other copy has
+    # landed (it waited on its IP's Jito pacing) is "already processed": nothing else is refused.
+    # The simulator counts that answer as a refusal, the lander as a success (the bytes are on
+    # chain and it follows them).
+    rejected = bundles["rejected"]
+    assert bundles["accepted"] > 0 and set(rejected) <= {"already_processed"}
+    assert bundles["received"] == bundles["accepted"] + rejected.get("already_processed", 0)
+    # A send that timed out may have reached the simulator: only those make the counts differ.
+    lost = sum(row["timeouts"] + row["errors"] for row in snapshot["workers"])
+    assert totals["accepted"] <= bundles["received"] <= totals["accepted"] + lost
+    # Every bundle runs in the VM: some lose the auction, some fail (a stale quote's slippage, a
+    # sell leg spending more than the buy paid); the ones that ran and succeeded are seen by both.
     assert bundles["landed"] > 0 and totals["landed"] == bundles["landed"]
-    assert totals["accepted"] == bundles["accepted"] == bundles["received"]
 
-    # `galileo farm stats` (its snapshot) and /sim/stats agree, IP by IP.
+    # `galileo farm stats` (its snapshot) and /sim/stats agree, IP by IP (up to the requests
+    # the simulator answered after the worker had given up on them).
     for row in snapshot["workers"]:
         sim_ip = stats["requests"]["by_ip"].get(row["ip"], {})
-        assert row["ok"] == sim_ip.get("200", 0), row["ip"]
+        assert row["ok"] <= sim_ip.get("200", 0) <= row["ok"] + row["timeouts"], row["ip"]
         assert row["rate_limited"] == sim_ip.get("429", 0), row["ip"]
     del farm
 
