@@ -36,7 +36,9 @@ from prometheus_client.exposition import choose_encoder
 
 from broker.protocol import RESULTS, Outcome
 from broker.types import Job, JobOutcome, WorkerInfo
+from galileo.client import TitanSource
 from galileo.metrics_state import FarmStateCollector
+from galileo.metrics_titan import TitanCollector
 from galileo.policy.cooldown import DEFAULT_RULES
 
 if TYPE_CHECKING:
@@ -166,6 +168,8 @@ class FarmMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.state = FarmStateCollector()
         self.registry.register(self.state)
+        self.titan = TitanCollector()
+        self.registry.register(self.titan)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._render_lock = asyncio.Lock()
@@ -385,6 +389,10 @@ class FarmMetrics:
         self._opportunities.get(strategy, mint).inc()
         self._profit.get(strategy, mint).observe(profit_lamports / LAMPORTS_PER_SOL)
 
+    def titan_source(self, source: TitanSource) -> None:
+        """Export an engine's Titan connections, streams, refusals and quote ages at each scrape."""
+        self.titan.sources.append(source)
+
     # --- exposition ------------------------------------------------------------------
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
@@ -397,10 +405,12 @@ class FarmMetrics:
         encoder, content_type = choose_encoder(accept)
         async with self._render_lock:
             self.state.freeze()
+            self.titan.freeze()
             try:
                 body = await asyncio.to_thread(encoder, self.registry)
             finally:
                 self.state.thaw()
+                self.titan.thaw()
         return body, content_type
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

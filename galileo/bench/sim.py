@@ -62,7 +62,7 @@ class SimBenchPlan:
 
 
 FULL = SimBenchPlan()
-QUICK = SimBenchPlan(rounds=1, seconds=3.0, warmup=1.5)
+QUICK = SimBenchPlan(rounds=1, seconds=1.6, warmup=0.8)
 
 
 class _LoadProcess:

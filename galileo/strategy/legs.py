@@ -14,8 +14,9 @@ needs (``swap_leg(q, min_out=...)``), see :mod:`galileo.strategy.profit`.
   dropped: the merged transaction sets one). An order that needs a second signer (an RFQ
   maker, Jupiter's gas payer) cannot be merged: it is skipped (``needs_other_signer``). A
   sell's order is asked again with the slippage the round trip can afford.
-* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`) and already carry
-  instructions; the compute budget comes from the route's ``computeUnitsSafe``.
+* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`: one connection per
+  token) and already carry instructions; the compute budget comes from the route's
+  ``computeUnitsSafe``.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class TitanLeg(Leg):
     async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
         got = await self.streams.quote_for(req, self.wait)
         if got is None:
-            raise LegError("no titan stream quote for this size", "no_stream")
+            raise LegError("no titan stream quote for this (pair, size)", "no_stream")
         quote, ip = got
         sure = min_out_of(quote.out_amount, quote.slippage_bps)
         return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote, sure)

@@ -25,7 +25,9 @@ from broker.jobs import (
     RpcSignatureStatuses,
     RpcSimulateTransaction,
     SecretRef,
-    TitanStream,
+    TitanConnect,
+    TitanStop,
+    TitanSubscribe,
     UltraExecute,
     UltraOrder,
 )
@@ -45,8 +47,11 @@ from broker.results import (
     Simulation,
     SwapInstructions,
     TipAccounts,
+    TitanConnectionSummary,
+    TitanInfo,
     TitanQuote,
-    TitanStreamSummary,
+    TitanStreamEnded,
+    TitanStreamOpened,
     TxSent,
     UltraExecuteResult,
     UltraOrderResult,
@@ -87,9 +92,18 @@ PAYLOADS: list[JobPayload] = [
     RpcSignatureStatuses(url="u", signatures=["s"], search_transaction_history=True),
     RpcGetMultipleAccounts(url="u", addresses=["a", "b"]),
     RpcSimulateTransaction(url="u", transaction=b"\x01", replace_recent_blockhash=True),
-    TitanStream(
-        url="ws://x", input_mint="i", output_mint="o", amount=1, user_public_key="u", duration=5.0, providers=["Titan"]
+    TitanConnect(url="ws://x", lease="TITAN_TOKEN#1", secret=SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")),
+    TitanSubscribe(
+        lease="TITAN_TOKEN#1",
+        input_mint="i",
+        output_mint="o",
+        amount=1,
+        user_public_key="u",
+        replace=3,
+        providers=["T"],
     ),
+    TitanStop(lease="TITAN_TOKEN#1", stream_id=4),
+    TitanStop(lease="TITAN_TOKEN#1"),
 ]
 
 VALUES: list[ResultValue] = [
@@ -130,7 +144,10 @@ VALUES: list[ResultValue] = [
         stream_id=0,
         providers={"Titan": 2},
     ),
-    TitanStreamSummary(updates=3, stream_id=0, ended_by="duration"),
+    TitanInfo(concurrent_streams=4, interval_ms_min=50, interval_ms_max=10_000, protocol="v1.api.titan.ag+gzip"),
+    TitanStreamOpened(stream_id=3, interval_ms=400),
+    TitanStreamEnded(stream_id=3, updates=0, error_code=503, error_message="provider down"),
+    TitanConnectionSummary(ended_by="server", streams_opened=4, updates=99, close_code=1008, close_reason="expired"),
 ]
 
 

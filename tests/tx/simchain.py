@@ -4,7 +4,7 @@
 worker process does (:class:`tests.clients.conftest.Worker`: the real upstream clients over
 a bound session) against the simulator, so the legs (:mod:`galileo.strategy.legs`), the
 chain state and assembly (:func:`galileo.landing.assemble`) all run unchanged. Titan quotes
-come from the simulator's WebSocket, asked as :meth:`galileo.upstreams.Upstreams.titan_stream`
+come from the simulator's WebSocket, asked as :meth:`galileo.upstreams.Upstreams.titan_subscribe`
 asks (slippage 0, ``closeInputTokenAccount: false``, the leg's account limit).
 """
 

@@ -18,7 +18,7 @@ from broker.jobs import (
     DflowSwapInstructions,
     JupiterQuote,
     JupiterSwapInstructions,
-    TitanStream,
+    TitanSubscribe,
     UltraOrder,
 )
 from broker.results import Quote, ResultValue, SwapInstructions, UltraOrderResult
@@ -60,8 +60,8 @@ def test_quotes_are_asked_at_slippage_0_with_half_the_transactions_accounts() ->
     assert isinstance(dflow, DflowQuote) and dflow.slippage_bps == 0
     ultra = up.ultra_order(REQ, USER, prefer_ip=None, task="quote_buy").payload
     assert isinstance(ultra, UltraOrder) and ultra.slippage_bps == 0
-    titan = up.titan_stream(REQ, USER, prefer_ip=None).payload
-    assert isinstance(titan, TitanStream)
+    titan = up.titan_subscribe("TITAN_TOKEN#1", REQ, USER, ip="127.0.0.2").payload
+    assert isinstance(titan, TitanSubscribe)
     assert (titan.slippage_bps, titan.accounts_limit_total, titan.close_input_token_account) == (0, 30, False)
     wide = Upstreams(config(", max_accounts: 40")).quote(REQ, prefer_ip=None, task="quote_buy", provider="jupiter")
     assert isinstance(wide.payload, JupiterQuote) and wide.payload.max_accounts == 18
