@@ -60,6 +60,10 @@ class StrategyMetrics(Protocol):
 
     def lander_landed(self, lander: str, endpoint: str) -> None: ...
 
+    def opportunity_skipped(self, strategy: str, reason: str) -> None: ...
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None: ...
+
 
 class _NullMetrics:
     """Metrics that go nowhere: for benchmarks and tests that read the strategy's own stats."""
@@ -83,6 +87,12 @@ class _NullMetrics:
         pass
 
     def lander_landed(self, lander: str, endpoint: str) -> None:
+        pass
+
+    def opportunity_skipped(self, strategy: str, reason: str) -> None:
+        pass
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None:
         pass
 
 

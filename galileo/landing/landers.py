@@ -7,7 +7,13 @@
   ranked one instead of waiting (see :mod:`galileo.policy.allocator`). N IPs carry N times a
   region's per-IP rate.
 * ``staked`` / ``rpc``: ``sendTransaction`` (skipPreflight, maxRetries 0) to each endpoint,
-  hashed by (endpoint, signature) the same way.
+  hashed by (endpoint, signature) the same way, and re-broadcast (the same bytes, the same IP)
+  every ``lander.rebroadcast_s`` until it lands or its blockhash expires.
+
+**One trade, one signed transaction per lander variant.** A strategy claims a trade by what
+it does (:class:`~galileo.landing.trades.TradeKey`) before building it; while the same trade
+is being built or is in flight, claiming it again fails and the strategy does not sign it
+again (see :mod:`galileo.landing.trades`).
 
 **More offered than fits.** Each upstream (a region, an endpoint) keeps at most
 ``SEND_HORIZON`` seconds of its IPs' budget outstanding (queued or in flight); a send beyond
@@ -39,7 +45,9 @@ from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config.sections import LanderConfig
 from galileo.landing.assemble import Assembled
 from galileo.landing.follow import Follower
+from galileo.landing.pnl import Prices
 from galileo.landing.stats import LanderKind, LandingStats
+from galileo.landing.trades import TradeBook, TradeKey
 from galileo.tx import BuiltTransaction
 from galileo.upstreams import Endpoint, Upstreams
 
@@ -89,6 +97,9 @@ class LanderStack:
         landers: Sequence[LanderKind],
         stats: LandingStats | None = None,
         metrics: StrategyMetrics = NULL_METRICS,
+        *,
+        prices: Prices | None = None,
+        strategy: str = "",
     ) -> None:
         self.farm = farm
         self.upstreams = upstreams
@@ -97,7 +108,19 @@ class LanderStack:
         self.landers = list(dict.fromkeys(landers))
         self.stats = stats if stats is not None else LandingStats()
         self.metrics = metrics
-        self.follower = Follower(farm, upstreams, chain, self.stats, timeout=cfg.follow_timeout_s, metrics=metrics)
+        self.trades = TradeBook()
+        self.follower = Follower(
+            farm,
+            upstreams,
+            chain,
+            self.stats,
+            timeout=cfg.follow_timeout_s,
+            rebroadcast=cfg.rebroadcast_s,
+            trades=self.trades,
+            prices=prices,
+            strategy=strategy,
+            metrics=metrics,
+        )
         self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
         self._outstanding: Counter[str] = Counter()  # upstream -> sends queued or in flight
         self._room: dict[str, tuple[float, float]] = {}  # upstream -> (when looked, sends it can hold)
@@ -147,10 +170,19 @@ class LanderStack:
         self._sent[signature] = now
         return True
 
-    async def land(self, tx: Assembled, mint: str, profit: int = 0) -> list[Receipt]:
+    def claim(self, trade: TradeKey) -> bool:
+        """Take ``trade`` for building; False when the same trade is already being built or in flight."""
+        return self.trades.claim(trade, self.follower.clock(), self.chain.block_height())
+
+    def release(self, trade: TradeKey) -> None:
+        """Nothing of ``trade`` was signed (its build failed or was given up): it may be built again."""
+        self.trades.release(trade)
+
+    async def land(self, tx: Assembled, mint: str, profit: int = 0, trade: TradeKey | None = None) -> list[Receipt]:
         """Send (or, in dry run, describe) every enabled lander's variant; follow what is accepted.
 
         ``profit``: the round trip's expected profit in ``mint``'s units, counted when it lands.
+        ``trade``: what it does, as claimed; held until nothing of it can land any more.
         """
         sends: list[_Send] = []
         now = asyncio.get_running_loop().time()
@@ -188,10 +220,21 @@ class LanderStack:
                 sends.append(_Send(lander, ep, built, ident, self._sent_through(ep.upstream, self.farm.run(spec))))
         outcomes = await asyncio.gather(*(s.outcome for s in sends))
         receipts = [self._receipt(s, out) for s, out in zip(sends, outcomes, strict=True)]
+        if trade is not None:
+            self.trades.signed(trade, tx.last_valid_block_height, {r.lander for r in receipts if r.accepted})
         for s, r in zip(sends, receipts, strict=True):
             if r.accepted:
                 self.follower.follow(
-                    s.lander, s.ident, s.built.signature, s.ep, tx.last_valid_block_height, mint, profit
+                    s.lander,
+                    s.ident,
+                    s.built.signature,
+                    s.ep,
+                    tx.last_valid_block_height,
+                    mint,
+                    profit,
+                    wire=s.built.wire,
+                    payer=str(s.built.message.account_keys[0]),
+                    trade=trade,
                 )
         return receipts
 
