@@ -100,6 +100,7 @@ class LanderStack:
         *,
         prices: Prices | None = None,
         strategy: str = "",
+        trades: TradeBook | None = None,
     ) -> None:
         self.farm = farm
         self.upstreams = upstreams
@@ -108,7 +109,7 @@ class LanderStack:
         self.landers = list(dict.fromkeys(landers))
         self.stats = stats if stats is not None else LandingStats()
         self.metrics = metrics
-        self.trades = TradeBook()
+        self.trades = trades if trades is not None else TradeBook()  # shared by every engine of a farm
         self.follower = Follower(
             farm,
             upstreams,

@@ -41,7 +41,7 @@ from solders.keypair import Keypair
 from galileo.chain import ChainError, ChainState
 from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config import GalileoConfig
-from galileo.landing import FeeMarket, Fees, LanderStack, TradeKey, assemble, writable_accounts
+from galileo.landing import FeeMarket, Fees, LanderStack, TradeBook, TradeKey, assemble, writable_accounts
 from galileo.strategy.fresh import context_slot, staleness
 from galileo.strategy.legs import Leg, LegError, LegName, LegQuote, make_leg
 from galileo.strategy.pipeline import BatchPipeline, BatchShape
@@ -115,6 +115,7 @@ class RoundTripEngine:
         *,
         metrics: StrategyMetrics = NULL_METRICS,
         rng: random.Random | None = None,
+        trades: TradeBook | None = None,
     ) -> None:
         self.farm = farm
         self.cfg = cfg
@@ -157,6 +158,7 @@ class RoundTripEngine:
             metrics,
             prices=self.prices,
             strategy=self.name,
+            trades=trades,
         )
         self._jito = "jito" in enabled
         self._rpc = bool({"staked", "rpc"} & set(enabled))
@@ -452,10 +454,11 @@ def _trade_key(pair: _Pair) -> TradeKey:
 def enabled_engines(
     farm: FarmClient, cfg: GalileoConfig, wallet: Keypair, *, metrics: StrategyMetrics = NULL_METRICS
 ) -> list[RoundTripEngine]:
-    """The engines the config enables: blind, multi-leg, or both (each with its own pipeline)."""
+    """The engines the config enables: blind, multi-leg, or both (each with its own pipeline, one trade book)."""
     shapes = []
     if cfg.blind_strategy.enable:
         shapes.append(Shape.blind(cfg))
     if cfg.multi_leg.enable:
         shapes.append(Shape.multi_leg(cfg))
-    return [RoundTripEngine(farm, cfg, wallet, shape, metrics=metrics) for shape in shapes]
+    trades = TradeBook()  # one book: blind and multi-leg can find the very same trade
+    return [RoundTripEngine(farm, cfg, wallet, shape, metrics=metrics, trades=trades) for shape in shapes]

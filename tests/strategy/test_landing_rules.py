@@ -56,7 +56,7 @@ SLOT = 0.4
 BASE_SLOT, BASE_HEIGHT = 1_000_000, 900_000
 
 
-def config(landers: str = "[jito]", lander: str = "") -> GalileoConfig:
+def config(landers: str = "[jito]", lander: str = "", multi: bool = False) -> GalileoConfig:
     return parse_config(f"""
 upstreams:
   jupiter: {{base_url: '{U}/jupiter/swap/v1', api_key_env: null}}
@@ -67,6 +67,7 @@ blind_strategy:
   enable: true
   enable_landers: {landers}
   base_mints: [{{mint: {SOL}, trade_size_range: [100000000, 200000000], trade_range_count: 2, min_quote_profit: 1}}]
+multi_leg: {{enable: {str(multi).lower()}, buy_legs: [jupiter], sell_legs: [jupiter]}}
 wallet: {{keypair_path: /unused/in/these/tests.json}}
 lander: {{mode: live, {lander}}}
 """)
@@ -254,3 +255,22 @@ def test_fees_are_evaluated_before_signing_a_trade_they_would_make_unprofitable_
     assert chain.jobs["RpcPrioritizationFees"] and chain.jobs["JupiterSwapInstructions"]  # it got that far
     assert engine.stats.skipped["unprofitable_after_fees"] > 0 and engine.stats.built == 0
     assert not chain.jobs["RpcSendTransaction"]
+
+
+def test_blind_and_multi_leg_finding_the_same_trade_sign_it_once() -> None:
+    chain = Chain()
+    farm = FakeFarm(["10.0.0.1", "10.0.0.2"], rate=20.0, latency=0.05, answer=chain.answer)
+    engines = enabled_engines(farm, config(multi=True), Keypair())
+    assert [e.name for e in engines] == ["blind", "multi_leg"]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(e.run(stop)) for e in engines]
+        await asyncio.sleep(30.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    run_virtual(main())
+    signatures = {str(VersionedTransaction.from_bytes(w).signatures[0]) for _, w, _ in chain.signed(JitoSendBundle)}
+    assert len(signatures) == 2  # two trades (two sizes), each signed once by whichever engine found it first
+    assert all(e.stats.opportunities[SOL] > 10 and e.stats.skipped["duplicate"] > 10 for e in engines)
