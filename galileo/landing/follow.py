@@ -87,7 +87,7 @@ class Follower:
         *,
         timeout: float,
         rebroadcast: float = 0.0,
-        trades: TradeBook | None = None,
+        trades: TradeBook[Any] | None = None,
         prices: Prices | None = None,
         strategy: str = "",
         metrics: StrategyMetrics = NULL_METRICS,
@@ -222,7 +222,7 @@ class Follower:
             self.stats.landed_profit[p.mint] += p.profit
             self.metrics.lander_landed(p.lander, p.endpoints[0].label)
         if self.trades is not None and p.trade is not None:
-            self.trades.settled(p.trade, p.lander, state)
+            self.trades.settled(p.trade, p.lander, state, on_chain=on_chain)
         if on_chain and p.payer:  # landed, or failed and paid for: what did it do to the wallet?
             self._spawn(self._realise(p), f"realise-{p.ident[:8]}")
         # Per send: debug. Most bundles on mainnet lose the auction; the summary line counts them.

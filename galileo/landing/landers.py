@@ -37,6 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from broker.results import BundleAccepted, TxSent
 from broker.types import JobOutcome
@@ -79,6 +80,15 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class _Signed:
+    """What a trade was signed as: re-sent as it is, never signed again in its blockhash's life."""
+
+    tx: Assembled
+    mint: str
+    profit: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Send:
     lander: LanderKind
     ep: Endpoint
@@ -100,7 +110,7 @@ class LanderStack:
         *,
         prices: Prices | None = None,
         strategy: str = "",
-        trades: TradeBook | None = None,
+        trades: TradeBook[Any] | None = None,
     ) -> None:
         self.farm = farm
         self.upstreams = upstreams
@@ -109,7 +119,7 @@ class LanderStack:
         self.landers = list(dict.fromkeys(landers))
         self.stats = stats if stats is not None else LandingStats()
         self.metrics = metrics
-        self.trades = trades if trades is not None else TradeBook()  # shared by every engine of a farm
+        self.trades: TradeBook[Any] = trades if trades is not None else TradeBook()  # one per farm
         self.follower = Follower(
             farm,
             upstreams,
@@ -172,7 +182,7 @@ class LanderStack:
         return True
 
     def claim(self, trade: TradeKey) -> bool:
-        """Take ``trade`` for building; False when the same trade is already being built or in flight."""
+        """Take ``trade`` for building; False while the same trade is being built or its transactions live."""
         return self.trades.claim(trade, self.follower.clock(), self.chain.block_height())
 
     def release(self, trade: TradeKey) -> None:
@@ -183,15 +193,50 @@ class LanderStack:
         """Send (or, in dry run, describe) every enabled lander's variant; follow what is accepted.
 
         ``profit``: the round trip's expected profit in ``mint``'s units, counted when it lands.
-        ``trade``: what it does, as claimed; held until nothing of it can land any more.
+        ``trade``: what it does, as claimed; held until its blockhash expires.
         """
+        receipts = await self._send(tx, mint, profit, trade, self.landers, first=True)
+        if trade is not None:
+            accepted = {r.lander for r in receipts if r.accepted}
+            self.trades.signed(trade, tx.last_valid_block_height, accepted, _Signed(tx, mint, profit))
+        return receipts
+
+    def resendable(self, trade: TradeKey) -> bool:
+        """Whether a bundle of ``trade`` that Jito failed or dropped may go again (live, blockhash alive)."""
+        return not self.dry_run and self.trades.resendable(trade, self.chain.block_height()) is not None
+
+    async def resend(self, trade: TradeKey) -> list[Receipt]:
+        """Send again, the very same bytes, the variants of ``trade`` Jito failed or dropped (found again)."""
+        got = self.trades.resendable(trade, self.chain.block_height())
+        if got is None or self.dry_run:
+            return []
+        signed, dead = got
+        self.trades.resent(trade, dead)  # at once: the next rediscovery does not send them too
+        landers = [lander for lander in self.landers if lander in dead]
+        receipts = await self._send(signed.tx, signed.mint, signed.profit, trade, landers, first=False)
+        self.stats.resends += len(receipts)
+        accepted = {r.lander for r in receipts if r.accepted}
+        for lander in set(landers) - accepted:
+            self.trades.settled(trade, lander, "dropped", on_chain=False)
+        return receipts
+
+    async def _send(
+        self,
+        tx: Assembled,
+        mint: str,
+        profit: int,
+        trade: TradeKey | None,
+        landers: Sequence[LanderKind],
+        *,
+        first: bool,
+    ) -> list[Receipt]:
         sends: list[_Send] = []
         now = asyncio.get_running_loop().time()
-        for lander in self.landers:
+        for lander in landers:
             built = tx.jito if lander == "jito" else tx.rpc
             if built is None:
                 continue
-            if not self._first_time(f"{lander}:{built.signature}"):
+            if first and not self._first_time(f"{lander}:{built.signature}"):
                 self.stats.duplicates += 1
                 continue
             ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
@@ -221,8 +266,6 @@ class LanderStack:
                 sends.append(_Send(lander, ep, built, ident, self._sent_through(ep.upstream, self.farm.run(spec))))
         outcomes = await asyncio.gather(*(s.outcome for s in sends))
         receipts = [self._receipt(s, out) for s, out in zip(sends, outcomes, strict=True)]
-        if trade is not None:
-            self.trades.signed(trade, tx.last_valid_block_height, {r.lander for r in receipts if r.accepted})
         for s, r in zip(sends, receipts, strict=True):
             if r.accepted:
                 self.follower.follow(

@@ -24,6 +24,7 @@ class LandingStats:
     dry_run_sends: int = 0
     duplicates: int = 0  # identical transactions not sent twice
     rebroadcasts: int = 0  # staked / rpc re-sends of the same signed bytes
+    resends: int = 0  # bundles Jito failed or dropped, sent again (the same bytes) when their trade was found again
     sends: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lander, endpoint, attempt|ok|failed|shed)
     settled: Counter[tuple[str, Settled]] = field(default_factory=Counter)  # (lander, state)
     landed_profit: Counter[str] = field(default_factory=Counter)  # expected profit of what landed, by base mint
@@ -40,6 +41,7 @@ class LandingStats:
             "dry_run_sends": self.dry_run_sends,
             "duplicates": self.duplicates,
             "rebroadcasts": self.rebroadcasts,
+            "resends": self.resends,
             "sends": sum(n for (_, _, kind), n in self.sends.items() if kind == "attempt"),
             "accepted": sum(n for (_, _, kind), n in self.sends.items() if kind == "ok"),
             "shed": sum(n for (_, _, kind), n in self.sends.items() if kind == "shed"),

@@ -1,20 +1,22 @@
-"""Trade identity: one trade, one signed transaction per lander variant, never two in flight.
+"""Trade identity: one trade, one signed transaction per lander variant, never signed twice in its life.
 
-A trade is identified by what it does, not by its signature: every leg's provider, mints and
-amounts (:class:`TradeKey`). The pipeline quotes the same round trip again and again, and two
-batches that find the same legs at the same amounts found the same trade; signing it again
-(another blockhash, another tip account) would put a second transaction on the way that can
-land too. The slot is left out on purpose: the same legs and amounts a slot later do the
-same thing on chain.
+A trade is identified by what it does, not by its signature: every leg's mints and amounts
+(:class:`TradeKey`). The pipeline quotes the same round trip again and again, and two batches
+(or two engines, or two providers whose routes pay the same) that find the same legs at the
+same amounts found the same trade; signing it again (another blockhash, another tip account)
+would put a second transaction on the way that can land too. The slot is left out on purpose:
+the same legs and amounts a slot later do the same thing on chain.
 
 :class:`TradeBook` holds each trade from the moment it is claimed (before its
-swap-instructions are asked for) until nothing of it can land any more:
+swap-instructions are asked for):
 
-* released at once if nothing was signed (the build failed, the quotes went stale);
-* once signed, kept until every variant that was sent is settled on chain (landed, or failed
-  and paid for) or its blockhash expired. A bundle Jito dropped is not settled: its bytes
-  stay valid, so the trade is not signed again until its blockhash expires. In dry run nothing
-  is sent, so a signed trade is held until its blockhash expires, as it would be live.
+* released at once if nothing was signed (the build failed, the quotes went stale, the fees
+  left too little);
+* once signed, held until its blockhash expires, whatever became of it: landed, failed, lost
+  the auction, dropped, or (dry run) never sent. So no trade is signed twice within its
+  blockhash's life. Found again meanwhile, a bundle of it that Jito failed or dropped may be
+  sent again, the same signed bytes (:meth:`TradeBook.resendable`): the trade is worth it
+  again, and a re-send is not a re-sign.
 
 Pure: the clock and the block height are passed in.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from galileo.landing.stats import LanderKind, Settled
 
@@ -32,8 +35,10 @@ BUILD_TIMEOUT = 30.0  # seconds a claim may go unsigned before it is released an
 SWEEP_EVERY = 0.5  # seconds between sweeps: a claim is checked against what is held, not the whole book
 MAX_TRADES = 20_000  # beyond this many held trades, the oldest are let go (memory stays bounded)
 
-LegAction = tuple[str, str, str, int, int]
-"""One leg: (provider, input mint, output mint, amount in, amount out)."""
+LegAction = tuple[str, str, int, int]
+"""One leg: (input mint, output mint, amount in, amount out)."""
+
+P = TypeVar("P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +52,19 @@ class TradeKey:
 
 
 @dataclass
-class _Trade:
+class _Trade(Generic[P]):
     claimed_at: float
     last_valid: int | None = None  # set once signed
+    payload: P | None = None  # what was signed (the lander's to re-send)
     open: set[LanderKind] = field(default_factory=set)  # variants sent and not settled
-    on_chain: bool = False  # a variant landed or failed on chain
+    dead: set[LanderKind] = field(default_factory=set)  # variants Jito failed or dropped: not on chain
 
 
-class TradeBook:
+class TradeBook(Generic[P]):
     def __init__(self, *, build_timeout: float = BUILD_TIMEOUT, limit: int = MAX_TRADES) -> None:
         self.build_timeout = build_timeout
         self.limit = limit
-        self._trades: dict[TradeKey, _Trade] = {}
+        self._trades: dict[TradeKey, _Trade[P]] = {}
         self._swept_at = -float("inf")
 
     def __len__(self) -> int:
@@ -68,7 +74,7 @@ class TradeBook:
         return key in self._trades
 
     def claim(self, key: TradeKey, now: float, height: int | None) -> bool:
-        """Take ``key`` for building; False when the same trade is already being built or in flight."""
+        """Take ``key`` for building; False while the same trade is being built or its transactions live."""
         self.sweep(now, height)
         if key in self._trades:
             return False
@@ -83,26 +89,38 @@ class TradeBook:
         if trade is not None and trade.last_valid is None:
             del self._trades[key]
 
-    def signed(self, key: TradeKey, last_valid: int, sent: set[LanderKind]) -> None:
+    def signed(self, key: TradeKey, last_valid: int, sent: set[LanderKind], payload: P | None = None) -> None:
         """``key``'s transactions exist (valid until block height ``last_valid``); ``sent``: the variants out."""
         trade = self._trades.get(key)
         if trade is not None:
             trade.last_valid = last_valid
+            trade.payload = payload
             trade.open |= sent
 
-    def settled(self, key: TradeKey, lander: LanderKind, state: Settled) -> None:
-        """A variant of ``key`` settled; the trade is let go once nothing of it can land."""
+    def settled(self, key: TradeKey, lander: LanderKind, state: Settled, *, on_chain: bool) -> None:
+        """A variant of ``key`` settled (the trade itself is held until its blockhash expires)."""
         trade = self._trades.get(key)
         if trade is None:
             return
-        if state == "expired":  # its blockhash is gone: nothing of this trade can land
-            del self._trades[key]
-            return
-        if state in ("landed", "failed"):
-            trade.open.discard(lander)
-            trade.on_chain = True
-        if trade.on_chain and not trade.open:
-            del self._trades[key]
+        trade.open.discard(lander)
+        if not on_chain and state in ("failed", "dropped"):
+            trade.dead.add(lander)
+
+    def resendable(self, key: TradeKey, height: int | None) -> tuple[P, set[LanderKind]] | None:
+        """What of ``key`` may be sent again, the same bytes: variants Jito failed or dropped, blockhash alive."""
+        trade = self._trades.get(key)
+        if trade is None or trade.payload is None or not trade.dead or trade.last_valid is None:
+            return None
+        if height is None or height > trade.last_valid:
+            return None
+        return trade.payload, set(trade.dead)
+
+    def resent(self, key: TradeKey, landers: set[LanderKind]) -> None:
+        """Those variants are out again."""
+        trade = self._trades.get(key)
+        if trade is not None:
+            trade.dead -= landers
+            trade.open |= landers
 
     def sweep(self, now: float, height: int | None) -> None:
         """Let go of trades whose blockhash expired, and claims never signed within ``build_timeout``."""

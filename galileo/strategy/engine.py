@@ -115,7 +115,7 @@ class RoundTripEngine:
         *,
         metrics: StrategyMetrics = NULL_METRICS,
         rng: random.Random | None = None,
-        trades: TradeBook | None = None,
+        trades: TradeBook[Any] | None = None,
     ) -> None:
         self.farm = farm
         self.cfg = cfg
@@ -303,8 +303,10 @@ class RoundTripEngine:
             extra={"batch_id": plan.batch_id, "buy_ip": best.buy.ip, "sell_ip": best.sell.ip},
         )
         trade = _trade_key(best)
-        if not self.landers.claim(trade):  # the same legs at the same amounts: already being built or in flight
+        if not self.landers.claim(trade):  # the same legs at the same amounts: being built, or signed and alive
             self._skip("duplicate")
+            if self.landers.resendable(trade):  # Jito failed or dropped its bundle: the same bytes again
+                self._spawn(self._resend(trade), f"resend-{plan.batch_id}")
             return
         self._spawn(self.land(plan, best, profit, trade), f"land-{plan.batch_id}")
 
@@ -361,6 +363,9 @@ class RoundTripEngine:
                 self._skip(reason)
                 return True
         return False
+
+    async def _resend(self, trade: TradeKey) -> None:
+        await self.landers.resend(trade)
 
     def _cu_limit(self, legs: Sequence[SwapLeg]) -> int:
         """The merged transaction's compute-unit limit, as assembly will set it (for the priority fee's cap)."""
@@ -442,12 +447,9 @@ def _loop_time() -> float:
 
 
 def _trade_key(pair: _Pair) -> TradeKey:
-    """What the round trip does: each leg's provider, mints and amounts."""
+    """What the round trip does: each leg's mints and amounts (two providers paying the same are one trade)."""
     return TradeKey(
-        tuple(
-            (q.provider, q.request.input_mint, q.request.output_mint, q.in_amount, q.out_amount)
-            for q in (pair.buy, pair.sell)
-        )
+        tuple((q.request.input_mint, q.request.output_mint, q.in_amount, q.out_amount) for q in (pair.buy, pair.sell))
     )
 
 
@@ -460,5 +462,5 @@ def enabled_engines(
         shapes.append(Shape.blind(cfg))
     if cfg.multi_leg.enable:
         shapes.append(Shape.multi_leg(cfg))
-    trades = TradeBook()  # one book: blind and multi-leg can find the very same trade
+    trades: TradeBook[Any] = TradeBook()  # one book: blind and multi-leg can find the very same trade
     return [RoundTripEngine(farm, cfg, wallet, shape, metrics=metrics, trades=trades) for shape in shapes]

@@ -33,26 +33,41 @@ USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 WALLET = "Cm7vjoV12JuVqCduW6rkGGcgN77NPkzqZr66pkVTzb5b"
 ROUTER = "D8cy77BBepLMngZx6ZukaTff5hCt1HrWyKk3Hnd9oitf"
 U = "http://127.0.0.1:7900"
-KEY = TradeKey((("jupiter", SOL, USDC, 10**9, 150_000_000), ("jupiter", USDC, SOL, 150_000_000, 1_010_000_000)))
+KEY = TradeKey(((SOL, USDC, 10**9, 150_000_000), (USDC, SOL, 150_000_000, 1_010_000_000)))
 
 
-def test_a_trade_is_held_until_nothing_of_it_can_land() -> None:
-    book = TradeBook(build_timeout=30.0)
+def test_a_trade_is_held_from_its_claim_until_its_blockhash_expires_whatever_became_of_it() -> None:
+    book: TradeBook[str] = TradeBook(build_timeout=30.0)
     assert book.claim(KEY, now=0.0, height=100) and not book.claim(KEY, now=0.1, height=100)
     book.release(KEY)  # nothing signed: it may be found and built again
     assert book.claim(KEY, now=1.0, height=100)
-    book.signed(KEY, last_valid=250, sent={"jito", "rpc"})
+    book.signed(KEY, last_valid=250, sent={"jito", "rpc"}, payload="the signed bytes")
     book.release(KEY)  # signed: a release does not let it go
-    book.settled(KEY, "jito", "dropped")  # Jito forgot the bundle, but its bytes are valid until 250
-    book.settled(KEY, "jito", "landed")
-    assert not book.claim(KEY, now=2.0, height=200)  # the rpc variant may still land
-    book.settled(KEY, "rpc", "failed")
-    assert book.claim(KEY, now=3.0, height=200)  # both on chain: a new trade of the same legs may go
-    book.signed(KEY, last_valid=250, sent=set())  # dry run: nothing out, held until its blockhash expires
-    assert not book.claim(KEY, now=4.0, height=250)
-    assert book.claim(KEY, now=5.0, height=251)
-    assert not book.claim(KEY, now=20.0, height=251)  # claimed, being built ...
-    assert book.claim(KEY, now=36.0, height=251)  # ... for too long: given up
+    book.settled(KEY, "jito", "landed", on_chain=True)
+    book.settled(KEY, "rpc", "failed", on_chain=True)
+    assert not book.claim(KEY, now=2.0, height=200)  # both on chain, and still not signed again ...
+    assert not book.claim(KEY, now=3.0, height=250)
+    assert book.claim(KEY, now=4.0, height=251)  # ... until its blockhash has expired
+    book.signed(KEY, last_valid=400, sent=set())  # dry run: nothing out, held all the same
+    assert not book.claim(KEY, now=5.0, height=400)
+    assert book.claim(KEY, now=6.0, height=401)
+    assert not book.claim(KEY, now=20.0, height=401)  # claimed, being built ...
+    assert book.claim(KEY, now=37.0, height=401)  # ... for too long: given up
+
+
+def test_a_bundle_jito_failed_or_dropped_may_go_again_as_it_was_while_its_blockhash_lives() -> None:
+    book: TradeBook[str] = TradeBook()
+    book.claim(KEY, now=0.0, height=100)
+    book.signed(KEY, last_valid=250, sent={"jito", "rpc"}, payload="the signed bytes")
+    assert book.resendable(KEY, height=110) is None  # in flight
+    book.settled(KEY, "jito", "failed", on_chain=False)  # lost the auction: nothing on chain
+    book.settled(KEY, "rpc", "failed", on_chain=True)  # on chain with an error: paid, final
+    assert book.resendable(KEY, height=120) == ("the signed bytes", {"jito"})
+    book.resent(KEY, {"jito"})
+    assert book.resendable(KEY, height=121) is None  # out again
+    book.settled(KEY, "jito", "dropped", on_chain=False)
+    assert book.resendable(KEY, height=250) == ("the signed bytes", {"jito"})
+    assert book.resendable(KEY, height=251) is None  # its blockhash expired: nothing to re-send
 
 
 def meta(

@@ -84,6 +84,7 @@ class Chain:
     lag: int = 0
     floor_p50: int = 12_000
     fees: tuple[int, ...] = (0, 3_000, 5_000, 7_000)
+    inflight: str = "Pending"  # what Jito says of every bundle
     jobs: dict[str, list[tuple[float, JobSpec, str]]] = field(default_factory=lambda: defaultdict(list))
 
     def slot(self) -> int:
@@ -129,7 +130,7 @@ class Chain:
             return SignatureStatuses(slot=slot, statuses=[None] * len(job.signatures))
         if isinstance(job, JitoInflightStatuses):
             return BundleStatuses(
-                slot=slot, statuses=[BundleStatus(bundle_id=b, status="Pending") for b in job.bundle_ids]
+                slot=slot, statuses=[BundleStatus(bundle_id=b, status=self.inflight) for b in job.bundle_ids]
             )
         return None
 
@@ -274,3 +275,15 @@ def test_blind_and_multi_leg_finding_the_same_trade_sign_it_once() -> None:
     signatures = {str(VersionedTransaction.from_bytes(w).signatures[0]) for _, w, _ in chain.signed(JitoSendBundle)}
     assert len(signatures) == 2  # two trades (two sizes), each signed once by whichever engine found it first
     assert all(e.stats.opportunities[SOL] > 10 and e.stats.skipped["duplicate"] > 10 for e in engines)
+
+
+def test_a_bundle_jito_failed_goes_again_as_it_was_when_its_trade_is_found_again() -> None:
+    chain = Chain(inflight="Failed")  # every bundle loses its auction
+    engine = engine_on(chain, config("[jito]"))
+    run(engine, 30.0)
+    sends: dict[bytes, list[float]] = defaultdict(list)
+    for t, wire, _ in chain.signed(JitoSendBundle):
+        sends[wire].append(t)
+    assert len(sends) == 2  # one signed bundle per trade in its blockhash's life ...
+    assert all(len(times) >= 5 for times in sends.values())  # ... sent again each time Jito had failed it
+    assert engine.stats.landing.resends == sum(len(t) - 1 for t in sends.values())
