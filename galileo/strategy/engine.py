@@ -345,9 +345,7 @@ class RoundTripEngine:
             return
         self.prices.observe(SOL_MINT, q.in_amount, mint, q.out_amount)
 
-    # --- landing --------------------------------------------------------------------
-
-    # --- landing (fees, freshness, trade identity: one trade, one signed transaction per variant) ---
+    # --- landing: freshness, fees before signing, one trade one signed transaction per variant ---
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped[reason] += 1

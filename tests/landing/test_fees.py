@@ -135,3 +135,19 @@ def test_recent_fees_are_read_once_per_set_of_writable_accounts_per_refresh_peri
     assert [r.accounts for r in reads] == [["Pool1", "Vault"], ["Pool2", "Vault"], ["Pool1", "Vault"]]
     assert prices == [90_000] * 5 + [2_000, 90_000, 90_000]
     assert market.estimate(10**9, 200_000).cu_price == 90_000  # screening: the newest fees read
+
+
+def test_landing_defaults_to_dry_run_with_the_documented_fees() -> None:
+    lander = parse_config("{}").lander
+    assert lander.mode == "dry_run"  # nothing is sent unless lander.mode: live
+    assert (lander.tip.percentile, lander.tip.max_profit_share, lander.tip.refresh_s, lander.tip_lamports) == (
+        50,
+        0.5,
+        10.0,
+        10_000,
+    )
+    pf = lander.priority_fee
+    assert (pf.percentile, pf.max_micro_lamports, pf.max_profit_share, pf.refresh_s) == (50, 100_000, 0.5, 10.0)
+    assert (lander.max_quote_age_slots, lander.rebroadcast_s) == (4, 2.0)
+    jito = parse_config("{}").upstreams.jito
+    assert jito.tip_floor_url == "https://bundles.jito.wtf/api/v1/bundles/tip_floor"
