@@ -39,7 +39,9 @@ __all__ = [
     "RpcSignatureStatuses",
     "SecretRef",
     "SwapMode",
-    "TitanStream",
+    "TitanConnect",
+    "TitanStop",
+    "TitanSubscribe",
     "UltraExecute",
     "UltraOrder",
 ]
@@ -307,26 +309,42 @@ class RpcGetTransaction(msgspec.Struct, tag="rpc_get_transaction", kw_only=True,
     secret: SecretRef | None = None
 
 
-# --- Titan WebSocket quote stream (§4) ----------------------------------------------------
+# --- Titan WebSocket quote streams (§4) --------------------------------------------------
 
 
-class TitanStream(msgspec.Struct, tag="titan_stream", kw_only=True, omit_defaults=True):
-    """A long-lived job: stream Titan quotes, emitting a ``quote`` Event per update.
+class TitanConnect(msgspec.Struct, tag="titan_connect", kw_only=True, omit_defaults=True):
+    """A long-lived job: open one Titan WebSocket and hold it for the streams of one token.
 
-    Runs until ``duration`` seconds pass (bounded by the job's budget less two seconds for the
-    goodbye), the server ends the stream, or ``idle_timeout`` passes without an update. The
-    ``ok`` value is a TitanStreamSummary. ``url`` is the WebSocket endpoint, e.g.
-    ``wss://api.titan.exchange/api/v1/ws``; ``secret`` is normally
-    ``SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")``.
+    Titan's limits belong to the token (a ``jti`` may hold one connection) and to the
+    connection (``concurrentStreams`` streams at once), so a token gets one connection and its
+    streams are multiplexed on it: :class:`TitanSubscribe` and :class:`TitanStop` jobs sent to
+    the same worker find it by ``lease``. Events: ``open`` (TitanInfo, from ``GetInfo``),
+    ``quote`` (TitanQuote, one per StreamData), ``stream_end`` (TitanStreamEnded), ``closed``
+    (TitanConnectionSummary). Runs until closed by a TitanStop, the server or the network, or
+    until its budget is two seconds from its end. ``url`` like ``wss://api.titan.exchange/api/v1/ws``;
+    ``secret`` normally ``SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")``.
     """
 
     url: str
+    lease: str
+    compress: bool = True  # offer the +gzip subprotocol first
+    heartbeat: float = 10.0  # seconds between pings; a pong missing for half of it ends the connection
+    secret: SecretRef | None = None
+
+
+class TitanSubscribe(msgspec.Struct, tag="titan_subscribe", kw_only=True, omit_defaults=True):
+    """Open a quote stream on the connection ``lease`` of this worker; ``ok`` value TitanStreamOpened.
+
+    ``replace``: stop that stream of the connection first, in the same breath, so a stream is
+    renewed without a free slot (quotes of the old one stop, the new one's start a round trip later).
+    """
+
+    lease: str
     input_mint: str
     output_mint: str
     amount: int
     user_public_key: str
-    duration: float
-    idle_timeout: float = 10.0
+    replace: int | None = None
     swap_mode: SwapMode | None = None
     slippage_bps: int | None = None
     dexes: list[str] | None = None
@@ -341,8 +359,14 @@ class TitanStream(msgspec.Struct, tag="titan_stream", kw_only=True, omit_default
     create_output_token_account: bool | None = None
     interval_ms: int | None = None
     num_quotes: int | None = None
-    compress: bool = True  # offer the +gzip subprotocol first
-    secret: SecretRef | None = None
+
+
+class TitanStop(msgspec.Struct, tag="titan_stop", kw_only=True, omit_defaults=True):
+    """StopStream ``stream_id`` on the connection ``lease`` (``ok`` once Titan says StreamStopped);
+    with ``stream_id`` None, stop every stream and close the connection."""
+
+    lease: str
+    stream_id: int | None = None
 
 
 JobPayload = (
@@ -365,5 +389,7 @@ JobPayload = (
     | RpcGetMultipleAccounts
     | RpcPrioritizationFees
     | RpcGetTransaction
-    | TitanStream
+    | TitanConnect
+    | TitanSubscribe
+    | TitanStop
 )

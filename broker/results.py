@@ -27,8 +27,11 @@ __all__ = [
     "SwapInstructions",
     "TipAccounts",
     "TipFloor",
+    "TitanConnectionSummary",
+    "TitanInfo",
     "TitanQuote",
-    "TitanStreamSummary",
+    "TitanStreamEnded",
+    "TitanStreamOpened",
     "TokenBalance",
     "TransactionMeta",
     "TxSent",
@@ -270,12 +273,54 @@ class TitanQuote(msgspec.Struct, tag="titan_quote", kw_only=True, omit_defaults=
     providers: dict[str, int] = {}  # every provider's out_amount (ExactIn) or in_amount (ExactOut)
 
 
-class TitanStreamSummary(msgspec.Struct, tag="titan_summary", kw_only=True):
-    """How a Titan stream job ended: ``ended_by`` is ``duration``, ``server`` or ``idle``."""
+class TitanInfo(msgspec.Struct, tag="titan_info", kw_only=True, omit_defaults=True):
+    """A Titan connection is open: what ``GetInfo`` said (value of an ``open`` Event).
 
-    updates: int
+    ``concurrent_streams`` is how many streams the server lets this connection hold at once.
+    """
+
+    concurrent_streams: int
+    interval_ms_min: int = 0
+    interval_ms_max: int = 0
+    interval_ms_default: int = 0
+    protocol: str = ""  # the negotiated subprotocol (``v1.api.titan.ag+gzip`` ...)
+    version: str = ""  # the server's protocolVersion, ``major.minor.patch``
+
+
+class TitanStreamOpened(msgspec.Struct, tag="titan_opened", kw_only=True):
+    """Titan opened a stream on the connection (the ``ok`` value of a TitanSubscribe job)."""
+
     stream_id: int
+    interval_ms: int = 0
+
+
+class TitanStreamEnded(msgspec.Struct, tag="titan_ended", kw_only=True, omit_defaults=True):
+    """``StreamEnd``: stream ``stream_id`` is over (value of a ``stream_end`` Event).
+
+    ``stopped``: we asked for it (StopStream); else the server ended it, failed when
+    ``error_code`` is set. A stream that ends without an update had no route, as the bot reads it.
+    """
+
+    stream_id: int
+    updates: int = 0
+    stopped: bool = False
+    error_code: int | None = None
+    error_message: str = ""
+
+
+class TitanConnectionSummary(msgspec.Struct, tag="titan_connection", kw_only=True, omit_defaults=True):
+    """How a Titan connection ended (value of a ``closed`` Event, and of its job's ``ok`` outcome).
+
+    ``ended_by``: ``closed`` (we closed it), ``duration`` (its job's budget ran out), ``server``
+    (the server closed it: ``close_code`` and ``close_reason`` say why), ``error`` (the socket broke).
+    """
+
     ended_by: str
+    streams_opened: int = 0
+    updates: int = 0
+    bad_frames: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
 
 
 ResultValue = (
@@ -295,5 +340,8 @@ ResultValue = (
     | PrioritizationFees
     | TransactionMeta
     | TitanQuote
-    | TitanStreamSummary
+    | TitanInfo
+    | TitanStreamOpened
+    | TitanStreamEnded
+    | TitanConnectionSummary
 )

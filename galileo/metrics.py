@@ -37,7 +37,9 @@ from prometheus_client.exposition import choose_encoder
 
 from broker.protocol import RESULTS, Outcome
 from broker.types import Job, JobOutcome, WorkerInfo
+from galileo.client import TitanSource
 from galileo.metrics_state import FarmStateCollector
+from galileo.metrics_titan import TitanCollector
 from galileo.policy.cooldown import DEFAULT_RULES
 
 if TYPE_CHECKING:
@@ -180,6 +182,8 @@ class FarmMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.state = FarmStateCollector()
         self.registry.register(self.state)
+        self.titan = TitanCollector()
+        self.registry.register(self.titan)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._render_lock = asyncio.Lock()
@@ -451,6 +455,10 @@ class FarmMetrics:
         self._realised.get(strategy, mint).set(rt.realised_lamports / LAMPORTS_PER_SOL)
         self._expected.get(strategy, mint).set(rt.expected_lamports / LAMPORTS_PER_SOL)
 
+    def titan_source(self, source: TitanSource) -> None:
+        """Export an engine's Titan connections, streams, refusals and quote ages at each scrape."""
+        self.titan.sources.append(source)
+
     # --- exposition ------------------------------------------------------------------
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
@@ -463,10 +471,12 @@ class FarmMetrics:
         encoder, content_type = choose_encoder(accept)
         async with self._render_lock:
             self.state.freeze()
+            self.titan.freeze()
             try:
                 body = await asyncio.to_thread(encoder, self.registry)
             finally:
                 self.state.thaw()
+                self.titan.thaw()
         return body, content_type
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

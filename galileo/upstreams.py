@@ -33,17 +33,30 @@ from broker.jobs import (
     RpcSendTransaction,
     RpcSignatureStatuses,
     SecretRef,
-    TitanStream,
+    TitanConnect,
+    TitanStop,
+    TitanSubscribe,
     UltraOrder,
 )
 from broker.types import JobSpec
 from galileo.config import GalileoConfig
 from galileo.config.sections import RpcConfig, UpstreamConfig
 
-__all__ = ["MAX_BUNDLE_IDS", "MAX_SIGNATURES", "Endpoint", "QuoteRequest", "Upstreams"]
+__all__ = [
+    "MAX_BUNDLE_IDS",
+    "MAX_SIGNATURES",
+    "TITAN_CONNECTION_BUDGET",
+    "TITAN_STREAMS",
+    "Endpoint",
+    "QuoteRequest",
+    "Upstreams",
+]
 
 MAX_BUNDLE_IDS = 5  # getInflightBundleStatuses / getBundleStatuses take at most 5 ids
 MAX_SIGNATURES = 256  # getSignatureStatuses takes at most 256
+TITAN_CONNECTION_BUDGET = 24 * 3600.0  # a Titan connection job's budget: held until closed, renewed daily
+TITAN_CONTROL_TIMEOUT = 6.0  # a stream job: the worker waits up to 5 s for Titan's answer
+TITAN_STREAMS = "titan:streams"  # the upstream key of stream jobs (subscribe, stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,17 +222,32 @@ class Upstreams:
         )
         return JobSpec(payload, upstream="ultra", timeout=up.timeout_ms / 1000, prefer_ip=prefer_ip, task=task)
 
-    def titan_stream(self, req: QuoteRequest, user: str, *, prefer_ip: str | None) -> JobSpec:
-        """A long-lived stream job. It holds one credit of its worker, so the IP keeps serving HTTP."""
+    def titan_connect(self, token_env: str, lease: str, *, prefer_ip: str | None) -> JobSpec:
+        """One Titan connection for the token in ``token_env``: a long-lived job holding one credit
+        of its worker, so the IP keeps serving HTTP. Never re-dispatched by the farm: the caller
+        reconnects (on the same IP when it is healthy, another when not)."""
         t = self.cfg.upstreams.titan
-        payload = TitanStream(
-            url=t.ws_url,
+        return JobSpec(
+            TitanConnect(url=t.ws_url, lease=lease, secret=_secret("Authorization", token_env, "Bearer ")),
+            upstream="titan",
+            timeout=TITAN_CONNECTION_BUDGET,
+            prefer_ip=prefer_ip,
+            idempotent=False,
+            task="titan_connect",
+        )
+
+    def titan_subscribe(
+        self, lease: str, req: QuoteRequest, user: str, *, ip: str, replace: int | None = None
+    ) -> JobSpec:
+        """A quote stream on the connection ``lease`` (on ``ip``), replacing stream ``replace`` if given."""
+        t = self.cfg.upstreams.titan
+        payload = TitanSubscribe(
+            lease=lease,
             input_mint=req.input_mint,
             output_mint=req.output_mint,
             amount=req.amount,
             user_public_key=user,
-            duration=t.stream_seconds,
-            idle_timeout=t.idle_resubscribe_ms / 1000,
+            replace=replace,
             swap_mode="ExactIn",
             slippage_bps=self.cfg.blind_strategy.slippage_bps,
             dexes=self._dexes or None,
@@ -227,15 +255,19 @@ class Upstreams:
             providers=t.providers or None,
             interval_ms=t.interval_ms,
             num_quotes=t.num_quotes,
-            secret=_secret("Authorization", t.token_env, "Bearer "),
         )
+        return self._titan_control(payload, ip, "titan_subscribe")
+
+    def titan_stop(self, lease: str, stream_id: int | None, *, ip: str) -> JobSpec:
+        """StopStream ``stream_id`` on the connection ``lease``; None closes the connection."""
+        return self._titan_control(TitanStop(lease=lease, stream_id=stream_id), ip, "titan_stop")
+
+    @staticmethod
+    def _titan_control(payload: JobPayload, ip: str, task: str) -> JobSpec:
+        # On the connection's worker or nowhere; a key of their own, so the connection's pacing
+        # and cooldowns (of the "titan" handshakes) never hold a stream back.
         return JobSpec(
-            payload,
-            upstream="titan",
-            timeout=t.stream_seconds + 5.0,
-            prefer_ip=prefer_ip,
-            idempotent=False,
-            task="titan_stream",
+            payload, upstream=TITAN_STREAMS, timeout=TITAN_CONTROL_TIMEOUT, require_ip=ip, idempotent=False, task=task
         )
 
     # --- chain state ----------------------------------------------------------------

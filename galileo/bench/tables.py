@@ -181,6 +181,31 @@ def _sim(r: dict[str, Any]) -> TableData:
     return TableData(title, ("metric", "execution on", "execution off"), rows, note)
 
 
+def _titan(r: dict[str, Any]) -> TableData:
+    ms = 1000.0
+    rows = [
+        ("freshest quote age, max", f"{_num(r['quote_age_max_s'] * ms, '.0f')} ms"),
+        ("freshest quote age, p99", f"{_num(r['quote_age_p99_s'] * ms, '.0f')} ms"),
+        ("freshest quote age, p50", f"{_num(r['quote_age_p50_s'] * ms, '.0f')} ms"),
+        ("max ÷ stream interval", _num(r["quote_age_max_vs_interval"], ".2f")),
+        ("Titan quotes/s, slowest second", _num(r["quotes_per_s_min"], "d")),
+        ("seconds without a Titan quote", _num(r["seconds_without_quotes"], "d")),
+        ("refused after start (simulator)", _num(r["refused_after_start"], "d")),
+        ("reconnects", _num(r["reconnects"], "d")),
+        ("streams opened (renewals included)", _num(r["streams_opened"], "d")),
+        ("HTTP ok/s from the Titan connection's IP", _num(r["titan_ip_http_ok_per_s"], ".1f")),
+    ]
+    title = (
+        f"titan: {r['ips']} IPs, {r['tokens']} token, {r['streams']} streams for {r['keys']} (pair, size)s, "
+        f"interval {r['interval_s'] * 1000:.0f} ms, renewed every {r['stream_seconds']:g} s"
+    )
+    note = (
+        f"over {r['window_s']:.0f} s after every stream quoted once ({r['samples']} samples, one per 50 ms per "
+        "streamed (pair, size)); the simulator holds a token to one connection and a connection to 4 streams"
+    )
+    return TableData(title, ("metric", "value"), rows, note)
+
+
 def _value(v: Any) -> str:
     if isinstance(v, float) and abs(v) < 1:
         return _num(v, ".4f")
@@ -204,6 +229,9 @@ def tables(report: dict[str, Any]) -> list[TableData]:
         out.append(_landing(sc["landing"]))
     if "sim" in sc and "error" not in sc["sim"]:
         out.append(_sim(sc["sim"]))
+
+    if "titan" in sc and "error" not in sc["titan"]:
+        out.append(_titan(sc["titan"]))
     errors = [(name, str(r["error"])) for name, r in sc.items() if "error" in r]
     if errors:
         out.append(TableData("scenarios that failed to run", ("scenario", "error"), errors))

@@ -26,8 +26,8 @@ def bench(
     scenarios: list[str] | None = typer.Argument(
         None,
         metavar="SCENARIO",
-        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, sim; farm "
-        "means the three about the farm itself (overhead, saturation, scale). Default: all.",
+        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, sim, titan; "
+        "farm means the three about the farm itself (overhead, saturation, scale). Default: all.",
         show_default=False,
     ),
     json_path: Path = typer.Option(
@@ -39,7 +39,7 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in about a minute."),
 ) -> None:
     """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing,
-    and the simulator's own capacity.
+    the simulator's own capacity, and Titan's streams against its real limits.
 
     Everything runs on this machine: `galileo sim` in its own process, workers on loopback
     addresses (127.42.*, 127.43.*, 127.0.8.*). A full run takes about 10 minutes. Each target is

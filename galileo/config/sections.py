@@ -127,17 +127,41 @@ class JitoConfig(_Section):
 
 
 class TitanConfig(_Section):
-    """Titan's WebSocket quote stream (multi-leg). Each stream is a long-lived job on one IP."""
+    """Titan's WebSocket quote streams (multi-leg): one connection per token, streams multiplexed on it.
+
+    Titan limits the token, not the IP: a token may hold one connection (its ``jti``), and a
+    connection ``concurrentStreams`` streams (GetInfo says how many). So each token gets one
+    connection, on one IP the pool leases for it (that IP keeps serving HTTP), and more tokens
+    (``token_envs``) mean more connections on more IPs. ``token_env`` is the one-token form.
+    """
 
     ws_url: WsUrl = "wss://api.titan.exchange/api/v1/ws"
     token_env: EnvName | None = "TITAN_TOKEN"
-    stream_seconds: Positive = 60.0  # a stream is renewed after this long
+    token_envs: list[EnvName] = msgspec.field(default_factory=list)  # one connection each; replaces token_env
+    stream_seconds: Positive = 60.0  # a stream is renewed (in place, without a gap) after this long
     idle_resubscribe_ms: PositiveInt = 10_000  # no update for this long: subscribe again
-    titan_stream_limit: PositiveInt = 2  # streams per IP
+    titan_stream_limit: PositiveInt | None = None  # streams per connection at most (None: what GetInfo allows)
     titan_debounce_ms: NonNegativeInt = 200
     interval_ms: PositiveInt = 1000
     num_quotes: PositiveInt = 2
     providers: list[str] = msgspec.field(default_factory=list)
+
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        envs = raw.get("token_envs") or []
+        for i, env in enumerate(envs):
+            if env in envs[:i]:
+                problems.append((("token_envs", i), f"{env} is listed twice (one connection per token)"))
+        if envs and raw.get("token_env") is not None:
+            problems.append((("token_env",), "give token_env or token_envs, not both (token_envs lists every token)"))
+        return problems
+
+    def tokens(self) -> list[str]:
+        """The env var names of the tokens: one Titan connection each."""
+        if self.token_envs:
+            return list(self.token_envs)
+        return [self.token_env] if self.token_env else []
 
 
 class UpstreamsConfig(_Section):
@@ -233,8 +257,8 @@ class MultiLegConfig(_Section):
     """Buy and sell legs from different aggregators, every buy leg x every sell leg per batch.
 
     Uses ``blind_strategy.base_mints`` (sizes, per-mint ``min_quote_profit``) and
-    ``intermedium``. Titan is a buy leg only: its quotes come from WebSocket streams planned
-    per IP (``upstreams.titan.titan_stream_limit`` per IP).
+    ``intermedium``. Titan is a buy leg only: its quotes come from WebSocket streams, one
+    connection per token (``upstreams.titan``), the (pair, size)s the engine quotes most usefully first.
     """
 
     enable: bool = False

@@ -80,12 +80,13 @@ upstreams:
     rate_limit_per_ip: 5.0            # Jito documents 5 requests/s per IP per region
     timeout_ms: 2000
     tip_floor_url: https://bundles.jito.wtf/api/v1/bundles/tip_floor   # landed tips' percentiles
-  titan:                              # multi-leg: Titan's WebSocket quote stream
+  titan:                              # multi-leg: Titan's WebSocket quote streams
     ws_url: wss://api.titan.exchange/api/v1/ws
-    token_env: TITAN_TOKEN            # the token Titan issued you (Bearer)
-    stream_seconds: 60.0              # each stream is renewed after this long
+    token_env: TITAN_TOKEN            # the token Titan issued you (Bearer): one connection, on one IP
+    token_envs: []                    # several tokens instead ([TITAN_A, TITAN_B]): a connection and an IP each
+    stream_seconds: 60.0              # each stream is renewed (in place, without a gap) after this long
     idle_resubscribe_ms: 10000        # no update for this long: subscribe again
-    titan_stream_limit: 2             # streams per IP
+    titan_stream_limit: null          # streams per connection at most (null: what Titan's GetInfo allows)
     titan_debounce_ms: 200
     interval_ms: 1000
     num_quotes: 2

@@ -57,6 +57,13 @@ class SimConfig(msgspec.Struct, kw_only=True):
     ``fund_lamports``: a wallet first seen asking for a route or paying for a send, with no
     lamports, is credited this much (0 = only requestAirdrop funds, as on mainnet).
     ``auction_contention`` (0..1): how often an accepted bundle is outbid (see galileo.sim.auction).
+
+    Titan's limits, as the real service states them (reference §4.2, §4.5):
+    ``titan_concurrent_streams``: streams one connection may hold (GetInfo says it; one more is
+    refused with an Error); ``titan_connections_per_jti``: connections one token (its JWT
+    ``jti``, or the whole token when it is not a JWT) may hold at once, 0 = any number (one more
+    is refused with 409); ``titan_token_expiry``: a JWT past its ``exp`` is refused (401) and an
+    open connection is closed (1008) when its token expires.
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +84,9 @@ class SimConfig(msgspec.Struct, kw_only=True):
     execution: bool = True
     fund_lamports: int = 10 * 10**9
     auction_contention: float = 0.5
+    titan_concurrent_streams: int = 4
+    titan_connections_per_jti: int = 1
+    titan_token_expiry: bool = True
 
 
 def target_problem(target: str) -> str | None:
@@ -153,6 +163,10 @@ def validate_config(config: SimConfig) -> list[str]:
                 problem = str(exc)
         if problem is not None:
             problems.append(f"latency.{target}: {problem}")
+    if not 1 <= config.titan_concurrent_streams <= 1000:
+        problems.append(f"titan_concurrent_streams: {config.titan_concurrent_streams} is not in 1..1000")
+    if config.titan_connections_per_jti < 0:
+        problems.append(f"titan_connections_per_jti: {config.titan_connections_per_jti} must be >= 0 (0: no limit)")
     if not 1 <= config.stats_seconds <= 3600:
         problems.append(f"stats_seconds: {config.stats_seconds} is not in 1..3600")
     return problems

@@ -33,6 +33,9 @@ _CONFIG_KEYS = frozenset(
         "execution",
         "fund_lamports",
         "auction_contention",
+        "titan_concurrent_streams",
+        "titan_connections_per_jti",
+        "titan_token_expiry",
     }
 )
 _MERGED_KEYS = ("limiters", "latency")  # target -> text, merged into what is set; null removes a target

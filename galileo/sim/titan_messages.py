@@ -18,7 +18,6 @@ from galileo.sim.instructions import Aggregator, SwapRequest, build_swap, ix_tit
 from galileo.sim.prices import PriceModel
 
 __all__ = [
-    "CONCURRENT_STREAMS",
     "INTERVAL_MS",
     "PROTOCOL",
     "PROTOCOL_GZIP",
@@ -32,7 +31,6 @@ __all__ = [
 
 PROTOCOL = "v1.api.titan.ag"
 PROTOCOL_GZIP = "v1.api.titan.ag+gzip"
-CONCURRENT_STREAMS = 4
 INTERVAL_MS = (50, 10_000, 1_000)  # min, max, default
 PROVIDERS: dict[str, Aggregator] = {"Titan": "titan", "Metis": "jupiter"}
 
@@ -112,8 +110,8 @@ class Codec:
         return self._decoder.decode(frame)
 
 
-def server_info() -> dict[str, Any]:
-    """``ServerInfo`` for GetInfo."""
+def server_info(concurrent_streams: int) -> dict[str, Any]:
+    """``ServerInfo`` for GetInfo: ``concurrent_streams`` is what one connection may hold."""
     lo, hi, default = INTERVAL_MS
     return {
         "protocolVersion": {"major": 1, "minor": 2, "patch": 0},
@@ -128,7 +126,7 @@ def server_info() -> dict[str, Any]:
                 "addSizeConstraint": True,
             },
             "transaction": {"closeInputTokenAccount": False, "createOutputTokenAccount": True},
-            "connection": {"concurrentStreams": CONCURRENT_STREAMS},
+            "connection": {"concurrentStreams": concurrent_streams},
         },
     }
 

@@ -130,14 +130,11 @@ class RoundTripEngine:
         self.prices = PriceBook()
         self.plans = plan_pairs(cfg.blind_strategy, cfg.intermedium)
         user = str(wallet.pubkey())
-        titan = cfg.upstreams.titan
         self.titan = (
-            TitanStreams(
-                farm, self.upstreams, user, per_ip=titan.titan_stream_limit, debounce_ms=titan.titan_debounce_ms
-            )
-            if "titan" in shape.buy_legs
-            else None
+            TitanStreams(farm, self.upstreams, user, cfg.upstreams.titan) if "titan" in shape.buy_legs else None
         )
+        if self.titan is not None:
+            metrics.titan_source(self.titan.report)
         wait = cfg.multi_leg.titan_quote_wait_ms / 1000
 
         def leg(name: LegName) -> Leg:
@@ -219,9 +216,10 @@ class RoundTripEngine:
 
     async def _sells(self, plan: QuoteBatchPlan, buy: LegQuote, ip: str) -> list[_Pair]:
         req = QuoteRequest(plan.intermediate_mint, plan.base_mint, buy.out_amount)
-        sells = await asyncio.gather(
-            *(self._quote(leg, req, buy.ip or ip, "sell", plan.base_mint) for leg in self.sell_legs)
-        )
+        # A Titan buy came from a stream, not an HTTP call: its sells stay on the batch's IP rather
+        # than all crowding onto the one IP holding a token's connection.
+        prefer = ip if buy.provider == "titan" else (buy.ip or ip)
+        sells = await asyncio.gather(*(self._quote(leg, req, prefer, "sell", plan.base_mint) for leg in self.sell_legs))
         pairs = []
         for sell in sells:
             if sell is None:
@@ -262,6 +260,8 @@ class RoundTripEngine:
             return
         self.stats.batches_completed += 1
         top = max(pairs, key=lambda p: p.sell.out_amount)
+        if self.titan is not None:  # how close this (pair, size) comes to profit: which streams are worth it
+            self.titan.observe(req, (top.sell.out_amount - plan.trade_size) * 10_000 / plan.trade_size)
         self.stats.recent.append(
             BatchRecord(
                 plan.batch_id,

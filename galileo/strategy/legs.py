@@ -7,8 +7,9 @@ these; blind is the case of one provider on both sides.
 * Ultra: ``/order`` (with our wallet as taker) returns a whole unsigned transaction; its
   lookup tables are resolved and it is decompiled into instructions (its own compute budget
   dropped: the merged transaction sets one).
-* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`) and already carry
-  instructions; the compute budget comes from the route's ``computeUnitsSafe``.
+* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`: one connection per
+  token) and already carry instructions; the compute budget comes from the route's
+  ``computeUnitsSafe``.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class TitanLeg(Leg):
     async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
         got = await self.streams.quote_for(req, self.wait)
         if got is None:
-            raise LegError("no titan stream quote for this size", "no_stream")
+            raise LegError("no titan stream quote for this (pair, size)", "no_stream")
         quote, ip = got
         return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote)
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_galileo
 
-SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing", "sim"]
+SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing", "sim", "titan"]
 
 
 def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
@@ -123,6 +123,15 @@ def test_the_simulator_executes_bundles_only_with_execution_on(report: dict[str,
         "(13) sim, execution on: quotes/s",
         "(13) sim: executed bundles/s",
     }
+
+
+def test_titan_streams_quoted_on_one_connection_within_the_limits(report: dict[str, Any]) -> None:
+    t = report["scenarios"]["titan"]
+    assert t["tokens"] == 1 and t["streams"] == 4 and t["keys"] == 8 and t["samples"] > 0
+    assert 0 <= t["quote_age_p50_s"] <= t["quote_age_p99_s"] <= t["quote_age_max_s"]
+    assert t["quotes_per_s_min"] > 0 and t["connections_opened_sim"] == t["reconnects"]
+    assert t["streams_opened"] >= 1  # renewals: quick renews every 1.5 s
+    assert t["titan_ip_http_ok_per_s"] > 0  # the IP holding Titan kept serving HTTP
 
 
 def test_unknown_scenarios_are_refused_naming_the_known_ones_and_groups(tmp_path: Path) -> None:

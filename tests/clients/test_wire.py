@@ -27,7 +27,9 @@ from broker.jobs import (
     RpcSendTransaction,
     RpcSignatureStatuses,
     SecretRef,
-    TitanStream,
+    TitanConnect,
+    TitanStop,
+    TitanSubscribe,
     UltraExecute,
     UltraOrder,
 )
@@ -48,8 +50,11 @@ from broker.results import (
     SwapInstructions,
     TipAccounts,
     TipFloor,
+    TitanConnectionSummary,
+    TitanInfo,
     TitanQuote,
-    TitanStreamSummary,
+    TitanStreamEnded,
+    TitanStreamOpened,
     TokenBalance,
     TransactionMeta,
     TxSent,
@@ -94,9 +99,18 @@ PAYLOADS: list[JobPayload] = [
     JitoTipFloor(url="u"),
     RpcPrioritizationFees(url="u", accounts=["a"]),
     RpcGetTransaction(url_env="RPC_URL", signature="s", commitment="confirmed"),
-    TitanStream(
-        url="ws://x", input_mint="i", output_mint="o", amount=1, user_public_key="u", duration=5.0, providers=["Titan"]
+    TitanConnect(url="ws://x", lease="TITAN_TOKEN#1", secret=SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")),
+    TitanSubscribe(
+        lease="TITAN_TOKEN#1",
+        input_mint="i",
+        output_mint="o",
+        amount=1,
+        user_public_key="u",
+        replace=3,
+        providers=["T"],
     ),
+    TitanStop(lease="TITAN_TOKEN#1", stream_id=4),
+    TitanStop(lease="TITAN_TOKEN#1"),
 ]
 
 VALUES: list[ResultValue] = [
@@ -136,7 +150,6 @@ VALUES: list[ResultValue] = [
         stream_id=0,
         providers={"Titan": 2},
     ),
-    TitanStreamSummary(updates=3, stream_id=0, ended_by="duration"),
     TipFloor(p25=1000, p50=10_000, p75=36_000, p95=1_400_000, p99=10_000_000, ema50=9_000),
     PrioritizationFees(slot=9, fees=[0, 5000, 12_000]),
     TransactionMeta(
@@ -148,6 +161,10 @@ VALUES: list[ResultValue] = [
         post_token_balances=[TokenBalance(1, "m", "o", 2**64 - 1)],
     ),
     TransactionMeta(found=False),
+    TitanInfo(concurrent_streams=4, interval_ms_min=50, interval_ms_max=10_000, protocol="v1.api.titan.ag+gzip"),
+    TitanStreamOpened(stream_id=3, interval_ms=400),
+    TitanStreamEnded(stream_id=3, updates=0, error_code=503, error_message="provider down"),
+    TitanConnectionSummary(ended_by="server", streams_opened=4, updates=99, close_code=1008, close_reason="expired"),
 ]
 
 
