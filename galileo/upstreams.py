@@ -22,11 +22,14 @@ from broker.jobs import (
     DflowSwapInstructions,
     JitoInflightStatuses,
     JitoSendBundle,
+    JitoTipFloor,
     JobPayload,
     JupiterQuote,
     JupiterSwapInstructions,
     RpcGetMultipleAccounts,
+    RpcGetTransaction,
     RpcLatestBlockhash,
+    RpcPrioritizationFees,
     RpcSendTransaction,
     RpcSignatureStatuses,
     SecretRef,
@@ -299,6 +302,33 @@ class Upstreams:
             upstream=ep.upstream,
             timeout=self._rpc_timeout(),
             task="follow",
+        )
+
+    def prioritization_fees(self, accounts: list[str]) -> JobSpec:
+        """``getRecentPrioritizationFees`` over at most 128 writable ``accounts``."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcPrioritizationFees(url=ep.url, url_env=ep.url_env, accounts=accounts),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="fees",
+        )
+
+    def get_transaction(self, signature: str) -> JobSpec:
+        """``getTransaction`` at ``confirmed``: what a landed transaction did to the wallet's balances."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcGetTransaction(url=ep.url, url_env=ep.url_env, signature=signature, commitment="confirmed"),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="follow",
+        )
+
+    def tip_floor(self) -> JobSpec:
+        """Jito's tip floor (``upstreams.jito.tip_floor_url``): a rate-limit key of its own."""
+        jito = self.cfg.upstreams.jito
+        return JobSpec(
+            JitoTipFloor(url=jito.tip_floor_url), upstream="jito_tip_floor", timeout=jito.timeout_ms / 1000, task="fees"
         )
 
     # --- landing --------------------------------------------------------------------

@@ -7,7 +7,9 @@ and each leg's route stays exactly the one that was quoted.
 
 * The Jito variant carries the tip (a transfer to a random tip account, a static key) and
   no compute-unit price: bundles pay through the tip.
-* The RPC / staked variant carries the configured compute-unit price and no tip.
+* The RPC / staked variant carries the compute-unit price and no tip.
+
+Both come from ``fees`` (the fee market's, :mod:`galileo.landing.fees`), else from the config.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from solders.keypair import Keypair
 from broker.results import SwapInstructions
 from galileo.chain import ChainState
 from galileo.config.sections import LanderConfig
+from galileo.landing.fees import Fees
 from galileo.tx import (
     BuiltTransaction,
     SwapLeg,
@@ -64,8 +67,14 @@ async def assemble(
     jito: bool,
     rpc: bool,
     rng: random.Random,
+    fees: Fees | None = None,
 ) -> Assembled:
-    """Build (and sign) the variants the enabled landers need. Raises TxError or ChainError."""
+    """Build (and sign) the variants the enabled landers need. Raises TxError or ChainError.
+
+    ``fees``: the tip and compute-unit price to sign with (None: ``lander.tip_lamports`` and
+    ``lander.compute_unit_price_micro_lamports``).
+    """
+    fees = fees or Fees(lander.tip_lamports, lander.compute_unit_price_micro_lamports)
     swap_legs = list(legs)
     alt_addresses = [a for leg in swap_legs for a in leg.alts]
     tables = await chain.lookup_tables(alt_addresses) if alt_addresses else []
@@ -74,13 +83,13 @@ async def assemble(
     jito_tx = rpc_tx = None
     fee = 0
     if jito:
-        tip = tip_instruction(payer, random_tip_account(rng), lander.tip_lamports)
+        tip = tip_instruction(payer, random_tip_account(rng), fees.tip)
         merged = merge_legs(
             swap_legs, cu_price_micro_lamports=0, cu_limit_multiplier=lander.cu_limit_multiplier, tail=(tip,)
         )
         jito_tx = build_transaction(wallet, merged.instructions, tables, bh.blockhash)
     if rpc:
-        price = lander.compute_unit_price_micro_lamports
+        price = fees.cu_price
         merged = merge_legs(swap_legs, cu_price_micro_lamports=price, cu_limit_multiplier=lander.cu_limit_multiplier)
         fee = priority_fee_lamports(merged.compute_unit_limit, price)
         rpc_tx = build_transaction(wallet, merged.instructions, tables, bh.blockhash)
@@ -88,6 +97,6 @@ async def assemble(
         jito=jito_tx,
         rpc=rpc_tx,
         last_valid_block_height=bh.last_valid_block_height,
-        tip=lander.tip_lamports if jito else 0,
+        tip=fees.tip if jito else 0,
         priority_fee=fee,
     )

@@ -52,6 +52,7 @@ class LegQuote:
     ip: str | None  # the IP that served the quote (or holds the Titan stream)
     latency: float
     value: Quote | UltraOrderResult | TitanQuote
+    received: float = 0.0  # when the engine got it (its clock; 0: not stamped), for freshness
 
 
 class Leg:
