@@ -27,11 +27,14 @@ __all__ = [
     "JitoSendBundle",
     "JitoSendTransaction",
     "JitoTipAccounts",
+    "JitoTipFloor",
     "JobPayload",
     "JupiterQuote",
     "JupiterSwapInstructions",
     "RpcGetMultipleAccounts",
+    "RpcGetTransaction",
     "RpcLatestBlockhash",
+    "RpcPrioritizationFees",
     "RpcSendTransaction",
     "RpcSignatureStatuses",
     "RpcSimulateTransaction",
@@ -219,6 +222,12 @@ class JitoTipAccounts(msgspec.Struct, tag="jito_tip_accounts", kw_only=True, omi
     secret: SecretRef | None = None
 
 
+class JitoTipFloor(msgspec.Struct, tag="jito_tip_floor", kw_only=True, omit_defaults=True):
+    """``GET {url}`` (``https://bundles.jito.wtf/api/v1/bundles/tip_floor``); ``ok`` value TipFloor."""
+
+    url: str
+
+
 class JitoSendTransaction(msgspec.Struct, tag="jito_send_transaction", kw_only=True, omit_defaults=True):
     """``sendTransaction`` on ``{base_url}/api/v1/transactions``; ``ok`` value TxSent (with the x-bundle-id)."""
 
@@ -283,6 +292,32 @@ class RpcGetMultipleAccounts(msgspec.Struct, tag="rpc_get_multiple_accounts", kw
     url_env: str | None = None
     commitment: Commitment | None = None
     min_context_slot: int | None = None
+    secret: SecretRef | None = None
+
+
+class RpcPrioritizationFees(msgspec.Struct, tag="rpc_prioritization_fees", kw_only=True, omit_defaults=True):
+    """``getRecentPrioritizationFees`` over at most 128 ``accounts`` (none: the whole chain's).
+
+    The ``ok`` value is PrioritizationFees: per recent slot, the lowest fee (micro-lamports per
+    CU) a transaction locking every one of those accounts as writable landed with.
+    """
+
+    accounts: list[str] = []
+    url: str | None = None
+    url_env: str | None = None
+    secret: SecretRef | None = None
+
+
+class RpcGetTransaction(msgspec.Struct, tag="rpc_get_transaction", kw_only=True, omit_defaults=True):
+    """``getTransaction`` (base64, ``maxSupportedTransactionVersion`` 0); ``ok`` value TransactionMeta.
+
+    A transaction the node does not know (yet, at ``commitment``) is ``ok`` with ``found`` False.
+    """
+
+    signature: str
+    url: str | None = None
+    url_env: str | None = None
+    commitment: Commitment | None = None
     secret: SecretRef | None = None
 
 
@@ -359,11 +394,14 @@ JobPayload = (
     | JitoInflightStatuses
     | JitoTipAccounts
     | JitoSendTransaction
+    | JitoTipFloor
     | RpcLatestBlockhash
     | RpcSendTransaction
     | RpcSignatureStatuses
     | RpcSimulateTransaction
     | RpcGetMultipleAccounts
+    | RpcPrioritizationFees
+    | RpcGetTransaction
     | TitanConnect
     | TitanSubscribe
     | TitanStop

@@ -19,6 +19,7 @@ __all__ = [
     "BundleStatus",
     "BundleStatuses",
     "HttpResponse",
+    "PrioritizationFees",
     "Quote",
     "ResultValue",
     "SignatureStatus",
@@ -26,11 +27,14 @@ __all__ = [
     "Simulation",
     "SwapInstructions",
     "TipAccounts",
+    "TipFloor",
     "TitanConnectionSummary",
     "TitanInfo",
     "TitanQuote",
     "TitanStreamEnded",
     "TitanStreamOpened",
+    "TokenBalance",
+    "TransactionMeta",
     "TxSent",
     "UltraExecuteResult",
     "UltraOrderResult",
@@ -152,6 +156,17 @@ class TipAccounts(msgspec.Struct, tag="tip_accounts", kw_only=True):
     accounts: list[str]
 
 
+class TipFloor(msgspec.Struct, tag="tip_floor", kw_only=True):
+    """Jito's tip floor: the landed tips' percentiles (and the EMA of the 50th), in lamports."""
+
+    p25: int
+    p50: int
+    p75: int
+    p95: int
+    p99: int
+    ema50: int = 0
+
+
 class TxSent(msgspec.Struct, tag="tx_sent", kw_only=True, omit_defaults=True):
     """A transaction was accepted for sending; ``bundle_id`` from Jito's x-bundle-id header."""
 
@@ -208,6 +223,41 @@ class Accounts(msgspec.Struct, tag="accounts", kw_only=True):
 
     slot: int
     accounts: list[AccountInfo]
+
+
+class PrioritizationFees(msgspec.Struct, tag="prioritization_fees", kw_only=True):
+    """getRecentPrioritizationFees: micro-lamports per CU for each recent slot (oldest first)."""
+
+    slot: int  # the newest slot answered (0: none)
+    fees: list[int]
+
+
+class TokenBalance(msgspec.Struct, frozen=True, array_like=True):
+    """One token account's balance in a transaction's meta: raw ``amount`` of ``mint`` held by ``owner``."""
+
+    account_index: int
+    mint: str
+    owner: str
+    amount: int
+
+
+class TransactionMeta(msgspec.Struct, tag="transaction_meta", kw_only=True, omit_defaults=True):
+    """What a processed transaction did, from getTransaction's ``meta``.
+
+    Balances are in the order of the message's account keys, loaded addresses after the
+    static ones (writable, then read-only), as the RPC gives them. ``err`` is empty on
+    success, else the error as compact JSON. ``found`` False: the node does not know the
+    signature (yet) at the commitment asked.
+    """
+
+    found: bool = True
+    slot: int = 0
+    err: str = ""
+    fee: int = 0
+    pre_balances: list[int] = []
+    post_balances: list[int] = []
+    pre_token_balances: list[TokenBalance] = []
+    post_token_balances: list[TokenBalance] = []
 
 
 class TitanQuote(msgspec.Struct, tag="titan_quote", kw_only=True, omit_defaults=True):
@@ -293,11 +343,14 @@ ResultValue = (
     | BundleAccepted
     | BundleStatuses
     | TipAccounts
+    | TipFloor
     | TxSent
     | Blockhash
     | SignatureStatuses
     | Simulation
     | Accounts
+    | PrioritizationFees
+    | TransactionMeta
     | TitanQuote
     | TitanInfo
     | TitanStreamOpened

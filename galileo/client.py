@@ -95,6 +95,10 @@ class StrategyMetrics(Protocol):
 
     def lander_landed(self, lander: str, endpoint: str) -> None: ...
 
+    def opportunity_skipped(self, strategy: str, reason: str) -> None: ...
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None: ...
+
     def titan_source(self, source: TitanSource) -> None:
         """Export what ``source`` reports (connections, streams, refusals, quote ages) at each scrape."""
         ...
@@ -122,6 +126,12 @@ class _NullMetrics:
         pass
 
     def lander_landed(self, lander: str, endpoint: str) -> None:
+        pass
+
+    def opportunity_skipped(self, strategy: str, reason: str) -> None:
+        pass
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None:
         pass
 
     def titan_source(self, source: TitanSource) -> None:

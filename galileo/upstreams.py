@@ -35,11 +35,14 @@ from broker.jobs import (
     DflowSwapInstructions,
     JitoInflightStatuses,
     JitoSendBundle,
+    JitoTipFloor,
     JobPayload,
     JupiterQuote,
     JupiterSwapInstructions,
     RpcGetMultipleAccounts,
+    RpcGetTransaction,
     RpcLatestBlockhash,
+    RpcPrioritizationFees,
     RpcSendTransaction,
     RpcSignatureStatuses,
     RpcSimulateTransaction,
@@ -91,10 +94,13 @@ def with_min_out(quote_raw: bytes, min_out: int) -> bytes:
     ``minOutAmount``; both echo ``otherAmountThreshold``. The slippage is the most that still
     pays ``min_out``. Raises ValueError when the quote is below ``min_out`` or not an ExactIn quote.
     """
-    quote = orjson.loads(quote_raw)
-    if not isinstance(quote, dict) or quote.get("swapMode", "ExactIn") != "ExactIn":
+    try:
+        quote = orjson.loads(quote_raw)
+        out = int(quote["outAmount"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ValueError("the quote is not a /quote object with an outAmount") from None
+    if quote.get("swapMode", "ExactIn") != "ExactIn":
         raise ValueError("only an ExactIn /quote object can be given a minimum out")
-    out = int(quote["outAmount"])
     bps = slippage_for(out, min_out)
     if bps is None:
         raise ValueError(f"the quote pays {out}, below the {min_out} it must pay")
@@ -372,6 +378,33 @@ class Upstreams:
             upstream=ep.upstream,
             timeout=self._rpc_timeout(),
             task="follow",
+        )
+
+    def prioritization_fees(self, accounts: list[str]) -> JobSpec:
+        """``getRecentPrioritizationFees`` over at most 128 writable ``accounts``."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcPrioritizationFees(url=ep.url, url_env=ep.url_env, accounts=accounts),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="fees",
+        )
+
+    def get_transaction(self, signature: str) -> JobSpec:
+        """``getTransaction`` at ``confirmed``: what a landed transaction did to the wallet's balances."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcGetTransaction(url=ep.url, url_env=ep.url_env, signature=signature, commitment="confirmed"),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="follow",
+        )
+
+    def tip_floor(self) -> JobSpec:
+        """Jito's tip floor (``upstreams.jito.tip_floor_url``): a rate-limit key of its own."""
+        jito = self.cfg.upstreams.jito
+        return JobSpec(
+            JitoTipFloor(url=jito.tip_floor_url), upstream="jito_tip_floor", timeout=jito.timeout_ms / 1000, task="fees"
         )
 
     # --- landing --------------------------------------------------------------------

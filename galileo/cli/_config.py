@@ -144,6 +144,16 @@ def _wallet(cfg: GalileoConfig, wallet: Wallet | None) -> str:
     return f"wallet: {wallet.path} (public key {wallet.pubkey}, mode {wallet.mode:04o}{loose})"
 
 
+def _tip(cfg: GalileoConfig) -> str:
+    tip = cfg.lander.tip
+    if tip.percentile is None:
+        return f"tip {cfg.lander.tip_lamports} lamports"
+    return (
+        f"tip: the tip floor's {tip.percentile}th percentile, at most {tip.max_profit_share:.0%} of the profit, "
+        f"{cfg.lander.tip_lamports} lamports until the floor is known"
+    )
+
+
 def summary(cfg: GalileoConfig, wallet: Wallet | None = None) -> list[str]:
     """Lines saying what the config will do: addresses, landing, strategies, wallet, upstream limits."""
     prom = cfg.bot.prometheus
@@ -152,9 +162,7 @@ def summary(cfg: GalileoConfig, wallet: Wallet | None = None) -> list[str]:
         lines.append(f"remote workers: {cfg.farm.listen} (CURVE)")
     if cfg.lander.mode == "live":
         landers = ", ".join(cfg.blind_strategy.enable_landers)
-        lines.append(
-            f"lander: LIVE: signed transactions are sent (landers: {landers}; tip {cfg.lander.tip_lamports} lamports)"
-        )
+        lines.append(f"lander: LIVE: signed transactions are sent (landers: {landers}; {_tip(cfg)})")
     else:
         lines.append("lander: dry run: transactions are built and signed, nothing is sent (lander.mode: live sends)")
     strategies = _strategies(cfg)

@@ -21,7 +21,9 @@ __all__ = [
     "JitoConfig",
     "LanderConfig",
     "LaneConfig",
+    "PriorityFeeConfig",
     "RpcConfig",
+    "TipConfig",
     "TitanConfig",
     "UpstreamConfig",
     "UpstreamsConfig",
@@ -64,6 +66,14 @@ def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must not be negative"
 
 
+def _share(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be a share of the profit: greater than 0, at most 1"
+
+
+def _percent(value: int) -> str | None:
+    return None if 0 <= value <= 100 else "must be a percentile from 0 to 100"
+
+
 Url = Annotated[str, Check(_url)]
 WsUrl = Annotated[str, Check(_ws_url)]
 EnvName = Annotated[str, Check(_env_name)]
@@ -71,6 +81,8 @@ Mint = Annotated[str, Check(_pubkey)]
 Positive = Annotated[float, Check(_positive)]
 PositiveInt = Annotated[int, Check(_positive)]
 NonNegativeInt = Annotated[int, Check(_non_negative)]
+NonNegative = Annotated[float, Check(_non_negative)]
+Share = Annotated[float, Check(_share)]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,6 +123,7 @@ class JitoConfig(_Section):
     uuid_env: EnvName | None = None
     rate_limit_per_ip: Positive | None = 5.0  # Jito documents 5 req/s per IP per region
     timeout_ms: PositiveInt = 2000
+    tip_floor_url: Url = "https://bundles.jito.wtf/api/v1/bundles/tip_floor"  # landed tips' percentiles
 
 
 class TitanConfig(_Section):
@@ -259,16 +272,59 @@ class MultiLegConfig(_Section):
     titan_quote_wait_ms: PositiveInt = 2000  # how long a batch waits for a stream's first quote
 
 
+class TipConfig(_Section):
+    """The Jito tip: a percentile of Jito's tip floor, capped at a share of the round trip's profit.
+
+    ``percentile`` null: always ``lander.tip_lamports``. The floor is read every ``refresh_s``
+    through the farm (``upstreams.jito.tip_floor_url``); until it is known, or while it cannot
+    be read, ``lander.tip_lamports`` stands in. Whatever the source, the tip is at most
+    ``max_profit_share`` of the round trip's profit before landing costs, and at least 1000
+    (Jito's minimum): a round trip that cannot pay that and still clear ``min_quote_profit``
+    is not landed.
+    """
+
+    percentile: Literal[25, 50, 75, 95, 99] | None = 50
+    max_profit_share: Share = 0.5
+    refresh_s: Positive = 10.0
+
+
+class PriorityFeeConfig(_Section):
+    """The compute-unit price of ``staked`` / ``rpc`` sends, from ``getRecentPrioritizationFees``.
+
+    ``percentile`` of the recent slots' fees on the transaction's writable accounts (null:
+    always ``lander.compute_unit_price_micro_lamports``, which also stands in until the fees
+    are known). Capped at ``max_micro_lamports`` and so that the whole priority fee is at most
+    ``max_profit_share`` of the round trip's profit before landing costs. A set of accounts is
+    asked about at most once per ``refresh_s``.
+    """
+
+    percentile: Annotated[int, Check(_percent)] | None = 50
+    max_micro_lamports: NonNegativeInt = 100_000
+    max_profit_share: Share = 0.5
+    refresh_s: Positive = 10.0
+
+
 class LanderConfig(_Section):
-    """How opportunities are landed. ``mode: dry_run`` (the default) builds and signs, sends nothing."""
+    """How opportunities are landed. ``mode: dry_run`` (the default) builds and signs, sends nothing.
+
+    ``max_quote_age_slots``: a round trip whose quotes are older than this many slots (their
+    ``contextSlot`` against the chain's, or this many 400 ms slots since they arrived, or past
+    Titan's ``expiresAfterSlot``) is not landed. ``rebroadcast_s``: a ``staked`` / ``rpc``
+    transaction not yet on chain is sent again, the same bytes, this often until it lands or its
+    blockhash expires (0: never).
+    """
 
     mode: Literal["dry_run", "live"] = "dry_run"
     tip_lamports: Annotated[int, Check(lambda v: None if v >= 1000 else "must be at least 1000 (Jito's minimum)")] = (
         10_000
     )
+    tip: TipConfig = msgspec.field(default_factory=TipConfig)
     compute_unit_price_micro_lamports: NonNegativeInt = 0
+    priority_fee: PriorityFeeConfig = msgspec.field(default_factory=PriorityFeeConfig)
     # The compute unit limit is the merged transaction's simulated units times this margin.
     cu_limit_multiplier: Annotated[
         float, Check(lambda v: None if 1.0 <= v <= 2.0 else "must be in 1.0..2.0 (below 1 runs out of compute)")
     ] = 1.1
+    max_quote_age_slots: PositiveInt = 4
+    rebroadcast_s: NonNegative = 2.0
     follow_timeout_s: Positive = 90.0

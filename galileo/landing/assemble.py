@@ -14,7 +14,9 @@ upstreams' headroom. Account locks (64) and size (1232 bytes) are checked before
 
 * The Jito variant carries the tip (a transfer to a random tip account, a static key) and
   no compute-unit price: bundles pay through the tip.
-* The RPC / staked variant carries the configured compute-unit price and no tip.
+* The RPC / staked variant carries the compute-unit price and no tip.
+
+Both come from ``fees`` (the fee market's, :mod:`galileo.landing.fees`), else from the config.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from solders.keypair import Keypair
 from broker.results import SwapInstructions
 from galileo.chain import ChainError, ChainState
 from galileo.config.sections import LanderConfig
+from galileo.landing.fees import Fees
 from galileo.tx import (
     MAX_COMPUTE_UNIT_LIMIT,
     BuiltTransaction,
@@ -107,21 +110,24 @@ async def assemble(
     jito: bool,
     rpc: bool,
     rng: random.Random,
+    fees: Fees | None = None,
 ) -> Assembled:
     """Build (and sign) the variants the enabled landers need.
 
-    Raises :class:`SimulationFailed` when the merged transaction fails now,
-    :class:`~galileo.tx.RouteTooLarge` when the legs do not fit in one transaction (the
-    message names each leg's accounts and what to change), another TxError (a leg needing
-    a second signer: :class:`~galileo.tx.NeedsOtherSigner`), or ChainError.
+    ``fees``: the tip and compute-unit price to sign with (None: ``lander.tip_lamports`` and
+    ``lander.compute_unit_price_micro_lamports``). Raises :class:`SimulationFailed` when the
+    merged transaction fails now, :class:`~galileo.tx.RouteTooLarge` when the legs do not fit
+    in one transaction (the message names each leg's accounts and what to change), another
+    TxError (a leg needing a second signer: :class:`~galileo.tx.NeedsOtherSigner`), or ChainError.
     """
+    fees = fees or Fees(lander.tip_lamports, lander.compute_unit_price_micro_lamports)
     swap_legs = list(legs)
     alt_addresses = [a for leg in swap_legs for a in leg.alts]
     tables = await chain.lookup_tables(alt_addresses) if alt_addresses else []
     bh = await chain.blockhash()
     payer = str(wallet.pubkey())
-    tip = tip_instruction(payer, random_tip_account(rng), lander.tip_lamports) if jito else None
-    price = lander.compute_unit_price_micro_lamports if rpc else 0
+    tip = tip_instruction(payer, random_tip_account(rng), fees.tip) if jito else None
+    price = fees.cu_price if rpc else 0
 
     def merged(limit: int | None, *, priced: bool, tipped: bool) -> MergedInstructions:
         return merge_legs(
@@ -161,7 +167,7 @@ async def assemble(
         jito=jito_tx,
         rpc=rpc_tx,
         last_valid_block_height=bh.last_valid_block_height,
-        tip=lander.tip_lamports if jito else 0,
+        tip=fees.tip if jito else 0,
         priority_fee=fee,
         compute_unit_limit=final or 0,
         units_consumed=units,

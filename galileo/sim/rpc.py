@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import base64
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from solders.account import Account
+from solders.message import MessageV0
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
 from galileo.sim.accounts import AccountData
 from galileo.sim.common import b58encode, decode_wire
 from galileo.sim.errors import json_response
 from galileo.sim.ledger import MAX_TX_BYTES, DecodedTx, TxRejected, decode_tx
-from galileo.sim.prices import deterministic_gauss, deterministic_unit
+from galileo.sim.prices import MINTS, deterministic_gauss, deterministic_unit
 from galileo.sim.state import SimState, state_of
 from galileo.sim.txerrors import preflight_message
+from galileo.sim.txmeta import TokenAmount, TxMeta
 from galileo.sim.vm import Execution, WalletLimit
 
 __all__ = ["RpcError", "add_routes"]
@@ -340,6 +344,119 @@ def _prioritization_fees(state: SimState, params: list[Any]) -> list[dict[str, i
     return out
 
 
+def _ui_amount(t: TokenAmount) -> dict[str, Any]:
+    decimals = MINTS[t.mint].decimals if t.mint in MINTS else 0
+    ui = t.amount / 10**decimals
+    return {
+        "accountIndex": t.account_index,
+        "mint": t.mint,
+        "owner": t.owner,
+        "programId": t.program,
+        "uiTokenAmount": {
+            "amount": str(t.amount),
+            "decimals": decimals,
+            "uiAmount": ui,
+            "uiAmountString": format(ui, f".{decimals}f").rstrip("0").rstrip(".") or "0",
+        },
+    }
+
+
+def _tx_json(tx: VersionedTransaction) -> dict[str, Any]:
+    """The ``json`` encoding of a transaction (what a client not asking for base64 gets)."""
+    msg = tx.message
+    h = msg.header
+    message: dict[str, Any] = {
+        "accountKeys": [str(k) for k in msg.account_keys],
+        "header": {
+            "numRequiredSignatures": h.num_required_signatures,
+            "numReadonlySignedAccounts": h.num_readonly_signed_accounts,
+            "numReadonlyUnsignedAccounts": h.num_readonly_unsigned_accounts,
+        },
+        "recentBlockhash": str(msg.recent_blockhash),
+        "instructions": [
+            {
+                "programIdIndex": ix.program_id_index,
+                "accounts": list(bytes(ix.accounts)),
+                "data": b58encode(bytes(ix.data)),
+                "stackHeight": None,
+            }
+            for ix in msg.instructions
+        ],
+    }
+    if isinstance(msg, MessageV0):
+        message["addressTableLookups"] = [
+            {
+                "accountKey": str(lookup.account_key),
+                "writableIndexes": list(bytes(lookup.writable_indexes)),
+                "readonlyIndexes": list(bytes(lookup.readonly_indexes)),
+            }
+            for lookup in msg.address_table_lookups
+        ]
+    return {"signatures": [str(sig) for sig in tx.signatures], "message": message}
+
+
+def _get_transaction(state: SimState, params: list[Any]) -> dict[str, Any] | None:
+    """getTransaction: what an executed transaction did (meta with balances), as a node answers.
+
+    ``confirmed`` (default) or ``finalized``; ``processed`` is refused as real nodes refuse it.
+    A v0 transaction needs ``maxSupportedTransactionVersion: 0``. Unknown, not yet confirmed,
+    part of a failed bundle, or older than the last ``MAX_RECORDS`` transactions: null.
+    """
+    _execution_on(state)
+    if not params or not isinstance(params[0], str):
+        raise RpcError(-32602, "Invalid params: expected [signature, config]")
+    opts = _opts(params, 1)
+    commitment = opts.get("commitment", "confirmed")
+    if commitment not in ("confirmed", "finalized"):
+        raise RpcError(-32602, "Method does not support commitment below `confirmed`")
+    encoding = str(opts.get("encoding", "json"))
+    if encoding not in ("json", "jsonParsed", "base64", "base58"):
+        raise RpcError(-32602, f"Invalid params: unsupported encoding {encoding!r}")
+    slot = state.slot()
+    landing = state.ledger.pending_landing(params[0])
+    conf = state.ledger.confirmation(landing, slot) if landing is not None else None
+    if conf is None or conf[0] == "processed" or (commitment == "finalized" and conf[0] != "finalized"):
+        return None
+    meta: TxMeta | None = state.vm.metas.get(params[0])
+    if meta is None:
+        return None
+    tx = VersionedTransaction.from_bytes(meta.wire)
+    v0 = isinstance(tx.message, MessageV0)
+    if v0 and opts.get("maxSupportedTransactionVersion") is None:
+        raise RpcError(
+            -32015,
+            "Transaction version (0) is not supported by the requesting client. Please try the request again "
+            'with the following configuration parameter: "maxSupportedTransactionVersion": 0',
+        )
+    if encoding == "base64":
+        transaction: Any = [base64.b64encode(meta.wire).decode(), "base64"]
+    elif encoding == "base58":
+        transaction = [b58encode(meta.wire), "base58"]
+    else:
+        transaction = _tx_json(tx)
+    block_time = int(time.time() - (slot - meta.slot) * state.config.slot_ms / 1000)
+    return {
+        "slot": meta.slot,
+        "blockTime": block_time,
+        "version": 0 if v0 else "legacy",
+        "transaction": transaction,
+        "meta": {
+            "err": meta.err,
+            "status": {"Ok": None} if meta.err is None else {"Err": meta.err},
+            "fee": meta.fee,
+            "preBalances": list(meta.pre),
+            "postBalances": list(meta.post),
+            "innerInstructions": [],
+            "logMessages": list(meta.logs),  # kept for failures only, as the VM keeps them
+            "preTokenBalances": [_ui_amount(t) for t in meta.pre_tokens],
+            "postTokenBalances": [_ui_amount(t) for t in meta.post_tokens],
+            "rewards": [],
+            "loadedAddresses": {"writable": list(meta.loaded_writable), "readonly": list(meta.loaded_readonly)},
+            "computeUnitsConsumed": meta.units,
+        },
+    }
+
+
 def _latest_blockhash(state: SimState, params: list[Any]) -> dict[str, Any]:
     context = _context(state, _opts(params, 0))
     bh, last_valid, slot = state.ledger.issue_blockhash(state.now())
@@ -363,6 +480,7 @@ def _methods(source: str) -> dict[str, Callable[[SimState, list[Any]], Any]]:
         "getBalance": _balance,
         "getTokenAccountBalance": _token_balance,
         "getRecentPrioritizationFees": _prioritization_fees,
+        "getTransaction": _get_transaction,
     }
 
 

@@ -43,6 +43,7 @@ from galileo.sim.accounts import (
 )
 from galileo.sim.prices import FEE_PPM, MINTS, SOL, PriceModel
 from galileo.sim.router import POOL_MAGIC, router_elf
+from galileo.sim.txmeta import TxMeta, TxMetaBook, balances_of
 
 __all__ = ["LAMPORTS_PER_SOL", "MAX_WALLETS", "ChainVM", "Execution", "WalletLimit", "pool_burn_units"]
 
@@ -102,6 +103,7 @@ class ChainVM:
     fund_lamports: int
     svm: LiteSVM = field(init=False)
     wallets: dict[Pubkey, Wallet] = field(default_factory=dict)
+    metas: TxMetaBook = field(default_factory=TxMetaBook)  # what getTransaction answers from
     slot: int = -1
     _airdrops: int = 0
 
@@ -234,8 +236,35 @@ class ChainVM:
         return Execution(signature, None, logs, meta.compute_units_consumed(), meta.fee())
 
     def execute(self, tx: VersionedTransaction) -> Execution:
-        """Run ``tx`` as the network would: a failed transaction still pays its fee."""
-        return self._run(tx, simulate=False)
+        """Run ``tx`` as the network would: a failed transaction still pays its fee.
+
+        Its balance changes are kept for ``getTransaction`` (:mod:`galileo.sim.txmeta`).
+        """
+        writable, readonly = [], []
+        for lookup in getattr(tx.message, "address_table_lookups", None) or ():
+            addresses = self._table(lookup.account_key)
+            writable += [addresses[i] for i in lookup.writable_indexes if i < len(addresses)]
+            readonly += [addresses[i] for i in lookup.readonly_indexes if i < len(addresses)]
+        keys = [*tx.message.account_keys, *writable, *readonly]
+        pre, pre_tokens = balances_of([self.svm.get_account(k) for k in keys])
+        run = self._run(tx, simulate=False)
+        post, post_tokens = balances_of([self.svm.get_account(k) for k in keys])
+        meta = TxMeta(
+            slot=self.slot,
+            wire=bytes(tx),
+            err=run.err,
+            fee=run.fee,
+            units=run.units,
+            logs=run.logs,
+            pre=pre,
+            post=post,
+            pre_tokens=pre_tokens,
+            post_tokens=post_tokens,
+            loaded_writable=tuple(str(k) for k in writable),
+            loaded_readonly=tuple(str(k) for k in readonly),
+        )
+        self.metas.put(run.signature, meta)
+        return run
 
     def simulate(self, tx: VersionedTransaction) -> Execution:
         """Run ``tx`` and keep nothing (``simulateTransaction``)."""
@@ -253,6 +282,8 @@ class ChainVM:
             if not result.ok:
                 for key, account in before.items():
                     self.svm.set_account(key, account if account is not None else Account(0, b"", SYSTEM_PROGRAM))
+                for run in done:  # nothing of a failed bundle is on chain
+                    self.metas.drop(run.signature)
                 break
         return done
 
@@ -261,11 +292,16 @@ class ChainVM:
         msg = tx.message
         keys = list(msg.account_keys)
         for lookup in getattr(msg, "address_table_lookups", None) or ():
-            addresses = self.accounts.alt_addresses.get(lookup.account_key)
-            if addresses is None:  # a table someone made on this chain
-                account = self.account(lookup.account_key)
-                if account is None or account.owner != ALT_PROGRAM:
-                    continue
-                addresses = list(decode_alt(bytes(account.data)).addresses)
+            addresses = self._table(lookup.account_key)
             keys += [addresses[i] for i in lookup.writable_indexes if i < len(addresses)]
         return keys
+
+    def _table(self, key: Pubkey) -> list[Pubkey]:
+        """The addresses of lookup table ``key`` (empty when there is none)."""
+        addresses = self.accounts.alt_addresses.get(key)
+        if addresses is None:  # a table someone made on this chain
+            account = self.account(key)
+            if account is None or account.owner != ALT_PROGRAM:
+                return []
+            addresses = list(decode_alt(bytes(account.data)).addresses)
+        return addresses

@@ -61,6 +61,7 @@ class LegQuote:
     ip: str | None  # the IP that served the quote (or holds the Titan stream)
     latency: float
     value: Quote | UltraOrderResult | TitanQuote
+    received: float = 0.0  # when the engine got it (its clock; 0: not stamped), for freshness
     min_out: int = 0  # what the route pays at least, or fails (its otherAmountThreshold)
 
     @property
@@ -112,16 +113,20 @@ class AggregatorLeg(Leg):
         if not out.ok or not isinstance(out.value, Quote) or out.value.out_amount <= 0:
             raise _fail(f"{self.name} quote", out)
         q = out.value
-        return LegQuote(self.name, req, q.in_amount, q.out_amount, out.ip, out.latency, q, q.other_amount_threshold)
+        return LegQuote(
+            self.name, req, q.in_amount, q.out_amount, out.ip, out.latency, q, min_out=q.other_amount_threshold
+        )
 
     async def swap_leg(self, q: LegQuote, min_out: int | None = None) -> SwapLeg:
         assert isinstance(q.value, Quote)
+        if min_out is not None and min_out > q.out_amount:
+            raise _short(q, min_out)
         try:
             spec = self.upstreams.swap_instructions(
                 q.value.raw, self.user, prefer_ip=q.ip, provider=self.name, min_out=min_out
             )
-        except ValueError:
-            raise _short(q, min_out or 0) from None
+        except ValueError as exc:
+            raise LegError(f"{self.name} quote: {exc}", "bad_quote") from None
         out = await self.farm.run(spec)
         if not out.ok or not isinstance(out.value, SwapInstructions):
             raise _fail(f"{self.name} swap-instructions", out)
@@ -144,7 +149,14 @@ class UltraLeg(Leg):
             raise LegError(f"ultra order without a transaction: {order.error_message or order.error_code}", "empty")
         self._check_signers(order)
         return LegQuote(
-            "ultra", req, order.in_amount, order.out_amount, out.ip, out.latency, order, order.other_amount_threshold
+            "ultra",
+            req,
+            order.in_amount,
+            order.out_amount,
+            out.ip,
+            out.latency,
+            order,
+            min_out=order.other_amount_threshold,
         )
 
     def _check_signers(self, order: UltraOrderResult) -> None:
@@ -207,7 +219,7 @@ class TitanLeg(Leg):
             raise LegError("no titan stream quote for this (pair, size)", "no_stream")
         quote, ip = got
         sure = min_out_of(quote.out_amount, quote.slippage_bps)
-        return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote, sure)
+        return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote, min_out=sure)
 
     async def swap_leg(self, q: LegQuote, min_out: int | None = None) -> SwapLeg:
         assert isinstance(q.value, TitanQuote)

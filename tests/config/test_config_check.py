@@ -46,7 +46,10 @@ lander: {{mode: live, tip_lamports: 20_000}}
 """,
         env={"JUPITER_API_KEY": "set-for-the-test"},
     )
-    assert "lander: LIVE: signed transactions are sent (landers: jito; tip 20000 lamports)" in lines
+    assert (
+        "lander: LIVE: signed transactions are sent (landers: jito; tip: the tip floor's 50th percentile, "
+        "at most 50% of the profit, 20000 lamports until the floor is known)"
+    ) in lines
     blind = f"blind (quotes from jupiter; base mints: {SOL})"
     assert f"strategies: {blind}; multi_leg (buy legs dflow; sell legs jupiter; base mints: {SOL})" in lines
     (shown,) = [line for line in lines if line.startswith("wallet:")]

@@ -11,14 +11,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
 
 from galileo.bench.blind import blind_config
 from galileo.farm.coordinator import Farm
 from galileo.sim import SimConfig, SimServer, start_sim
+from galileo.sim.prices import MINTS
 from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
 IPS = [f"127.0.4.{i}" for i in range(1, 9)]
+SOL = "So11111111111111111111111111111111111111112"
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ async def run_strategy(
     cfg = blind_config(sim.url, tmp_path, IPS, mode)  # the configuration `galileo bench blind` runs
     async with Farm(cfg, runtime_dir=tmp_path, log_level="warning") as farm:
         assert await farm.wait_ready()
-        strategy = RoundTripEngine(farm, cfg, kp, Shape.blind(cfg))
+        strategy = RoundTripEngine(farm, cfg, kp, Shape.blind(cfg), metrics=farm.metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(strategy.run(stop))
         await asyncio.sleep(seconds)
@@ -113,6 +117,19 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
     assert set(chain["failures_by_error"]) <= {"auction: outbid", "jupiter: 6001 SlippageToleranceExceeded"}
     assert totals["landed"] == bundles["landed"]
     assert chain["pnl"]["total_lamports"] >= 20_000 * bundles["landed"]
+
+    # Each landed round trip's realised P&L was read back from the chain (getTransaction): together
+    # exactly what the wallet's SOL (its lamports and its token accounts', wrapped SOL and rent) moved.
+    landing = strategy.stats.landing
+    assert landing.realised == totals["landed"] and landing.unrealised == 0
+    vm, wallet = sim.state.vm, strategy.wallet.pubkey()
+    atas = [get_associated_token_address(wallet, Pubkey.from_string(m)) for m in MINTS]
+    holdings = vm.balance(wallet) + sum(vm.balance(a) for a in atas)
+    assert landing.realised_profit[SOL] == holdings - vm.wallets[wallet].deposited
+    (row,) = snapshot["round_trips"]  # what `galileo farm stats` shows, next to the expected profit
+    assert (row["strategy"], row["mint"], row["on_chain"]) == ("blind", SOL, totals["landed"])
+    assert row["realised_sol"] * 1e9 == pytest.approx(landing.realised_profit[SOL])
+    assert row["expected_sol"] * 1e9 == pytest.approx(landing.realised_expected[SOL])
 
     # `galileo farm stats` (its snapshot) and /sim/stats agree, IP by IP (up to the requests
     # the simulator answered after the worker had given up on them).

@@ -48,7 +48,7 @@ farm: {{runtime_dir: '{tmp_path / "rt"}'}}
 upstreams:
   jupiter: {{base_url: '{sim.url}/jupiter/swap/v1', api_key_env: null}}
   rpc: {{urls: ['{sim.url}/rpc']}}
-  jito: {{endpoints: ['{sim.url}/jito/ny']}}
+  jito: {{endpoints: ['{sim.url}/jito/ny'], tip_floor_url: '{sim.url}/jito/api/v1/bundles/tip_floor'}}
 intermedium: {{mints: [EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v, JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN]}}
 blind_strategy:
   enable: true

@@ -45,7 +45,7 @@ upstreams:
   dflow: {{base_url: '{u}/dflow', api_key_env: null}}
   ultra: {{base_url: '{u}/jupiter/ultra/v1', api_key_env: null}}
   rpc: {{urls: ['{u}/rpc']}}
-  jito: {{endpoints: ['{u}/jito/ny'], rate_limit_per_ip: null}}
+  jito: {{endpoints: ['{u}/jito/ny'], rate_limit_per_ip: null, tip_floor_url: '{u}/jito/api/v1/bundles/tip_floor'}}
   titan: {{ws_url: '{u.replace("http", "ws", 1)}/titan/api/v1/ws', interval_ms: 400{titan}}}
 intermedium: {{mints: [EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v, Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCE8BenwNYB]}}
 blind_strategy:

@@ -97,7 +97,7 @@ def test_the_sell_leg_is_held_to_what_the_round_trip_needs_or_not_built() -> Non
     quote = Quote(
         in_amount=5, out_amount=1000, other_amount_threshold=1000, slippage_bps=0, price_impact_pct=0, raw=raw
     )
-    q = LegQuote("jupiter", QuoteRequest(USDC, SOL, 5), 5, 1000, None, 0.0, quote, 1000)
+    q = LegQuote("jupiter", QuoteRequest(USDC, SOL, 5), 5, 1000, None, 0.0, quote, min_out=1000)
     built = asyncio.run(leg.swap_leg(q, min_out=990))
     assert (built.min_out, built.input_mint, built.output_mint, built.label) == (990, USDC, SOL, "jupiter")
     (spec,) = [s for _, s, _ in farm.jobs]
