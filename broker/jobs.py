@@ -37,6 +37,7 @@ __all__ = [
     "RpcPrioritizationFees",
     "RpcSendTransaction",
     "RpcSignatureStatuses",
+    "RpcSimulateTransaction",
     "SecretRef",
     "SwapMode",
     "TitanConnect",
@@ -262,6 +263,17 @@ class RpcSendTransaction(msgspec.Struct, tag="rpc_send_transaction", kw_only=Tru
     secret: SecretRef | None = None
 
 
+class RpcSimulateTransaction(msgspec.Struct, tag="rpc_simulate_transaction", kw_only=True, omit_defaults=True):
+    """``simulateTransaction`` (base64, no signature check); ``ok`` value Simulation, failed or not."""
+
+    transaction: bytes
+    url: str | None = None
+    url_env: str | None = None
+    replace_recent_blockhash: bool | None = None
+    commitment: Commitment | None = None
+    secret: SecretRef | None = None
+
+
 class RpcSignatureStatuses(msgspec.Struct, tag="rpc_signature_statuses", kw_only=True, omit_defaults=True):
     """``getSignatureStatuses`` (at most 256); ``ok`` value SignatureStatuses."""
 
@@ -386,6 +398,7 @@ JobPayload = (
     | RpcLatestBlockhash
     | RpcSendTransaction
     | RpcSignatureStatuses
+    | RpcSimulateTransaction
     | RpcGetMultipleAccounts
     | RpcPrioritizationFees
     | RpcGetTransaction

@@ -24,6 +24,7 @@ __all__ = [
     "ResultValue",
     "SignatureStatus",
     "SignatureStatuses",
+    "Simulation",
     "SwapInstructions",
     "TipAccounts",
     "TipFloor",
@@ -197,6 +198,16 @@ class SignatureStatuses(msgspec.Struct, tag="signature_statuses", kw_only=True):
     statuses: list[SignatureStatus | None]
 
 
+class Simulation(msgspec.Struct, tag="simulation", kw_only=True, omit_defaults=True):
+    """simulateTransaction: ``err`` empty when it ran to the end, else compact JSON of the error;
+    ``units_consumed`` either way; the last log lines (at most 40), for a person reading why."""
+
+    slot: int
+    units_consumed: int = 0
+    err: str = ""
+    logs: list[str] = []
+
+
 class AccountInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One account; ``data`` None when the account does not exist."""
 
@@ -336,6 +347,7 @@ ResultValue = (
     | TxSent
     | Blockhash
     | SignatureStatuses
+    | Simulation
     | Accounts
     | PrioritizationFees
     | TransactionMeta

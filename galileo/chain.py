@@ -1,4 +1,4 @@
-"""Chain state the coordinator needs to build transactions: a fresh blockhash and lookup tables.
+"""Chain state the coordinator needs to build transactions: a fresh blockhash, lookup tables, simulations.
 
 Both are fetched *through the farm* (RPC jobs from the worker IPs), like every other network
 call. The blockhash is refreshed in the background every 2 s and on demand when older than
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from solders.address_lookup_table_account import AddressLookupTableAccount
 
-from broker.results import Accounts, Blockhash
+from broker.results import Accounts, Blockhash, Simulation
 from galileo.client import FarmClient
 from galileo.tx.alt import AltCache, alt_from_account_data
 from galileo.tx.errors import AltDecodeError
@@ -108,6 +108,13 @@ class ChainState:
         if self._slot is None:
             return None
         return self._slot + max(0, int((self.clock() - self._slot_at) / SLOT_SECONDS))
+
+    async def simulate(self, transaction: bytes) -> Simulation:
+        """``simulateTransaction`` of ``transaction`` now: its units and its error, if it fails."""
+        out = await self.farm.run(self.upstreams.simulate(transaction))
+        if not out.ok or not isinstance(out.value, Simulation):
+            raise ChainError(f"simulateTransaction: {out.result} {out.error}".strip())
+        return out.value
 
     async def lookup_tables(self, addresses: list[str]) -> list[AddressLookupTableAccount]:
         """The lookup tables at ``addresses`` (cached; missing ones fetched in one RPC call)."""

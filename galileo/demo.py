@@ -55,7 +55,6 @@ intermedium:
 blind_strategy:
   enable: true
   quote_provider: jupiter
-  slippage_bps: 50  # a bundle runs two slots after its quotes, at prices that moved since
   base_mints:
     - mint: {SOL}
       trade_size_range: [250_000_000, 4_000_000_000]

@@ -47,7 +47,6 @@ intermedium:
           JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN]
 blind_strategy:
   enable: true
-  slippage_bps: 50  # a bundle runs two slots after its quotes, at prices that moved since
   base_mints:
     - mint: {SOL}
       trade_size_range: [500_000_000, 2_000_000_000]

@@ -248,9 +248,12 @@ class BlindStrategyConfig(_Section):
     enable_dexs: list[str] = msgspec.field(default_factory=list)
     exclude_dexes: list[str] = msgspec.field(default_factory=list)
     enable_landers: list[Literal["jito", "staked", "rpc"]] = msgspec.field(default_factory=lambda: ["jito"])
-    slippage_bps: NonNegativeInt = 0
     only_direct_routes: bool = False
-    max_accounts: PositiveInt | None = None
+    # Accounts one round trip's transaction may lock (null: the runtime's 64); each leg gets
+    # half of it after our own three, as Jupiter's maxAccounts and Titan's accountsLimitTotal.
+    max_accounts: (
+        Annotated[int, Check(lambda v: None if 16 <= v <= 64 else "must be in 16..64 (the runtime locks 64)")] | None
+    ) = None
 
 
 class MultiLegConfig(_Section):
@@ -318,7 +321,10 @@ class LanderConfig(_Section):
     tip: TipConfig = msgspec.field(default_factory=TipConfig)
     compute_unit_price_micro_lamports: NonNegativeInt = 0
     priority_fee: PriorityFeeConfig = msgspec.field(default_factory=PriorityFeeConfig)
-    cu_limit_multiplier: Positive = 1.0
+    # The compute unit limit is the merged transaction's simulated units times this margin.
+    cu_limit_multiplier: Annotated[
+        float, Check(lambda v: None if 1.0 <= v <= 2.0 else "must be in 1.0..2.0 (below 1 runs out of compute)")
+    ] = 1.1
     max_quote_age_slots: PositiveInt = 4
     rebroadcast_s: NonNegative = 2.0
     follow_timeout_s: Positive = 90.0

@@ -114,9 +114,8 @@ blind_strategy:
   enable_dexs: []                     # only these DEX labels (empty: all)
   exclude_dexes: []
   enable_landers: [jito]              # jito | staked | rpc
-  slippage_bps: 0
   only_direct_routes: false
-  max_accounts: null
+  max_accounts: null                  # accounts a round trip may lock (null: 64); each leg gets half
   # No concurrency knobs: as many batches run at once as there are usable IPs.
 
 multi_leg:                            # buy and sell legs from different aggregators (uses blind_strategy.base_mints)
@@ -138,7 +137,7 @@ lander:
     max_micro_lamports: 100000        # ... capped per compute unit ...
     max_profit_share: 0.5             # ... and at this share of the round trip's profit
     refresh_s: 10.0                   # a set of accounts is asked about at most this often
-  cu_limit_multiplier: 1.0
+  cu_limit_multiplier: 1.1            # compute unit limit = simulated units x this
   max_quote_age_slots: 4              # quotes older than this (contextSlot vs the chain) are not landed
   rebroadcast_s: 2.0                  # staked / rpc: the same signed bytes again this often until landed or expired
   follow_timeout_s: 90.0

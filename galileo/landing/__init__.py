@@ -4,7 +4,7 @@ Strategies use what this package exports, never its modules' internals; landing 
 strategy (tests/test_import_direction.py).
 """
 
-from galileo.landing.assemble import Assembled, assemble, leg_of
+from galileo.landing.assemble import Assembled, SimulationFailed, assemble, leg_of
 from galileo.landing.fees import FeeMarket, Fees, writable_accounts
 from galileo.landing.landers import LanderStack, Receipt, bundle_id_of
 from galileo.landing.pnl import BalanceChange, Prices, balance_change
@@ -22,6 +22,7 @@ __all__ = [
     "Prices",
     "Receipt",
     "Settled",
+    "SimulationFailed",
     "TradeBook",
     "TradeKey",
     "assemble",

@@ -7,21 +7,23 @@ with one aggregator on both sides; multi-leg is every buy provider x every sell 
 Per batch (one plan: base mint, intermediate mint, size) on the IP the pipeline gave it:
 
 1. every buy leg is quoted (``amount`` = size), preferred onto the batch's IP;
-2. each buy quote's sell legs are quoted (``amount`` = that buy's ``outAmount``), preferred
-   onto the IP that served the buy, so they move only if it is cooling; each is checked
-   against its own buy (the amount it sells must be what the buy gave);
+2. each buy quote's sell legs are quoted (``amount`` = what that buy surely delivers: its
+   minimum out), preferred onto the IP that served the buy, so they move only if it is
+   cooling; each is checked against its own buy (the amount it sells must be that);
 3. every quote with SOL on one side prices its mint; a base mint not yet priced is priced
    with one SOL quote, so costs can be stated in its units;
-4. profit = sell out - size - (tip + base fee + priority fee, in base units) against the base
-   mint's own ``min_quote_profit``, the fees the fee market's (:mod:`galileo.landing.fees`:
-   the tip from Jito's tip floor, the priority fee from recent fees, each capped at a share
-   of the profit); the best profitable pair is the opportunity;
+4. a pair is an opportunity when its sell leg can be held on chain to pay size + (tip + base
+   fee + priority fee, in base units) + the base mint's own ``min_quote_profit``, the fees the
+   fee market's (:mod:`galileo.landing.fees`: the tip from Jito's tip floor, the priority fee
+   from recent fees, each capped at a share of the profit); the best (by sell out - size -
+   costs) is the opportunity (:mod:`galileo.strategy.profit`);
 5. the opportunity is claimed as a trade (:mod:`galileo.landing.trades`: what it does, its legs
    and amounts): the same trade already being built or in flight is not signed again;
 6. it is landed in its own task while the IP goes on with the next batch: fresh quotes only
    (:mod:`galileo.strategy.fresh`, checked before building and again before sending), both
-   legs' instructions, fees for its writable accounts evaluated before signing, one signed
-   transaction per lander kind, sent and followed by the :class:`~galileo.landing.LanderStack`.
+   legs' instructions (the sell's minimum out set to what the round trip needs), fees for its
+   writable accounts evaluated before signing (that minimum out must cover them too), one
+   signed transaction per lander kind, sent and followed by the :class:`~galileo.landing.LanderStack`.
 
 No IP is held across a wait: every leg is an independent job on the shared pool, so a pair
 cannot deadlock even with a single IP.
@@ -46,7 +48,7 @@ from galileo.strategy.fresh import context_slot, staleness
 from galileo.strategy.legs import Leg, LegError, LegName, LegQuote, make_leg
 from galileo.strategy.pipeline import BatchPipeline, BatchShape
 from galileo.strategy.plan import QuoteBatchPlan, batches, plan_pairs
-from galileo.strategy.profit import SOL_MINT, TWO_LEG_CU_ESTIMATE, Costs, PriceBook, evaluate
+from galileo.strategy.profit import SOL_MINT, TWO_LEG_CU_ESTIMATE, Costs, PriceBook, evaluate, needed_out
 from galileo.strategy.stats import BatchRecord, Side, StrategyStats, short_mint
 from galileo.strategy.titan import TitanStreams
 from galileo.tx import DEFAULT_COMPUTE_UNIT_LIMIT, MAX_COMPUTE_UNIT_LIMIT, SwapLeg, TxError, priority_fee_lamports
@@ -215,7 +217,7 @@ class RoundTripEngine:
         return replace(q, received=self.chain.clock())
 
     async def _sells(self, plan: QuoteBatchPlan, buy: LegQuote, ip: str) -> list[_Pair]:
-        req = QuoteRequest(plan.intermediate_mint, plan.base_mint, buy.out_amount)
+        req = QuoteRequest(plan.intermediate_mint, plan.base_mint, buy.sure_out)
         # A Titan buy came from a stream, not an HTTP call: its sells stay on the batch's IP rather
         # than all crowding onto the one IP holding a token's connection.
         prefer = ip if buy.provider == "titan" else (buy.ip or ip)
@@ -224,14 +226,14 @@ class RoundTripEngine:
         for sell in sells:
             if sell is None:
                 continue
-            if sell.in_amount != buy.out_amount:  # the sell leg must be this buy's, of this buy's output
+            if sell.in_amount != buy.sure_out:  # the sell leg must be this buy's, of what it surely gives
                 log.warning(
-                    "batch %d: %s sell leg quoted %d, the %s buy leg gave %d; dropped",
+                    "batch %d: %s sell leg quoted %d, the %s buy leg gives %d; dropped",
                     plan.batch_id,
                     sell.provider,
                     sell.in_amount,
                     buy.provider,
-                    buy.out_amount,
+                    buy.sure_out,
                     extra={"batch_id": plan.batch_id},
                 )
                 continue
@@ -345,6 +347,21 @@ class RoundTripEngine:
             return
         self.prices.observe(SOL_MINT, q.in_amount, mint, q.out_amount)
 
+    # --- thresholds (issue 15.3): what the chain holds the sell leg to ---------------
+
+    def _needed(self, plan: QuoteBatchPlan, gross: int) -> int | None:
+        """The sell leg's minimum out: size + the fee market's estimated costs + min profit (None: not priced)."""
+        costs = self._landing_costs(plan.base_mint, gross)
+        return None if costs is None else needed_out(plan.trade_size, costs, plan.pair.min_profit)
+
+    def _covers(self, plan: QuoteBatchPlan, sell_min_out: int, costs: int | None) -> bool:
+        """Whether the sell leg's minimum out, as built, pays size + ``costs`` + min profit."""
+        if costs is not None and sell_min_out >= needed_out(plan.trade_size, costs, plan.pair.min_profit):
+            return True
+        self.stats.build_failures["unprofitable_after_fees"] += 1
+        self._skip("unprofitable_after_fees")
+        return False
+
     # --- landing: freshness, fees before signing, one trade one signed transaction per variant ---
 
     def _skip(self, reason: str) -> None:
@@ -366,9 +383,10 @@ class RoundTripEngine:
         await self.landers.resend(trade)
 
     def _cu_limit(self, legs: Sequence[SwapLeg]) -> int:
-        """The merged transaction's compute-unit limit, as assembly will set it (for the priority fee's cap)."""
+        """The most compute-unit limit assembly will set (for the priority fee's cap): the legs' own
+        figures, its fallback; what it measures, times ``cu_limit_multiplier``, is less."""
         units = sum(leg.compute_unit_limit or DEFAULT_COMPUTE_UNIT_LIMIT for leg in legs)
-        return min(MAX_COMPUTE_UNIT_LIMIT, int(units * self.cfg.lander.cu_limit_multiplier) + 1)
+        return min(MAX_COMPUTE_UNIT_LIMIT, units)
 
     async def land(self, plan: QuoteBatchPlan, pair: _Pair, profit: int, trade: TradeKey) -> None:
         """Build, sign and send ``trade`` (claimed by the caller); released unless something was sent."""
@@ -382,24 +400,24 @@ class RoundTripEngine:
     async def _land(self, plan: QuoteBatchPlan, pair: _Pair, profit: int, trade: TradeKey) -> bool:
         if self._stale(pair):
             return False
+        gross = pair.sell.out_amount - plan.trade_size
+        needed = self._needed(plan, gross)
+        if needed is None:
+            return False
         try:
             legs = await asyncio.gather(
-                self._legs[pair.buy.provider].swap_leg(pair.buy), self._legs[pair.sell.provider].swap_leg(pair.sell)
+                self._legs[pair.buy.provider].swap_leg(pair.buy),
+                self._legs[pair.sell.provider].swap_leg(pair.sell, min_out=needed),
             )
             cu_limit = self._cu_limit(legs)
-            gross = pair.sell.out_amount - plan.trade_size
             writable = writable_accounts(
                 (ix for leg in legs for ix in (*leg.setup, *leg.swap, *leg.other, *leg.cleanup)),
                 exclude=(str(self.wallet.pubkey()),),
             )
             fees = await self.fees.fees(writable, max(0, self.prices.to_lamports(plan.base_mint, gross) or 0), cu_limit)
-            costs = self._landing_costs(plan.base_mint, gross, cu_limit, fees)
-            if costs is not None:  # the fees it would be signed with, evaluated before signing
-                verdict = evaluate(plan.trade_size, pair.sell.out_amount, costs, plan.pair.min_profit)
-                if not verdict.profitable:
-                    self.stats.build_failures["unprofitable_after_fees"] += 1
-                    self._skip("unprofitable_after_fees")
-                    return False
+            # The fees it would be signed with, evaluated before signing: the sell's floor must pay them.
+            if not self._covers(plan, legs[1].min_out, self._landing_costs(plan.base_mint, gross, cu_limit, fees)):
+                return False
             tx = await assemble(
                 list(legs),
                 self.chain,
@@ -412,7 +430,8 @@ class RoundTripEngine:
             )
         except (LegError, TxError, ChainError) as exc:
             self.stats.build_failures[getattr(exc, "result", type(exc).__name__)] += 1
-            level = logging.WARNING if isinstance(exc, TxError) else logging.DEBUG  # a build bug vs a busy upstream
+            bug = isinstance(exc, TxError) and not getattr(exc, "market", False)  # not a price that moved
+            level = logging.WARNING if bug else logging.DEBUG  # a build bug vs a busy upstream or a market
             log.log(
                 level,
                 "batch %d (%s+%s): cannot build the transaction: %s",
@@ -426,13 +445,9 @@ class RoundTripEngine:
         if self._stale(pair):  # the instructions took their time: still fresh enough to send?
             return False
         exact = self._costs_in_base(plan.base_mint, Costs(tip=tx.tip, priority_fee=tx.priority_fee))
-        if exact is not None:
-            verdict = evaluate(plan.trade_size, pair.sell.out_amount, exact, plan.pair.min_profit)
-            if not verdict.profitable:
-                self.stats.build_failures["unprofitable_after_fees"] += 1
-                self._skip("unprofitable_after_fees")
-                return False
-            profit = verdict.profit
+        if not self._covers(plan, legs[1].min_out, exact):  # the sell's floor pays the exact costs too
+            return False
+        profit = evaluate(plan.trade_size, pair.sell.out_amount, exact or 0, plan.pair.min_profit).profit
         self.stats.built += 1
         receipts = await self.landers.land(tx, plan.base_mint, profit, trade)
         if any(r.accepted for r in receipts):

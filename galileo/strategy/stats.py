@@ -90,6 +90,7 @@ class StrategyStats:
             "opportunities": {short_mint(m): n for m, n in self.opportunities.items()},
             "profit": {short_mint(m): n for m, n in self.profit.items()},
             "built": self.built,
+            "build_failures": dict(self.build_failures.most_common()),  # why an opportunity was not sent
             "skipped": dict(self.skipped),
             **self.landing.totals(),
             "landed_profit": dict(self.landing.landed_profit),  # by mint address, base units

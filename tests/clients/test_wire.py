@@ -26,6 +26,7 @@ from broker.jobs import (
     RpcPrioritizationFees,
     RpcSendTransaction,
     RpcSignatureStatuses,
+    RpcSimulateTransaction,
     SecretRef,
     TitanConnect,
     TitanStop,
@@ -47,6 +48,7 @@ from broker.results import (
     ResultValue,
     SignatureStatus,
     SignatureStatuses,
+    Simulation,
     SwapInstructions,
     TipAccounts,
     TipFloor,
@@ -96,6 +98,7 @@ PAYLOADS: list[JobPayload] = [
     RpcSendTransaction(url="u", transaction=b"\x01", skip_preflight=True, max_retries=0),
     RpcSignatureStatuses(url="u", signatures=["s"], search_transaction_history=True),
     RpcGetMultipleAccounts(url="u", addresses=["a", "b"]),
+    RpcSimulateTransaction(url="u", transaction=b"\x01", replace_recent_blockhash=True),
     JitoTipFloor(url="u"),
     RpcPrioritizationFees(url="u", accounts=["a"]),
     RpcGetTransaction(url_env="RPC_URL", signature="s", commitment="confirmed"),
@@ -137,6 +140,7 @@ VALUES: list[ResultValue] = [
     SignatureStatuses(
         slot=4, statuses=[SignatureStatus(slot=3, confirmations=None, confirmation_status="finalized"), None]
     ),
+    Simulation(slot=7, units_consumed=211_884, err='{"InstructionError":[4,{"Custom":6001}]}', logs=["l"]),
     Accounts(
         slot=1, accounts=[AccountInfo(address="a", data=b"\x00", owner="o", lamports=5), AccountInfo(address="m")]
     ),

@@ -263,18 +263,11 @@ def _wire_ix(obj: dict[str, Any]) -> Any:
     return WireIx(obj["programId"], metas, base64.b64decode(obj["data"]))
 
 
-async def test_a_multi_leg_round_trip_built_as_main_builds_it_is_refused(
-    sim_factory: SimFactory, client: aiohttp.ClientSession, monkeypatch: Any
-) -> None:
-    """Titan buy SOL→USDC (its route wraps and closes WSOL) + Jupiter sell USDC→SOL, merged by
-    galileo's own ``merge_legs``/``build_transaction`` as main (ee64f65) assembles multi-leg
-    bundles: the sell swap pays into the wrapped-SOL account the Titan route already closed."""
-    from galileo.tx import SwapLeg, build_transaction, merge_legs, tip_instruction
+async def _titan_buy_and_jupiter_sell(client: aiohttp.ClientSession, sim: SimServer, kp: Keypair) -> tuple[Any, Any]:
+    """Titan buy SOL→USDC (its route wraps and closes WSOL itself) and a Jupiter sell of its output."""
+    from galileo.tx import SwapLeg
     from tests.sim.sim_helpers import TitanClient, stream_request
 
-    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
-    kp = Keypair()
-    await airdrop(client, sim, kp, 5 * 10**9)
     titan = await TitanClient.connect(client, sim.url)
     await titan.send(stream_request(kp.pubkey(), amount=10**9, providers=["Titan"]))
     while "StreamData" not in (msg := await titan.recv()):
@@ -285,6 +278,8 @@ async def test_a_multi_leg_round_trip_built_as_main_builds_it_is_refused(
         swap=tuple(_titan_ix(i) for i in route["instructions"]),
         compute_unit_limit=route["computeUnitsSafe"],
         alts=tuple(str(Pubkey(a)) for a in route["addressLookupTables"]),
+        input_mint=SOL,
+        output_mint=USDC,
     )
     assert buy.swap[-1].program_id == str(TOKEN) and buy.swap[-1].data == b"\x09"  # closes WSOL itself
     query = {"inputMint": USDC, "outputMint": SOL, "amount": str(route["outAmount"]), "slippageBps": "50"}
@@ -299,11 +294,29 @@ async def test_a_multi_leg_round_trip_built_as_main_builds_it_is_refused(
         cleanup=(_wire_ix(si["cleanupInstruction"]),),
         compute_unit_limit=si["computeUnitLimit"],
         alts=tuple(si["addressLookupTableAddresses"]),
+        input_mint=USDC,
+        output_mint=SOL,
     )
+    return buy, sell
+
+
+async def test_a_multi_leg_round_trip_built_as_main_built_it_is_refused(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    """The instruction list main (ee64f65) assembled for a multi-leg bundle, built here explicitly:
+    one limit, the sell's setup, the Titan route whole (its own WSOL close included), the sell's
+    swap, the sell's cleanup, the tip. The sell swap pays into the account the Titan route closed."""
+    from galileo.tx import budget, build_transaction, tip_instruction
+
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp, 5 * 10**9)
+    buy, sell = await _titan_buy_and_jupiter_sell(client, sim, kp)
     tip = tip_instruction(str(kp.pubkey()), "96gYZGLnJYVFmbjzopPSU6QiEV5fGqZNyN9nmNhvrZU5", 10_000)
-    merged = merge_legs([buy, sell], tail=(tip,))
-    tables = await _tables(client, sim, list(merged.alts))
-    built = build_transaction(kp, merged.instructions, tables, str(await latest_blockhash(client, sim.url)))
+    limit = budget.compute_unit_limit_instruction(buy.compute_unit_limit + sell.compute_unit_limit)
+    old_shape = [limit, *sell.setup, *buy.swap, *sell.swap, *sell.cleanup, tip]
+    tables = await _tables(client, sim, list(dict.fromkeys([*buy.alts, *sell.alts])))
+    built = build_transaction(kp, old_shape, tables, str(await latest_blockhash(client, sim.url)))
     bundle_id = await send_bundle(client, sim, [built.wire])
     assert (await inflight(client, sim, bundle_id))["status"] == "Failed"
     assert await balance(client, sim, kp.pubkey()) == 5 * 10**9
@@ -314,9 +327,27 @@ async def test_a_multi_leg_round_trip_built_as_main_builds_it_is_refused(
     assert failure["bundle_id"] == bundle_id and failure["error"] == "jupiter → token: InvalidAccountData"
     assert any("invalid account data" in line for line in failure["logs"]), failure["logs"]
     # The buy leg alone, with the same route, executes: the merge is what cannot.
-    alone = merge_legs([buy], tail=(tip,))
-    one = build_transaction(kp, alone.instructions, await _tables(client, sim, list(alone.alts)), built.blockhash)
-    assert (await inflight(client, sim, await send_bundle(client, sim, [one.wire])))["status"] == "Landed"
+    alone = build_transaction(kp, [limit, *buy.swap, tip], tables, built.blockhash)
+    assert (await inflight(client, sim, await send_bundle(client, sim, [alone.wire])))["status"] == "Landed"
+
+
+async def test_the_same_legs_merged_by_effect_execute(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    """galileo's merge (issue 15): the Titan route's WSOL close moved after the sell, one wrap, one close."""
+    from galileo.tx import build_transaction, merge_legs, tip_instruction
+
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)
+    kp = Keypair()
+    await airdrop(client, sim, kp, 5 * 10**9)
+    buy, sell = await _titan_buy_and_jupiter_sell(client, sim, kp)
+    tip = tip_instruction(str(kp.pubkey()), "96gYZGLnJYVFmbjzopPSU6QiEV5fGqZNyN9nmNhvrZU5", 10_000)
+    merged = merge_legs([buy, sell], payer=str(kp.pubkey()), tail=(tip,))
+    tables = await _tables(client, sim, list(merged.alts))
+    built = build_transaction(kp, merged.instructions, tables, str(await latest_blockhash(client, sim.url)))
+    bundle_id = await send_bundle(client, sim, [built.wire])
+    assert (await inflight(client, sim, bundle_id))["status"] == "Landed", await chain(client, sim)
+    assert (await chain(client, sim))["failures_by_error"] == {}
+    _, wsol = await rpc(client, sim.url, "getAccountInfo", [str(get_associated_token_address(kp.pubkey(), WSOL)), B64])
+    assert wsol["result"]["value"] is None  # unwrapped once, at the end
 
 
 async def _scenario(sim_factory: SimFactory, client: aiohttp.ClientSession, seed: int) -> tuple[list[str], Any]:

@@ -102,7 +102,10 @@ class Chain:
             )
         if isinstance(job, JupiterQuote):
             out = job.amount * 150 // 1000 if job.input_mint == SOL else job.amount * 1000 // 150 * 101 // 100
-            raw = orjson.dumps({"in": job.amount, "out": out, "mint": job.input_mint})
+            raw = orjson.dumps(  # /quote's shape: the sell's minimum out is written into it
+                {"inAmount": str(job.amount), "outAmount": str(out), "otherAmountThreshold": str(out), "slippageBps": 0}
+                | {"inputMint": job.input_mint}
+            )
             return Quote(
                 in_amount=job.amount,
                 out_amount=out,

@@ -23,6 +23,7 @@ from broker.jobs import (
     RpcPrioritizationFees,
     RpcSendTransaction,
     RpcSignatureStatuses,
+    RpcSimulateTransaction,
 )
 from broker.protocol import Outcome
 from broker.results import (
@@ -32,6 +33,7 @@ from broker.results import (
     PrioritizationFees,
     SignatureStatus,
     SignatureStatuses,
+    Simulation,
     TokenBalance,
     TransactionMeta,
     TxSent,
@@ -49,11 +51,13 @@ __all__ = [
     "rpc_prioritization_fees",
     "rpc_send_transaction",
     "rpc_signature_statuses",
+    "rpc_simulate_transaction",
 ]
 
 MAX_ACCOUNTS = 100  # getMultipleAccounts' documented maximum
 MAX_SIGNATURES = 256  # getSignatureStatuses'
 MAX_FEE_ACCOUNTS = 128  # getRecentPrioritizationFees'
+SIMULATION_LOG_LINES = 40  # the end of a failed simulation's logs says why; the rest is noise on the wire
 
 
 class _Context(msgspec.Struct):
@@ -80,6 +84,17 @@ class _SigStatus(msgspec.Struct, rename="camel"):
 class _SigStatuses(msgspec.Struct):
     context: _Context
     value: list[_SigStatus | None]
+
+
+class _SimValue(msgspec.Struct, rename="camel"):
+    err: Any = None
+    logs: list[str] | None = None
+    units_consumed: int | None = None
+
+
+class _SimResult(msgspec.Struct):
+    context: _Context
+    value: _SimValue
 
 
 class _Account(msgspec.Struct):
@@ -179,6 +194,33 @@ async def rpc_send_transaction(call: Call, job: RpcSendTransaction) -> Outcome:
         return got
     signature, reply = got
     return Outcome(result="ok", status=reply.status, latency=reply.latency, value=TxSent(signature=signature))
+
+
+@upstream(RpcSimulateTransaction)
+async def rpc_simulate_transaction(call: Call, job: RpcSimulateTransaction) -> Outcome:
+    """simulateTransaction (base64, sigVerify off) → Simulation; a transaction that fails is still ``ok``."""
+    url = _endpoint(call, job.url, job.url_env)
+    if isinstance(url, Outcome):
+        return url
+    config = _config(
+        encoding="base64",
+        sigVerify=False,
+        replaceRecentBlockhash=job.replace_recent_blockhash,
+        commitment=job.commitment,
+    )
+    tx = base64.b64encode(job.transaction).decode()
+    got = await rpc_call(call, url, "simulateTransaction", [tx, config], _SimResult, headers=call.auth(job.secret))
+    if isinstance(got, Outcome):
+        return got
+    result, reply = got
+    v = result.value
+    value = Simulation(
+        slot=result.context.slot,
+        units_consumed=v.units_consumed or 0,
+        err="" if v.err is None else orjson.dumps(v.err).decode(),
+        logs=(v.logs or [])[-SIMULATION_LOG_LINES:],
+    )
+    return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)
 
 
 @upstream(RpcSignatureStatuses)
