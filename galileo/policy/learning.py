@@ -71,7 +71,8 @@ class PaceRules:
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
-    max_scale: float = 120.0  # ... and the longest refusal run seen, capped here
+    max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
+    max_doubt: float = 32.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
     max_reprobe: float = 900.0  # ... doubling after each failed test, up to this
     idle_share: float = 0.5  # a measurement with more of its span spent cooling is only a lower bound
@@ -97,9 +98,11 @@ class RateLearner:
         self.oks = 0
         self.recent: list[float] = []  # answer times of successes in the last second
         self.episode = -math.inf  # answer time of the last refusal that was news
+        self.settle_until = -math.inf  # refusals of requests sent before this are the measurement's echoes
         self.run_start: float | None = None  # send time of the first refusal of the running refusal run
         self.scale = 0.0  # the longest refusal run seen, seconds
         self.dear = False
+        self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.estimate: float | None = None
         self.lo = 0.0
         self.hi = math.inf
@@ -116,6 +119,7 @@ class RateLearner:
         self.last_refusal_sent = -math.inf
         self.between_oks = 0  # successes sent since the last refusal that was news
         self.between_idle = 0.0
+        self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
         self.refusals = 0
         self.first_run = False  # learning: waiting for the first refusal run to end
         self.first_oks = 0  # successes before the first refusal
@@ -152,7 +156,7 @@ class RateLearner:
     def trust(self) -> float:
         """Seconds a pace must run clean and saturated before it counts as proven."""
         r = self.rules
-        return max(r.min_trust, min(self.scale, r.max_scale), r.trust_events / self.rate)
+        return self.doubt * max(r.min_trust, min(self.scale, r.max_scale), r.trust_events / self.rate)
 
     # --- answers --------------------------------------------------------------------
 
@@ -238,8 +242,9 @@ class RateLearner:
         self._repace(now)
 
     def is_echo(self, sent_at: float) -> bool:
-        """A 429 of a request sent before the last one's answer came: the same event, not news."""
-        return sent_at < self.episode
+        """A 429 of a request sent before the last one's answer came (or while the spent budget of
+        a measurement was still refilling, before the search began): the same event, not news."""
+        return sent_at < self.episode or sent_at < self.settle_until
 
     def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
         """A 429. ``cooled``: seconds the pair now cools (0: none). Says whether it was news, and a surprise."""
@@ -263,6 +268,7 @@ class RateLearner:
         self.last_refusal_sent = sent_at
         self.between_oks = 0
         self.between_idle = cooled
+        self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
         return heard
 
     def _first(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> None:
@@ -274,7 +280,8 @@ class RateLearner:
             # a lower bound of its rate (exact for a window; a bucket wastes refill while we wait).
             if retry_after >= r.long_wait:
                 self.scale = max(self.scale, min(sent_at - start + retry_after, r.max_scale))
-            self._hold(now, self.oks / (sent_at - start + retry_after), math.inf, r.start_step, cooled)
+            gain = r.start_step if retry_after >= r.long_wait else r.max_step  # a rounded-up second says little
+            self._hold(now, self.oks / (sent_at - start + retry_after), math.inf, gain, cooled)
             return
         # No word on when: probe gently until the refusal run ends, and judge by its length.
         self.first_achieved = sum(1 for t in self.recent if t > now - 1.0)
@@ -311,6 +318,7 @@ class RateLearner:
         self.lo, self.hi = max(r.min_rate, r.set_point * estimate), upper
         self.rate = self.lo
         self._repace(now, cooled)
+        self.settle_until = now + cooled + min(self.scale, r.max_scale)
         self.gain = gain
         self.clean_since = now + cooled
         self.converged_at = None
@@ -321,12 +329,18 @@ class RateLearner:
         self.settled = now - self.converged_at if self.converged_at is not None else 0.0
         # Between two refusals the budget admitted at most its rate: what we got is a lower bound of
         # it, and the rate itself when little of the span was spent cooling.
+        # The rate itself if the budget stayed spent: the refusals came close together (within two
+        # trust periods) and little of the time between went cooling (or it ended when the
+        # Retry-After said the budget was back).
         elapsed = sent_at - self.last_refusal_sent
         measured = None
+        exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
-            exact = self.between_idle < r.idle_share * elapsed
+            close = elapsed <= 2 * self.trust()
+            exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
+            self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
             self.hi = self.rate
             self.lo = self.rate * r.trim
             if measured is not None and exact:
@@ -335,10 +349,11 @@ class RateLearner:
                 self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
         else:
             self.hi = min(self.hi, self.rate)
-            if measured is not None and (exact or measured < self.hi):
+            if measured is not None:
                 self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
             if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * r.eps):
                 self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
+
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step

@@ -9,10 +9,10 @@ requests in flight:
   new farm does not greet an upstream with 256 requests per IP, an upstream that never says
   429 is at full concurrency within seconds, and one that queues instead of refusing (a leaky
   bucket that delays) is not pushed into ever longer waits;
-* **a concurrency cap**, when the refusals say the limit is on requests in flight: three
-  refusals in a row, each sent with more of the pair's requests in flight than any recent
-  success had, cap the pair at the most a success had. A refusal at the cap lowers it by one;
-  refusals below it are the rate's business.
+* **a concurrency cap**, when the refusals say the limit is on requests in flight: at a steady
+  pace a rate limit refuses whatever is in flight, so three refusals in a row, each sent with
+  more of the pair's requests in flight than 9 in 10 successes at the same pace had, cap the
+  pair there, and its rate learner starts over under the cap.
 
 A **shared budget** (an API key's, or a global one) is paced by one learner for the upstream
 (the :class:`PaceBook`'s group), fed by every IP's refusals: more IPs must not be used to
@@ -55,6 +55,7 @@ class Pacer:
         self.cap: int | None = None  # a learnt concurrency cap
         self.votes = 0
         self.success_inflight: deque[int] = deque(maxlen=RECENT_SUCCESSES)
+        self.history_rate = math.inf  # the pace those successes were sent at
         self.grouped = False  # one budget for the upstream: its group paces, not this pair
         self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
         self.floor = 0.0  # the lowest latency lately, s
@@ -110,30 +111,30 @@ class Pacer:
         took = now - sent_at
         self.latency = took if self.latency == 0 else self.latency + LATENCY_WEIGHT * (took - self.latency)
         self.floor = took if self.floor == 0 else min(took, self.floor + FLOOR_CREEP * (took - self.floor))
+        if self.learner.rate != self.history_rate:
+            self.success_inflight.clear()  # a new pace: what was usually in flight before says nothing
+            self.history_rate = self.learner.rate
         self.success_inflight.append(inflight)
-        self.votes = 0
         if self.grouped:
             return
         learner = self.learner
         if learner.phase == "open" and learner.saturated(now) and now - self.ramped_at >= self.rules.open_step:
-            if not self.queueing:
+            if not self.queueing and self.inflight >= self.open_cap // 2 and (self.cap is None or self.open_cap < self.cap):
                 self.open_cap *= 2
             self.ramped_at = now
         learner.ok(now, sent_at)
 
     def refused_in_flight(self, inflight: int, echo: bool) -> bool:
         """Whether a refusal sent with ``inflight`` in flight is the concurrency cap's (and adjusts it)."""
-        if echo:
+        if self.cap is not None or echo or self.learner.phase == "open":
             return self.cap is not None and inflight > self.cap
-        if self.cap is not None:
-            if inflight >= self.cap > 1:
-                self.cap -= 1  # at the cap: one fewer
-                return True
-            return inflight > self.cap
-        if len(self.success_inflight) >= CONCURRENCY_EVIDENCE and inflight > max(self.success_inflight):
+        # At a steady pace a rate limit refuses whatever is in flight; a concurrency cap refuses
+        # exactly when more is in flight than usual.
+        usual = sorted(self.success_inflight)[int(0.9 * (len(self.success_inflight) - 1))] if self.success_inflight else 0
+        if len(self.success_inflight) >= 2 * CONCURRENCY_EVIDENCE and inflight > usual:
             self.votes += 1
             if self.votes >= CONCURRENCY_EVIDENCE:
-                self.cap = max(1, max(self.success_inflight))
+                self.cap = max(1, usual)
                 self.learner = RateLearner(self.rules, self.learner.clean_since, self.learner.told)
                 self.votes = 0
                 return True
