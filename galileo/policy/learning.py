@@ -109,7 +109,8 @@ class RateLearner:
         self.gain = rules.step
         self.clean_since = now
         self.converged_at: float | None = None
-        self.settled = 0.0  # at the last refusal: seconds it had been converged (0: it was searching)
+        self.stepped_at = now  # when the pace last went up
+        self.settled = 0.0  # at the last refusal: seconds since the pace last went up
         self.reprobe_every = rules.reprobe
         self.stall_at = now
         self.span_start: float | None = None  # measuring: send time of the refusal that opened the span
@@ -122,7 +123,9 @@ class RateLearner:
         self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
         self.refusals = 0
         self.first_run = False  # learning: waiting for the first refusal run to end
-        self.first_oks = 0  # successes before the first refusal
+        self.first_oks = 0  # successes sent before the first refusal
+        self.first_refused = math.inf  # ... which was sent then
+        self.first_told = False  # ... with a Retry-After
         self.first_achieved = 0  # ... in its last second
 
     # --- sending --------------------------------------------------------------------
@@ -153,15 +156,17 @@ class RateLearner:
     def saturated(self, now: float) -> bool:
         return now - self.last_blocked < self.rules.saturation
 
-    def trust(self) -> float:
+    def trust(self, doubted: bool = True) -> float:
         """Seconds a pace must run clean and saturated before it counts as proven."""
         r = self.rules
-        return self.doubt * max(r.min_trust, min(self.scale, r.max_scale), r.trust_events / self.rate)
+        base = max(r.min_trust, min(self.scale, r.max_scale), r.trust_events / self.rate)
+        return base * self.doubt if doubted else base
 
     # --- answers --------------------------------------------------------------------
 
     def ok(self, now: float, sent_at: float) -> None:
         self.oks += 1
+        self.first_oks += self.first_run and sent_at <= self.first_refused
         self.between_oks += sent_at >= self.last_refusal_sent
         if self.span_start is not None and sent_at >= self.span_start:
             self.span_oks += 1
@@ -195,10 +200,15 @@ class RateLearner:
         if self.phase == "learn" and self.first_run:
             self.first_run = False
             start = self.first_sent if self.first_sent is not None else sent_at
-            if run >= r.long_wait and self.first_oks:
-                # A window or a box: its budget came back between the last refused probe and now.
-                upper = self.first_oks / (self.last_refusal_sent - start) if self.last_refusal_sent > start else math.inf
-                self._hold(now, self.first_oks / (sent_at - start), upper, r.start_step, 0.0)
+            if (run >= r.long_wait or self.first_told) and self.first_oks and sent_at > start:
+                # What it admitted over the time until its budget came back is a lower bound of its
+                # rate (exact for a window; a bucket wastes refill while we wait). Without
+                # Retry-After it came back after the last refused probe: an upper bound too.
+                upper = math.inf
+                if not self.first_told and self.last_refusal_sent > start:
+                    upper = self.first_oks / (self.last_refusal_sent - start)
+                gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
+                self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
             else:
                 # Refill within a pace interval or so: a bucket. Keep it spent and measure its rate.
                 self.rate = r.overdrive * max(1, self.first_achieved)
@@ -226,6 +236,7 @@ class RateLearner:
         if self.lo >= self.hi:
             self.hi = math.inf  # a refused rate now runs clean: the limit rose
         eps = r.dear_eps if self.dear else r.eps
+        self.stepped_at = now
         if math.isinf(self.hi):
             self.rate = self.lo * (1 + self.gain)
             self.gain = min(2 * self.gain, r.max_step)
@@ -274,18 +285,12 @@ class RateLearner:
     def _first(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> None:
         """The first refusal: the budget is spent. Estimate at once, or start measuring."""
         r = self.rules
-        start = self.first_sent if self.first_sent is not None else sent_at
-        if retry_after is not None and self.oks:
-            # It says when the budget returns: what it admitted so far over the time until then is
-            # a lower bound of its rate (exact for a window; a bucket wastes refill while we wait).
-            if retry_after >= r.long_wait:
-                self.scale = max(self.scale, min(sent_at - start + retry_after, r.max_scale))
-            gain = r.start_step if retry_after >= r.long_wait else r.max_step  # a rounded-up second says little
-            self._hold(now, self.oks / (sent_at - start + retry_after), math.inf, gain, cooled)
-            return
-        # No word on when: probe gently until the refusal run ends, and judge by its length.
+        # Probe gently until the refusal run ends (Retry-After says when; else the backoff finds
+        # out), count what was admitted before it (answers still in flight included), and judge.
         self.first_achieved = sum(1 for t in self.recent if t > now - 1.0)
         self.first_oks = self.oks
+        self.first_refused = sent_at
+        self.first_told = retry_after is not None
         self.first_run = True
         self.phase, self.recent = "learn", []
         self.rate = r.probe
@@ -326,7 +331,7 @@ class RateLearner:
     def _hold_refused(self, now: float, sent_at: float, cooled: float) -> Heard:
         r = self.rules
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
-        self.settled = now - self.converged_at if self.converged_at is not None else 0.0
+        self.settled = now - self.stepped_at  # how long the pace had held when refused
         # Between two refusals the budget admitted at most its rate: what we got is a lower bound of
         # it, and the rate itself when little of the span was spent cooling.
         # The rate itself if the budget stayed spent: the refusals came close together (within two

@@ -40,7 +40,8 @@ CONCURRENCY_EVIDENCE = 3  # refusals in a row above every recent success's in-fl
 RECENT_SUCCESSES = 64  # successes whose in-flight count is remembered for that
 KEYED_IPS = 3  # surprises on this many IPs (or a quarter of them) ...
 KEYED_WINDOW = 30.0  # ... within this many seconds (or two limiter time scales): a shared budget
-KEYED_SETTLED = 30.0  # a surprise counts only on a pair settled this long (a search's own overshoot is no evidence)
+KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
+KEYED_TRUSTS = 3.0  # the overshoot of its own last step up would have shown by then
 
 
 class Pacer:
@@ -56,7 +57,7 @@ class Pacer:
         self.votes = 0
         self.success_inflight: deque[int] = deque(maxlen=RECENT_SUCCESSES)
         self.history_rate = math.inf  # the pace those successes were sent at
-        self.grouped = False  # one budget for the upstream: its group paces, not this pair
+        self.group: RateLearner | None = None  # the upstream's shared budget, which paces it instead
         self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
         self.floor = 0.0  # the lowest latency lately, s
 
@@ -69,6 +70,16 @@ class Pacer:
         return self.learner.rate
 
     @property
+    def grouped(self) -> bool:
+        return self.group is not None
+
+    @property
+    def ramping(self) -> bool:
+        """No limit met yet (by the pair, or by its shared budget): the opening ramp holds."""
+        learner = self.group if self.group is not None else self.learner
+        return learner.phase == "open"
+
+    @property
     def queueing(self) -> bool:
         """Answers take over twice the pair's floor: more in flight would only wait longer."""
         return self.floor > 0 and self.latency > self.rules.queueing * self.floor
@@ -78,10 +89,10 @@ class Pacer:
 
         The seam between pacing and the round-trip engine, which keeps rate x latency in flight.
         """
+        if self.ramping:
+            return math.inf, self.open_cap if self.cap is None else min(self.cap, self.open_cap)
         if self.grouped:
             return math.inf, self.cap
-        if self.learner.phase == "open":
-            return math.inf, self.open_cap if self.cap is None else min(self.cap, self.open_cap)
         return self.learner.rate, self.cap
 
     def next_at(self, now: float) -> float | None:
@@ -115,14 +126,13 @@ class Pacer:
             self.success_inflight.clear()  # a new pace: what was usually in flight before says nothing
             self.history_rate = self.learner.rate
         self.success_inflight.append(inflight)
-        if self.grouped:
-            return
         learner = self.learner
-        if learner.phase == "open" and learner.saturated(now) and now - self.ramped_at >= self.rules.open_step:
+        if self.ramping and learner.saturated(now) and now - self.ramped_at >= self.rules.open_step:
             if not self.queueing and self.inflight >= self.open_cap // 2 and (self.cap is None or self.open_cap < self.cap):
                 self.open_cap *= 2
             self.ramped_at = now
-        learner.ok(now, sent_at)
+        if not self.grouped:
+            learner.ok(now, sent_at)
 
     def refused_in_flight(self, inflight: int, echo: bool) -> bool:
         """Whether a refusal sent with ``inflight`` in flight is the concurrency cap's (and adjusts it)."""
@@ -184,8 +194,7 @@ class PaceBook:
             told = self.known_rate(upstream)
             p = self._pacers[key] = Pacer(self.rules, now, told)
             if told is None and (upstream in self._groups or self._lookup(self.keyed, upstream)):
-                self._group(upstream, now)
-                p.grouped = True
+                p.group = self._group(upstream, now).learner
         return p
 
     def group(self, upstream: str) -> RateLearner | None:
@@ -262,7 +271,8 @@ class PaceBook:
 
     def _heard(self, ip: str, upstream: str, heard: Heard, now: float) -> None:
         """Surprises on many IPs at once: their budget is shared. Pace it as one."""
-        if heard != "surprise" or self.get(ip, upstream).learner.settled < KEYED_SETTLED:
+        learner = self.get(ip, upstream).learner
+        if heard != "surprise" or learner.settled < max(KEYED_SETTLED, KEYED_TRUSTS * learner.trust(doubted=False)):
             return
         seen = self._surprises.setdefault(upstream, deque())
         pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
@@ -282,7 +292,7 @@ class PaceBook:
         g.learner.scale = max(p.learner.scale for p in pacers)
         g.learner.episode = now
         for p in pacers:
-            p.grouped = True
+            p.group = g.learner
         seen.clear()
 
     def lost(self, ip: str) -> None:
