@@ -34,6 +34,7 @@ from galileo import __version__
 from galileo.bench.blind import blind
 from galileo.bench.farm import overhead, saturation, scale
 from galileo.bench.landing import landing
+from galileo.bench.pipeline import pipeline
 from galileo.bench.ratelimit import ratelimit
 
 __all__ = ["SCENARIOS", "SCHEMA", "evaluate", "machine", "run_bench", "sanitize"]
@@ -49,6 +50,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "scale": (scale, "ready time and PSS per worker at 8..128 workers; idle coordinator CPU"),
     "blind": (blind, "the blind strategy end to end over 8 IPs, landing into the simulator (and 4 at 150 ms)"),
     "landing": (landing, "Jito sends accepted per second vs N x regions x the per-(IP, region) limit"),
+    "pipeline": (pipeline, "the round-trip engine under each limiter shape x latency x N: learned, told, a baseline"),
 }
 
 Progress = Callable[[str, str, float], None]  # scenario, "start" | "done" | "error", seconds

@@ -20,14 +20,16 @@ _VERDICT_STYLE = {"PASS": "green", "MISS": "red", "N/A": "yellow"}
 
 
 GROUPS = {"farm": ("overhead", "saturation", "scale")}
+LONG = ("pipeline",)  # hours at full size: run only when named (always with --quick)
 
 
 def bench(
     scenarios: list[str] | None = typer.Argument(
         None,
         metavar="SCENARIO",
-        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing; farm means the "
-        "three about the farm itself (overhead, saturation, scale). Default: all.",
+        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, pipeline; farm "
+        "means the three about the farm itself (overhead, saturation, scale). Default: all but pipeline (its full "
+        "matrix takes hours), all with --quick.",
         show_default=False,
     ),
     json_path: Path = typer.Option(
@@ -41,7 +43,8 @@ def bench(
     """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing.
 
     Everything runs on this machine: `galileo sim` in its own process, workers on loopback
-    addresses (127.42.*, 127.43.*, 127.0.8.*). A full run takes about 10 minutes. Each target is
+    addresses (127.42.*, 127.43.*, 127.44.*, 127.0.8.*). A full run takes about 10 minutes;
+    `galileo bench pipeline` (the engine under every limiter shape) takes hours. Each target is
     printed with its measured value and PASS or MISS; a miss never changes the exit code (1 only
     when a scenario could not run).
     """
@@ -51,7 +54,8 @@ def bench(
     from galileo.bench.report import SCENARIOS, run_bench
     from galileo.bench.tables import machine_line, tables
 
-    asked = [n for name in (scenarios or SCENARIOS) for n in GROUPS.get(name, (name,))]
+    default = [n for n in SCENARIOS if quick or n not in LONG]
+    asked = [n for name in (scenarios or default) for n in GROUPS.get(name, (name,))]
     names = list(dict.fromkeys(asked))
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

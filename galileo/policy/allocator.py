@@ -101,7 +101,6 @@ class FarmPolicy:
         self._members: frozenset[str] = frozenset()
         self.cooldown_hooks: list[CooldownHook] = []
         self.suspend_hooks: list[SuspendHook] = []
-        self._sent_inflight: dict[int, int] = {}  # job id -> its pair's in-flight count when it was sent
 
     # --- eligibility ------------------------------------------------------------------
 
@@ -234,11 +233,10 @@ class FarmPolicy:
         return Blocked(until=None if earliest == float("inf") else earliest)
 
     def on_dispatch(self, job: Job, worker: WorkerInfo, now: float) -> None:
-        self._sent_inflight[job.id] = self.pacing.dispatched(worker.ip, job.upstream, now)
+        self.pacing.dispatched(worker.ip, job.upstream, now)
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:
         ip, upstream = worker.ip, job.upstream
-        inflight = self._sent_inflight.pop(job.id, 0)
         sent_at = job.sent_at or None
         started = None
         limited = outcome.result == "rate_limited"
@@ -259,7 +257,7 @@ class FarmPolicy:
             )
         cooled = started[1] if started is not None and started[0] == "rate_limited" else 0.0
         self.pacing.record(
-            ip, upstream, outcome.result, now, sent_at, inflight=inflight, retry_after=outcome.retry_after, cooled=cooled
+            ip, upstream, outcome.result, now, sent_at, retry_after=outcome.retry_after, cooled=cooled
         )
         if started is None:
             return
@@ -276,8 +274,6 @@ class FarmPolicy:
 
     def on_worker_down(self, worker: WorkerInfo, now: float) -> None:
         self.pacing.lost(worker.ip)
-        for job_id in worker.inflight:
-            self._sent_inflight.pop(job_id, None)
 
     def forget_ip(self, ip: str) -> None:
         """An IP left the pool for good: drop its cooldowns and pacing."""

@@ -48,6 +48,7 @@ Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 class PaceRules:
     """Every number pacing runs on. :data:`PACE` holds the defaults the farm uses."""
 
+    slack: float = 0.0  # a late send may be caught up by this share of a pace interval (0: never: a one-token bucket forgives none)
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
@@ -66,7 +67,7 @@ class PaceRules:
     step: float = 0.02  # the first step above a measured pace; doubled each proven step ...
     start_step: float = 0.25  # ... or above a lower bound
     max_step: float = 1.0  # ... up to this
-    eps: float = 0.02  # the search stops when hi / lo is within this
+    eps: float = 0.01  # the search stops when hi / lo is within this
     dear_eps: float = 0.05  # ... or this, where an overshoot is dear (a penalty box)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
@@ -132,9 +133,10 @@ class RateLearner:
 
     def next_at(self, now: float) -> float | None:
         """When this budget may send again, or None if it may now."""
-        if self.phase == "open" or now >= self.tat:
+        allow = self.tat - self.rules.slack / self.rate
+        if self.phase == "open" or now >= allow:
             return None
-        return self.tat
+        return allow
 
     def dispatched(self, now: float) -> None:
         if self.first_sent is None:

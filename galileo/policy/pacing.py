@@ -9,10 +9,8 @@ requests in flight:
   new farm does not greet an upstream with 256 requests per IP, an upstream that never says
   429 is at full concurrency within seconds, and one that queues instead of refusing (a leaky
   bucket that delays) is not pushed into ever longer waits;
-* **a concurrency cap**, when the refusals say the limit is on requests in flight: at a steady
-  pace a rate limit refuses whatever is in flight, so three refusals in a row, each sent with
-  more of the pair's requests in flight than 9 in 10 successes at the same pace had, cap the
-  pair there, and its rate learner starts over under the cap.
+* **a concurrency cap**, when the refusals say the limit is on requests being served, not on
+  their rate (:mod:`galileo.policy.concurrency`); the rate learner then starts over under it.
 
 A **shared budget** (an API key's, or a global one) is paced by one learner for the upstream
 (the :class:`PaceBook`'s group), fed by every IP's refusals: more IPs must not be used to
@@ -30,14 +28,13 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
+from galileo.policy.concurrency import CapFinder
 from galileo.policy.learning import PACE, Heard, PaceRules, RateLearner
 
 __all__ = ["PaceBook", "Pacer"]
 
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
 FLOOR_CREEP = 0.001  # the latency floor follows a slower answer by this share: a new baseline in ~1000 answers
-CONCURRENCY_EVIDENCE = 3  # refusals in a row above every recent success's in-flight: a concurrency cap
-RECENT_SUCCESSES = 64  # successes whose in-flight count is remembered for that
 KEYED_IPS = 3  # surprises on this many IPs (or a quarter of them) ...
 KEYED_WINDOW = 30.0  # ... within this many seconds (or two limiter time scales): a shared budget
 KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
@@ -53,13 +50,15 @@ class Pacer:
         self.inflight = 0  # jobs of this pair dispatched and not yet answered
         self.open_cap = rules.open_inflight
         self.ramped_at = now
-        self.cap: int | None = None  # a learnt concurrency cap
-        self.votes = 0
-        self.success_inflight: deque[int] = deque(maxlen=RECENT_SUCCESSES)
-        self.history_rate = math.inf  # the pace those successes were sent at
+        self.caps = CapFinder()
         self.group: RateLearner | None = None  # the upstream's shared budget, which paces it instead
         self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
         self.floor = 0.0  # the lowest latency lately, s
+
+    @property
+    def cap(self) -> int | None:
+        """A learnt concurrency cap, if the refusals said there is one."""
+        return self.caps.cap
 
     @property
     def phase(self) -> str:
@@ -102,12 +101,10 @@ class Pacer:
             return math.inf
         return None if self.grouped else self.learner.next_at(now)
 
-    def dispatched(self, now: float) -> int:
-        """A job left; the pair's in-flight count with it."""
+    def dispatched(self, now: float) -> None:
         self.inflight += 1
         if not self.grouped:
             self.learner.dispatched(now)
-        return self.inflight
 
     def blocked(self, now: float) -> None:
         self.learner.blocked(now)
@@ -118,14 +115,11 @@ class Pacer:
     def answered(self) -> None:
         self.inflight = max(0, self.inflight - 1)
 
-    def ok(self, now: float, sent_at: float, inflight: int) -> None:
+    def ok(self, now: float, sent_at: float) -> None:
         took = now - sent_at
         self.latency = took if self.latency == 0 else self.latency + LATENCY_WEIGHT * (took - self.latency)
         self.floor = took if self.floor == 0 else min(took, self.floor + FLOOR_CREEP * (took - self.floor))
-        if self.learner.rate != self.history_rate:
-            self.success_inflight.clear()  # a new pace: what was usually in flight before says nothing
-            self.history_rate = self.learner.rate
-        self.success_inflight.append(inflight)
+        self.caps.ok(sent_at, now, self.learner.rate, self.floor)
         learner = self.learner
         if self.ramping and learner.saturated(now) and now - self.ramped_at >= self.rules.open_step:
             if not self.queueing and self.inflight >= self.open_cap // 2 and (self.cap is None or self.open_cap < self.cap):
@@ -134,23 +128,12 @@ class Pacer:
         if not self.grouped:
             learner.ok(now, sent_at)
 
-    def refused_in_flight(self, inflight: int, echo: bool) -> bool:
-        """Whether a refusal sent with ``inflight`` in flight is the concurrency cap's (and adjusts it)."""
-        if self.cap is not None or echo or self.learner.phase == "open":
-            return self.cap is not None and inflight > self.cap
-        # At a steady pace a rate limit refuses whatever is in flight; a concurrency cap refuses
-        # exactly when more is in flight than usual.
-        usual = sorted(self.success_inflight)[int(0.9 * (len(self.success_inflight) - 1))] if self.success_inflight else 0
-        if len(self.success_inflight) >= 2 * CONCURRENCY_EVIDENCE and inflight > usual:
-            self.votes += 1
-            if self.votes >= CONCURRENCY_EVIDENCE:
-                self.cap = max(1, usual)
-                self.learner = RateLearner(self.rules, self.learner.clean_since, self.learner.told)
-                self.votes = 0
-                return True
-        else:
-            self.votes = 0
-        return False
+    def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
+        """A 429 on the pair (not grouped): the concurrency cap's, or news for its rate learner."""
+        learner = self.learner
+        if not learner.is_echo(sent_at) and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
+            return "refusal"  # the cap's: the rate keeps searching, under the cap now
+        return learner.refused(now, sent_at, retry_after, cooled)
 
 
 class _Group:
@@ -219,12 +202,12 @@ class PaceBook:
                 g.learner.blocked(now)
         return at
 
-    def dispatched(self, ip: str, upstream: str, now: float) -> int:
-        """A job left on (ip, upstream): the pair's in-flight count with it (kept for the answer)."""
+    def dispatched(self, ip: str, upstream: str, now: float) -> None:
+        """A job left on (ip, upstream)."""
         g = self._groups.get(upstream)
         if g is not None:
             g.learner.dispatched(now)
-        return self.get(ip, upstream, now).dispatched(now)
+        self.get(ip, upstream, now).dispatched(now)
 
     def is_echo(self, ip: str, upstream: str, sent_at: float) -> bool:
         """A 429 that only repeats the last one: it teaches nothing and cools nothing more."""
@@ -246,28 +229,23 @@ class PaceBook:
         now: float,
         sent_at: float | None = None,
         *,
-        inflight: int = 0,
         retry_after: float | None = None,
         cooled: float = 0.0,
     ) -> None:
-        """Learn from one answer. ``inflight``: the pair's in-flight count when it was sent."""
+        """Learn from one answer. ``cooled``: seconds the pair now cools for it (0: none)."""
         p = self.get(ip, upstream, now)
         p.answered()
         sent = now if sent_at is None else sent_at
         g = self._groups.get(upstream)
         if result == "ok":
-            p.ok(now, sent, inflight)
+            p.ok(now, sent)
             if g is not None:
                 g.learner.ok(now, sent)
         elif result == "rate_limited":
-            learner = g.learner if g is not None else p.learner
-            if p.refused_in_flight(inflight, learner.is_echo(sent)):
-                return
             if g is not None:
                 g.learner.refused(now, sent, retry_after, cooled)
-            elif not p.grouped:
-                heard = p.learner.refused(now, sent, retry_after, cooled)
-                self._heard(ip, upstream, heard, now)
+            else:
+                self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled), now)
 
     def _heard(self, ip: str, upstream: str, heard: Heard, now: float) -> None:
         """Surprises on many IPs at once: their budget is shared. Pace it as one."""
