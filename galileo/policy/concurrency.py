@@ -7,9 +7,9 @@ answered after it (an answer leaves the upstream about ``NET`` before it reaches
 answer gets a *held* count (give or take one: an answer crossing the network as a request
 arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
 a refusal finds more held than successes usually do; under a rate limit refusals and successes
-find the same. Four refusals in a row above the median success (of at least 6 at the pace)
-make a cap of one more than that median. A false one (four in a row by chance under a rate
-limit) costs little: the rate keeps most requests below it anyway.
+find the same. Three of the last four refusals above the median success (of at least 6 at the
+pace) make a cap of one more than that median. A false one (chance under a rate limit) costs
+little: the pace keeps most requests below it anyway, and the rate learner goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections import deque
 
 __all__ = ["CapFinder"]
 
-EVIDENCE = 4  # refusals in a row above the median success
+EVIDENCE = 3  # of the last LOOKED refusals this many above the median success
+LOOKED = 4
 MIN_SUCCESSES = 6  # ... of which at least this many at the same pace
 RECENT = 64  # successes whose held count is remembered
 PACE_CHANGE = 0.05  # a pace this much away from theirs makes them stale
@@ -32,7 +33,7 @@ class CapFinder:
 
     def __init__(self) -> None:
         self.cap: int | None = None
-        self.votes = 0
+        self.votes: deque[bool] = deque(maxlen=LOOKED)
         self._answers: deque[tuple[float, float]] = deque(maxlen=ANSWERS)  # (sent, answered) of successes
         self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
         self._pace = 0.0  # the pace those successes were sent at
@@ -59,11 +60,8 @@ class CapFinder:
         if self.cap is not None or not paced or len(self._held) < MIN_SUCCESSES:
             return False
         usual = sorted(self._held)[len(self._held) // 2]
-        if self.held(sent_at, floor) > usual:
-            self.votes += 1
-            if self.votes >= EVIDENCE:
-                self.cap = usual + 1
-                return True
-        else:
-            self.votes = 0
+        self.votes.append(self.held(sent_at, floor) > usual)
+        if sum(self.votes) >= EVIDENCE:
+            self.cap = usual + 1
+            return True
         return False

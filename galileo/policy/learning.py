@@ -254,6 +254,12 @@ class RateLearner:
         self.clean_since = now
         self._repace(now)
 
+    def unbound(self) -> None:
+        """The refusals so far were another limit's (a concurrency cap's): no refused pace is known."""
+        self.hi = math.inf
+        self.gain = self.rules.step
+        self.converged_at = None
+
     def is_echo(self, sent_at: float) -> bool:
         """A 429 of a request sent before the last one's answer came (or while the spent budget of
         a measurement was still refilling, before the search began): the same event, not news."""

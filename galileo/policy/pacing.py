@@ -132,7 +132,8 @@ class Pacer:
         """A 429 on the pair (not grouped): the concurrency cap's, or news for its rate learner."""
         learner = self.learner
         if not learner.is_echo(sent_at) and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
-            return "refusal"  # the cap's: the rate keeps searching, under the cap now
+            learner.unbound()  # the refusals it learnt from were the cap's: search on, under the cap
+            return "refusal"
         return learner.refused(now, sent_at, retry_after, cooled)
 
 
