@@ -75,7 +75,8 @@ class PaceRules:
     max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
     max_doubt: float = 32.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
-    max_reprobe: float = 900.0  # ... doubling after each failed test, up to this
+    max_reprobe: float = 900.0  # ... doubling after each failed test, up to this;
+    dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear
     idle_share: float = 0.5  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
@@ -107,6 +108,7 @@ class RateLearner:
         self.estimate: float | None = None
         self.lo = 0.0
         self.hi = math.inf
+        self.hi_refused = True  # hi is a pace that was refused (not a guess)
         self.gain = rules.step
         self.clean_since = now
         self.converged_at: float | None = None
@@ -122,6 +124,7 @@ class RateLearner:
         self.between_oks = 0  # successes sent since the last refusal that was news
         self.between_idle = 0.0
         self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
+        self.between_proven = False  # a pace ran clean since: the budget was not kept spent
         self.refusals = 0
         self.first_run = False  # learning: waiting for the first refusal run to end
         self.first_oks = 0  # successes sent before the first refusal
@@ -199,18 +202,21 @@ class RateLearner:
         self.scale = max(self.scale, min(run, r.max_scale))
         if self.phase == "hold" and self.lo > 0 and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
+            self.reprobe_every = max(self.reprobe_every, r.dear_reprobe)
         if self.phase == "learn" and self.first_run:
             self.first_run = False
             start = self.first_sent if self.first_sent is not None else sent_at
             if (run >= r.long_wait or self.first_told) and self.first_oks and sent_at > start:
                 # What it admitted over the time until its budget came back is a lower bound of its
-                # rate (exact for a window; a bucket wastes refill while we wait). Without
-                # Retry-After it came back after the last refused probe: an upper bound too.
+                # rate (exact for a window; a bucket wastes refill while we wait, a box longer).
+                # Without Retry-After it came back after the last refused probe: an upper bound for
+                # a window, a guess for a box (searched past if a pace at it runs clean).
                 upper = math.inf
                 if not self.first_told and self.last_refusal_sent > start:
                     upper = self.first_oks / (self.last_refusal_sent - start)
                 gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
                 self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
+                self.hi_refused = False
             else:
                 # Refill within a pace interval or so: a bucket. Keep it spent and measure its rate.
                 self.rate = r.overdrive * max(1, self.first_achieved)
@@ -235,8 +241,10 @@ class RateLearner:
         """The pace ran clean and saturated for ``trust``: it is safe; choose the next one."""
         r = self.rules
         self.lo = max(self.lo, self.rate)
-        if self.lo >= self.hi:
-            self.hi = math.inf  # a refused rate now runs clean: the limit rose
+        self.between_proven = True
+        eps = r.dear_eps if self.dear else r.eps
+        if self.lo >= self.hi or (not self.hi_refused and self.lo * (1 + eps) >= self.hi):
+            self.hi = math.inf  # a refused rate now runs clean (the limit rose), or the guess was low
         eps = r.dear_eps if self.dear else r.eps
         self.stepped_at = now
         if math.isinf(self.hi):
@@ -271,6 +279,11 @@ class RateLearner:
             return "echo"
         self.episode = now
         self.refusals += 1
+        if self.run_start is not None and self.phase == "hold":
+            # Refused again before any success: the same spent budget (a window, a box), not news.
+            self.between_idle += cooled
+            self.clean_since = max(self.clean_since, now + cooled)
+            return "echo"
         if self.run_start is None:
             self.run_start = sent_at
         heard: Heard = "refusal"
@@ -288,6 +301,7 @@ class RateLearner:
         self.between_oks = 0
         self.between_idle = cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
+        self.between_proven = False
         return heard
 
     def _first(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> None:
@@ -350,11 +364,11 @@ class RateLearner:
         exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
-            close = elapsed <= 2 * self.trust()
+            close = elapsed <= 2 * self.trust() and not self.between_proven  # spent all along, not paced under it
             exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
             self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
-            self.hi = self.rate
+            self.hi, self.hi_refused = self.rate, True
             self.lo = self.rate * r.trim
             if measured is not None and exact:
                 self.lo = min(self.lo, measured)  # the limit fell: to what it is now
@@ -362,7 +376,10 @@ class RateLearner:
                 self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
         else:
             self.hi = min(self.hi, self.rate)
-            if measured is not None:
+            self.hi_refused = True
+            if measured is not None and exact and measured < self.lo:
+                self.lo = measured  # the budget stayed spent and gave less: what we proved was not so
+            elif measured is not None:
                 self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
             if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * r.eps):
                 self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
