@@ -61,8 +61,9 @@ class PaceRules:
     min_oks: int = 20  # successes a measurement needs ...
     min_cycles: int = 2  # ... over at least this many refusal-to-refusal cycles
     long_wait: float = 2.0  # a Retry-After at least this long tells when the spent budget returns
+    window_run: float = 5.0  # refused this long while paced: the limit remembers seconds (a window, a box)
     set_point: float = 0.98  # a measured rate is paced at this share of it
-    trim: float = 0.97  # a refusal at a proven pace takes it to this share
+    trim: float = 0.98  # a refusal at a proven pace takes it to this share
     backoff: float = 0.95  # a refusal with nothing proven yet takes the pace to this share
     step: float = 0.02  # the first step above a measured pace; doubled each proven step ...
     start_step: float = 0.25  # ... or above a lower bound
@@ -73,11 +74,11 @@ class PaceRules:
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
     max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
-    max_doubt: float = 32.0  # each refusal at a proven pace doubles that, up to this factor
+    max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
     max_reprobe: float = 900.0  # ... doubling after each failed test, up to this;
     dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear
-    idle_share: float = 0.5  # a measurement with more of its span spent cooling is only a lower bound
+    idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
 
@@ -104,6 +105,7 @@ class RateLearner:
         self.run_start: float | None = None  # send time of the first refusal of the running refusal run
         self.scale = 0.0  # the longest refusal run seen, seconds
         self.dear = False
+        self.windowed = False  # a refusal run of window_run or more while paced: window- or box-like
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.estimate: float | None = None
         self.lo = 0.0
@@ -200,6 +202,8 @@ class RateLearner:
         run = sent_at - self.run_start
         self.run_start = None
         self.scale = max(self.scale, min(run, r.max_scale))
+        if self.phase == "hold" and run >= r.window_run:
+            self.windowed = True  # refused for seconds while paced: a window (or a box) spent
         if self.phase == "hold" and self.lo > 0 and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
             self.reprobe_every = max(self.reprobe_every, r.dear_reprobe)

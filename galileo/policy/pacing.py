@@ -19,7 +19,9 @@ for the upstream (``keyed``), and detected where it was not: refusals at a prove
 *surprise*: nothing this pair did changed) on several IPs within a short time (3, or a
 quarter of the IPs, within 30 s or two limiter time scales) mean someone else spends this
 pair's budget. The group then starts from what the pairs were pacing in all, and the pairs
-stop pacing themselves (cooldowns stay per pair).
+stop pacing themselves (cooldowns stay per pair). Windows are not told apart this way: per-IP
+windows aligned to the clock all fill at the same moment too, so a shared window is assumed only
+where an API key says so.
 """
 
 from __future__ import annotations
@@ -253,6 +255,8 @@ class PaceBook:
         learner = self.get(ip, upstream).learner
         if heard != "surprise" or learner.settled < max(KEYED_SETTLED, KEYED_TRUSTS * learner.trust(doubted=False)):
             return
+        if learner.windowed:
+            return  # windows per IP all fill at once too: only the API key tells a shared one apart
         seen = self._surprises.setdefault(upstream, deque())
         pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
         window = max(KEYED_WINDOW, 2 * max(p.learner.scale for p in pacers))
