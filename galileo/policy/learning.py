@@ -76,7 +76,7 @@ class PaceRules:
     max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
     max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
-    max_reprobe: float = 900.0  # ... doubling after each failed test, up to this;
+    max_reprobe: float = 240.0  # ... doubling after each failed test, up to this;
     dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear
     idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
@@ -260,8 +260,7 @@ class RateLearner:
             self.converged_at = now
             self.rate = self.lo
         elif now - self.converged_at >= self.reprobe_every:
-            self.hi *= 1 + 1.5 * eps  # test the bracket again: has the limit moved up?
-            self.rate = math.sqrt(self.lo * self.hi)
+            self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
         self.clean_since = now
         self._repace(now)

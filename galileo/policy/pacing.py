@@ -5,10 +5,11 @@ for its rate (told, or learnt from 429s whatever the limiter's shape), plus two 
 requests in flight:
 
 * **the opening ramp**: before any limit is met, at most 8 in flight, doubled every 0.5 s the
-  pair is saturated while its answers are not queueing (slower than twice their floor), so a
+  pair is saturated while its answers are not queueing (slower than twice what they take
+  unloaded: sent with fewer than 2 in flight), and halved when they take four times that, so a
   new farm does not greet an upstream with 256 requests per IP, an upstream that never says
   429 is at full concurrency within seconds, and one that queues instead of refusing (a leaky
-  bucket that delays) is not pushed into ever longer waits;
+  bucket that delays, a server that slows under load) is not pushed into ever longer waits;
 * **a concurrency cap**, when the refusals say the limit is on requests being served, not on
   their rate (:mod:`galileo.policy.concurrency`); the rate learner then starts over under it.
 
@@ -36,11 +37,13 @@ from galileo.policy.learning import PACE, Heard, PaceRules, RateLearner
 __all__ = ["PaceBook", "Pacer"]
 
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
-FLOOR_CREEP = 0.001  # the latency floor follows a slower answer by this share: a new baseline in ~1000 answers
+LIGHT = 2  # a request sent with fewer of the pair's in flight measures the upstream unloaded (its floor)
 KEYED_IPS = 3  # surprises on this many IPs (or a quarter of them) ...
-KEYED_WINDOW = 30.0  # ... within this many seconds (or two limiter time scales): a shared budget
+KEYED_WINDOW = 60.0  # ... within this many seconds (or two limiter time scales): a shared budget
 KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
 KEYED_TRUSTS = 3.0  # the overshoot of its own last step up would have shown by then
+KEYED_SPREAD = 20.0  # ... and those IPs' surprises spread over this many seconds: one at a time, as a
+# shared budget refuses whoever sends next, not all at once, as when every IP's limit moves together
 
 
 class Pacer:
@@ -55,7 +58,8 @@ class Pacer:
         self.caps = CapFinder()
         self.group: RateLearner | None = None  # the upstream's shared budget, which paces it instead
         self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
-        self.floor = 0.0  # the lowest latency lately, s
+        self.floor = 0.0  # EWMA of the same for requests sent while little was in flight: unloaded, jitter and all
+        self._light: set[float] = set()  # send times of requests sent so
 
     @property
     def cap(self) -> int | None:
@@ -82,7 +86,7 @@ class Pacer:
 
     @property
     def queueing(self) -> bool:
-        """Answers take over twice the pair's floor: more in flight would only wait longer."""
+        """Answers take over twice what they take unloaded: more in flight would only wait longer."""
         return self.floor > 0 and self.latency > self.rules.queueing * self.floor
 
     def allowance(self) -> tuple[float, int | None]:
@@ -104,6 +108,8 @@ class Pacer:
         return None if self.grouped else self.learner.next_at(now)
 
     def dispatched(self, now: float) -> None:
+        if self.inflight < LIGHT and len(self._light) < 256:
+            self._light.add(now)
         self.inflight += 1
         if not self.grouped:
             self.learner.dispatched(now)
@@ -120,13 +126,19 @@ class Pacer:
     def ok(self, now: float, sent_at: float) -> None:
         took = now - sent_at
         self.latency = took if self.latency == 0 else self.latency + LATENCY_WEIGHT * (took - self.latency)
-        self.floor = took if self.floor == 0 else min(took, self.floor + FLOOR_CREEP * (took - self.floor))
+        if sent_at in self._light:
+            self._light.discard(sent_at)
+            self.floor = took if self.floor == 0 else self.floor + LATENCY_WEIGHT * (took - self.floor)
         self.caps.ok(sent_at, now, self.learner.rate, self.floor)
         learner = self.learner
-        if self.ramping and learner.saturated(now) and now - self.ramped_at >= self.rules.open_step:
-            if not self.queueing and self.inflight >= self.open_cap // 2 and (self.cap is None or self.open_cap < self.cap):
-                self.open_cap *= 2
-            self.ramped_at = now
+        if self.ramping and now - self.ramped_at >= self.rules.open_step:
+            if self.floor and self.latency > 2 * self.rules.queueing * self.floor:
+                self.open_cap = max(LIGHT, self.open_cap // 2)  # it queues instead of refusing: back off
+                self.ramped_at = now
+            elif learner.saturated(now):
+                if not self.queueing and self.inflight >= self.open_cap // 2:
+                    self.open_cap *= 2
+                self.ramped_at = now
         if not self.grouped:
             learner.ok(now, sent_at)
 
@@ -263,8 +275,13 @@ class PaceBook:
         seen.append((now, ip))
         while seen and seen[0][0] < now - window:
             seen.popleft()
-        if len(pacers) < 2 or len({i for _, i in seen}) < max(KEYED_IPS, math.ceil(len(pacers) / 4)):
+        first: dict[str, float] = {}
+        for t, i in seen:
+            first.setdefault(i, t)
+        if len(pacers) < 2 or len(first) < max(KEYED_IPS, math.ceil(len(pacers) / 4)):
             return
+        if max(first.values()) - min(first.values()) < KEYED_SPREAD:
+            return  # all at once: every IP's own limit moved (or filled) together, not a shared one
         g = self._group(upstream, now)
         total = sum(p.learner.rate for p in pacers if math.isfinite(p.learner.rate))
         g.learner.phase = "hold"
