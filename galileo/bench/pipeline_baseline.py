@@ -41,7 +41,7 @@ class TokenBucket:
             now = time.monotonic()
             at = max(self.next, self.paused_until)
             if now >= at:
-                self.next = max(self.next + self.interval, now - self.interval)
+                self.next = max(self.next, now) + self.interval  # a late send is not made up for: no bursts
                 return
             await asyncio.sleep(at - now)
 
