@@ -288,7 +288,9 @@ async def _baseline_run(sim: SimProcess, ips: list[str], lim: Limit, latency: in
     return out
 
 
-async def _cell(sim: SimProcess, lim: Limit, latency: int, n: int, engine: str, plan: PipelinePlan, k: int) -> dict[str, Any]:
+async def _cell(
+    sim: SimProcess, lim: Limit, latency: int, n: int, engine: str, plan: PipelinePlan, k: int
+) -> dict[str, Any]:
     limits: dict[str, str | None] = {"jupiter": lim.spec, "dflow": lim.spec, "jito": f"bucket:{plan.jito_rate:g}/1s"}
     await sim.control({"limiters": limits, "latency_ms": latency})
     out: dict[str, Any] = {"limit": lim.spec, "latency_ms": latency, "ips": n, "engine": engine}

@@ -94,7 +94,9 @@ async def _lane(
             bucket.pause(retry or 1.0)
 
 
-async def run(url: str, ips: list[str], rate: float, seconds: float, api_key: str | None, pairs: list[str]) -> Counter[str]:
+async def run(
+    url: str, ips: list[str], rate: float, seconds: float, api_key: str | None, pairs: list[str]
+) -> Counter[str]:
     got: Counter[str] = Counter()
     plan = [(a, b, int(n)) for a, b, n in (p.split(":") for p in pairs)]
     headers = {"x-api-key": api_key} if api_key else {}

@@ -256,9 +256,7 @@ class FarmPolicy:
                 paced=limited and self.pacing.paced(ip, upstream),
             )
         cooled = started[1] if started is not None and started[0] == "rate_limited" else 0.0
-        self.pacing.record(
-            ip, upstream, outcome.result, now, sent_at, retry_after=outcome.retry_after, cooled=cooled
-        )
+        self.pacing.record(ip, upstream, outcome.result, now, sent_at, retry_after=outcome.retry_after, cooled=cooled)
         if started is None:
             return
         reason, seconds = started

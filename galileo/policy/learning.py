@@ -1,35 +1,42 @@
-"""What one budget allows, learnt from its refusals: the pace a smooth sender can keep without a 429.
+"""What one budget allows, learnt from its refusals: the pace a smooth sender keeps without a 429.
 
-A :class:`RateLearner` paces one budget (an IP's at one upstream, or one shared by every IP)
-with GCRA: a request may go at ``tat``, and each one moves ``tat`` on by ``1 / rate``. No burst
-tolerance: a smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
-token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so
-ρ is all that must be learnt, and the shape never is.
+A :class:`RateLearner` paces one budget (an IP's at one upstream, or one every IP shares) with
+GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, with no burst
+tolerance. A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
+token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ
+is all that must be learnt, never the shape.
 
 * **open**: no limit met, no pace.
-* **learn**: the first refusal (a 429 of a request sent after the last one's answer, so not
-  an echo of it) says the budget is spent. With a long ``Retry-After`` (a window or a box
-  that tells when it reopens) the estimate is at once the successes so far over the time
-  until then. Otherwise the budget is kept exhausted on purpose (paced at 1.5x the success
-  rate just seen) and measured: between two refusals the limiter admitted exactly its rate,
-  so successes sent between two refusals over the time between them is ρ. The first cycle
-  is discarded (it carries the opening burst). A span that contains a cooldown measures less
-  than ρ (a bucket refilled past its size): it is a lower bound, not an estimate.
-* **hold**: a bracket search. ``lo`` is the highest pace proven (run saturated and clean
-  for ``trust`` seconds), ``hi`` the lowest refused. Above ``lo`` with no ``hi`` the pace
-  gallops (+2 %, +4 %, +8 % ... per proven step); with both it bisects; once ``hi / lo`` is
-  within 2 % (5 % where overshooting is dear) it stays at ``lo`` and tests ``hi`` again after
-  a minute (doubling after each failure). A refusal at a proven pace (the limit fell, or send
-  jitter) trims it 3 %; two refusals close together measure the rate between them.
+* **learn**: the first refusal that is news (a 429 of a request sent after the last one's
+  answer came) says the budget is spent. The pair probes at 1 request/s until the refusal
+  run ends (a ``Retry-After`` says when; else the farm's backoff finds out). If it said when,
+  or the run lasted 2 s or more (a window, a box), what was admitted before over the time
+  until the budget came back is a lower bound of ρ (exact for a window): the search starts
+  there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``). A short run
+  with no word (a bucket) is measured instead: kept spent on purpose at 1.5x the success rate
+  of the last second (doubled each second without a refusal), the limiter admits exactly ρ
+  between two refusals, so successes sent between them over the time between is ρ; after 2
+  cycles and 20 successes the search starts at it in steps from +2 % (+25 % if more than 60 %
+  of the span went cooling: a bucket overflows meanwhile, so that is a lower bound).
+* **hold**: a bracket search. ``lo`` is the highest pace proven (run clean and saturated for
+  ``trust`` seconds), ``hi`` the lowest refused. With no ``hi`` the pace gallops, each proven
+  step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
+  (5 % where overshooting is dear) it stays at ``lo`` and after 60 s tries 1 % above ``hi``
+  (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
+  A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
+  proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 %, or to the
+  rate measured since the last refusal if the budget stayed spent all along (no pace proven
+  meanwhile, little of it cooling), and proofs take twice as long from then on (up to 8x).
+  Refusals before the next success belong to the same spent budget and count once.
 
-``trust`` is how long an overshoot may take to show: at least 1 s and 40 requests, and the
-longest refusal run seen (a window or box's length), capped at 120 s. A refusal run far
-longer than a pace interval while paced near the limit (a penalty box) makes overshooting
-*dear*: the bracket closes at 5 % instead of 2 %.
+``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, and
+the longest refusal run seen (a window or a box's length, up to 120 s). A refusal run of more
+than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
+bracket closes at 5 % and is tried again every 300 s at most.
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 99 % of it from the first
-request; a refusal (send jitter against a one-token bucket) trims it towards 97 %, a clean
-minute restores it. It is never learnt above or below that.
+request; a refusal (send jitter against a one-token bucket) trims it 2 %, down to 97 % of
+it, and a clean minute restores 99 %. It is never learnt above or below that.
 """
 
 from __future__ import annotations
@@ -48,7 +55,6 @@ Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 class PaceRules:
     """Every number pacing runs on. :data:`PACE` holds the defaults the farm uses."""
 
-    slack: float = 0.0  # a late send may be caught up by this share of a pace interval (0: never: a one-token bucket forgives none)
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
@@ -137,11 +143,14 @@ class RateLearner:
     # --- sending --------------------------------------------------------------------
 
     def next_at(self, now: float) -> float | None:
-        """When this budget may send again, or None if it may now."""
-        allow = self.tat - self.rules.slack / self.rate
-        if self.phase == "open" or now >= allow:
+        """When this budget may send again, or None if it may now.
+
+        No catching up: a send the loop made late is not followed by an early one (a one-token
+        bucket forgives no two sends closer than its interval).
+        """
+        if self.phase == "open" or now >= self.tat:
             return None
-        return allow
+        return self.tat
 
     def dispatched(self, now: float) -> None:
         if self.first_sent is None:
@@ -249,7 +258,6 @@ class RateLearner:
         eps = r.dear_eps if self.dear else r.eps
         if self.lo >= self.hi or (not self.hi_refused and self.lo * (1 + eps) >= self.hi):
             self.hi = math.inf  # a refused rate now runs clean (the limit rose), or the guess was low
-        eps = r.dear_eps if self.dear else r.eps
         self.stepped_at = now
         if math.isinf(self.hi):
             self.rate = self.lo * (1 + self.gain)
@@ -358,16 +366,15 @@ class RateLearner:
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
         self.settled = now - self.stepped_at  # how long the pace had held when refused
         # Between two refusals the budget admitted at most its rate: what we got is a lower bound of
-        # it, and the rate itself when little of the span was spent cooling.
-        # The rate itself if the budget stayed spent: the refusals came close together (within two
-        # trust periods) and little of the time between went cooling (or it ended when the
-        # Retry-After said the budget was back).
+        # it, and the rate itself if the budget stayed spent: the refusals came close together
+        # (within two trust periods, no pace proven between) and little of the time between went
+        # cooling (or the cooling ended when a Retry-After said the budget was back).
         elapsed = sent_at - self.last_refusal_sent
         measured = None
         exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
-            close = elapsed <= 2 * self.trust() and not self.between_proven  # spent all along, not paced under it
+            close = elapsed <= 2 * self.trust() and not self.between_proven
             exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
             self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
@@ -386,7 +393,6 @@ class RateLearner:
                 self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
             if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * r.eps):
                 self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
-
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step

@@ -102,7 +102,7 @@ class Pacer:
 
     def next_at(self, now: float) -> float | None:
         """When the pair may send again (inf: when a job returns), or None if it may now."""
-        rate, cap = self.allowance()
+        cap = self.allowance()[1]
         if cap is not None and self.inflight >= cap:
             return math.inf
         return None if self.grouped else self.learner.next_at(now)

@@ -203,13 +203,15 @@ def test_lanes_are_the_eligible_ips_with_their_pace_cap_and_latency() -> None:
     c.state = "draining"
     ws = pool(a, b, c)
     cool(p, "1.1.1.2")
-    for took in (0.2, 0.1):  # dispatched at 0, answered after `took`: the pair's latency moves towards it
+    for sent, took in ((1.0, 0.2), (1.5, 0.1)):  # sent alone, answered after `took`: latency moves towards it
         j = job()
-        j.sent_at = 1.0
-        p.on_outcome(j, a, Outcome(result="ok", status=200, latency=took), 1.0 + took)
+        p.on_dispatch(j, a, sent)
+        j.sent_at = sent
+        p.on_outcome(j, a, Outcome(result="ok", status=200, latency=took), sent + took)
     (lane,) = p.lanes(ws, "jupiter", 1.0)  # b cools, c drains: not eligible
     assert lane.ip == "1.1.1.1" and lane.rate == pytest.approx(9.9) and lane.cap is None
-    assert lane.latency == pytest.approx(0.2 + 0.2 * (0.1 - 0.2)) and lane.floor == pytest.approx(0.1)
+    # Both were sent with nothing else in flight: what the upstream takes unloaded, the floor.
+    assert lane.latency == pytest.approx(0.2 + 0.2 * (0.1 - 0.2)) and lane.floor == pytest.approx(0.18)
     assert lane.window == pytest.approx(9.9 * lane.latency)
     (open_lane, _) = p.lanes(pool(a, worker("1.1.1.9")), "dflow", 1.0)  # dflow: no told rate, ramping
     assert open_lane.rate == float("inf") and open_lane.cap == 8 and open_lane.latency == 0.0
