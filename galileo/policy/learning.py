@@ -34,9 +34,10 @@ the longest refusal run seen (a window or a box's length, up to 120 s). A refusa
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
 bracket closes at 5 % and is tried again every 300 s at most.
 
-A told rate (``rate_limit_per_ip``) is used as given: paced at 99 % of it from the first
-request; a refusal (send jitter against a one-token bucket) trims it 2 %, down to 97 % of
-it, and a clean minute restores 99 %. It is never learnt above or below that.
+A told rate (``rate_limit_per_ip``) is used as given: paced at 98.5 % of it from the first
+request (requests reach the upstream with some jitter; a one-second window forgives little); a
+refusal trims it 2 %, down to 97 % of it, and a clean minute restores 98.5 %. It is never learnt
+above or below that.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class PaceRules:
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
-    told: float = 0.99  # a told rate is paced at this share of it ...
+    told: float = 0.985  # a told rate is paced at this share of it (send jitter needs a margin) ...
     told_floor: float = 0.97  # ... and refusals (send jitter) trim it to no less than this share
     probe: float = 1.0  # requests/s while a first refusal run without Retry-After lasts
     overdrive: float = 1.5  # measuring: pace at this many times the success rate of the last second
