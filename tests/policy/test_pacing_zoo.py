@@ -54,12 +54,13 @@ def test_token_buckets_down_to_one_token(spec: str, rate: float, latency: str, r
 def test_fixed_and_sliding_windows_from_1_to_60_s(
     spec: str, rate: float, seconds: float, warmup: float, retry_after: str
 ) -> None:
-    run = learned(f"{spec},retry_after={retry_after}", "50", seconds=seconds, warmup=warmup)
+    ips = IPS[:2] if seconds > 300 else IPS  # minutes of 60 s windows: two IPs show it as well as four
+    run = learned(f"{spec},retry_after={retry_after}", "50", seconds=seconds, warmup=warmup, ips=ips)
     # A 60 s fixed window that never says when it resets is the one shape learnt short of 0.9
     # (docs/networking/multi_ip.md): the backoff finds each reset late and what it saw of a partial
     # first window overstates the rate.
     least = 0.85 if (spec, retry_after) == ("fixed:600/60s", "no") else 0.9
-    assert run.ratio(len(IPS) * rate) >= least, run.ratio(len(IPS) * rate)
+    assert run.ratio(len(ips) * rate) >= least, run.ratio(len(ips) * rate)
     assert run.share_429 <= 0.01, run.share_429
 
 
