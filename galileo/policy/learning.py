@@ -2,7 +2,9 @@
 
 A :class:`RateLearner` paces one budget (an IP's at one upstream, or one every IP shares) with
 GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, with no burst
-tolerance. A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
+tolerance; a send the event loop made up to 2 ms late keeps the schedule (the next one comes
+that much sooner), a later one starts a new schedule (a one-token bucket forgives no two sends
+much closer than its interval). A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
 token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ
 is all that must be learnt, never the shape.
 
@@ -56,6 +58,7 @@ Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 class PaceRules:
     """Every number pacing runs on. :data:`PACE` holds the defaults the farm uses."""
 
+    catch_up: float = 0.002  # seconds: a send late by up to this keeps the pace's schedule
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
@@ -144,11 +147,7 @@ class RateLearner:
     # --- sending --------------------------------------------------------------------
 
     def next_at(self, now: float) -> float | None:
-        """When this budget may send again, or None if it may now.
-
-        No catching up: a send the loop made late is not followed by an early one (a one-token
-        bucket forgives no two sends closer than its interval).
-        """
+        """When this budget may send again, or None if it may now."""
         if self.phase == "open" or now >= self.tat:
             return None
         return self.tat
@@ -158,7 +157,10 @@ class RateLearner:
             self.first_sent = now
         self.last_sent = now
         if self.phase != "open":
-            self.tat = max(self.tat, now) + 1.0 / self.rate
+            # A send the loop made a little late keeps the schedule (the next comes that much
+            # sooner); later than ``catch_up`` it starts a new one.
+            late = now - self.tat
+            self.tat = (self.tat if 0 < late <= self.rules.catch_up else max(self.tat, now)) + 1.0 / self.rate
 
     def _repace(self, now: float, cooled: float = 0.0) -> None:
         """A new pace: its first slot is one interval after the last send (never two sends closer)."""
