@@ -27,16 +27,22 @@ __all__ = [
     "JitoSendBundle",
     "JitoSendTransaction",
     "JitoTipAccounts",
+    "JitoTipFloor",
     "JobPayload",
     "JupiterQuote",
     "JupiterSwapInstructions",
     "RpcGetMultipleAccounts",
+    "RpcGetTransaction",
     "RpcLatestBlockhash",
+    "RpcPrioritizationFees",
     "RpcSendTransaction",
     "RpcSignatureStatuses",
+    "RpcSimulateTransaction",
     "SecretRef",
     "SwapMode",
-    "TitanStream",
+    "TitanConnect",
+    "TitanStop",
+    "TitanSubscribe",
     "UltraExecute",
     "UltraOrder",
 ]
@@ -216,6 +222,12 @@ class JitoTipAccounts(msgspec.Struct, tag="jito_tip_accounts", kw_only=True, omi
     secret: SecretRef | None = None
 
 
+class JitoTipFloor(msgspec.Struct, tag="jito_tip_floor", kw_only=True, omit_defaults=True):
+    """``GET {url}`` (``https://bundles.jito.wtf/api/v1/bundles/tip_floor``); ``ok`` value TipFloor."""
+
+    url: str
+
+
 class JitoSendTransaction(msgspec.Struct, tag="jito_send_transaction", kw_only=True, omit_defaults=True):
     """``sendTransaction`` on ``{base_url}/api/v1/transactions``; ``ok`` value TxSent (with the x-bundle-id)."""
 
@@ -251,6 +263,17 @@ class RpcSendTransaction(msgspec.Struct, tag="rpc_send_transaction", kw_only=Tru
     secret: SecretRef | None = None
 
 
+class RpcSimulateTransaction(msgspec.Struct, tag="rpc_simulate_transaction", kw_only=True, omit_defaults=True):
+    """``simulateTransaction`` (base64, no signature check); ``ok`` value Simulation, failed or not."""
+
+    transaction: bytes
+    url: str | None = None
+    url_env: str | None = None
+    replace_recent_blockhash: bool | None = None
+    commitment: Commitment | None = None
+    secret: SecretRef | None = None
+
+
 class RpcSignatureStatuses(msgspec.Struct, tag="rpc_signature_statuses", kw_only=True, omit_defaults=True):
     """``getSignatureStatuses`` (at most 256); ``ok`` value SignatureStatuses."""
 
@@ -272,26 +295,68 @@ class RpcGetMultipleAccounts(msgspec.Struct, tag="rpc_get_multiple_accounts", kw
     secret: SecretRef | None = None
 
 
-# --- Titan WebSocket quote stream (§4) ----------------------------------------------------
+class RpcPrioritizationFees(msgspec.Struct, tag="rpc_prioritization_fees", kw_only=True, omit_defaults=True):
+    """``getRecentPrioritizationFees`` over at most 128 ``accounts`` (none: the whole chain's).
+
+    The ``ok`` value is PrioritizationFees: per recent slot, the lowest fee (micro-lamports per
+    CU) a transaction locking every one of those accounts as writable landed with.
+    """
+
+    accounts: list[str] = []
+    url: str | None = None
+    url_env: str | None = None
+    secret: SecretRef | None = None
 
 
-class TitanStream(msgspec.Struct, tag="titan_stream", kw_only=True, omit_defaults=True):
-    """A long-lived job: stream Titan quotes, emitting a ``quote`` Event per update.
+class RpcGetTransaction(msgspec.Struct, tag="rpc_get_transaction", kw_only=True, omit_defaults=True):
+    """``getTransaction`` (base64, ``maxSupportedTransactionVersion`` 0); ``ok`` value TransactionMeta.
 
-    Runs until ``duration`` seconds pass (bounded by the job's budget less two seconds for the
-    goodbye), the server ends the stream, or ``idle_timeout`` passes without an update. The
-    ``ok`` value is a TitanStreamSummary. ``url`` is the WebSocket endpoint, e.g.
-    ``wss://api.titan.exchange/api/v1/ws``; ``secret`` is normally
-    ``SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")``.
+    A transaction the node does not know (yet, at ``commitment``) is ``ok`` with ``found`` False.
+    """
+
+    signature: str
+    url: str | None = None
+    url_env: str | None = None
+    commitment: Commitment | None = None
+    secret: SecretRef | None = None
+
+
+# --- Titan WebSocket quote streams (§4) --------------------------------------------------
+
+
+class TitanConnect(msgspec.Struct, tag="titan_connect", kw_only=True, omit_defaults=True):
+    """A long-lived job: open one Titan WebSocket and hold it for the streams of one token.
+
+    Titan's limits belong to the token (a ``jti`` may hold one connection) and to the
+    connection (``concurrentStreams`` streams at once), so a token gets one connection and its
+    streams are multiplexed on it: :class:`TitanSubscribe` and :class:`TitanStop` jobs sent to
+    the same worker find it by ``lease``. Events: ``open`` (TitanInfo, from ``GetInfo``),
+    ``quote`` (TitanQuote, one per StreamData), ``stream_end`` (TitanStreamEnded), ``closed``
+    (TitanConnectionSummary). Runs until closed by a TitanStop, the server or the network, or
+    until its budget is two seconds from its end. ``url`` like ``wss://api.titan.exchange/api/v1/ws``;
+    ``secret`` normally ``SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")``.
     """
 
     url: str
+    lease: str
+    compress: bool = True  # offer the +gzip subprotocol first
+    heartbeat: float = 10.0  # seconds between pings; a pong missing for half of it ends the connection
+    secret: SecretRef | None = None
+
+
+class TitanSubscribe(msgspec.Struct, tag="titan_subscribe", kw_only=True, omit_defaults=True):
+    """Open a quote stream on the connection ``lease`` of this worker; ``ok`` value TitanStreamOpened.
+
+    ``replace``: stop that stream of the connection first, in the same breath, so a stream is
+    renewed without a free slot (quotes of the old one stop, the new one's start a round trip later).
+    """
+
+    lease: str
     input_mint: str
     output_mint: str
     amount: int
     user_public_key: str
-    duration: float
-    idle_timeout: float = 10.0
+    replace: int | None = None
     swap_mode: SwapMode | None = None
     slippage_bps: int | None = None
     dexes: list[str] | None = None
@@ -306,8 +371,14 @@ class TitanStream(msgspec.Struct, tag="titan_stream", kw_only=True, omit_default
     create_output_token_account: bool | None = None
     interval_ms: int | None = None
     num_quotes: int | None = None
-    compress: bool = True  # offer the +gzip subprotocol first
-    secret: SecretRef | None = None
+
+
+class TitanStop(msgspec.Struct, tag="titan_stop", kw_only=True, omit_defaults=True):
+    """StopStream ``stream_id`` on the connection ``lease`` (``ok`` once Titan says StreamStopped);
+    with ``stream_id`` None, stop every stream and close the connection."""
+
+    lease: str
+    stream_id: int | None = None
 
 
 JobPayload = (
@@ -323,9 +394,15 @@ JobPayload = (
     | JitoInflightStatuses
     | JitoTipAccounts
     | JitoSendTransaction
+    | JitoTipFloor
     | RpcLatestBlockhash
     | RpcSendTransaction
     | RpcSignatureStatuses
+    | RpcSimulateTransaction
     | RpcGetMultipleAccounts
-    | TitanStream
+    | RpcPrioritizationFees
+    | RpcGetTransaction
+    | TitanConnect
+    | TitanSubscribe
+    | TitanStop
 )

@@ -18,7 +18,7 @@ the coordinator keeps the deadline itself.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -94,10 +94,15 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     value: ResultValue | None = None  # the decoded answer when result == "ok"
 
 
+# Sizes no real worker comes near, so what the hub keeps of a worker stays small whatever a peer sends.
+Name = Annotated[str, msgspec.Meta(max_length=256)]
+_Counts = Annotated[dict[Annotated[str, msgspec.Meta(max_length=32)], int], msgspec.Meta(max_length=32)]
+
+
 class UpstreamStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """A worker's rolling view of one upstream over the last 60 s."""
 
-    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    counts: _Counts = msgspec.field(default_factory=dict)
     rate: float = 0.0  # jobs/s over the window
     p50_ms: float = 0.0
     p99_ms: float = 0.0
@@ -107,16 +112,23 @@ class UpstreamStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 
 class Ready(msgspec.Struct, tag="ready", kw_only=True):
-    """A worker is up (or back): who it is and how many jobs it takes at once (its credit)."""
+    """A worker is up (or back): who it is and how many jobs it takes at once (its credit).
 
-    worker_id: str
-    ip: str
+    ``worker_id`` names the slot (``local/10.0.0.7``, ``host-b/10.1.0.3``); ``incarnation``
+    names the process in it, random per process. The same incarnation registering again is
+    the same process reconnecting; another one is a new process for the slot, which never
+    takes the results of the one before.
+    """
+
+    worker_id: Name
+    ip: Annotated[str, msgspec.Meta(max_length=64)]
     family: Literal["ipv4", "ipv6"]
     bind: bool  # False: the default-route slot, the kernel picks the source
-    host: str
+    host: Name
     pid: int
     capacity: int
-    version: str = ""
+    version: Name = ""
+    incarnation: Name = ""
 
 
 class Heartbeat(msgspec.Struct, tag="hb", kw_only=True, omit_defaults=True):
@@ -126,7 +138,7 @@ class Heartbeat(msgspec.Struct, tag="hb", kw_only=True, omit_defaults=True):
     draining: bool = False  # the worker takes no new jobs (SIGTERM or Drain); results still come
     loop_lag_ms: float = 0.0
     rss: int = 0
-    stats: dict[str, UpstreamStats] | None = None
+    stats: dict[str, UpstreamStats] | None = None  # the hub keeps at most 256 of them
     bad_frames: int = 0  # frames from the coordinator this worker could not read, since it started
 
 

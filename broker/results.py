@@ -19,14 +19,22 @@ __all__ = [
     "BundleStatus",
     "BundleStatuses",
     "HttpResponse",
+    "PrioritizationFees",
     "Quote",
     "ResultValue",
     "SignatureStatus",
     "SignatureStatuses",
+    "Simulation",
     "SwapInstructions",
     "TipAccounts",
+    "TipFloor",
+    "TitanConnectionSummary",
+    "TitanInfo",
     "TitanQuote",
-    "TitanStreamSummary",
+    "TitanStreamEnded",
+    "TitanStreamOpened",
+    "TokenBalance",
+    "TransactionMeta",
     "TxSent",
     "UltraExecuteResult",
     "UltraOrderResult",
@@ -148,6 +156,17 @@ class TipAccounts(msgspec.Struct, tag="tip_accounts", kw_only=True):
     accounts: list[str]
 
 
+class TipFloor(msgspec.Struct, tag="tip_floor", kw_only=True):
+    """Jito's tip floor: the landed tips' percentiles (and the EMA of the 50th), in lamports."""
+
+    p25: int
+    p50: int
+    p75: int
+    p95: int
+    p99: int
+    ema50: int = 0
+
+
 class TxSent(msgspec.Struct, tag="tx_sent", kw_only=True, omit_defaults=True):
     """A transaction was accepted for sending; ``bundle_id`` from Jito's x-bundle-id header."""
 
@@ -179,6 +198,16 @@ class SignatureStatuses(msgspec.Struct, tag="signature_statuses", kw_only=True):
     statuses: list[SignatureStatus | None]
 
 
+class Simulation(msgspec.Struct, tag="simulation", kw_only=True, omit_defaults=True):
+    """simulateTransaction: ``err`` empty when it ran to the end, else compact JSON of the error;
+    ``units_consumed`` either way; the last log lines (at most 40), for a person reading why."""
+
+    slot: int
+    units_consumed: int = 0
+    err: str = ""
+    logs: list[str] = []
+
+
 class AccountInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One account; ``data`` None when the account does not exist."""
 
@@ -194,6 +223,41 @@ class Accounts(msgspec.Struct, tag="accounts", kw_only=True):
 
     slot: int
     accounts: list[AccountInfo]
+
+
+class PrioritizationFees(msgspec.Struct, tag="prioritization_fees", kw_only=True):
+    """getRecentPrioritizationFees: micro-lamports per CU for each recent slot (oldest first)."""
+
+    slot: int  # the newest slot answered (0: none)
+    fees: list[int]
+
+
+class TokenBalance(msgspec.Struct, frozen=True, array_like=True):
+    """One token account's balance in a transaction's meta: raw ``amount`` of ``mint`` held by ``owner``."""
+
+    account_index: int
+    mint: str
+    owner: str
+    amount: int
+
+
+class TransactionMeta(msgspec.Struct, tag="transaction_meta", kw_only=True, omit_defaults=True):
+    """What a processed transaction did, from getTransaction's ``meta``.
+
+    Balances are in the order of the message's account keys, loaded addresses after the
+    static ones (writable, then read-only), as the RPC gives them. ``err`` is empty on
+    success, else the error as compact JSON. ``found`` False: the node does not know the
+    signature (yet) at the commitment asked.
+    """
+
+    found: bool = True
+    slot: int = 0
+    err: str = ""
+    fee: int = 0
+    pre_balances: list[int] = []
+    post_balances: list[int] = []
+    pre_token_balances: list[TokenBalance] = []
+    post_token_balances: list[TokenBalance] = []
 
 
 class TitanQuote(msgspec.Struct, tag="titan_quote", kw_only=True, omit_defaults=True):
@@ -220,12 +284,54 @@ class TitanQuote(msgspec.Struct, tag="titan_quote", kw_only=True, omit_defaults=
     providers: dict[str, int] = {}  # every provider's out_amount (ExactIn) or in_amount (ExactOut)
 
 
-class TitanStreamSummary(msgspec.Struct, tag="titan_summary", kw_only=True):
-    """How a Titan stream job ended: ``ended_by`` is ``duration``, ``server`` or ``idle``."""
+class TitanInfo(msgspec.Struct, tag="titan_info", kw_only=True, omit_defaults=True):
+    """A Titan connection is open: what ``GetInfo`` said (value of an ``open`` Event).
 
-    updates: int
+    ``concurrent_streams`` is how many streams the server lets this connection hold at once.
+    """
+
+    concurrent_streams: int
+    interval_ms_min: int = 0
+    interval_ms_max: int = 0
+    interval_ms_default: int = 0
+    protocol: str = ""  # the negotiated subprotocol (``v1.api.titan.ag+gzip`` ...)
+    version: str = ""  # the server's protocolVersion, ``major.minor.patch``
+
+
+class TitanStreamOpened(msgspec.Struct, tag="titan_opened", kw_only=True):
+    """Titan opened a stream on the connection (the ``ok`` value of a TitanSubscribe job)."""
+
     stream_id: int
+    interval_ms: int = 0
+
+
+class TitanStreamEnded(msgspec.Struct, tag="titan_ended", kw_only=True, omit_defaults=True):
+    """``StreamEnd``: stream ``stream_id`` is over (value of a ``stream_end`` Event).
+
+    ``stopped``: we asked for it (StopStream); else the server ended it, failed when
+    ``error_code`` is set. A stream that ends without an update had no route, as the bot reads it.
+    """
+
+    stream_id: int
+    updates: int = 0
+    stopped: bool = False
+    error_code: int | None = None
+    error_message: str = ""
+
+
+class TitanConnectionSummary(msgspec.Struct, tag="titan_connection", kw_only=True, omit_defaults=True):
+    """How a Titan connection ended (value of a ``closed`` Event, and of its job's ``ok`` outcome).
+
+    ``ended_by``: ``closed`` (we closed it), ``duration`` (its job's budget ran out), ``server``
+    (the server closed it: ``close_code`` and ``close_reason`` say why), ``error`` (the socket broke).
+    """
+
     ended_by: str
+    streams_opened: int = 0
+    updates: int = 0
+    bad_frames: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
 
 
 ResultValue = (
@@ -237,10 +343,17 @@ ResultValue = (
     | BundleAccepted
     | BundleStatuses
     | TipAccounts
+    | TipFloor
     | TxSent
     | Blockhash
     | SignatureStatuses
+    | Simulation
     | Accounts
+    | PrioritizationFees
+    | TransactionMeta
     | TitanQuote
-    | TitanStreamSummary
+    | TitanInfo
+    | TitanStreamOpened
+    | TitanStreamEnded
+    | TitanConnectionSummary
 )

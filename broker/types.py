@@ -53,6 +53,7 @@ class Job:
     attempt: int = 0
     tried: list[str] = field(default_factory=list)  # IPs of earlier attempts
     sent_at: float = 0.0
+    lag_at_send: float = 0.0  # the hub's own accumulated loop lag when it was sent (see HubCore.tick)
 
     @property
     def upstream(self) -> str:
@@ -65,7 +66,11 @@ class Job:
 
 @dataclass(slots=True, eq=False)
 class WorkerInfo:
-    """A registered worker as the hub sees it. ``credit`` is how many more jobs it may take."""
+    """A registered worker process as the hub sees it. ``credit`` is how many more jobs it may take.
+
+    ``worker_id`` names its slot, ``incarnation`` the process; ``principal`` is the CURVE key
+    (z85) it connected with, ``b""`` on a local socket.
+    """
 
     routing_id: bytes
     worker_id: str
@@ -86,6 +91,8 @@ class WorkerInfo:
     bad_frames: int = 0  # as the worker reports it: frames from us it could not read
     stats: dict[str, UpstreamStats] = field(default_factory=dict)
     done: int = 0
+    incarnation: str = ""
+    principal: bytes = b""
 
     @property
     def credit(self) -> int:

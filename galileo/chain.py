@@ -1,10 +1,13 @@
-"""Chain state the coordinator needs to build transactions: a fresh blockhash and lookup tables.
+"""Chain state the coordinator needs to build transactions: a fresh blockhash, lookup tables, simulations.
 
 Both are fetched *through the farm* (RPC jobs from the worker IPs), like every other network
 call. The blockhash is refreshed in the background every 2 s and on demand when older than
 10 s; lookup tables change rarely and are cached for 5 minutes. The current block height is
 estimated from the newest blockhash: a blockhash is valid for 150 blocks, so
 ``height ~= last_valid_block_height - 150``.
+
+The current slot costs nothing more: it is the newest slot any answer named (the blockhash
+answers' context slot, every quote's ``contextSlot``) plus one slot per 400 ms since.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from collections.abc import Callable
 
 from solders.address_lookup_table_account import AddressLookupTableAccount
 
-from broker.results import Accounts, Blockhash
+from broker.results import Accounts, Blockhash, Simulation
 from galileo.client import FarmClient
 from galileo.tx.alt import AltCache, alt_from_account_data
 from galileo.tx.errors import AltDecodeError
 from galileo.upstreams import Upstreams
 
-__all__ = ["BLOCKHASH_WINDOW", "ChainError", "ChainState"]
+__all__ = ["BLOCKHASH_WINDOW", "SLOT_SECONDS", "ChainError", "ChainState"]
 
 log = logging.getLogger("galileo.chain")
 
@@ -31,6 +34,7 @@ BLOCKHASH_WINDOW = 150
 REFRESH_EVERY = 2.0
 STALE_AFTER = 10.0
 ALT_TTL = 300.0
+SLOT_SECONDS = 0.4  # a Solana slot's target length
 
 
 class ChainError(RuntimeError):
@@ -45,6 +49,8 @@ class ChainState:
         self.alts = AltCache(ttl=ALT_TTL, clock=clock)
         self._blockhash: Blockhash | None = None
         self._fetched = float("-inf")
+        self._slot: int | None = None  # the newest slot an answer named
+        self._slot_at = float("-inf")
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -77,6 +83,7 @@ class ChainState:
             )
             if newest:
                 self._blockhash, self._fetched = out.value, self.clock()
+            self.saw_slot(out.value.slot)
             return self._blockhash or out.value
 
     async def blockhash(self) -> Blockhash:
@@ -90,6 +97,24 @@ class ChainState:
         if self._blockhash is None:
             return None
         return self._blockhash.last_valid_block_height - BLOCKHASH_WINDOW
+
+    def saw_slot(self, slot: int) -> None:
+        """An answer named ``slot`` (a blockhash's context, a quote's ``contextSlot``): the chain is there at least."""
+        if slot > 0 and (self._slot is None or slot > self._slot):
+            self._slot, self._slot_at = slot, self.clock()
+
+    def slot(self) -> int | None:
+        """The chain's current slot, estimated (None: no answer named one yet)."""
+        if self._slot is None:
+            return None
+        return self._slot + max(0, int((self.clock() - self._slot_at) / SLOT_SECONDS))
+
+    async def simulate(self, transaction: bytes) -> Simulation:
+        """``simulateTransaction`` of ``transaction`` now: its units and its error, if it fails."""
+        out = await self.farm.run(self.upstreams.simulate(transaction))
+        if not out.ok or not isinstance(out.value, Simulation):
+            raise ChainError(f"simulateTransaction: {out.result} {out.error}".strip())
+        return out.value
 
     async def lookup_tables(self, addresses: list[str]) -> list[AddressLookupTableAccount]:
         """The lookup tables at ``addresses`` (cached; missing ones fetched in one RPC call)."""

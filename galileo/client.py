@@ -10,14 +10,24 @@ give in-memory ones.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.protocol import Event
 from broker.types import JobOutcome, JobSpec
 from galileo.policy.allocator import Lane
 
-__all__ = ["NULL_METRICS", "EventHook", "FarmClient", "Lane", "StrategyMetrics"]
+__all__ = [
+    "NULL_METRICS",
+    "EventHook",
+    "FarmClient",
+    "Lane",
+    "StrategyMetrics",
+    "TitanConnectionState",
+    "TitanReport",
+    "TitanSource",
+]
 
 EventHook = Callable[[JobSpec, str, Event], None]
 """Called with the job's spec, the IP serving it and the event (a Titan stream update)."""
@@ -43,6 +53,31 @@ class FarmClient(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class TitanConnectionState:
+    """One Titan connection as the metrics show it. ``token`` names the env var, never the token."""
+
+    token: str
+    ip: str | None
+    open: bool
+    streams: int
+    limit: int  # streams the server lets it hold (GetInfo's concurrentStreams, or less when it said so)
+
+
+@dataclass(frozen=True, slots=True)
+class TitanReport:
+    """Titan's connections and streams at one moment, and what was refused or lost since the start."""
+
+    connections: tuple[TitanConnectionState, ...] = ()
+    refusals: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (token, reason) -> count
+    disconnects: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (token, reason) -> count
+    quote_age: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (pair, size) -> seconds
+
+
+TitanSource = Callable[[], TitanReport]
+"""Read at scrape time (in the coordinator's loop): the Titan streams of one engine."""
+
+
 class StrategyMetrics(Protocol):
     """The series strategies and landers move (see :class:`galileo.metrics.FarmMetrics`)."""
 
@@ -59,6 +94,14 @@ class StrategyMetrics(Protocol):
     def lander_success(self, lander: str, endpoint: str) -> None: ...
 
     def lander_landed(self, lander: str, endpoint: str) -> None: ...
+
+    def opportunity_skipped(self, strategy: str, reason: str) -> None: ...
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None: ...
+
+    def titan_source(self, source: TitanSource) -> None:
+        """Export what ``source`` reports (connections, streams, refusals, quote ages) at each scrape."""
+        ...
 
 
 class _NullMetrics:
@@ -83,6 +126,15 @@ class _NullMetrics:
         pass
 
     def lander_landed(self, lander: str, endpoint: str) -> None:
+        pass
+
+    def opportunity_skipped(self, strategy: str, reason: str) -> None:
+        pass
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None:
+        pass
+
+    def titan_source(self, source: TitanSource) -> None:
         pass
 
 

@@ -47,6 +47,7 @@ upstreams:
   rpc: {{urls: ['{u}/rpc']}}
   jito:
     endpoints: ['{u}/jito/frankfurt', '{u}/jito/ny', '{u}/jito/tokyo']
+    tip_floor_url: '{u}/jito/api/v1/bundles/tip_floor'
     rate_limit_per_ip: null
 intermedium:
   mints: [EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v, Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCE8BenwNYB,

@@ -27,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from broker.protocol import RESULTS, Outcome
 from broker.types import Job, JobOutcome, WorkerInfo
+from galileo.client import TitanSource
 from galileo.metrics_state import FarmStateCollector
+from galileo.metrics_titan import TitanCollector
 from galileo.policy.cooldown import DEFAULT_RULES
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ __all__ = [
     "LAMPORTS_PER_SOL",
     "LATENCY_BUCKETS_MS",
     "PROFIT_BUCKETS_SOL",
+    "SKIP_REASONS",
     "FarmMetrics",
     "MetricsError",
     "label_value",
@@ -86,7 +90,19 @@ COOLDOWN_REASONS = (*DEFAULT_RULES, "bind_error")
 MAX_SERIES_PER_METRIC = 50_000
 OVERFLOW = "other"
 
-M = TypeVar("M", Counter, Histogram)
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+# Why a found opportunity was not landed (galileo_opportunities_skipped_total's reasons).
+SKIP_REASONS = ("stale_quote", "quote_expired", "duplicate", "unprofitable_after_fees")
+
+
+@dataclass
+class RoundTrips:
+    """One strategy and base mint's round trips on chain: how many, expected and realised (lamports)."""
+
+    on_chain: int = 0
+    expected_lamports: int = 0
+    realised_lamports: int = 0
 
 
 class MetricsError(RuntimeError):
@@ -166,6 +182,8 @@ class FarmMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.state = FarmStateCollector()
         self.registry.register(self.state)
+        self.titan = TitanCollector()
+        self.registry.register(self.titan)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._render_lock = asyncio.Lock()
@@ -176,10 +194,14 @@ class FarmMetrics:
         self._upstreams: set[str] = self.state.known_upstreams  # shared: cooldown_active reads 0 for each
         self._strategy_mints: set[tuple[str, str]] = set()
         self._lander_endpoints: set[tuple[str, str]] = set()
+        self.round_trips: dict[tuple[str, str], RoundTrips] = {}  # (strategy, mint): what `farm stats` shows
         r = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> _Children[Counter]:
             return _Children(Counter(name, doc, labels, registry=r), name)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> _Children[Gauge]:
+            return _Children(Gauge(name, doc, labels, registry=r), name)
 
         def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> _Children[Histogram]:
             return _Children(Histogram(name, doc, labels, registry=r, buckets=buckets), name)
@@ -244,6 +266,30 @@ class FarmMetrics:
             ("strategy", "mint"),
             PROFIT_BUCKETS_SOL,
         )
+        self._skipped = counter(
+            "galileo_opportunities_skipped_total",
+            "Opportunities found but not landed, by reason: stale_quote (older than lander.max_quote_age_slots), "
+            "quote_expired (past Titan's expiresAfterSlot), duplicate (the same trade is in flight), "
+            "unprofitable_after_fees (the tip and priority fee it would pay leave too little).",
+            ("strategy", "reason"),
+        )
+        self._on_chain = counter(
+            "galileo_round_trips_on_chain_total",
+            "Round trips on chain (landed, or an RPC transaction that failed and paid its fee) whose balance "
+            "changes were read back with getTransaction.",
+            ("strategy", "mint"),
+        )
+        self._realised = gauge(
+            "galileo_round_trip_realised_profit_sol",
+            "Realised P&L of the round trips on chain since the farm started, in SOL: the wallet's balance "
+            "changes (fees and tips included) valued in the base mint, then in SOL.",
+            ("strategy", "mint"),
+        )
+        self._expected = gauge(
+            "galileo_round_trip_expected_profit_sol",
+            "Expected profit of the same round trips (what their quotes promised), in SOL, since the farm started.",
+            ("strategy", "mint"),
+        )
 
     # --- wiring ----------------------------------------------------------------------
 
@@ -301,6 +347,11 @@ class FarmMetrics:
             return
         self._strategy_mints.add((strategy, mint))
         self._opportunities.seed(strategy, mint)
+        self._on_chain.seed(strategy, mint)
+        self._realised.seed(strategy, mint)
+        self._expected.seed(strategy, mint)
+        for reason in SKIP_REASONS:
+            self._skipped.seed(strategy, reason)
         for result in RESULTS:
             self._quotes.seed(strategy, mint, result)
 
@@ -385,6 +436,29 @@ class FarmMetrics:
         self._opportunities.get(strategy, mint).inc()
         self._profit.get(strategy, mint).observe(profit_lamports / LAMPORTS_PER_SOL)
 
+    def opportunity_skipped(self, strategy: str, reason: str) -> None:
+        """``strategy`` found an opportunity it did not land, for ``reason`` (one of :data:`SKIP_REASONS`)."""
+        self._skipped.get(strategy, reason).inc()
+
+    def round_trip(self, strategy: str, mint: str, *, expected_lamports: int, realised_lamports: int) -> None:
+        """A round trip of base ``mint`` is on chain and its balance changes were read: what it made.
+
+        Lamports, whatever the base mint (converted at the SOL price its costs were priced with);
+        exported in SOL, next to what it was expected to make.
+        """
+        self.strategy_mint(strategy, mint)
+        rt = self.round_trips.setdefault((strategy, mint), RoundTrips())
+        rt.on_chain += 1
+        rt.expected_lamports += expected_lamports
+        rt.realised_lamports += realised_lamports
+        self._on_chain.get(strategy, mint).inc()
+        self._realised.get(strategy, mint).set(rt.realised_lamports / LAMPORTS_PER_SOL)
+        self._expected.get(strategy, mint).set(rt.expected_lamports / LAMPORTS_PER_SOL)
+
+    def titan_source(self, source: TitanSource) -> None:
+        """Export an engine's Titan connections, streams, refusals and quote ages at each scrape."""
+        self.titan.sources.append(source)
+
     # --- exposition ------------------------------------------------------------------
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
@@ -397,10 +471,12 @@ class FarmMetrics:
         encoder, content_type = choose_encoder(accept)
         async with self._render_lock:
             self.state.freeze()
+            self.titan.freeze()
             try:
                 body = await asyncio.to_thread(encoder, self.registry)
             finally:
                 self.state.thaw()
+                self.titan.thaw()
         return body, content_type
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

@@ -10,6 +10,17 @@ only as :class:`~broker.jobs.SecretRef` (the name of an env var the worker reads
 Landing jobs carry a ``hash_key`` of (endpoint, what is sent): rendezvous hashing then keeps
 re-sends of the same bytes on the same IP, while different bundles spread over every IP
 (see :mod:`galileo.policy.allocator`).
+
+What the round trip's legs are asked for (issue 15), the same for every aggregator:
+
+* **slippage 0 when quoting**: a quote's minimum out is then its out; the sell leg's is set
+  from the round trip's costs when its instructions are asked for (``min_out``), never from a
+  fixed number;
+* **accounts**: each leg may use ``leg_accounts`` accounts (``maxAccounts``, Titan's
+  ``accountsLimitTotal``), half of what one transaction may lock after our own, so two legs
+  merged always fit (``blind_strategy.max_accounts``, default 64, is the transaction's);
+* **compute**: ``dynamicComputeUnitLimit`` (Jupiter and DFlow simulate the leg);
+* **Titan**: ``closeInputTokenAccount: false`` (the sell leg still needs the account).
 """
 
 from __future__ import annotations
@@ -18,30 +29,88 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import orjson
+
 from broker.jobs import (
     DflowQuote,
     DflowSwapInstructions,
     JitoInflightStatuses,
     JitoSendBundle,
+    JitoTipFloor,
     JobPayload,
     JupiterQuote,
     JupiterSwapInstructions,
     RpcGetMultipleAccounts,
+    RpcGetTransaction,
     RpcLatestBlockhash,
+    RpcPrioritizationFees,
     RpcSendTransaction,
     RpcSignatureStatuses,
+    RpcSimulateTransaction,
     SecretRef,
-    TitanStream,
+    TitanConnect,
+    TitanStop,
+    TitanSubscribe,
     UltraOrder,
 )
 from broker.types import JobSpec
 from galileo.config import GalileoConfig
 from galileo.config.sections import RpcConfig, UpstreamConfig
+from galileo.tx.slippage import min_out as min_out_of
+from galileo.tx.slippage import slippage_for
 
-__all__ = ["MAX_BUNDLE_IDS", "MAX_SIGNATURES", "Endpoint", "QuoteRequest", "Upstreams"]
+__all__ = [
+    "MAX_BUNDLE_IDS",
+    "MAX_SIGNATURES",
+    "OUR_ACCOUNTS",
+    "TITAN_CONNECTION_BUDGET",
+    "TITAN_STREAMS",
+    "TX_ACCOUNT_LOCKS",
+    "Endpoint",
+    "QuoteRequest",
+    "Upstreams",
+    "leg_accounts",
+    "with_min_out",
+]
 
 MAX_BUNDLE_IDS = 5  # getInflightBundleStatuses / getBundleStatuses take at most 5 ids
 MAX_SIGNATURES = 256  # getSignatureStatuses takes at most 256
+TITAN_CONNECTION_BUDGET = 24 * 3600.0  # a Titan connection job's budget: held until closed, renewed daily
+TITAN_CONTROL_TIMEOUT = 6.0  # a stream job: the worker waits up to 5 s for Titan's answer
+TITAN_STREAMS = "titan:streams"  # the upstream key of stream jobs (subscribe, stop)
+TX_ACCOUNT_LOCKS = 64  # accounts one transaction may lock: the default budget of a round trip
+OUR_ACCOUNTS = 3  # what we add to the legs' accounts: the compute budget program, a tip account, System
+LEGS = 2  # a round trip: a buy leg and a sell leg
+
+
+def leg_accounts(max_accounts: int | None) -> int:
+    """Accounts one leg may use so that two merged legs and ours fit in ``max_accounts`` (default 64)."""
+    return max(1, ((max_accounts or TX_ACCOUNT_LOCKS) - OUR_ACCOUNTS) // LEGS)
+
+
+def with_min_out(quote_raw: bytes, min_out: int) -> bytes:
+    """A /quote body whose route must pay at least ``min_out``: its slippage and threshold rewritten.
+
+    Jupiter's route checks ``outAmount × (10000 − slippageBps) / 10000``; DFlow's carries
+    ``minOutAmount``; both echo ``otherAmountThreshold``. The slippage is the most that still
+    pays ``min_out``. Raises ValueError when the quote is below ``min_out`` or not an ExactIn quote.
+    """
+    try:
+        quote = orjson.loads(quote_raw)
+        out = int(quote["outAmount"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ValueError("the quote is not a /quote object with an outAmount") from None
+    if quote.get("swapMode", "ExactIn") != "ExactIn":
+        raise ValueError("only an ExactIn /quote object can be given a minimum out")
+    bps = slippage_for(out, min_out)
+    if bps is None:
+        raise ValueError(f"the quote pays {out}, below the {min_out} it must pay")
+    threshold = str(min_out_of(out, bps))
+    quote["slippageBps"] = bps
+    quote["otherAmountThreshold"] = threshold
+    if "minOutAmount" in quote:
+        quote["minOutAmount"] = threshold
+    return orjson.dumps(quote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +169,7 @@ class Upstreams:
         self.quote_provider = blind.quote_provider
         self._dexes = list(blind.enable_dexs)
         self._exclude = list(blind.exclude_dexes)
+        self.accounts_per_leg = leg_accounts(blind.max_accounts)
 
     def known_rates(self) -> dict[str, float]:
         """Per-IP limits the operator told us, keyed like the jobs' upstreams."""
@@ -146,11 +216,11 @@ class Upstreams:
                 input_mint=req.input_mint,
                 output_mint=req.output_mint,
                 amount=req.amount,
-                slippage_bps=blind.slippage_bps,
+                slippage_bps=0,
                 dexes=self._dexes,
                 exclude_dexes=self._exclude,
                 only_direct_routes=blind.only_direct_routes or None,
-                max_accounts=blind.max_accounts,
+                max_accounts=self.accounts_per_leg,
                 secret=_secret("x-api-key", up.api_key_env),
             )
         elif provider == "dflow":
@@ -159,7 +229,7 @@ class Upstreams:
                 input_mint=req.input_mint,
                 output_mint=req.output_mint,
                 amount=req.amount,
-                slippage_bps=blind.slippage_bps,
+                slippage_bps=0,
                 dexes=self._dexes,
                 exclude_dexes=self._exclude,
                 only_direct_routes=blind.only_direct_routes or None,
@@ -177,9 +247,14 @@ class Upstreams:
         prefer_ip: str | None,
         provider: str | None = None,
         cu_price: int | None = None,
+        min_out: int | None = None,
     ) -> JobSpec:
+        """The leg's instructions for ``quote_raw``; with ``min_out``, a route that pays at least that
+        (see :func:`with_min_out`; ValueError when the quote pays less)."""
         provider = provider or self.quote_provider
         up = self._aggregator(provider)
+        if min_out is not None:
+            quote_raw = with_min_out(quote_raw, min_out)
         payload: JobPayload
         if provider == "jupiter":
             payload = JupiterSwapInstructions(
@@ -187,6 +262,7 @@ class Upstreams:
                 user_public_key=user,
                 quote=quote_raw,
                 wrap_and_unwrap_sol=True,
+                dynamic_compute_unit_limit=True,
                 compute_unit_price_micro_lamports=cu_price,
                 secret=_secret("x-api-key", up.api_key_env),
             )
@@ -196,6 +272,7 @@ class Upstreams:
                 user_public_key=user,
                 quote=quote_raw,
                 wrap_and_unwrap_sol=True,
+                dynamic_compute_unit_limit=True,
                 compute_unit_price_micro_lamports=cu_price,
                 secret=_secret("x-api-key", up.api_key_env),
             )
@@ -205,7 +282,10 @@ class Upstreams:
             payload, upstream=provider, timeout=up.timeout_ms / 1000, prefer_ip=prefer_ip, task="swap_instructions"
         )
 
-    def ultra_order(self, req: QuoteRequest, taker: str, *, prefer_ip: str | None, task: str) -> JobSpec:
+    def ultra_order(
+        self, req: QuoteRequest, taker: str, *, prefer_ip: str | None, task: str, slippage_bps: int = 0
+    ) -> JobSpec:
+        """An order (Ultra's quote and whole transaction); ``slippageBps`` is the web app's parameter."""
         up = self.cfg.upstreams.ultra
         payload = UltraOrder(
             base_url=up.base_url,
@@ -213,39 +293,60 @@ class Upstreams:
             output_mint=req.output_mint,
             amount=req.amount,
             taker=taker,
-            slippage_bps=self.cfg.blind_strategy.slippage_bps,
+            slippage_bps=slippage_bps,
             exclude_dexes=self._exclude,
             secret=_secret("x-api-key", up.api_key_env),
         )
         return JobSpec(payload, upstream="ultra", timeout=up.timeout_ms / 1000, prefer_ip=prefer_ip, task=task)
 
-    def titan_stream(self, req: QuoteRequest, user: str, *, prefer_ip: str | None) -> JobSpec:
-        """A long-lived stream job. It holds one credit of its worker, so the IP keeps serving HTTP."""
+    def titan_connect(self, token_env: str, lease: str, *, prefer_ip: str | None) -> JobSpec:
+        """One Titan connection for the token in ``token_env``: a long-lived job holding one credit
+        of its worker, so the IP keeps serving HTTP. Never re-dispatched by the farm: the caller
+        reconnects (on the same IP when it is healthy, another when not)."""
         t = self.cfg.upstreams.titan
-        payload = TitanStream(
-            url=t.ws_url,
+        return JobSpec(
+            TitanConnect(url=t.ws_url, lease=lease, secret=_secret("Authorization", token_env, "Bearer ")),
+            upstream="titan",
+            timeout=TITAN_CONNECTION_BUDGET,
+            prefer_ip=prefer_ip,
+            idempotent=False,
+            task="titan_connect",
+        )
+
+    def titan_subscribe(
+        self, lease: str, req: QuoteRequest, user: str, *, ip: str, replace: int | None = None
+    ) -> JobSpec:
+        """A quote stream on the connection ``lease`` (on ``ip``), replacing stream ``replace`` if given."""
+        t = self.cfg.upstreams.titan
+        payload = TitanSubscribe(
+            lease=lease,
             input_mint=req.input_mint,
             output_mint=req.output_mint,
             amount=req.amount,
             user_public_key=user,
-            duration=t.stream_seconds,
-            idle_timeout=t.idle_resubscribe_ms / 1000,
+            replace=replace,
             swap_mode="ExactIn",
-            slippage_bps=self.cfg.blind_strategy.slippage_bps,
+            slippage_bps=0,
+            accounts_limit_total=self.accounts_per_leg,
+            close_input_token_account=False,
             dexes=self._dexes or None,
             exclude_dexes=self._exclude or None,
             providers=t.providers or None,
             interval_ms=t.interval_ms,
             num_quotes=t.num_quotes,
-            secret=_secret("Authorization", t.token_env, "Bearer "),
         )
+        return self._titan_control(payload, ip, "titan_subscribe")
+
+    def titan_stop(self, lease: str, stream_id: int | None, *, ip: str) -> JobSpec:
+        """StopStream ``stream_id`` on the connection ``lease``; None closes the connection."""
+        return self._titan_control(TitanStop(lease=lease, stream_id=stream_id), ip, "titan_stop")
+
+    @staticmethod
+    def _titan_control(payload: JobPayload, ip: str, task: str) -> JobSpec:
+        # On the connection's worker or nowhere; a key of their own, so the connection's pacing
+        # and cooldowns (of the "titan" handshakes) never hold a stream back.
         return JobSpec(
-            payload,
-            upstream="titan",
-            timeout=t.stream_seconds + 5.0,
-            prefer_ip=prefer_ip,
-            idempotent=False,
-            task="titan_stream",
+            payload, upstream=TITAN_STREAMS, timeout=TITAN_CONTROL_TIMEOUT, require_ip=ip, idempotent=False, task=task
         )
 
     # --- chain state ----------------------------------------------------------------
@@ -271,6 +372,16 @@ class Upstreams:
             task="rpc",
         )
 
+    def simulate(self, transaction: bytes) -> JobSpec:
+        """``simulateTransaction`` of a built transaction (no signature check): its units and any error."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcSimulateTransaction(url=ep.url, url_env=ep.url_env, transaction=transaction),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="rpc",
+        )
+
     def signature_statuses(self, signatures: list[str]) -> JobSpec:
         """``getSignatureStatuses`` for at most 256 signatures (one call follows every pending send)."""
         assert 0 < len(signatures) <= MAX_SIGNATURES
@@ -280,6 +391,33 @@ class Upstreams:
             upstream=ep.upstream,
             timeout=self._rpc_timeout(),
             task="follow",
+        )
+
+    def prioritization_fees(self, accounts: list[str]) -> JobSpec:
+        """``getRecentPrioritizationFees`` over at most 128 writable ``accounts``."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcPrioritizationFees(url=ep.url, url_env=ep.url_env, accounts=accounts),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="fees",
+        )
+
+    def get_transaction(self, signature: str) -> JobSpec:
+        """``getTransaction`` at ``confirmed``: what a landed transaction did to the wallet's balances."""
+        ep = self.rpc[0]
+        return JobSpec(
+            RpcGetTransaction(url=ep.url, url_env=ep.url_env, signature=signature, commitment="confirmed"),
+            upstream=ep.upstream,
+            timeout=self._rpc_timeout(),
+            task="follow",
+        )
+
+    def tip_floor(self) -> JobSpec:
+        """Jito's tip floor (``upstreams.jito.tip_floor_url``): a rate-limit key of its own."""
+        jito = self.cfg.upstreams.jito
+        return JobSpec(
+            JitoTipFloor(url=jito.tip_floor_url), upstream="jito_tip_floor", timeout=jito.timeout_ms / 1000, task="fees"
         )
 
     # --- landing --------------------------------------------------------------------

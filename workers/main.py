@@ -7,15 +7,19 @@ sent, reports each outcome, heartbeats from its loop, and leaves cleanly:
 * on ``Drain`` from the coordinator or ``SIGTERM``: take no new jobs (told to the coordinator
   at once), finish what is in flight (up to ``drain_grace``), say Bye, exit 0;
 * when its coordinator dies (a local worker watches the coordinator's pid through a pidfd,
-  and any worker notices 3 missed heartbeats): exit, so no worker outlives its farm.
+  and any worker notices 3 missed heartbeats): exit, so no worker outlives its farm. Silence
+  alone is not death while the coordinator's process still runs (its loop may be stalled);
+* when the coordinator refuses this host's CURVE key: exit with :data:`EXIT_KEY_REFUSED`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -33,11 +37,12 @@ from workers.secrets import SecretPolicy
 from workers.session import BoundSession
 from workers.stats import RollingStats
 
-__all__ = ["EXIT_BOOT_ERROR", "WorkerArgs", "serve", "worker_entry"]
+__all__ = ["EXIT_BOOT_ERROR", "EXIT_KEY_REFUSED", "WorkerArgs", "serve", "worker_entry"]
 
 log = logging.getLogger("workers.main")
 
 EXIT_BOOT_ERROR = 3  # gunicorn's WORKER_BOOT_ERROR: the supervisor must not restart in a tight loop
+EXIT_KEY_REFUSED = 4  # the coordinator refused this host's CURVE key: `farm join` stops, restarting cannot help
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -184,6 +189,11 @@ class Worker:
             self.lag_ms = max(0.0, (time.perf_counter() - start - 0.25) * 1000)
 
 
+def _pidfd_running(fd: int) -> bool:
+    """A pidfd turns readable when its process exits (zombies included): no pid-reuse race."""
+    return not select.select([fd], [], [], 0)[0]
+
+
 def _watch_pid(pid: int, on_exit: Callable[[], None]) -> int | None:
     try:
         fd = os.pidfd_open(pid)
@@ -211,6 +221,8 @@ async def serve(args: WorkerArgs) -> int:
     fd = None
     if args.coordinator_pid is not None:
         fd = _watch_pid(args.coordinator_pid, worker.link.stop)
+        if fd is not None:  # a stall of the coordinator's loop is not its death: wait while it runs
+            worker.link.peer_alive = functools.partial(_pidfd_running, fd)
     log.info("worker starting", extra={"endpoint": args.endpoint, "pid": os.getpid()})
     try:
         end = await worker.link.run()
@@ -223,7 +235,7 @@ async def serve(args: WorkerArgs) -> int:
             os.close(fd)
         await worker.session.close()
     log.info("worker exiting: %s", end)
-    return 0
+    return EXIT_KEY_REFUSED if end == "refused" else 0
 
 
 GC_THRESHOLD = (20_000, 50, 100)

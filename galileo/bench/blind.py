@@ -38,7 +38,10 @@ farm: {{runtime_dir: '{runtime}'}}
 upstreams:
   jupiter: {{base_url: '{sim_url}/jupiter/swap/v1', api_key_env: null}}
   rpc: {{urls: ['{sim_url}/rpc']}}
-  jito: {{endpoints: ['{sim_url}/jito/frankfurt', '{sim_url}/jito/ny'], rate_limit_per_ip: {RATE:g}}}
+  jito:
+    endpoints: ['{sim_url}/jito/frankfurt', '{sim_url}/jito/ny']
+    rate_limit_per_ip: {RATE:g}
+    tip_floor_url: '{sim_url}/jito/api/v1/bundles/tip_floor'
 intermedium:
   mints: [EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v, Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCE8BenwNYB,
           JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN]

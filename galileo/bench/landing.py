@@ -122,7 +122,7 @@ async def landing_run(n_ips: int, rate: float, *, warmup: float, seconds: float,
 
 async def landing(quick: bool = False) -> dict[str, Any]:
     """N = 16 at 1/s per (IP, region); N = 4 and 16 at 5/s (the documented Jito limit)."""
-    warmup, seconds = (2.0, 3.0) if quick else (4.0, 12.0)
+    warmup, seconds = (1.5, 2.0) if quick else (4.0, 12.0)
     cells = [(8, 1.0)] if quick else [(16, 1.0), (4, 5.0), (16, 5.0)]
     runs = {
         f"n{n}_r{rate:g}": await landing_run(n, rate, warmup=warmup, seconds=seconds, net=i + 1)

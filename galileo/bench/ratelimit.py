@@ -53,7 +53,7 @@ class RateLimitPlan:
 
 
 FULL = RateLimitPlan()
-QUICK = RateLimitPlan(ips=(4,), seconds=5.0, warmup=2.0, queue_seconds=1.0)
+QUICK = RateLimitPlan(ips=(4,), seconds=3.5, warmup=1.5, queue_seconds=1.0)
 
 POLICIES: dict[str, Callable[[RateLimitPlan], FarmPolicy]] = {
     "learned": lambda plan: FarmPolicy(),

@@ -36,6 +36,8 @@ from galileo.bench.farm import overhead, saturation, scale
 from galileo.bench.landing import landing
 from galileo.bench.pipeline import pipeline
 from galileo.bench.ratelimit import ratelimit
+from galileo.bench.sim import sim
+from galileo.bench.titan import titan
 
 __all__ = ["SCENARIOS", "SCHEMA", "evaluate", "machine", "run_bench", "sanitize"]
 
@@ -50,6 +52,8 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "scale": (scale, "ready time and PSS per worker at 8..128 workers; idle coordinator CPU"),
     "blind": (blind, "the blind strategy end to end over 8 IPs, landing into the simulator (and 4 at 150 ms)"),
     "landing": (landing, "Jito sends accepted per second vs N x regions x the per-(IP, region) limit"),
+    "sim": (sim, "the simulator's capacity: quotes/s and executed bundles/s, execution on vs off"),
+    "titan": (titan, "multi-leg with a Titan buy leg, one token, the simulator's real Titan limits: quote ages"),
     "pipeline": (pipeline, "the round-trip engine under each limiter shape x latency x N: learned, told, a baseline"),
 }
 

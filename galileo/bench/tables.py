@@ -138,6 +138,74 @@ def _landing(r: dict[str, Any]) -> TableData:
     return TableData("landing: Jito sends per (IP, region)", columns, rows)
 
 
+def _sim(r: dict[str, Any]) -> TableData:
+    on, off = r["execution_on"], r["execution_off"]
+
+    def row(label: str, key: str, fmt: str = ".0f") -> tuple[str, str, str]:
+        return (label, _num(on.get(key), fmt), _num(off.get(key), fmt))
+
+    rows = [
+        row("quotes/s (closed loop)", "quotes_per_s"),
+        row("bundles accepted/s (closed loop)", "bundles_accepted_per_s"),
+        row("  executed in the VM/s", "bundles_executed_per_s"),
+        row("  landed/s", "bundles_landed_per_s"),
+        row(f"mixed: bundles open loop at {r['mixed_bundle_rate']:g}/s, executed/s", "mixed_bundles_executed_per_s"),
+        row("mixed: quotes/s beside them", "mixed_quotes_per_s"),
+        row("simulator CPU per quote, µs", "sim_cpu_us_per_quote"),
+        row("simulator CPU per bundle, µs", "sim_cpu_us_per_bundle"),
+        row("one core of its own: quotes/s", "quotes_per_core_s"),
+        row("one core of its own: bundles/s", "bundles_per_core_s"),
+        (
+            "simulator CPU, s per s (quotes / bundles / mixed)",
+            "/".join(_num(v, ".2f") for v in on["sim_cpu_per_s"].values()),
+            "/".join(_num(v, ".2f") for v in off["sim_cpu_per_s"].values()),
+        ),
+        (
+            "simulator waiting for a CPU, s per s",
+            "/".join(_num(v, ".2f") for v in on["sim_queued_per_s"].values()),
+            "/".join(_num(v, ".2f") for v in off["sim_queued_per_s"].values()),
+        ),
+        (
+            "load process CPU, s per s (quotes / bundles)",
+            "/".join(_num(v, ".2f") for v in on["load_cpu_per_s"].values()),
+            "/".join(_num(v, ".2f") for v in off["load_cpu_per_s"].values()),
+        ),
+    ]
+    title = f"sim: the simulator's capacity, median of {r['rounds']} rounds of {r['seconds']:g} s per measurement"
+    note = (
+        "execution on: every accepted bundle (a Jupiter route and a tip, auction contention 0) runs in the VM; "
+        "off: accepted bundles land without running. Load from separate processes; a simulator whose CPU plus "
+        "waiting for a CPU is near 1.0 s/s, with its load well under, is the simulator's own limit (or its share of "
+        f"the machine). Failures (on): {on['failures'] or 'none'}"
+    )
+    return TableData(title, ("metric", "execution on", "execution off"), rows, note)
+
+
+def _titan(r: dict[str, Any]) -> TableData:
+    ms = 1000.0
+    rows = [
+        ("freshest quote age, max", f"{_num(r['quote_age_max_s'] * ms, '.0f')} ms"),
+        ("freshest quote age, p99", f"{_num(r['quote_age_p99_s'] * ms, '.0f')} ms"),
+        ("freshest quote age, p50", f"{_num(r['quote_age_p50_s'] * ms, '.0f')} ms"),
+        ("max ÷ stream interval", _num(r["quote_age_max_vs_interval"], ".2f")),
+        ("Titan quotes/s, slowest second", _num(r["quotes_per_s_min"], "d")),
+        ("seconds without a Titan quote", _num(r["seconds_without_quotes"], "d")),
+        ("refused after start (simulator)", _num(r["refused_after_start"], "d")),
+        ("reconnects", _num(r["reconnects"], "d")),
+        ("streams opened (renewals included)", _num(r["streams_opened"], "d")),
+        ("HTTP ok/s from the Titan connection's IP", _num(r["titan_ip_http_ok_per_s"], ".1f")),
+    ]
+    title = (
+        f"titan: {r['ips']} IPs, {r['tokens']} token, {r['streams']} streams for {r['keys']} (pair, size)s, "
+        f"interval {r['interval_s'] * 1000:.0f} ms, renewed every {r['stream_seconds']:g} s"
+    )
+    note = (
+        f"over {r['window_s']:.0f} s after every stream quoted once ({r['samples']} samples, one per 50 ms per "
+        "streamed (pair, size)); the simulator holds a token to one connection and a connection to 4 streams"
+    )
+    return TableData(title, ("metric", "value"), rows, note)
+
+
 def _pipeline(r: dict[str, Any]) -> TableData:
     rows = []
     for name, c in r["cells"].items():
@@ -197,6 +265,10 @@ def tables(report: dict[str, Any]) -> list[TableData]:
         out.append(_blind(sc["blind"]))
     if "landing" in sc and "error" not in sc["landing"]:
         out.append(_landing(sc["landing"]))
+    if "sim" in sc and "error" not in sc["sim"]:
+        out.append(_sim(sc["sim"]))
+    if "titan" in sc and "error" not in sc["titan"]:
+        out.append(_titan(sc["titan"]))
     if "pipeline" in sc and "error" not in sc["pipeline"]:
         out.append(_pipeline(sc["pipeline"]))
     errors = [(name, str(r["error"])) for name, r in sc.items() if "error" in r]

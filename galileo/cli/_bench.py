@@ -27,9 +27,9 @@ def bench(
     scenarios: list[str] | None = typer.Argument(
         None,
         metavar="SCENARIO",
-        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, pipeline; farm "
-        "means the three about the farm itself (overhead, saturation, scale). Default: all but pipeline (its full "
-        "matrix takes hours), all with --quick.",
+        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, sim, titan, "
+        "pipeline; farm means the three about the farm itself (overhead, saturation, scale). Default: all but "
+        "pipeline (its full matrix takes hours), all with --quick.",
         show_default=False,
     ),
     json_path: Path = typer.Option(
@@ -38,9 +38,10 @@ def bench(
         metavar="FILE",
         help="Write the JSON report here (and a PNG plot beside it when matplotlib is installed).",
     ),
-    quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in under a minute."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in about a minute."),
 ) -> None:
-    """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing.
+    """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing,
+    the simulator's own capacity, and Titan's streams against its real limits.
 
     Everything runs on this machine: `galileo sim` in its own process, workers on loopback
     addresses (127.42.*, 127.43.*, 127.44.*, 127.0.8.*). A full run takes about 10 minutes;

@@ -101,13 +101,30 @@ def _key_of(cfg: GalileoConfig, upstream: str) -> list[str]:
         env = getattr(ups, upstream).api_key_env
         return [env] if env else []
     if upstream == "titan":
-        return [ups.titan.token_env] if ups.titan.token_env else []
+        return ups.titan.tokens()
     if upstream == "jito":
         return [ups.jito.uuid_env] if ups.jito.uuid_env else []
     return list(ups.staked.url_envs if upstream == "staked" else ups.rpc.url_envs)
 
 
+def _titan_line(cfg: GalileoConfig) -> str:
+    """Titan limits the token, not the IP: one connection per token, on one IP each."""
+    envs = cfg.upstreams.titan.tokens()
+    if not envs:
+        return "titan: no token (upstreams.titan.token_env or token_envs): Titan refuses the connection"
+    state = ", ".join(f"{e} {'set' if os.environ.get(e) else 'NOT set'} here" for e in envs)
+    streams = "streams multiplexed on it up to the server's concurrentStreams"
+    if len(envs) == 1:
+        return (
+            f"titan: per token ({state}): 1 token = 1 connection on 1 IP, {streams}; more IPs do not raise "
+            "it, more tokens (upstreams.titan.token_envs) do"
+        )
+    return f"titan: per token ({state}): {len(envs)} tokens = {len(envs)} connections on {len(envs)} IPs, {streams}"
+
+
 def _upstream_line(cfg: GalileoConfig, upstream: str) -> str:
+    if upstream == "titan":
+        return _titan_line(cfg)
     envs = _key_of(cfg, upstream)
     if envs:
         state = ", ".join(f"{e} {'set' if os.environ.get(e) else 'NOT set'} here" for e in envs)
@@ -127,6 +144,16 @@ def _wallet(cfg: GalileoConfig, wallet: Wallet | None) -> str:
     return f"wallet: {wallet.path} (public key {wallet.pubkey}, mode {wallet.mode:04o}{loose})"
 
 
+def _tip(cfg: GalileoConfig) -> str:
+    tip = cfg.lander.tip
+    if tip.percentile is None:
+        return f"tip {cfg.lander.tip_lamports} lamports"
+    return (
+        f"tip: the tip floor's {tip.percentile}th percentile, at most {tip.max_profit_share:.0%} of the profit, "
+        f"{cfg.lander.tip_lamports} lamports until the floor is known"
+    )
+
+
 def summary(cfg: GalileoConfig, wallet: Wallet | None = None) -> list[str]:
     """Lines saying what the config will do: addresses, landing, strategies, wallet, upstream limits."""
     prom = cfg.bot.prometheus
@@ -135,9 +162,7 @@ def summary(cfg: GalileoConfig, wallet: Wallet | None = None) -> list[str]:
         lines.append(f"remote workers: {cfg.farm.listen} (CURVE)")
     if cfg.lander.mode == "live":
         landers = ", ".join(cfg.blind_strategy.enable_landers)
-        lines.append(
-            f"lander: LIVE: signed transactions are sent (landers: {landers}; tip {cfg.lander.tip_lamports} lamports)"
-        )
+        lines.append(f"lander: LIVE: signed transactions are sent (landers: {landers}; {_tip(cfg)})")
     else:
         lines.append("lander: dry run: transactions are built and signed, nothing is sent (lander.mode: live sends)")
     strategies = _strategies(cfg)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
@@ -151,6 +151,31 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
     return table
 
 
+def _pnl_table(snapshot: dict[str, Any]) -> Table | None:
+    """Round trips on chain per strategy and base mint: what their quotes promised, what the chain says."""
+    rows = snapshot.get("round_trips") or []
+    if not rows:
+        return None
+    table = Table(title="round trips on chain (SOL)", title_justify="left")
+    for col in ("strategy", "mint", "on chain", "expected", "realised"):
+        table.add_column(col, justify="left" if col in ("strategy", "mint") else "right")
+    for r in rows:
+        table.add_row(
+            r["strategy"],
+            r["mint"],
+            str(r["on_chain"]),
+            f"{r['expected_sol']:+.9f}",
+            f"{r['realised_sol']:+.9f}",
+        )
+    return table
+
+
+def _stats_view(snapshot: dict[str, Any]) -> RenderableType:
+    pnl = _pnl_table(snapshot)
+    workers = _stats_table(snapshot)
+    return workers if pnl is None else Group(workers, pnl)
+
+
 def _console() -> Console:
     """A terminal gets its own width; a pipe or file gets room for every column."""
     import sys
@@ -172,16 +197,16 @@ def stats(
             typer.echo(orjson.dumps(snap, option=orjson.OPT_INDENT_2).decode())
             return
         if not watch:
-            _console().print(_stats_table(snap))
+            _console().print(_stats_view(snap))
             return
-        with Live(_stats_table(snap), console=_console(), refresh_per_second=2) as live:
+        with Live(_stats_view(snap), console=_console(), refresh_per_second=2) as live:
             while True:
                 time.sleep(1.0)
                 snap = control_request(path, {"cmd": "stats"}, owner=owner)
                 if as_json:
                     live.console.print_json(orjson.dumps(snap).decode())
                 else:
-                    live.update(_stats_table(snap))
+                    live.update(_stats_view(snap))
     except ControlError as exc:
         raise fail(str(exc), 1) from None
     except KeyboardInterrupt:

@@ -36,5 +36,7 @@ def gen(
             raise fail(f"{p} already exists; not overwriting it", 2)
     pub_path, sec_path = zmq.auth.create_certificates(directory, name)
     os.chmod(sec_path, 0o600)
-    typer.echo(f"public key: {pub_path}")
+    from broker.auth import fingerprint
+
+    typer.echo(f"public key: {pub_path} ({fingerprint(zmq.auth.load_certificate(pub_path)[0])})")
     typer.echo(f"secret key: {sec_path} (keep it on this host only)")

@@ -7,8 +7,7 @@ import math
 import typer
 
 from galileo.cli._common import fail
-from galileo.sim import FAULT_KINDS, SimConfig, parse_fault_spec, run_sim
-from galileo.sim.config import ALL, NO_LIMIT, split_target, validate_config
+from galileo.sim.config import ALL, FAULT_KINDS, NO_LIMIT, SimConfig, parse_fault_spec, split_target, validate_config
 from galileo.sim.latency import parse_latency
 from galileo.sim.limitspec import parse_limiter
 
@@ -124,6 +123,8 @@ def sim(
     problems = validate_config(config)
     if problems:
         raise typer.BadParameter("; ".join(problems))
+    from galileo.sim.app import run_sim  # aiohttp and the server: only when serving
+
     try:
         run_sim(config)
     except OSError as exc:

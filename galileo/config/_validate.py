@@ -59,6 +59,8 @@ RETIRED_KEYS: dict[str, str] = {
     "inter_batch_delay_ms": "batches pace themselves to what the IP pool absorbs",
     "cycle_cooldown_ms": "batches pace themselves to what the IP pool absorbs",
     "auto_scale_to_ip": "sizes are no longer matched to IPs by hand; concurrency follows the pool",
+    "slippage_bps": "each round trip's sell leg gets the slippage its costs and min_quote_profit leave; "
+    "there is nothing to set",
 }
 
 

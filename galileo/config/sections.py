@@ -21,7 +21,9 @@ __all__ = [
     "JitoConfig",
     "LanderConfig",
     "LaneConfig",
+    "PriorityFeeConfig",
     "RpcConfig",
+    "TipConfig",
     "TitanConfig",
     "UpstreamConfig",
     "UpstreamsConfig",
@@ -64,6 +66,14 @@ def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must not be negative"
 
 
+def _share(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be a share of the profit: greater than 0, at most 1"
+
+
+def _percent(value: int) -> str | None:
+    return None if 0 <= value <= 100 else "must be a percentile from 0 to 100"
+
+
 Url = Annotated[str, Check(_url)]
 WsUrl = Annotated[str, Check(_ws_url)]
 EnvName = Annotated[str, Check(_env_name)]
@@ -71,6 +81,8 @@ Mint = Annotated[str, Check(_pubkey)]
 Positive = Annotated[float, Check(_positive)]
 PositiveInt = Annotated[int, Check(_positive)]
 NonNegativeInt = Annotated[int, Check(_non_negative)]
+NonNegative = Annotated[float, Check(_non_negative)]
+Share = Annotated[float, Check(_share)]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,20 +123,45 @@ class JitoConfig(_Section):
     uuid_env: EnvName | None = None
     rate_limit_per_ip: Positive | None = 5.0  # Jito documents 5 req/s per IP per region
     timeout_ms: PositiveInt = 2000
+    tip_floor_url: Url = "https://bundles.jito.wtf/api/v1/bundles/tip_floor"  # landed tips' percentiles
 
 
 class TitanConfig(_Section):
-    """Titan's WebSocket quote stream (multi-leg). Each stream is a long-lived job on one IP."""
+    """Titan's WebSocket quote streams (multi-leg): one connection per token, streams multiplexed on it.
+
+    Titan limits the token, not the IP: a token may hold one connection (its ``jti``), and a
+    connection ``concurrentStreams`` streams (GetInfo says how many). So each token gets one
+    connection, on one IP the pool leases for it (that IP keeps serving HTTP), and more tokens
+    (``token_envs``) mean more connections on more IPs. ``token_env`` is the one-token form.
+    """
 
     ws_url: WsUrl = "wss://api.titan.exchange/api/v1/ws"
     token_env: EnvName | None = "TITAN_TOKEN"
-    stream_seconds: Positive = 60.0  # a stream is renewed after this long
+    token_envs: list[EnvName] = msgspec.field(default_factory=list)  # one connection each; replaces token_env
+    stream_seconds: Positive = 60.0  # a stream is renewed (in place, without a gap) after this long
     idle_resubscribe_ms: PositiveInt = 10_000  # no update for this long: subscribe again
-    titan_stream_limit: PositiveInt = 2  # streams per IP
+    titan_stream_limit: PositiveInt | None = None  # streams per connection at most (None: what GetInfo allows)
     titan_debounce_ms: NonNegativeInt = 200
     interval_ms: PositiveInt = 1000
     num_quotes: PositiveInt = 2
     providers: list[str] = msgspec.field(default_factory=list)
+
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        envs = raw.get("token_envs") or []
+        for i, env in enumerate(envs):
+            if env in envs[:i]:
+                problems.append((("token_envs", i), f"{env} is listed twice (one connection per token)"))
+        if envs and raw.get("token_env") is not None:
+            problems.append((("token_env",), "give token_env or token_envs, not both (token_envs lists every token)"))
+        return problems
+
+    def tokens(self) -> list[str]:
+        """The env var names of the tokens: one Titan connection each."""
+        if self.token_envs:
+            return list(self.token_envs)
+        return [self.token_env] if self.token_env else []
 
 
 class UpstreamsConfig(_Section):
@@ -211,17 +248,20 @@ class BlindStrategyConfig(_Section):
     enable_dexs: list[str] = msgspec.field(default_factory=list)
     exclude_dexes: list[str] = msgspec.field(default_factory=list)
     enable_landers: list[Literal["jito", "staked", "rpc"]] = msgspec.field(default_factory=lambda: ["jito"])
-    slippage_bps: NonNegativeInt = 0
     only_direct_routes: bool = False
-    max_accounts: PositiveInt | None = None
+    # Accounts one round trip's transaction may lock (null: the runtime's 64); each leg gets
+    # half of it after our own three, as Jupiter's maxAccounts and Titan's accountsLimitTotal.
+    max_accounts: (
+        Annotated[int, Check(lambda v: None if 16 <= v <= 64 else "must be in 16..64 (the runtime locks 64)")] | None
+    ) = None
 
 
 class MultiLegConfig(_Section):
     """Buy and sell legs from different aggregators, every buy leg x every sell leg per batch.
 
     Uses ``blind_strategy.base_mints`` (sizes, per-mint ``min_quote_profit``) and
-    ``intermedium``. Titan is a buy leg only: its quotes come from WebSocket streams planned
-    per IP (``upstreams.titan.titan_stream_limit`` per IP).
+    ``intermedium``. Titan is a buy leg only: its quotes come from WebSocket streams, one
+    connection per token (``upstreams.titan``), the (pair, size)s the engine quotes most usefully first.
     """
 
     enable: bool = False
@@ -232,13 +272,59 @@ class MultiLegConfig(_Section):
     titan_quote_wait_ms: PositiveInt = 2000  # how long a batch waits for a stream's first quote
 
 
+class TipConfig(_Section):
+    """The Jito tip: a percentile of Jito's tip floor, capped at a share of the round trip's profit.
+
+    ``percentile`` null: always ``lander.tip_lamports``. The floor is read every ``refresh_s``
+    through the farm (``upstreams.jito.tip_floor_url``); until it is known, or while it cannot
+    be read, ``lander.tip_lamports`` stands in. Whatever the source, the tip is at most
+    ``max_profit_share`` of the round trip's profit before landing costs, and at least 1000
+    (Jito's minimum): a round trip that cannot pay that and still clear ``min_quote_profit``
+    is not landed.
+    """
+
+    percentile: Literal[25, 50, 75, 95, 99] | None = 50
+    max_profit_share: Share = 0.5
+    refresh_s: Positive = 10.0
+
+
+class PriorityFeeConfig(_Section):
+    """The compute-unit price of ``staked`` / ``rpc`` sends, from ``getRecentPrioritizationFees``.
+
+    ``percentile`` of the recent slots' fees on the transaction's writable accounts (null:
+    always ``lander.compute_unit_price_micro_lamports``, which also stands in until the fees
+    are known). Capped at ``max_micro_lamports`` and so that the whole priority fee is at most
+    ``max_profit_share`` of the round trip's profit before landing costs. A set of accounts is
+    asked about at most once per ``refresh_s``.
+    """
+
+    percentile: Annotated[int, Check(_percent)] | None = 50
+    max_micro_lamports: NonNegativeInt = 100_000
+    max_profit_share: Share = 0.5
+    refresh_s: Positive = 10.0
+
+
 class LanderConfig(_Section):
-    """How opportunities are landed. ``mode: dry_run`` (the default) builds and signs, sends nothing."""
+    """How opportunities are landed. ``mode: dry_run`` (the default) builds and signs, sends nothing.
+
+    ``max_quote_age_slots``: a round trip whose quotes are older than this many slots (their
+    ``contextSlot`` against the chain's, or this many 400 ms slots since they arrived, or past
+    Titan's ``expiresAfterSlot``) is not landed. ``rebroadcast_s``: a ``staked`` / ``rpc``
+    transaction not yet on chain is sent again, the same bytes, this often until it lands or its
+    blockhash expires (0: never).
+    """
 
     mode: Literal["dry_run", "live"] = "dry_run"
     tip_lamports: Annotated[int, Check(lambda v: None if v >= 1000 else "must be at least 1000 (Jito's minimum)")] = (
         10_000
     )
+    tip: TipConfig = msgspec.field(default_factory=TipConfig)
     compute_unit_price_micro_lamports: NonNegativeInt = 0
-    cu_limit_multiplier: Positive = 1.0
+    priority_fee: PriorityFeeConfig = msgspec.field(default_factory=PriorityFeeConfig)
+    # The compute unit limit is the merged transaction's simulated units times this margin.
+    cu_limit_multiplier: Annotated[
+        float, Check(lambda v: None if 1.0 <= v <= 2.0 else "must be in 1.0..2.0 (below 1 runs out of compute)")
+    ] = 1.1
+    max_quote_age_slots: PositiveInt = 4
+    rebroadcast_s: NonNegative = 2.0
     follow_timeout_s: Positive = 90.0

@@ -79,12 +79,14 @@ upstreams:
     uuid_env: null                    # env var with your Jito UUID (x-jito-auth), if you have one
     rate_limit_per_ip: 5.0            # Jito documents 5 requests/s per IP per region
     timeout_ms: 2000
-  titan:                              # multi-leg: Titan's WebSocket quote stream
+    tip_floor_url: https://bundles.jito.wtf/api/v1/bundles/tip_floor   # landed tips' percentiles
+  titan:                              # multi-leg: Titan's WebSocket quote streams
     ws_url: wss://api.titan.exchange/api/v1/ws
-    token_env: TITAN_TOKEN            # the token Titan issued you (Bearer)
-    stream_seconds: 60.0              # each stream is renewed after this long
+    token_env: TITAN_TOKEN            # the token Titan issued you (Bearer): one connection, on one IP
+    token_envs: []                    # several tokens instead ([TITAN_A, TITAN_B]): a connection and an IP each
+    stream_seconds: 60.0              # each stream is renewed (in place, without a gap) after this long
     idle_resubscribe_ms: 10000        # no update for this long: subscribe again
-    titan_stream_limit: 2             # streams per IP
+    titan_stream_limit: null          # streams per connection at most (null: what Titan's GetInfo allows)
     titan_debounce_ms: 200
     interval_ms: 1000
     num_quotes: 2
@@ -112,9 +114,8 @@ blind_strategy:
   enable_dexs: []                     # only these DEX labels (empty: all)
   exclude_dexes: []
   enable_landers: [jito]              # jito | staked | rpc
-  slippage_bps: 0
   only_direct_routes: false
-  max_accounts: null
+  max_accounts: null                  # accounts a round trip may lock (null: 64); each leg gets half
   # No concurrency knobs: as many batches run at once as there are usable IPs.
 
 multi_leg:                            # buy and sell legs from different aggregators (uses blind_strategy.base_mints)
@@ -125,8 +126,19 @@ multi_leg:                            # buy and sell legs from different aggrega
 
 lander:
   mode: dry_run                       # dry_run: build and sign, send nothing. live: real money.
-  tip_lamports: 10000                 # Jito tip (at least 1000)
-  compute_unit_price_micro_lamports: 0  # priority fee for staked / rpc sends
-  cu_limit_multiplier: 1.0
+  tip_lamports: 10000                 # Jito tip until the tip floor is known, or always (tip.percentile: null)
+  tip:                                # the Jito tip follows Jito's tip floor ...
+    percentile: 50                    # 25 | 50 | 75 | 95 | 99 of recently landed tips; null: tip_lamports
+    max_profit_share: 0.5             # ... but never more than this share of the round trip's profit
+    refresh_s: 10.0                   # how often the floor is read (through the farm)
+  compute_unit_price_micro_lamports: 0  # staked / rpc priority fee until recent fees are known, or always
+  priority_fee:                       # staked / rpc: follows getRecentPrioritizationFees ...
+    percentile: 50                    # 0..100 over recent slots' fees on the writable accounts; null: fixed
+    max_micro_lamports: 100000        # ... capped per compute unit ...
+    max_profit_share: 0.5             # ... and at this share of the round trip's profit
+    refresh_s: 10.0                   # a set of accounts is asked about at most this often
+  cu_limit_multiplier: 1.1            # compute unit limit = simulated units x this
+  max_quote_age_slots: 4              # quotes older than this (contextSlot vs the chain) are not landed
+  rebroadcast_s: 2.0                  # staked / rpc: the same signed bytes again this often until landed or expired
   follow_timeout_s: 90.0
 """

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import zmq
 
-from broker.sockets import FramePump, SendFailed, make_router
+from broker.sockets import MAX_FRAME, FramePump, SendFailed, make_router
 from galileo.farm.rundir import RuntimeDirError, check_socket, private_umask, probe_socket
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ def control_request(
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)  # whatever answers on that path cannot make us allocate more
     try:
         sock.connect(f"ipc://{path}")
         sock.send_multipart([HEADER, msgspec.msgpack.encode(request)])

@@ -164,17 +164,36 @@ class Farm:
                 f"farm.listen is {farm.listen}: remote workers need CURVE; set farm.server_secret_key_path "
                 "and farm.authorized_keys_dir (create keys with `galileo keys gen`)"
             )
-        from zmq.auth.thread import ThreadAuthenticator
+        from broker.auth import KeyRing
 
-        self._auth = ThreadAuthenticator(self.ctx)
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=farm.authorized_keys_dir)
+        self._auth = KeyRing(self.ctx)
+        try:
+            self._auth.load(farm.authorized_keys_dir)
+        except OSError as exc:
+            raise FarmError(f"farm.authorized_keys_dir: cannot read {farm.authorized_keys_dir}: {exc}") from None
+        self._auth.start()  # before the socket binds: without a ZAP handler libzmq would let any key in
         try:
             self.hub.bind(farm.listen, curve_secret_key_path=farm.server_secret_key_path)
         except (OSError, ValueError) as exc:
             raise FarmError(f"farm.server_secret_key_path: {exc}") from None
         except zmq.ZMQError as exc:
             raise FarmError(f"farm.listen: cannot listen on {farm.listen}: {exc.strerror}") from None
+
+    async def reload_keys(self) -> None:
+        """Read ``farm.authorized_keys_dir`` again (off the loop): new keys may connect from now on,
+        and the workers of a removed key are dropped at once (their next connection is refused)."""
+        directory = self.cfg.farm.authorized_keys_dir
+        if self._auth is None or directory is None:
+            return
+        try:
+            added, removed = await asyncio.to_thread(self._auth.load, directory)
+        except OSError as exc:
+            log.error("farm.authorized_keys_dir: cannot read %s, keeping the keys loaded before: %s", directory, exc)
+            return
+        for key in added:
+            self.hub.restore(key)
+        for key in removed:
+            self.hub.revoke(key, "this host's key was removed from the coordinator's farm.authorized_keys_dir")
 
     async def wait_ready(self, timeout: float = 10.0, count: int | None = None) -> bool:
         """True once ``count`` workers (default: every slot) are registered."""
@@ -302,6 +321,7 @@ class Farm:
                 if secrets != self.supervisor.secrets:
                     log.warning("the upstreams' secrets or hosts changed: workers started from now on use them")
                 self.supervisor.secrets = secrets
+        await self.reload_keys()
         return await self.rescan()
 
     async def rescan(self) -> list[str]:

@@ -5,6 +5,11 @@ with CURVE. They reconnect with backoff when the coordinator goes away and comes
 worker that exits is restarted after 1 s doubling to 30 s. Nothing secret crosses the wire:
 upstream API keys are read from this host's environment by each worker, and only those this
 host's config names (``secrets``), sent only to the upstreams it configures.
+
+Before forking anything it tries one handshake: a coordinator that refuses this host's key
+ends the command at once (exit 1, saying so); one that does not answer yet is waited for. A
+worker that is refused later (its key was removed and the coordinator reloaded) exits with
+:data:`~workers.main.EXIT_KEY_REFUSED`, and so does the whole command, with exit 1.
 """
 
 from __future__ import annotations
@@ -16,15 +21,20 @@ import os
 import signal
 import socket
 
-from broker.link import CurveSettings
+import zmq.auth
+
+from broker.auth import fingerprint
+from broker.link import CurveSettings, try_handshake
 from galileo.farm.forkserver import ForkServer
 from galileo.inventory import Inventory
-from workers.main import WorkerArgs
+from workers.main import EXIT_KEY_REFUSED, WorkerArgs
 from workers.secrets import SecretPolicy
 
 __all__ = ["run_join"]
 
 log = logging.getLogger("galileo.join")
+
+HANDSHAKE_WAIT = 5.0  # seconds for the first handshake before going on without an answer
 
 
 async def run_join(
@@ -37,15 +47,38 @@ async def run_join(
     duration: float | None = None,
     secrets: SecretPolicy | None = None,
 ) -> int:
+    """Serve ``endpoint`` until SIGINT/SIGTERM or ``duration``: 0, or 1 when this host's key is refused."""
     host = socket.gethostname()
+    if curve is not None:
+        ours = fingerprint(zmq.auth.load_certificate(curve.secret_key_path)[0])
+        answer = await try_handshake(endpoint, curve, HANDSHAKE_WAIT)
+        if answer == "refused":
+            log.error(
+                "the coordinator at %s refused this host's key %s: copy this host's public .key file into "
+                "its farm.authorized_keys_dir and send it SIGHUP",
+                endpoint,
+                ours,
+            )
+            return 1
+        if answer == "failed":
+            log.warning("the handshake with %s failed: is --server-key the coordinator's public key?", endpoint)
+        elif answer == "no_answer":
+            log.warning("no answer from %s within %.0fs; the workers will keep trying", endpoint, HANDSHAKE_WAIT)
     stop = asyncio.Event()
+    refused = False
     pids: dict[int, WorkerArgs] = {}
     backoff: dict[str, float] = {}
     loop = asyncio.get_running_loop()
 
     def on_exit(pid: int, code: int | None) -> None:
+        nonlocal refused
         args = pids.pop(pid, None)
         if args is None or stop.is_set():
+            return
+        if code == EXIT_KEY_REFUSED:
+            log.error("the coordinator at %s refused this host's key; stopping", endpoint, extra={"local_ip": args.ip})
+            refused = True
+            stop.set()
             return
         delay = backoff.get(args.ip, 1.0)
         backoff[args.ip] = min(30.0, delay * 2)
@@ -91,4 +124,4 @@ async def run_join(
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     await fs.close()
-    return 0
+    return 1 if refused else 0

@@ -21,7 +21,7 @@ def worker_secrets(cfg: GalileoConfig) -> SecretPolicy:
         (up.dflow.api_key_env, [up.dflow.base_url]),
         (up.ultra.api_key_env, [up.ultra.base_url]),
         (up.jito.uuid_env, list(up.jito.endpoints)),
-        (up.titan.token_env, [up.titan.ws_url]),
+        *((env, [up.titan.ws_url]) for env in up.titan.tokens()),
     ]
     headers: dict[str, list[str]] = {}
     for env, urls in pairs:

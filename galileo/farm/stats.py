@@ -97,4 +97,15 @@ def farm_snapshot(farm: Farm) -> dict[str, Any]:
             "held_out": [{"ip": ip, "reason": h.reason, "since": h.since} for ip, h in sorted(farm.held_out.items())],
         },
         "workers": rows,
+        # Round trips on chain per strategy and base mint: expected next to realised, in SOL.
+        "round_trips": [
+            {
+                "strategy": strategy,
+                "mint": mint,
+                "on_chain": rt.on_chain,
+                "expected_sol": rt.expected_lamports / 1e9,
+                "realised_sol": rt.realised_lamports / 1e9,
+            }
+            for (strategy, mint), rt in sorted(farm.metrics.round_trips.items())
+        ],
     }

@@ -109,6 +109,7 @@ class Supervisor:
             return slot
         slot = Slot(worker_id=wid, ip=ip, bind=bind)
         self.slots[wid] = slot
+        self.hub.reserve(wid)  # no remote peer may register under a local worker's id
         await self._spawn(slot)
         return slot
 
@@ -212,9 +213,9 @@ class Supervisor:
             return
         slot.pid = None
         slot.last_exit = code
-        w = self.hub.workers.get(slot.worker_id)
-        if w is not None and w.pid == pid:  # its jobs go to other IPs now, before a replacement registers
-            self.hub.lost(slot.worker_id, f"process exited with {'?' if code is None else code}")
+        # Its jobs go to other IPs now, before a replacement registers; the pid says which process
+        # of the slot it was (the hub may still hold an older or newer one under the same id).
+        self.hub.lost(slot.worker_id, f"process exited with {'?' if code is None else code}", pid=pid)
         if self._stopping:
             slot.state = "stopped"
             return

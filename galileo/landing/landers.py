@@ -7,7 +7,13 @@
   ranked one instead of waiting (see :mod:`galileo.policy.allocator`). N IPs carry N times a
   region's per-IP rate.
 * ``staked`` / ``rpc``: ``sendTransaction`` (skipPreflight, maxRetries 0) to each endpoint,
-  hashed by (endpoint, signature) the same way.
+  hashed by (endpoint, signature) the same way, and re-broadcast (the same bytes, the same IP)
+  every ``lander.rebroadcast_s`` until it lands or its blockhash expires.
+
+**One trade, one signed transaction per lander variant.** A strategy claims a trade by what
+it does (:class:`~galileo.landing.trades.TradeKey`) before building it; while the same trade
+is being built or is in flight, claiming it again fails and the strategy does not sign it
+again (see :mod:`galileo.landing.trades`).
 
 **More offered than fits.** Each upstream (a region, an endpoint) keeps at most
 ``SEND_HORIZON`` seconds of its IPs' budget outstanding (queued or in flight); a send beyond
@@ -31,6 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from broker.results import BundleAccepted, TxSent
 from broker.types import JobOutcome
@@ -39,7 +46,9 @@ from galileo.client import NULL_METRICS, FarmClient, StrategyMetrics
 from galileo.config.sections import LanderConfig
 from galileo.landing.assemble import Assembled
 from galileo.landing.follow import Follower
+from galileo.landing.pnl import Prices
 from galileo.landing.stats import LanderKind, LandingStats
+from galileo.landing.trades import TradeBook, TradeKey
 from galileo.tx import BuiltTransaction
 from galileo.upstreams import Endpoint, Upstreams
 
@@ -71,6 +80,15 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class _Signed:
+    """What a trade was signed as: re-sent as it is, never signed again in its blockhash's life."""
+
+    tx: Assembled
+    mint: str
+    profit: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Send:
     lander: LanderKind
     ep: Endpoint
@@ -89,6 +107,10 @@ class LanderStack:
         landers: Sequence[LanderKind],
         stats: LandingStats | None = None,
         metrics: StrategyMetrics = NULL_METRICS,
+        *,
+        prices: Prices | None = None,
+        strategy: str = "",
+        trades: TradeBook[Any] | None = None,
     ) -> None:
         self.farm = farm
         self.upstreams = upstreams
@@ -97,7 +119,19 @@ class LanderStack:
         self.landers = list(dict.fromkeys(landers))
         self.stats = stats if stats is not None else LandingStats()
         self.metrics = metrics
-        self.follower = Follower(farm, upstreams, chain, self.stats, timeout=cfg.follow_timeout_s, metrics=metrics)
+        self.trades: TradeBook[Any] = trades if trades is not None else TradeBook()  # one per farm
+        self.follower = Follower(
+            farm,
+            upstreams,
+            chain,
+            self.stats,
+            timeout=cfg.follow_timeout_s,
+            rebroadcast=cfg.rebroadcast_s,
+            trades=self.trades,
+            prices=prices,
+            strategy=strategy,
+            metrics=metrics,
+        )
         self._sent: dict[str, float] = {}  # signature -> when; identical transactions go out once
         self._outstanding: Counter[str] = Counter()  # upstream -> sends queued or in flight
         self._room: dict[str, tuple[float, float]] = {}  # upstream -> (when looked, sends it can hold)
@@ -147,18 +181,62 @@ class LanderStack:
         self._sent[signature] = now
         return True
 
-    async def land(self, tx: Assembled, mint: str, profit: int = 0) -> list[Receipt]:
+    def claim(self, trade: TradeKey) -> bool:
+        """Take ``trade`` for building; False while the same trade is being built or its transactions live."""
+        return self.trades.claim(trade, self.follower.clock(), self.chain.block_height())
+
+    def release(self, trade: TradeKey) -> None:
+        """Nothing of ``trade`` was signed (its build failed or was given up): it may be built again."""
+        self.trades.release(trade)
+
+    async def land(self, tx: Assembled, mint: str, profit: int = 0, trade: TradeKey | None = None) -> list[Receipt]:
         """Send (or, in dry run, describe) every enabled lander's variant; follow what is accepted.
 
         ``profit``: the round trip's expected profit in ``mint``'s units, counted when it lands.
+        ``trade``: what it does, as claimed; held until its blockhash expires.
         """
+        receipts = await self._send(tx, mint, profit, trade, self.landers, first=True)
+        if trade is not None:
+            accepted = {r.lander for r in receipts if r.accepted}
+            self.trades.signed(trade, tx.last_valid_block_height, accepted, _Signed(tx, mint, profit))
+        return receipts
+
+    def resendable(self, trade: TradeKey) -> bool:
+        """Whether a bundle of ``trade`` that Jito failed or dropped may go again (live, blockhash alive)."""
+        return not self.dry_run and self.trades.resendable(trade, self.chain.block_height()) is not None
+
+    async def resend(self, trade: TradeKey) -> list[Receipt]:
+        """Send again, the very same bytes, the variants of ``trade`` Jito failed or dropped (found again)."""
+        got = self.trades.resendable(trade, self.chain.block_height())
+        if got is None or self.dry_run:
+            return []
+        signed, dead = got
+        self.trades.resent(trade, dead)  # at once: the next rediscovery does not send them too
+        landers = [lander for lander in self.landers if lander in dead]
+        receipts = await self._send(signed.tx, signed.mint, signed.profit, trade, landers, first=False)
+        self.stats.resends += len(receipts)
+        accepted = {r.lander for r in receipts if r.accepted}
+        for lander in set(landers) - accepted:
+            self.trades.settled(trade, lander, "dropped", on_chain=False)
+        return receipts
+
+    async def _send(
+        self,
+        tx: Assembled,
+        mint: str,
+        profit: int,
+        trade: TradeKey | None,
+        landers: Sequence[LanderKind],
+        *,
+        first: bool,
+    ) -> list[Receipt]:
         sends: list[_Send] = []
         now = asyncio.get_running_loop().time()
-        for lander in self.landers:
+        for lander in landers:
             built = tx.jito if lander == "jito" else tx.rpc
             if built is None:
                 continue
-            if not self._first_time(f"{lander}:{built.signature}"):
+            if first and not self._first_time(f"{lander}:{built.signature}"):
                 self.stats.duplicates += 1
                 continue
             ident = bundle_id_of([built.signature]) if lander == "jito" else built.signature
@@ -191,7 +269,16 @@ class LanderStack:
         for s, r in zip(sends, receipts, strict=True):
             if r.accepted:
                 self.follower.follow(
-                    s.lander, s.ident, s.built.signature, s.ep, tx.last_valid_block_height, mint, profit
+                    s.lander,
+                    s.ident,
+                    s.built.signature,
+                    s.ep,
+                    tx.last_valid_block_height,
+                    mint,
+                    profit,
+                    wire=s.built.wire,
+                    payer=str(s.built.message.account_keys[0]),
+                    trade=trade,
                 )
         return receipts
 

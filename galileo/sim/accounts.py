@@ -1,7 +1,11 @@
-"""Well-known program ids, Jito tip accounts, the simulated pools and the address lookup tables.
+"""Well-known program ids, Jito tip accounts, the simulated pools, router vaults and lookup tables.
 
-Nothing here depends on the seed: pool and ALT addresses are the same in every run, so clients
-may cache ALT contents just as they would on mainnet.
+Nothing here depends on the seed: pool, vault and ALT addresses are the same in every run, so
+clients may cache ALT contents just as they would on mainnet.
+
+Each aggregator program (Jupiter, DFlow, Titan) runs the router (:mod:`galileo.sim.router`) and
+holds one vault per mint, owned by its PDA ``["vault", bump]``; a pool is only a price (its state
+account, owned by its DEX's program id, is written by the simulator every slot).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from solders.address_lookup_table_account import (
 )
 from solders.pubkey import Pubkey
 
-from galileo.sim.prices import MINTS
+from galileo.sim.prices import MINTS, SOL
+from galileo.sim.router import vault_authority
 
 __all__ = [
     "ALT_PROGRAM",
@@ -29,6 +34,7 @@ __all__ = [
     "DFLOW_PROGRAM",
     "JUPITER_EVENT_AUTHORITY",
     "JUPITER_PROGRAM",
+    "ROUTERS",
     "SYSTEM_PROGRAM",
     "TIP_ACCOUNTS",
     "TITAN_PROGRAM",
@@ -39,7 +45,9 @@ __all__ = [
     "decode_alt",
     "derived_key",
     "encode_alt",
+    "mint_data",
     "sim_accounts",
+    "token_account_data",
 ]
 
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
@@ -51,6 +59,7 @@ JUPITER_PROGRAM = Pubkey.from_string("JUP6LkbZbjS1jKKwapdHNy74zcZ3tLUZoi5QNyVTaV
 JUPITER_EVENT_AUTHORITY = Pubkey.from_string("D8cy77BBepLMngZx6ZukaTff5hCt1HrWyKk3Hnd9oitf")
 DFLOW_PROGRAM = Pubkey.from_string("DF1ow4tspfHX9JwWJsAb9epbkA8hmpSEAtxXy1V27QBH")
 TITAN_PROGRAM = Pubkey.from_string("T1TANpTeScyeqVzzgNViGDNrkQ6qHz9KrSBS4aNXvGT")
+ROUTERS: tuple[Pubkey, ...] = (JUPITER_PROGRAM, DFLOW_PROGRAM, TITAN_PROGRAM)
 
 TIP_ACCOUNTS: tuple[str, ...] = (
     "96gYZGLnJYVFmbjzopPSU6QiEV5fGqZNyN9nmNhvrZU5",
@@ -86,8 +95,6 @@ class Pool:
     venue: str
     program: Pubkey
     amm: Pubkey
-    vault_a: Pubkey
-    vault_b: Pubkey
     alt: Pubkey
 
 
@@ -117,9 +124,25 @@ def decode_alt(data: bytes) -> AddressLookupTable:
     return AddressLookupTable.deserialize(data)
 
 
-def _mint_data(decimals: int) -> bytes:
-    # SPL Mint: COption<authority>, supply u64, decimals u8, is_initialized, COption<freeze authority>
-    return struct.pack("<I32sQBBI32s", 0, bytes(32), 10**15, decimals, 1, 0, bytes(32))
+def mint_data(decimals: int, supply: int = 10**15) -> bytes:
+    """SPL Mint: COption<authority>, supply u64, decimals u8, is_initialized, COption<freeze authority>."""
+    return struct.pack("<I32sQBBI32s", 0, bytes(32), supply, decimals, 1, 0, bytes(32))
+
+
+def token_account_data(mint: Pubkey, owner: Pubkey, amount: int, native_rent: int | None = None) -> bytes:
+    """SPL token Account (165 bytes): mint, owner, amount, no delegate, initialized, is_native, no
+    close authority. ``native_rent`` makes it a wrapped-SOL account holding that rent reserve."""
+    native = struct.pack("<IQ", 1, native_rent) if native_rent is not None else struct.pack("<IQ", 0, 0)
+    return (
+        bytes(mint)
+        + bytes(owner)
+        + struct.pack("<Q", amount)
+        + struct.pack("<I32s", 0, bytes(32))
+        + b"\x01"
+        + native
+        + struct.pack("<Q", 0)
+        + struct.pack("<I32s", 0, bytes(32))
+    )
 
 
 def _rent_exempt(size: int) -> int:
@@ -131,8 +154,13 @@ class SimAccounts:
 
     def __init__(self) -> None:
         mints = sorted(MINTS)
+        self.authorities: dict[Pubkey, Pubkey] = {r: vault_authority(r) for r in ROUTERS}
+        self.vaults: dict[tuple[Pubkey, str], Pubkey] = {
+            (r, m): derived_key(f"vault/{r}/{m}") for r in ROUTERS for m in mints
+        }
         common = [SYSTEM_PROGRAM, TOKEN_PROGRAM, ATA_PROGRAM, JUPITER_EVENT_AUTHORITY]
         common += [Pubkey.from_string(m) for m in mints]
+        common += [*self.authorities.values(), *self.vaults.values()]
         self.common_alt = derived_key("alt/common")
         self.pools: dict[tuple[str, str], tuple[Pool, ...]] = {}
         alts: dict[Pubkey, list[Pubkey]] = {self.common_alt: list(common)}
@@ -149,11 +177,9 @@ class SimAccounts:
                     venue=venue,
                     program=Pubkey.from_string(program),
                     amm=derived_key(name),
-                    vault_a=derived_key(name + "/vault_a"),
-                    vault_b=derived_key(name + "/vault_b"),
                     alt=derived_key(f"alt/{index}"),
                 )
-                alts[pool.alt] += [pool.amm, pool.vault_a, pool.vault_b]
+                alts[pool.alt].append(pool.amm)
                 pools.append(pool)
             self.pools[(a, b)] = self.pools[(b, a)] = tuple(pools)
         self.alt_addresses: dict[Pubkey, list[Pubkey]] = alts
@@ -166,7 +192,15 @@ class SimAccounts:
             data = encode_alt(meta, addrs)
             self.accounts[str(key)] = AccountData(_rent_exempt(len(data)), ALT_PROGRAM, data)
         for m in MINTS.values():
-            self.accounts[m.mint] = AccountData(_rent_exempt(82), TOKEN_PROGRAM, _mint_data(m.decimals))
+            supply = 0 if m.mint == SOL else 10**15
+            self.accounts[m.mint] = AccountData(_rent_exempt(82), TOKEN_PROGRAM, mint_data(m.decimals, supply))
+        self.pool_by_amm: dict[Pubkey, tuple[str, str, Pool]] = {
+            p.amm: (a, b, p) for (a, b), pools in self.pools.items() if a < b for p in pools
+        }
+
+    def vault(self, router: Pubkey, mint: str) -> Pubkey:
+        """The vault of ``mint`` held by the router deployed at ``router``."""
+        return self.vaults[(router, mint)]
 
     def pool(self, in_mint: str, out_mint: str, index: int) -> Pool:
         """The pool ``index`` of a pair (the pair must be one of the simulated mints)."""

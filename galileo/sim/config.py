@@ -51,6 +51,19 @@ class SimConfig(msgspec.Struct, kw_only=True):
     ``land_delay_slots`` later. ``titan_tokens``: accepted bearer tokens (empty = any
     non-empty). ``api_keys``: service (see SERVICES) -> required key; absent = keyless.
     ``stats_seconds``: how many seconds the per-second series of /sim/stats keep.
+
+    The chain: with ``execution`` on, every landed send runs in the VM (see galileo.sim.vm);
+    off, accepted sends land as they are (the baseline the bench compares with).
+    ``fund_lamports``: a wallet first seen asking for a route or paying for a send, with no
+    lamports, is credited this much (0 = only requestAirdrop funds, as on mainnet).
+    ``auction_contention`` (0..1): how often an accepted bundle is outbid (see galileo.sim.auction).
+
+    Titan's limits, as the real service states them (reference §4.2, §4.5):
+    ``titan_concurrent_streams``: streams one connection may hold (GetInfo says it; one more is
+    refused with an Error); ``titan_connections_per_jti``: connections one token (its JWT
+    ``jti``, or the whole token when it is not a JWT) may hold at once, 0 = any number (one more
+    is refused with 409); ``titan_token_expiry``: a JWT past its ``exp`` is refused (401) and an
+    open connection is closed (1008) when its token expires.
     """
 
     host: str = "127.0.0.1"
@@ -68,6 +81,12 @@ class SimConfig(msgspec.Struct, kw_only=True):
     limiters: dict[str, str] = {}
     latency: dict[str, str] = {}
     stats_seconds: int = 120
+    execution: bool = True
+    fund_lamports: int = 10 * 10**9
+    auction_contention: float = 0.5
+    titan_concurrent_streams: int = 4
+    titan_connections_per_jti: int = 1
+    titan_token_expiry: bool = True
 
 
 def target_problem(target: str) -> str | None:
@@ -119,6 +138,10 @@ def validate_config(config: SimConfig) -> list[str]:
         problems.append(f"blockhash_ttl_blocks: {config.blockhash_ttl_blocks} must be >= 1")
     if config.land_delay_slots < 0:
         problems.append(f"land_delay_slots: {config.land_delay_slots} must be >= 0")
+    if config.fund_lamports < 0:
+        problems.append(f"fund_lamports: {config.fund_lamports} must be >= 0")
+    if not (math.isfinite(config.auction_contention) and 0.0 <= config.auction_contention <= 1.0):
+        problems.append(f"auction_contention: {config.auction_contention} must be in 0..1")
     for service in config.api_keys:
         if service not in SERVICES:
             problems.append(f"api_keys.{service}: unknown service (known: {', '.join(SERVICES)})")
@@ -140,6 +163,10 @@ def validate_config(config: SimConfig) -> list[str]:
                 problem = str(exc)
         if problem is not None:
             problems.append(f"latency.{target}: {problem}")
+    if not 1 <= config.titan_concurrent_streams <= 1000:
+        problems.append(f"titan_concurrent_streams: {config.titan_concurrent_streams} is not in 1..1000")
+    if config.titan_connections_per_jti < 0:
+        problems.append(f"titan_connections_per_jti: {config.titan_connections_per_jti} must be >= 0 (0: no limit)")
     if not 1 <= config.stats_seconds <= 3600:
         problems.append(f"stats_seconds: {config.stats_seconds} is not in 1..3600")
     return problems

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from galileo.sim.chainstats import chain_stats
 from galileo.sim.common import BadRequest, read_json_object
 from galileo.sim.config import SimConfig, validate_config
 from galileo.sim.errors import json_response
@@ -29,6 +30,12 @@ _CONFIG_KEYS = frozenset(
         "limiters",
         "latency",
         "stats_seconds",
+        "execution",
+        "fund_lamports",
+        "auction_contention",
+        "titan_concurrent_streams",
+        "titan_connections_per_jti",
+        "titan_token_expiry",
     }
 )
 _MERGED_KEYS = ("limiters", "latency")  # target -> text, merged into what is set; null removes a target
@@ -127,11 +134,11 @@ async def control(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """GET /sim/stats."""
     state = state_of(request)
-    now = state.now()
-    slot = state.ledger.slot(now)
-    body = state.stats.snapshot(state.ledger.landed_counts(now), time.time())
+    slot = state.settle()
+    body = state.stats.snapshot(state.ledger.landed_counts(), time.time())
     body["limits"]["limiters"] = state.limits.describe()
     body.update({"slot": slot, "block_height": state.ledger.block_height(slot), "seed": state.config.seed})
+    body["chain"] = chain_stats(state)
     return json_response(body)
 
 

@@ -41,7 +41,7 @@ async def quote(request: web.Request) -> web.Response:
     slot = state.slot()
     preferred = state.prices.pool_index(_SERVICE, p.input_mint, p.output_mint, slot)
     pool = route_pool(state.accounts, p.input_mint, p.output_mint, preferred, p.dexes, p.exclude_dexes, venue=True)
-    q = state.prices.quote(_SERVICE, p.input_mint, p.output_mint, p.amount, False, slot) if pool else None
+    q = state.prices.quote(_SERVICE, p.input_mint, p.output_mint, p.amount, False, slot, pool.index) if pool else None
     if pool is None or q is None:
         return _error("route_not_found", "No route found")
     threshold = str(min_out(q.out_amount, p.slippage_bps))
@@ -93,6 +93,7 @@ async def swap_instructions(request: web.Request) -> web.Response:
         if not isinstance(q, dict):
             raise BadRequest("quoteResponse is required")
         user = parse_pubkey(body.get("userPublicKey"), "userPublicKey")
+        state.seen(user)
         in_mint, out_mint = q.get("inputMint"), q.get("outputMint")
         parse_pubkey(in_mint, "quoteResponse.inputMint")
         parse_pubkey(out_mint, "quoteResponse.outputMint")

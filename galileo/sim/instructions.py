@@ -1,7 +1,9 @@
 """Instructions the aggregators return: compute budget, ATA/WSOL setup, the swap, cleanup.
 
 One ``SwapPlan`` builder serves Jupiter, DFlow, Ultra and Titan; each service only renders it
-(JSON objects with base64 data, compact MessagePack maps, or a solders transaction).
+(JSON objects with base64 data, compact MessagePack maps, or a solders transaction). The swap
+instruction calls the router program (:mod:`galileo.sim.router`) deployed at the aggregator's
+program id; its accounts and data are the router's layout, so it executes for real.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from galileo.sim.accounts import (
     TITAN_PROGRAM,
     TOKEN_PROGRAM,
     Pool,
+    sim_accounts,
 )
 from galileo.sim.prices import SOL
+from galileo.sim.vm import pool_burn_units
 
 __all__ = [
     "JUPITER_ROUTE_DISCRIMINATOR",
@@ -50,7 +54,12 @@ JUPITER_ROUTE_DISCRIMINATOR = bytes.fromhex("e517cb977ae3ad2a")
 _DFLOW_SWAP_DISCRIMINATOR = hashlib.sha256(b"global:swap").digest()[:8]
 _TITAN_SWAP_DISCRIMINATOR = hashlib.sha256(b"global:swap_route").digest()[:8]
 _WSOL = Pubkey.from_string(SOL)
-_BASE_CU: dict[Aggregator, int] = {"jupiter": 108_000, "dflow": 118_000, "titan": 131_000}
+_PROGRAMS: dict[Aggregator, Pubkey] = {"jupiter": JUPITER_PROGRAM, "dflow": DFLOW_PROGRAM, "titan": TITAN_PROGRAM}
+# Units each instruction consumes in the VM (measured; see tests/sim/test_sim_vm.py): the router's
+# own work besides the pool's burn (account checks, the PDA search, two token CPIs), an
+# idempotent ATA create that creates the account, SyncNative, CloseAccount, a System transfer
+# and a compute budget instruction.
+_ROUTER_CU, _ATA_NEW_CU, _SYNC_CU, _CLOSE_CU, _TRANSFER_CU, _BUDGET_CU = (6_500, 12_000, 3_000, 3_000, 150, 150)
 
 
 class Meta(NamedTuple):
@@ -170,44 +179,31 @@ class SwapPlan:
 
 
 def _swap_ix(req: SwapRequest, src: Pubkey, dst: Pubkey) -> Ix:
-    user, pool = req.user, req.pool
+    user, pool, accounts = req.user, req.pool, sim_accounts()
+    program = _PROGRAMS[req.aggregator]
     in_mint, out_mint = Pubkey.from_string(req.in_mint), Pubkey.from_string(req.out_mint)
-    pool_metas = (
-        Meta(pool.program, False, False),
-        Meta(pool.amm, False, True),
-        Meta(pool.vault_a, False, True),
-        Meta(pool.vault_b, False, True),
-    )
-    if req.aggregator == "jupiter":
-        metas_jup: tuple[Meta, ...] = (
-            Meta(TOKEN_PROGRAM, False, False),
-            Meta(user, True, False),
-            Meta(src, False, True),
-            Meta(dst, False, True),
-            Meta(JUPITER_PROGRAM, False, False),  # destination_token_account: None
-            Meta(out_mint, False, False),
-            Meta(JUPITER_PROGRAM, False, False),  # platform_fee_account: None
-            Meta(JUPITER_EVENT_AUTHORITY, False, False),
-            Meta(JUPITER_PROGRAM, False, False),
-            *pool_metas,
-        )
-        step = struct.pack("<IBBBBB", 1, 0x11 + pool.index, 1, 100, 0, 1)
-        tail = struct.pack("<QQHB", req.in_amount, req.out_amount, req.slippage_bps, req.platform_fee_bps)
-        return Ix(JUPITER_PROGRAM, metas_jup, JUPITER_ROUTE_DISCRIMINATOR + step + tail)
     metas: tuple[Meta, ...] = (
-        Meta(user, True, True),
+        Meta(user, True, False),
         Meta(src, False, True),
         Meta(dst, False, True),
+        Meta(accounts.vault(program, req.in_mint), False, True),
+        Meta(accounts.vault(program, req.out_mint), False, True),
+        Meta(pool.amm, False, False),
+        Meta(accounts.authorities[program], False, False),
+        Meta(TOKEN_PROGRAM, False, False),
+        Meta(pool.program, False, False),
         Meta(in_mint, False, False),
         Meta(out_mint, False, False),
-        Meta(TOKEN_PROGRAM, False, False),
-        *pool_metas,
     )
+    if req.aggregator == "jupiter":
+        metas += (Meta(JUPITER_EVENT_AUTHORITY, False, False), Meta(JUPITER_PROGRAM, False, False))
+        step = struct.pack("<IBBBBB", 1, 0x11 + pool.index, 1, 100, 0, 1)
+        tail = struct.pack("<QQHB", req.in_amount, req.out_amount, req.slippage_bps, req.platform_fee_bps)
+        return Ix(program, metas, JUPITER_ROUTE_DISCRIMINATOR + step + tail)
     # DFlow clients patch the tail: [len-4:len-2] slippage_bps u16, [len-2:] platform_fee_bps u16
     tail = struct.pack("<QQHH", req.in_amount, req.min_out, req.slippage_bps, req.platform_fee_bps)
-    if req.aggregator == "dflow":
-        return Ix(DFLOW_PROGRAM, metas, _DFLOW_SWAP_DISCRIMINATOR + tail)
-    return Ix(TITAN_PROGRAM, metas, _TITAN_SWAP_DISCRIMINATOR + tail)
+    discriminator = _DFLOW_SWAP_DISCRIMINATOR if req.aggregator == "dflow" else _TITAN_SWAP_DISCRIMINATOR
+    return Ix(program, metas, discriminator + tail)
 
 
 def build_swap(req: SwapRequest) -> SwapPlan:
@@ -228,5 +224,8 @@ def build_swap(req: SwapRequest) -> SwapPlan:
     setup.append(_ata_create_idempotent(user, user, out_mint))
     if req.wrap_unwrap and SOL in (req.in_mint, req.out_mint):
         cleanup.append(_close_account(get_associated_token_address(user, _WSOL), user))
-    cu = _BASE_CU[req.aggregator] + 17_000 * req.pool.index + (24_000 if wraps else 0)
+    # A first swap creates its accounts: count every ATA create as a creating one.
+    cu = _ROUTER_CU + pool_burn_units(req.pool.index) + _ATA_NEW_CU + 2 * _BUDGET_CU
+    cu += (_ATA_NEW_CU + _TRANSFER_CU + _SYNC_CU) if wraps else 0
+    cu += _CLOSE_CU * len(cleanup)
     return SwapPlan(setup, _swap_ix(req, src, dst), cleanup, [req.pool.alt], cu)

@@ -1,4 +1,11 @@
-"""Jito block engine: bundles and transactions JSON-RPC per region, and the tip floor (reference §6)."""
+"""Jito block engine: bundles and transactions JSON-RPC per region, and the tip floor (reference §6).
+
+An accepted bundle enters the auction (:mod:`galileo.sim.auction`): it wins or is outbid by a
+seeded draw weighed by its tip against the published floor. A winner runs in the VM at its slot,
+all or nothing; a loser, or a bundle whose transactions fail, is ``Failed`` and costs nothing.
+``sendTransaction`` with ``bundleOnly=true`` is a one-transaction bundle; without it the
+transaction goes to the network as a plain one (it pays its fee even when it fails).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from galileo.sim import auction
 from galileo.sim.accounts import SYSTEM_PROGRAM, TIP_ACCOUNTS
 from galileo.sim.common import decode_wire
 from galileo.sim.errors import json_response, rpc_fail, rpc_ok
 from galileo.sim.ledger import DecodedTx, TxRejected, decode_tx
-from galileo.sim.prices import deterministic_unit
 from galileo.sim.state import SimState, state_of
 
 __all__ = ["MAX_BUNDLE_TXS", "MIN_TIP_LAMPORTS", "add_routes", "bundle_id_of", "tip_of"]
@@ -124,9 +131,21 @@ def _send_bundle(state: SimState, params: list[Any]) -> str:
         raise _Reject("tip_too_low", f"bundle tip is below the minimum of {MIN_TIP_LAMPORTS} lamports")
     bundle_id = bundle_id_of(firsts)
     now = state.now()
+    slot = state.settle()
     _check_ledger(state, txs, bundle_id, now)
-    state.ledger.accept(tuple(firsts), "jito_bundle", now, bundle_id)
+    _accept_bundle(state, txs, sum(lamports for _, lamports in tips), bundle_id, "jito_bundle", slot)
     return bundle_id
+
+
+def _accept_bundle(state: SimState, txs: list[DecodedTx], tip: int, bundle_id: str, source: str, slot: int) -> None:
+    for tx in txs:
+        state.seen(tx.tx.message.account_keys[0])
+    chance = auction.land_probability(tip, auction.tip_floor(state.config.seed, slot), state.config.auction_contention)
+    sigs = tuple(s for t in txs for s in t.signatures[:1])
+    wins = auction.wins_auction(state.config.seed, bundle_id, chance)
+    state.ledger.accept(
+        sigs, source, state.now(), bundle_id, txs=tuple(t.tx for t in txs), atomic=True, wins_auction=wins
+    )
 
 
 def _bundle_ids(params: list[Any]) -> list[str]:
@@ -137,24 +156,27 @@ def _bundle_ids(params: list[Any]) -> list[str]:
     return list(params[0])
 
 
+_INFLIGHT = {"pending": "Pending", "landed": "Landed", "failed": "Failed"}
+
+
 def _statuses(state: SimState, params: list[Any], inflight: bool) -> dict[str, Any]:
-    slot = state.slot()
+    ids = _bundle_ids(params)
+    slot = state.settle()
     value: list[Any] = []
-    for bundle_id in _bundle_ids(params):
+    for bundle_id in ids:
         landing = state.ledger.bundles.get(bundle_id)
         if inflight:
-            landed = landing is not None and landing.land_slot <= slot
-            status = "Invalid" if landing is None else ("Landed" if landed else "Pending")
+            status = "Invalid" if landing is None else _INFLIGHT[landing.status]
             value.append(
                 {
                     "bundle_id": bundle_id,
                     "status": status,
-                    "landed_slot": landing.land_slot if landed and landing else None,
+                    "landed_slot": landing.land_slot if landing and status == "Landed" else None,
                 }
             )
             continue
         conf = state.ledger.confirmation(landing, slot) if landing is not None else None
-        if landing is None or conf is None:
+        if landing is None or conf is None or landing.status != "landed":
             value.append(None)
             continue
         value.append(
@@ -222,16 +244,21 @@ async def transactions(request: web.Request) -> web.Response:
         if not params:
             raise _Reject("malformed", 'params must be [transaction, {"encoding": "base64"}]')
         (tx,) = _decode_all([params[0]], _encoding(params, 1))
+        lock, lamports = tip_of(tx)
         if bundle_only:
-            lock, lamports = tip_of(tx)
             if not lock:
                 raise _Reject("no_tip", "bundle does not lock any of the tip PDAs")
             if lamports < MIN_TIP_LAMPORTS:
                 raise _Reject("tip_too_low", f"bundle tip is below the minimum of {MIN_TIP_LAMPORTS} lamports")
         bundle_id = bundle_id_of([tx.signature])
         now = state.now()
+        slot = state.settle()
         _check_ledger(state, [tx], bundle_id, now)
-        state.ledger.accept(tx.signatures[:1], "jito_transaction", now, bundle_id)
+        if bundle_only:
+            _accept_bundle(state, [tx], lamports, bundle_id, "jito_transaction", slot)
+        else:
+            state.seen(tx.tx.message.account_keys[0])
+            state.ledger.accept(tx.signatures[:1], "jito_transaction", now, bundle_id, txs=(tx.tx,))
     except _Reject as exc:
         state.stats.send("jito_transaction", False, exc.reason)
         return rpc_fail(exc.code, exc.message, rpc_id, 400)
@@ -242,13 +269,13 @@ async def transactions(request: web.Request) -> web.Response:
 async def tip_floor(request: web.Request) -> web.Response:
     """GET /jito/api/v1/bundles/tip_floor: percentiles in SOL, varying a little per slot."""
     state = state_of(request)
-    slot = state.slot()
-    wiggle = 0.8 + 0.4 * deterministic_unit(state.config.seed, "tip_floor", slot // 25)
-    base = {"25th": 1.0e-6, "50th": 1.0e-5, "75th": 3.6e-5, "95th": 1.4e-3, "99th": 1.0e-2}
+    floor = auction.tip_floor(state.config.seed, state.slot())
     entry: dict[str, Any] = {"time": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
-    for pct, sol in base.items():
-        entry[f"landed_tips_{pct}_percentile"] = sol * wiggle
-    entry["ema_landed_tips_50th_percentile"] = base["50th"] * (0.5 + wiggle / 2)
+    for pct, sol in floor.items():
+        entry[f"landed_tips_{pct}_percentile"] = sol
+    entry["ema_landed_tips_50th_percentile"] = (
+        auction.PERCENTILES["50th"] + floor["50th"]
+    ) / 2  # an EMA lags the floor
     return json_response([entry])
 
 

@@ -58,7 +58,11 @@ def quote_json(state: SimState, query: dict[str, str], service: str) -> dict[str
     slot = state.slot()
     preferred = state.prices.pool_index(service, p.input_mint, p.output_mint, slot)
     pool = route_pool(state.accounts, p.input_mint, p.output_mint, preferred, p.dexes, p.exclude_dexes)
-    q = state.prices.quote(service, p.input_mint, p.output_mint, p.amount, p.exact_out, slot) if pool else None
+    q = (
+        state.prices.quote(service, p.input_mint, p.output_mint, p.amount, p.exact_out, slot, pool.index)
+        if pool
+        else None
+    )
     if pool is None or q is None:
         return _no_route()
     threshold = max_in(q.in_amount, p.slippage_bps) if p.exact_out else min_out(q.out_amount, p.slippage_bps)
@@ -150,11 +154,12 @@ class _SwapBuild:
                 in_amount=threshold if exact_out else in_amount,
                 out_amount=out_amount,
                 min_out=out_amount if exact_out else threshold,
-                slippage_bps=slippage,
+                slippage_bps=0 if exact_out else slippage,  # ExactOut: at least the asked output
                 pool=pool,
                 wrap_unwrap=body.get("wrapAndUnwrapSol", True) is not False,
             )
         )
+        state.seen(self.user)
         dynamic = body.get("dynamicComputeUnitLimit") is True
         self.dynamic = dynamic
         self.cu_limit = self.plan.compute_units_safe if dynamic else 1_400_000

@@ -1,8 +1,15 @@
-"""The simulated market: a handful of mints, a seeded random walk per slot, noisy per-service quotes.
+"""The simulated market: a handful of mints, a seeded random walk per slot, pools that follow it.
 
-Every number is a pure function of (seed, service, pair, direction, size bucket, slot), so the same
-request at the same slot gets the same answer. Per-service noise (σ ≈ 3 bps) is what makes a
-round trip A→B→A profitable now and then (roughly one in eight for ~1 SOL).
+Each mint's USD price walks slot by slot (seeded). Each pair has three pools; a pool's price is the
+mid price times its own seeded deviation at that slot (σ ≈ 4 bps), and its reserves hold the pair's
+liquidity, so a swap prices as a constant-product pool with a fee: ``out = y·in' / (x + in')``,
+``in' = in - in·fee_ppm / 10⁶``. The router program (:mod:`galileo.sim.router`) runs the very same
+integer arithmetic on chain, so a quote executed in the slot it was made in pays exactly what it
+promised, and one executed later pays what the pool gives then (or fails its slippage check).
+
+Every number is a pure function of (seed, pair, pool, slot). Services route through a pool chosen
+per (service, pair, slot), so they quote differently, and two pools that disagree by more than
+the fees are what makes a round trip A→B→A profitable now and then (about one in ten for ~1 SOL).
 """
 
 from __future__ import annotations
@@ -14,14 +21,19 @@ from statistics import NormalDist
 from typing import NamedTuple
 
 __all__ = [
+    "FEE_PPM",
     "MINTS",
+    "POOLS_PER_PAIR",
     "SOL",
     "USDC",
     "Mint",
+    "PoolState",
     "PriceModel",
     "QuoteResult",
     "deterministic_gauss",
     "deterministic_unit",
+    "exact_in_out",
+    "exact_out_in",
 ]
 
 SOL = "So11111111111111111111111111111111111111112"
@@ -53,9 +65,12 @@ MINTS: dict[str, Mint] = {
 }
 
 _NORMAL = NormalDist()
-_NOISE_BPS = 3.0
-_FEE_BPS = 2.2
-_POOLS_PER_PAIR = 3
+_POOL_NOISE_BPS = 4.0
+_RECENT = 2048  # walk steps kept (~14 min of 400 ms slots); older ones are walked again
+_CHECKPOINT = 1024  # one walk value kept per this many steps
+FEE_PPM = 220  # 2.2 bps per swap
+POOLS_PER_PAIR = 3
+_PPM = 1_000_000
 
 
 def deterministic_unit(seed: int, *parts: object) -> float:
@@ -70,6 +85,23 @@ def deterministic_gauss(seed: int, *parts: object) -> float:
     return _NORMAL.inv_cdf(deterministic_unit(seed, *parts))
 
 
+def exact_in_out(x: int, y: int, fee_ppm: int, amount: int) -> int:
+    """What a pool with reserves (x in, y out) pays for ``amount`` in: the router's formula."""
+    after_fee = amount - amount * fee_ppm // _PPM
+    return y * after_fee // (x + after_fee)
+
+
+def exact_out_in(x: int, y: int, fee_ppm: int, out: int) -> int | None:
+    """The least input for which :func:`exact_in_out` pays at least ``out`` (None: out of reach)."""
+    if out >= y:
+        return None
+    need = -(-x * out // (y - out))  # in' with y·in'/(x+in') >= out
+    amount = -(-need * _PPM // (_PPM - fee_ppm))
+    while exact_in_out(x, y, fee_ppm, amount) < out:  # the fee's floor can cost a unit
+        amount += 1
+    return amount
+
+
 class QuoteResult(NamedTuple):
     """One priced swap. Amounts in raw units; ``fee_amount`` in the input mint."""
 
@@ -81,6 +113,15 @@ class QuoteResult(NamedTuple):
     pool: int
 
 
+class PoolState(NamedTuple):
+    """A pool at one slot: its mints in address order and their reserves (raw units)."""
+
+    mint_a: str
+    mint_b: str
+    reserve_a: int
+    reserve_b: int
+
+
 def _liquidity_usd(a: Mint, b: Mint) -> float:
     if {a.symbol, b.symbol} <= {"USDC", "USDT"}:
         return 50e6
@@ -89,23 +130,60 @@ def _liquidity_usd(a: Mint, b: Mint) -> float:
     return 20e6
 
 
+class _Walk:
+    """One mint's log-price walk, a seeded step per slot, in bounded memory.
+
+    It keeps the latest ``_RECENT`` to ``2 × _RECENT`` steps, and a checkpoint every
+    ``_CHECKPOINT`` steps (one number per seven minutes of 400 ms slots); an older step is
+    walked again from its checkpoint, which gives the very same number.
+    """
+
+    def __init__(self, seed: int, mint: str, base_slot: int) -> None:
+        self.seed, self.mint, self.base_slot = seed, mint, base_slot
+        self.vol = MINTS[mint].vol_bps / 1e4
+        self.checkpoints = [0.0]  # the walk at step k * _CHECKPOINT
+        self.start = 0  # step of recent[0]
+        self.recent = [0.0]
+
+    def _step(self, value: float, i: int) -> float:
+        """The walk at step ``i`` from its value at step ``i - 1``."""
+        return value + self.vol * deterministic_gauss(self.seed, "walk", self.mint, self.base_slot + i)
+
+    def at(self, i: int) -> float:
+        """The walk at step ``i`` (>= 0)."""
+        head = self.start + len(self.recent) - 1
+        if i <= head:
+            if i >= self.start:
+                return self.recent[i - self.start]
+            k = i // _CHECKPOINT
+            value = self.checkpoints[k]
+            for j in range(k * _CHECKPOINT + 1, i + 1):
+                value = self._step(value, j)
+            return value
+        value = self.recent[-1]
+        for j in range(head + 1, i + 1):
+            value = self._step(value, j)
+            self.recent.append(value)
+            if j % _CHECKPOINT == 0:
+                self.checkpoints.append(value)
+        if len(self.recent) > 2 * _RECENT:
+            del self.recent[:-_RECENT]
+            self.start = i - len(self.recent) + 1
+        return value
+
+
 class PriceModel:
-    """Mid prices per slot and quotes per service."""
+    """Mid prices per slot, pool states per slot, and quotes against those pools."""
 
     def __init__(self, seed: int, base_slot: int) -> None:
         self.seed = seed
         self.base_slot = base_slot
-        self._walk: dict[str, list[float]] = {m: [0.0] for m in MINTS}
-        self._noise: dict[tuple[str, str, str, int, int], float] = {}
-        self._noise_slot = base_slot
+        self._walk: dict[str, _Walk] = {m: _Walk(seed, m, base_slot) for m in MINTS}
+        self._pools: dict[tuple[str, str, int], PoolState] = {}
+        self._pools_slot = base_slot
 
     def _log_walk(self, mint: str, slot: int) -> float:
-        walk = self._walk[mint]
-        i = max(0, slot - self.base_slot)
-        vol = MINTS[mint].vol_bps / 1e4
-        while len(walk) <= i:
-            walk.append(walk[-1] + vol * deterministic_gauss(self.seed, "walk", mint, self.base_slot + len(walk)))
-        return walk[i]
+        return self._walk[mint].at(max(0, slot - self.base_slot))
 
     def mid_usd(self, mint: str, slot: int) -> float:
         """USD price of one whole token of ``mint`` at ``slot``."""
@@ -116,46 +194,63 @@ class PriceModel:
         anchor = MINTS[m.anchor]
         return own * self.mid_usd(anchor.mint, slot) / anchor.usd
 
-    def _noise_bps(self, service: str, in_mint: str, out_mint: str, bucket: int, slot: int) -> float:
-        if slot != self._noise_slot:  # one slot's worth of cache is all the hot path needs
-            self._noise.clear()
-            self._noise_slot = slot
-        key = (service, in_mint, out_mint, bucket, slot)
-        n = self._noise.get(key)
-        if n is None:
-            g = deterministic_gauss(self.seed, "noise", *key)
-            n = self._noise[key] = _NOISE_BPS * max(-4.0, min(4.0, g))
-        return n
+    def pool_state(self, mint_x: str, mint_y: str, index: int, slot: int) -> PoolState:
+        """Pool ``index`` of the pair at ``slot`` (either mint order)."""
+        a, b = sorted((mint_x, mint_y))
+        if slot != self._pools_slot:  # one slot's worth of cache is all the hot path needs
+            self._pools.clear()
+            self._pools_slot = slot
+        key = (a, b, index)
+        state = self._pools.get(key)
+        if state is None:
+            ma, mb = MINTS[a], MINTS[b]
+            liquidity = _liquidity_usd(ma, mb)
+            g = max(-4.0, min(4.0, deterministic_gauss(self.seed, "pool", a, b, index, slot)))
+            deviation = math.exp(_POOL_NOISE_BPS * g / 1e4)
+            reserve_a = int(liquidity / self.mid_usd(a, slot) * 10**ma.decimals)
+            reserve_b = int(liquidity / self.mid_usd(b, slot) * 10**mb.decimals * deviation)
+            state = self._pools[key] = PoolState(a, b, reserve_a, reserve_b)
+        return state
+
+    def reserves(self, in_mint: str, out_mint: str, index: int, slot: int) -> tuple[int, int]:
+        """(input reserve, output reserve) of pool ``index`` for a swap in_mint → out_mint."""
+        state = self.pool_state(in_mint, out_mint, index, slot)
+        if in_mint == state.mint_a:
+            return state.reserve_a, state.reserve_b
+        return state.reserve_b, state.reserve_a
 
     def pool_index(self, service: str, in_mint: str, out_mint: str, slot: int) -> int:
         """Which of the pair's pools a service routes through at ``slot``."""
         u = deterministic_unit(self.seed, "pool", service, in_mint, out_mint, slot)
-        return int(u * _POOLS_PER_PAIR)
+        return int(u * POOLS_PER_PAIR)
 
     def quote(
-        self, service: str, in_mint: str, out_mint: str, amount: int, exact_out: bool, slot: int
+        self,
+        service: str,
+        in_mint: str,
+        out_mint: str,
+        amount: int,
+        exact_out: bool,
+        slot: int,
+        pool: int | None = None,
     ) -> QuoteResult | None:
-        """Price a swap of ``amount`` (input if ExactIn, output if ExactOut); None = no route."""
+        """Price a swap of ``amount`` (input if ExactIn, output if ExactOut) through ``pool`` (the
+        service's own choice when None) at ``slot``; None = no route."""
         a, b = MINTS.get(in_mint), MINTS.get(out_mint)
-        if a is None or b is None or a is b or amount <= 0:
+        if a is None or b is None or a is b or amount <= 0 or amount >= 2**64:
             return None
-        p_in, p_out = self.mid_usd(in_mint, slot), self.mid_usd(out_mint, slot)
-        known = amount / 10**b.decimals * p_out if exact_out else amount / 10**a.decimals * p_in
-        liquidity = _liquidity_usd(a, b)
-        impact = known / (known + liquidity)
-        bucket = int(math.log2(known + 1.0))
-        noise = self._noise_bps(service, in_mint, out_mint, bucket, slot)
-        rate = 1.0 - (_FEE_BPS - noise) / 1e4 - impact
-        if rate <= 0.5:
-            return None  # deeper than the simulated pools: no route, as a real aggregator would say
+        index = self.pool_index(service, in_mint, out_mint, slot) if pool is None else pool
+        x, y = self.reserves(in_mint, out_mint, index, slot)
         if exact_out:
-            in_amount = math.ceil(amount / 10**b.decimals * p_out / p_in * 10**a.decimals / rate)
-            out_amount = amount
+            found = exact_out_in(x, y, FEE_PPM, amount)
+            if found is None:
+                return None
+            in_amount, out_amount = found, amount
         else:
-            in_amount = amount
-            out_amount = math.floor(amount / 10**a.decimals * p_in / p_out * 10**b.decimals * rate)
-        if out_amount <= 0 or in_amount <= 0 or in_amount >= 2**64 or out_amount >= 2**64:
-            return None
-        fee = in_amount * _FEE_BPS // 10_000
-        pool = self.pool_index(service, in_mint, out_mint, slot)
-        return QuoteResult(in_amount, out_amount, int(fee), impact, known, pool)
+            in_amount, out_amount = amount, exact_in_out(x, y, FEE_PPM, amount)
+        after_fee = in_amount - in_amount * FEE_PPM // _PPM
+        impact = after_fee / (x + after_fee)
+        if impact >= 0.5 or out_amount <= 0 or in_amount >= 2**64:
+            return None  # deeper than the simulated pools: no route, as a real aggregator would say
+        known = in_amount / 10**a.decimals * self.mid_usd(in_mint, slot)
+        return QuoteResult(in_amount, out_amount, in_amount * FEE_PPM // _PPM, impact, known, index)

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from solders.pubkey import Pubkey
 
 from galileo.sim.accounts import SimAccounts, sim_accounts
 from galileo.sim.config import SimConfig
@@ -17,6 +18,7 @@ from galileo.sim.limiter import IpOverride
 from galileo.sim.limits import ServiceLimits
 from galileo.sim.prices import PriceModel
 from galileo.sim.stats import SimStats
+from galileo.sim.vm import ChainVM
 
 __all__ = ["COUNTED", "STATE", "SimState", "UltraOrder", "state_of"]
 
@@ -33,6 +35,7 @@ class UltraOrder:
     in_amount: int
     out_amount: int
     created: float
+    pool: int = 0
 
 
 @dataclass
@@ -50,10 +53,18 @@ class SimState:
     orders: dict[str, UltraOrder] = field(default_factory=dict)
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     _ids: int = 0
+    _vm: ChainVM | None = None
 
     @classmethod
     def create(cls, config: SimConfig) -> SimState:
         """A fresh world for ``config``; the chain starts at slot BASE_SLOT now."""
+        state = cls._create(config)
+        if config.execution:
+            _ = state.vm  # build it now: it takes tens of milliseconds, which slots must not see
+        return state
+
+    @classmethod
+    def _create(cls, config: SimConfig) -> SimState:
         now = time.monotonic()
         ledger = Ledger(config.seed, config.slot_ms, config.blockhash_ttl_blocks, config.land_delay_slots, now)
         return cls(
@@ -73,6 +84,28 @@ class SimState:
     def slot(self) -> int:
         """The current slot."""
         return self.ledger.slot(time.monotonic())
+
+    @property
+    def vm(self) -> ChainVM:
+        """The VM (built on first use: a simulator that never lands anything never pays for it)."""
+        if self._vm is None:
+            self._vm = ChainVM(self.prices, self.accounts, self.config.fund_lamports)
+        return self._vm
+
+    def settle(self) -> int:
+        """Run every send due by now, and move the VM to the current slot; returns the slot."""
+        now = time.monotonic()
+        self.ledger.settle(now, self.vm if self.config.execution else None)
+        slot = self.ledger.slot(now)
+        if self.config.execution:
+            self.vm.at(slot)
+        return slot
+
+    def seen(self, wallet: Pubkey) -> None:
+        """A wallet asked for a route or paid for a send: fund it if it is new (``fund_lamports``)."""
+        if self.config.execution:
+            self.vm.fund_lamports = self.config.fund_lamports
+            self.vm.ensure_funded(wallet)
 
     def new_uuid(self) -> str:
         """A UUID4 string that depends only on the seed and how many were issued before."""

@@ -23,7 +23,9 @@ class TitanConnection:
     ip: str
     protocol: str
     opened_at: float
+    token: str = ""  # a fingerprint of the token's jti, never the token
     closed_at: float | None = None
+    close_reason: str = ""
     streams_opened: int = 0
     active_streams: int = 0
 
@@ -33,8 +35,10 @@ class TitanConnection:
             "id": self.id,
             "ip": self.ip,
             "protocol": self.protocol,
+            "token": self.token,
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,
+            "close_reason": self.close_reason,
             "open": self.closed_at is None,
             "streams_opened": self.streams_opened,
             "active_streams": self.active_streams,
@@ -51,6 +55,8 @@ class TitanStream:
     opened_at: float
     closed_at: float | None = None
     frames: int = 0
+    pair: str = ""  # input mint -> output mint, and the amount asked
+    amount: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this stream."""
@@ -62,6 +68,8 @@ class TitanStream:
             "closed_at": self.closed_at,
             "active": self.closed_at is None,
             "frames": self.frames,
+            "pair": self.pair,
+            "amount": self.amount,
         }
 
 
@@ -88,6 +96,8 @@ class SimStats:
     titan_streams: list[TitanStream] = field(default_factory=list)
     titan_streams_opened: int = 0
     titan_streams_closed: int = 0
+    titan_refused: Counter[str] = field(default_factory=Counter)
+    titan_connections_total: int = 0
     next_titan_id: int = 1
     requests: deque[tuple[float, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG))
 
@@ -137,16 +147,26 @@ class SimStats:
             "concurrency_refusals": {b: c["concurrency"] for b, c in by_bucket.items() if c["concurrency"]},
         }
 
-    def titan_open(self, ip: str, protocol: str, now_wall: float) -> TitanConnection:
-        """Register a new Titan connection."""
-        conn = TitanConnection(self.next_titan_id, ip, protocol, now_wall)
+    def titan_open(self, ip: str, protocol: str, now_wall: float, token: str = "") -> TitanConnection:
+        """Register a new Titan connection (``token``: a fingerprint of its jti)."""
+        conn = TitanConnection(self.next_titan_id, ip, protocol, now_wall, token)
         self.next_titan_id += 1
+        self.titan_connections_total += 1
         self.titan_connections.append(conn)
+        if len(self.titan_connections) > 2000:  # bounded like the streams: open ones and the latest 1000
+            old, recent = self.titan_connections[:-1000], self.titan_connections[-1000:]
+            self.titan_connections = [c for c in old if c.closed_at is None] + recent
         return conn
 
-    def titan_stream(self, conn: TitanConnection, stream_id: int, now_wall: float) -> TitanStream:
+    def titan_refusal(self, reason: str) -> None:
+        """Count a refused Titan connection or stream (``token_in_use``, ``stream_limit`` ...)."""
+        self.titan_refused[reason] += 1
+
+    def titan_stream(
+        self, conn: TitanConnection, stream_id: int, now_wall: float, pair: str = "", amount: int = 0
+    ) -> TitanStream:
         """Register a stream opened on ``conn``."""
-        stream = TitanStream(conn.id, stream_id, conn.ip, now_wall)
+        stream = TitanStream(conn.id, stream_id, conn.ip, now_wall, pair=pair, amount=amount)
         self.titan_streams.append(stream)
         if len(self.titan_streams) > 2000:  # keep the list bounded for long runs; totals stay exact
             old, recent = self.titan_streams[:-1000], self.titan_streams[-1000:]
@@ -208,7 +228,7 @@ class SimStats:
             "faults": dict(self.faults),
             "sends": sends,
             "titan": {
-                "connections_total": len(self.titan_connections),
+                "connections_total": self.titan_connections_total,
                 "connections_open": sum(1 for c in self.titan_connections if c.closed_at is None),
                 "connections": [c.to_json() for c in self.titan_connections[-200:]],
                 "streams": [st.to_json() for st in self.titan_streams[-200:]],
@@ -216,5 +236,6 @@ class SimStats:
                 "streams_closed": self.titan_streams_closed,
                 "active_streams": sum(active.values()),
                 "active_streams_by_ip": dict(active),
+                "refused": dict(self.titan_refused),
             },
         }

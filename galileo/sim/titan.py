@@ -1,4 +1,11 @@
-"""Titan quote stream over WebSocket (``GET /titan/api/v1/ws``): auth, subprotocol, streams.
+"""Titan quote stream over WebSocket (``GET /titan/api/v1/ws``): auth, subprotocol, streams, limits.
+
+Titan's limits as its API states them (reference §4.2, §4.5), each switchable at run time
+(``/sim/control``): a token's ``jti`` holds at most ``titan_connections_per_jti`` connections
+(one more is refused before the upgrade: 409 Conflict); a connection holds at most
+``titan_concurrent_streams`` streams (GetInfo says so; one more is an ``Error``, code 429); a
+JWT past its ``exp`` is refused (401) and, with ``titan_token_expiry``, an open connection is
+closed when its token expires (close code 1008, reason ``token expired``).
 
 Error codes (Titan documents none) follow HTTP: 400 bad request, 404 unknown stream or no
 route, 429 too many concurrent streams, 501 unknown request.
@@ -13,13 +20,14 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
+from solders.pubkey import Pubkey
 
 from galileo.sim.accounts import JUPITER_PROGRAM, TITAN_PROGRAM
 from galileo.sim.errors import json_response
 from galileo.sim.state import COUNTED, SimState, state_of
 from galileo.sim.stats import TitanConnection, TitanStream
+from galileo.sim.titan_auth import TokenClaims, claims_of, fingerprint
 from galileo.sim.titan_messages import (
-    CONCURRENT_STREAMS,
     INTERVAL_MS,
     PROTOCOL,
     PROTOCOL_GZIP,
@@ -74,7 +82,8 @@ class _Session:
             return
         ((kind, body),) = req.data.items()
         if kind == "GetInfo":
-            await self.send({"Response": {"requestId": req.id, "data": {"GetInfo": server_info()}}})
+            info = server_info(self.state.config.titan_concurrent_streams)
+            await self.send({"Response": {"requestId": req.id, "data": {"GetInfo": info}}})
         elif kind == "NewSwapQuoteStream":
             await self.open_stream(req, body)
         elif kind == "StopStream":
@@ -104,10 +113,13 @@ class _Session:
         except (msgspec.ValidationError, ValueError) as exc:
             await self.error(req.id, 400, f"invalid NewSwapQuoteStream: {exc}")
             return
-        if len(self.streams) >= CONCURRENT_STREAMS:
-            await self.error(req.id, 429, f"too many concurrent streams (max {CONCURRENT_STREAMS})")
+        limit = self.state.config.titan_concurrent_streams
+        if len(self.streams) >= limit:
+            self.state.stats.titan_refusal("stream_limit")
+            await self.error(req.id, 429, f"too many concurrent streams (max {limit})")
             return
         state = self.state
+        state.seen(Pubkey(params.transaction.user_public_key))
         first = swap_quotes(state.prices, state.accounts, params, "probe", state.slot())
         if first is None:
             await self.error(req.id, 404, "no route found for this pair and amount")
@@ -126,7 +138,8 @@ class _Session:
                 }
             }
         )
-        record = state.stats.titan_stream(self.conn, sid, time.time())
+        pair = f"{Pubkey(params.swap.input_mint)}->{Pubkey(params.swap.output_mint)}"
+        record = state.stats.titan_stream(self.conn, sid, time.time(), pair, params.swap.amount)
         self.streams[sid] = (asyncio.ensure_future(self.push(sid, params, interval, record)), record)
 
     async def push(self, sid: int, params: SwapQuoteRequest, interval_ms: int, record: TitanStream) -> None:
@@ -169,32 +182,93 @@ class _Session:
                 await task
 
 
+class TitanSessions:
+    """The open connections of each token (by jti): the one-connection-per-jti rule's ledger."""
+
+    def __init__(self) -> None:
+        self.by_jti: dict[str, set[web.WebSocketResponse]] = {}
+
+    def count(self, jti: str) -> int:
+        return len(self.by_jti.get(jti, ()))
+
+    def add(self, jti: str, ws: web.WebSocketResponse) -> None:
+        self.by_jti.setdefault(jti, set()).add(ws)
+
+    def discard(self, jti: str, ws: web.WebSocketResponse) -> None:
+        held = self.by_jti.get(jti)
+        if held is not None:
+            held.discard(ws)
+            if not held:
+                del self.by_jti[jti]
+
+
+SESSIONS = web.AppKey("titan_sessions", TitanSessions)
+
+
+def _refused(state: SimState, reason: str, status: int, message: str) -> web.Response:
+    state.stats.titan_refusal(reason)
+    return json_response({"error": message}, status)
+
+
+async def _expire(state: SimState, ws: web.WebSocketResponse, conn: TitanConnection, exp: float) -> None:
+    """Close ``ws`` when its token expires (checked again each second while expiry is switched off)."""
+    await asyncio.sleep(max(0.0, exp - time.time()))
+    while not ws.closed:
+        if state.config.titan_token_expiry:
+            conn.close_reason = "token expired"
+            state.stats.titan_refusal("token_expired")
+            await ws.close(code=1008, message=b"token expired")
+            return
+        await asyncio.sleep(1.0)
+
+
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    """GET /titan/api/v1/ws: 401 without a valid token, else a WebSocket session."""
+    """GET /titan/api/v1/ws: 401 without a valid token (or with an expired one), 409 when the
+    token already holds its connections, else a WebSocket session."""
     state = state_of(request)
     token = _token(request)
     if not token or (state.config.titan_tokens and token not in state.config.titan_tokens):
-        return json_response({"error": "Unauthorized: missing or invalid token"}, 401)
+        return _refused(state, "unauthorized", 401, "Unauthorized: missing or invalid token")
+    claims: TokenClaims = claims_of(token)
+    if state.config.titan_token_expiry and claims.exp is not None and claims.exp <= time.time():
+        return _refused(state, "token_expired", 401, "Unauthorized: token expired")
+    sessions = request.app[SESSIONS]
+    limit = state.config.titan_connections_per_jti
+    if limit and sessions.count(claims.jti) >= limit:
+        return _refused(
+            state,
+            "token_in_use",
+            409,
+            f"Conflict: this token (jti {fingerprint(claims.jti)}) already holds {limit} connection(s)",
+        )
     protocol = _protocol(request)
     ws = web.WebSocketResponse(protocols=[protocol] if protocol else (), compress=False, timeout=2.0)
-    await ws.prepare(request)
-    ip = request.remote or ""
-    state.stats.record(ip, "titan", "101", time.time())
-    request[COUNTED] = True
-    conn = state.stats.titan_open(ip, protocol or "", time.time())
-    session = _Session(state, ws, conn, Codec(protocol == PROTOCOL_GZIP))
-    state.websockets.add(ws)
+    sessions.add(claims.jti, ws)  # before the first await: two upgrades at once cannot both pass
     try:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                await session.handle(msg.data)
+        await ws.prepare(request)
+        ip = request.remote or ""
+        state.stats.record(ip, "titan", "101", time.time())
+        request[COUNTED] = True
+        conn = state.stats.titan_open(ip, protocol or "", time.time(), fingerprint(claims.jti))
+        session = _Session(state, ws, conn, Codec(protocol == PROTOCOL_GZIP))
+        state.websockets.add(ws)
+        expiry = asyncio.ensure_future(_expire(state, ws, conn, claims.exp)) if claims.exp is not None else None
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await session.handle(msg.data)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            await session.close()
+            conn.closed_at = time.time()
+            state.websockets.discard(ws)
     finally:
-        await session.close()
-        conn.closed_at = time.time()
-        state.websockets.discard(ws)
+        sessions.discard(claims.jti, ws)
     return ws
 
 
 def add_routes(app: web.Application) -> None:
     """Mount the Titan WebSocket."""
+    app[SESSIONS] = TitanSessions()
     app.router.add_get("/titan/api/v1/ws", ws_handler)

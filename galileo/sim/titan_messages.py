@@ -18,7 +18,6 @@ from galileo.sim.instructions import Aggregator, SwapRequest, build_swap, ix_tit
 from galileo.sim.prices import PriceModel
 
 __all__ = [
-    "CONCURRENT_STREAMS",
     "INTERVAL_MS",
     "PROTOCOL",
     "PROTOCOL_GZIP",
@@ -32,7 +31,6 @@ __all__ = [
 
 PROTOCOL = "v1.api.titan.ag"
 PROTOCOL_GZIP = "v1.api.titan.ag+gzip"
-CONCURRENT_STREAMS = 4
 INTERVAL_MS = (50, 10_000, 1_000)  # min, max, default
 PROVIDERS: dict[str, Aggregator] = {"Titan": "titan", "Metis": "jupiter"}
 
@@ -112,8 +110,8 @@ class Codec:
         return self._decoder.decode(frame)
 
 
-def server_info() -> dict[str, Any]:
-    """``ServerInfo`` for GetInfo."""
+def server_info(concurrent_streams: int) -> dict[str, Any]:
+    """``ServerInfo`` for GetInfo: ``concurrent_streams`` is what one connection may hold."""
     lo, hi, default = INTERVAL_MS
     return {
         "protocolVersion": {"major": 1, "minor": 2, "patch": 0},
@@ -128,7 +126,7 @@ def server_info() -> dict[str, Any]:
                 "addSizeConstraint": True,
             },
             "transaction": {"closeInputTokenAccount": False, "createOutputTokenAccount": True},
-            "connection": {"concurrentStreams": CONCURRENT_STREAMS},
+            "connection": {"concurrentStreams": concurrent_streams},
         },
     }
 
@@ -151,7 +149,7 @@ def swap_quotes(
         service = f"titan:{provider}"
         preferred = prices.pool_index(service, in_mint, out_mint, slot)
         pool = route_pool(accounts, in_mint, out_mint, preferred, dexes, exclude)
-        q = prices.quote(service, in_mint, out_mint, s.amount, exact_out, slot) if pool else None
+        q = prices.quote(service, in_mint, out_mint, s.amount, exact_out, slot, pool.index) if pool else None
         if pool is None or q is None:
             continue
         threshold = min_out(q.out_amount, slippage)
@@ -165,7 +163,7 @@ def swap_quotes(
                 max_in if exact_out else q.in_amount,
                 q.out_amount,
                 q.out_amount if exact_out else threshold,
-                slippage,
+                0 if exact_out else slippage,  # ExactOut: at least the asked output
                 pool,
             )
         )

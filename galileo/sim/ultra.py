@@ -1,4 +1,14 @@
-"""Jupiter Ultra: ``/order`` (quote + unsigned transaction) and ``/execute`` (reference §2)."""
+"""Jupiter Ultra: ``/order`` (quote + unsigned transaction) and ``/execute`` (reference §2).
+
+``/execute`` lands the signed order as a plain transaction and answers once it has run: the
+amounts the swap really moved, or ``Failed`` with the program's error code (6001 when the
+price moved past the order's slippage) and what failed.
+
+Ultra picks an order's slippage itself (its documented ``/order`` takes none; the example
+answer carries ``"slippageBps": 26``): without ``slippageBps`` the simulator uses
+``DEFAULT_SLIPPAGE_BPS``, enough for the two slots before the order runs. The web app's
+undocumented ``slippageBps`` is honoured when given.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +28,12 @@ from galileo.sim.errors import json_response
 from galileo.sim.instructions import SwapRequest, build_swap
 from galileo.sim.jupiter import quote_json
 from galileo.sim.ledger import TxRejected, decode_tx
+from galileo.sim.prices import FEE_PPM, exact_in_out
 from galileo.sim.state import SimState, UltraOrder, state_of
 
-__all__ = ["ORDER_TTL_SECONDS", "add_routes"]
+__all__ = ["DEFAULT_SLIPPAGE_BPS", "ORDER_TTL_SECONDS", "add_routes"]
+
+DEFAULT_SLIPPAGE_BPS = 50  # what Ultra chooses when the order names none (its own estimator)
 
 ORDER_TTL_SECONDS = 120.0
 _SERVICE = "ultra"
@@ -51,7 +64,7 @@ async def order(request: web.Request) -> web.Response:
     started = time.perf_counter()
     state = state_of(request)
     query = dict(request.query)
-    query.setdefault("slippageBps", "0")
+    query.setdefault("slippageBps", str(DEFAULT_SLIPPAGE_BPS))
     body = quote_json(state, query, _SERVICE)
     if isinstance(body, web.Response):
         assert isinstance(body.body, bytes)
@@ -85,6 +98,7 @@ async def order(request: web.Request) -> web.Response:
                 pool=pool,
             )
         )
+        state.seen(user)
         cu_limit = plan.compute_units_safe
         priority = Priority(_PRIORITY_FEE_LAMPORTS * 1_000_000 // cu_limit, _PRIORITY_FEE_LAMPORTS)
         bh, _, _ = state.ledger.issue_blockhash(state.now())
@@ -101,6 +115,7 @@ async def order(request: web.Request) -> web.Response:
             int(body["inAmount"]),
             int(body["outAmount"]),
             now,
+            pool.index,
         )
     for extra in (
         "contextSlot",
@@ -178,29 +193,48 @@ async def execute(request: web.Request) -> web.Response:
             raise TxRejected("unsigned" if unsigned else "signature", "signature verification failure")
         landing = state.ledger.pending_landing(sig)
         if landing is None:
+            state.settle()
             state.ledger.check_tx(decoded, now)
-            landing = state.ledger.accept(decoded.signatures, "ultra", now)
+            state.seen(decoded.tx.message.account_keys[0])
+            landing = state.ledger.accept(decoded.signatures, "ultra", now, txs=(decoded.tx,))
             state.stats.send("ultra", True)
     except TxRejected as exc:
         state.stats.send("ultra", False, exc.reason)
         code, message = _REJECT_CODES[exc.reason]
         return _failed(code, message, sig, slot)
     await asyncio.sleep(state.ledger.seconds_until(landing.land_slot, state.now()))
+    state.settle()
+    err = landing.err_of(sig)
+    if err is not None:
+        custom = _custom_code(err)
+        return _failed(custom if custom is not None else -1000, f"Failed to land: {landing.error}", sig, slot)
+    out = order.out_amount
+    if landing.ran:  # what the pool paid at the slot the swap ran in
+        x, y = state.prices.reserves(order.in_mint, order.out_mint, order.pool, landing.land_slot)
+        out = exact_in_out(x, y, FEE_PPM, order.in_amount)
     amounts: dict[str, Any] = {
         "totalInputAmount": str(order.in_amount),
-        "totalOutputAmount": str(order.out_amount),
+        "totalOutputAmount": str(out),
         "inputAmountResult": str(order.in_amount),
-        "outputAmountResult": str(order.out_amount),
+        "outputAmountResult": str(out),
         "swapEvents": [
             {
                 "inputMint": order.in_mint,
                 "inputAmount": str(order.in_amount),
                 "outputMint": order.out_mint,
-                "outputAmount": str(order.out_amount),
+                "outputAmount": str(out),
             }
         ],
     }
     return json_response({"status": "Success", "signature": sig, "slot": str(landing.land_slot), "code": 0, **amounts})
+
+
+def _custom_code(err: Any) -> int | None:
+    if isinstance(err, dict) and "InstructionError" in err:
+        inner = err["InstructionError"][1]
+        if isinstance(inner, dict) and "Custom" in inner:
+            return int(inner["Custom"])
+    return None
 
 
 def add_routes(app: web.Application) -> None:

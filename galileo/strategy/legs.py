@@ -3,12 +3,20 @@
 The round-trip engine quotes every configured buy leg, then every sell leg of each buy, through
 these; blind is the case of one provider on both sides.
 
-* Jupiter, DFlow: ``/quote``, then ``/swap-instructions`` echoing the quote.
+Every leg is quoted with slippage 0, so its minimum out (``LegQuote.min_out``) is what it
+quoted; the sell leg's instructions are then asked for with the minimum out the round trip
+needs (``swap_leg(q, min_out=...)``), see :mod:`galileo.strategy.profit`.
+
+* Jupiter, DFlow: ``/quote``, then ``/swap-instructions`` echoing the quote (with the sell's
+  slippage and threshold rewritten to that minimum out).
 * Ultra: ``/order`` (with our wallet as taker) returns a whole unsigned transaction; its
   lookup tables are resolved and it is decompiled into instructions (its own compute budget
-  dropped: the merged transaction sets one).
-* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`) and already carry
-  instructions; the compute budget comes from the route's ``computeUnitsSafe``.
+  dropped: the merged transaction sets one). An order that needs a second signer (an RFQ
+  maker, Jupiter's gas payer) cannot be merged: it is skipped (``needs_other_signer``). A
+  sell's order is asked again with the slippage the round trip can afford.
+* Titan: quotes come from WebSocket streams (:mod:`galileo.strategy.titan`: one connection per
+  token) and already carry instructions; the compute budget comes from the route's
+  ``computeUnitsSafe``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from galileo.tx import SwapLeg, is_compute_budget
 from galileo.tx.budget import decode_compute_unit_limit, is_compute_unit_limit
 from galileo.tx.decompile import decompile, lookup_addresses, message_of
 from galileo.tx.errors import TxBuildError
+from galileo.tx.slippage import min_out as min_out_of
+from galileo.tx.slippage import slippage_for
 from galileo.upstreams import QuoteRequest, Upstreams
 
 __all__ = ["Leg", "LegError", "LegName", "LegQuote", "make_leg"]
@@ -51,6 +61,13 @@ class LegQuote:
     ip: str | None  # the IP that served the quote (or holds the Titan stream)
     latency: float
     value: Quote | UltraOrderResult | TitanQuote
+    received: float = 0.0  # when the engine got it (its clock; 0: not stamped), for freshness
+    min_out: int = 0  # what the route pays at least, or fails (its otherAmountThreshold)
+
+    @property
+    def sure_out(self) -> int:
+        """What the leg delivers for certain if it lands: its minimum out (its out if none is known)."""
+        return self.min_out or self.out_amount
 
 
 class Leg:
@@ -69,13 +86,18 @@ class Leg:
         """Quote ``req`` (a job labelled ``task``: quote_buy, quote_sell, price); raises LegError."""
         raise NotImplementedError
 
-    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+    async def swap_leg(self, q: LegQuote, min_out: int | None = None) -> SwapLeg:
+        """The leg's instructions; with ``min_out``, a route that pays at least that or fails."""
         raise NotImplementedError
 
 
 def _fail(what: str, out: JobOutcome) -> LegError:
     result = "empty" if out.ok else out.result  # answered, but no usable quote
     return LegError(f"{what}: {out.result} {out.error}".strip(), result)
+
+
+def _short(q: LegQuote, min_out: int) -> LegError:
+    return LegError(f"{q.provider} quoted {q.out_amount}, below the {min_out} the round trip needs", "short")
 
 
 class AggregatorLeg(Leg):
@@ -90,32 +112,76 @@ class AggregatorLeg(Leg):
         out = await self.farm.run(self.upstreams.quote(req, prefer_ip=prefer_ip, task=task, provider=self.name))
         if not out.ok or not isinstance(out.value, Quote) or out.value.out_amount <= 0:
             raise _fail(f"{self.name} quote", out)
-        return LegQuote(self.name, req, out.value.in_amount, out.value.out_amount, out.ip, out.latency, out.value)
-
-    async def swap_leg(self, q: LegQuote) -> SwapLeg:
-        assert isinstance(q.value, Quote)
-        out = await self.farm.run(
-            self.upstreams.swap_instructions(q.value.raw, self.user, prefer_ip=q.ip, provider=self.name)
+        q = out.value
+        return LegQuote(
+            self.name, req, q.in_amount, q.out_amount, out.ip, out.latency, q, min_out=q.other_amount_threshold
         )
+
+    async def swap_leg(self, q: LegQuote, min_out: int | None = None) -> SwapLeg:
+        assert isinstance(q.value, Quote)
+        if min_out is not None and min_out > q.out_amount:
+            raise _short(q, min_out)
+        try:
+            spec = self.upstreams.swap_instructions(
+                q.value.raw, self.user, prefer_ip=q.ip, provider=self.name, min_out=min_out
+            )
+        except ValueError as exc:
+            raise LegError(f"{self.name} quote: {exc}", "bad_quote") from None
+        out = await self.farm.run(spec)
         if not out.ok or not isinstance(out.value, SwapInstructions):
             raise _fail(f"{self.name} swap-instructions", out)
-        return leg_of(out.value)
+        sure = min_out_of(q.out_amount, slippage_for(q.out_amount, min_out) or 0) if min_out else q.sure_out
+        return leg_of(out.value, q.request.input_mint, q.request.output_mint, label=self.name, min_out=sure)
 
 
 class UltraLeg(Leg):
     name: LegName = "ultra"
     upstream = "ultra"
 
-    async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
-        out = await self.farm.run(self.upstreams.ultra_order(req, self.user, prefer_ip=prefer_ip, task=task))
+    async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str, slippage_bps: int = 0) -> LegQuote:
+        out = await self.farm.run(
+            self.upstreams.ultra_order(req, self.user, prefer_ip=prefer_ip, task=task, slippage_bps=slippage_bps)
+        )
         if not out.ok or not isinstance(out.value, UltraOrderResult):
             raise _fail("ultra order", out)
         order = out.value
         if not order.transaction or order.out_amount <= 0:
             raise LegError(f"ultra order without a transaction: {order.error_message or order.error_code}", "empty")
-        return LegQuote("ultra", req, order.in_amount, order.out_amount, out.ip, out.latency, order)
+        self._check_signers(order)
+        return LegQuote(
+            "ultra",
+            req,
+            order.in_amount,
+            order.out_amount,
+            out.ip,
+            out.latency,
+            order,
+            min_out=order.other_amount_threshold,
+        )
 
-    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+    def _check_signers(self, order: UltraOrderResult) -> None:
+        """An order we cannot sign alone (an RFQ maker, a gas payer) is no leg of ours: skipped, counted."""
+        try:
+            message = message_of(order.transaction)
+        except TxBuildError as exc:
+            raise LegError(f"ultra transaction: {exc}") from None
+        signers = message.account_keys[: message.header.num_required_signatures]
+        if order.gasless or [str(k) for k in signers] != [self.user]:
+            others = ", ".join(str(k) for k in signers if str(k) != self.user) or "a gas payer"
+            raise LegError(
+                f"ultra {order.router} order needs {others} to sign too: cannot be merged, skipped",
+                "needs_other_signer",
+            )
+
+    async def swap_leg(self, q: LegQuote, min_out: int | None = None) -> SwapLeg:
+        assert isinstance(q.value, UltraOrderResult)
+        if min_out is not None and min_out > q.sure_out:
+            raise _short(q, min_out)
+        bps = slippage_for(q.out_amount, min_out) if min_out is not None else None
+        if bps:  # the order was asked with slippage 0: ask again with what the round trip can afford
+            q = await self.quote(q.request, q.ip, "swap_instructions", slippage_bps=bps)
+            if min_out is not None and q.sure_out < min_out:
+                raise _short(q, min_out)
         assert isinstance(q.value, UltraOrderResult)
         try:
             message = message_of(q.value.transaction)
@@ -126,7 +192,15 @@ class UltraLeg(Leg):
             raise LegError(f"ultra transaction: {exc}") from None
         limit = next((decode_compute_unit_limit(ix.data) for ix in instructions if is_compute_unit_limit(ix)), None)
         body = tuple(ix for ix in instructions if not is_compute_budget(ix))
-        return SwapLeg(swap=body, compute_unit_limit=limit, alts=tuple(alts))
+        return SwapLeg(
+            swap=body,
+            compute_unit_limit=limit,
+            alts=tuple(alts),
+            input_mint=q.request.input_mint,
+            output_mint=q.request.output_mint,
+            label="ultra",
+            min_out=q.sure_out,
+        )
 
 
 class TitanLeg(Leg):
@@ -142,17 +216,24 @@ class TitanLeg(Leg):
     async def quote(self, req: QuoteRequest, prefer_ip: str | None, task: str) -> LegQuote:
         got = await self.streams.quote_for(req, self.wait)
         if got is None:
-            raise LegError("no titan stream quote for this size", "no_stream")
+            raise LegError("no titan stream quote for this (pair, size)", "no_stream")
         quote, ip = got
-        return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote)
+        sure = min_out_of(quote.out_amount, quote.slippage_bps)
+        return LegQuote("titan", req, quote.in_amount, quote.out_amount, ip, 0.0, quote, min_out=sure)
 
-    async def swap_leg(self, q: LegQuote) -> SwapLeg:
+    async def swap_leg(self, q: LegQuote, min_out: int | None = None) -> SwapLeg:
         assert isinstance(q.value, TitanQuote)
+        if min_out is not None and min_out > q.sure_out:  # a stream's route is fixed: it is what it is
+            raise _short(q, min_out)
         t = q.value
         return SwapLeg(
             swap=tuple(t.instructions),
             compute_unit_limit=t.compute_units_safe or t.compute_units or None,
             alts=tuple(t.alts),
+            input_mint=q.request.input_mint,
+            output_mint=q.request.output_mint,
+            label="titan",
+            min_out=q.sure_out,
         )
 
 

@@ -1,9 +1,13 @@
 """Profit arithmetic for a round trip, in the base mint's raw units.
 
-    profit = sell_out - size - costs
-    costs  = tip + base fee + priority fee   (lamports), converted to base units for non-SOL bases
+    needed = size + costs + max(min_profit, 1)    what the sell leg must pay, at least
+    costs  = tip + base fee + priority fee        (lamports), converted to base units for non-SOL bases
 
-An opportunity is worth landing when ``profit >= min_profit`` of *its* base mint.
+Profit is judged on what the chain enforces, not on what a quote hopes: the sell leg sells
+what the buy leg is sure to deliver (its minimum out), and its own minimum out is set to
+``needed`` (the slippage is whatever that leaves). So a round trip that lands made at least
+``min_profit`` of *its* base mint, after its costs, or it failed and nothing of it happened.
+An opportunity is one whose sell quote pays ``needed`` or more.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from galileo.config.sections import LanderConfig
+from galileo.tx.slippage import min_out, slippage_for
 
-__all__ = ["SOL_MINT", "TWO_LEG_CU_ESTIMATE", "Costs", "PriceBook", "estimated_costs", "evaluate"]
+__all__ = ["SOL_MINT", "TWO_LEG_CU_ESTIMATE", "Costs", "PriceBook", "estimated_costs", "evaluate", "needed_out"]
 
 SOL_MINT = "So11111111111111111111111111111111111111112"
 LAMPORTS_PER_SIGNATURE = 5000
@@ -44,8 +49,11 @@ def estimated_costs(lander: LanderConfig, *, jito: bool, rpc: bool, cu_limit: in
 class Verdict:
     gross: int  # sell_out - size, base units
     costs: int  # base units
-    profit: int  # gross - costs
-    profitable: bool
+    profit: int  # gross - costs: what the quotes promise
+    profitable: bool  # the sell leg can be held to ``needed`` on chain
+    needed: int  # the sell leg's minimum out: size + costs + max(min_profit, 1)
+    slippage_bps: int | None  # the sell leg's slippage that gives a minimum out >= needed (None: none can)
+    floor: int  # the profit the chain guarantees if it lands: min_out(sell_out, slippage) - size - costs
 
 
 class PriceBook:
@@ -77,7 +85,24 @@ class PriceBook:
         return None if rate is None else math.floor(amount / rate)
 
 
+def needed_out(size: int, costs_in_base: int, min_profit: int) -> int:
+    """What the sell leg must pay at least: the size back, the costs, and ``min_profit`` (at least 1)."""
+    return size + costs_in_base + max(min_profit, 1)
+
+
 def evaluate(size: int, sell_out: int, costs_in_base: int, min_profit: int) -> Verdict:
+    """Judge a round trip on thresholds: can its sell leg (quoted ``sell_out`` for what the buy leg
+    surely delivers) be held on chain to pay size + costs + min_profit?"""
     gross = sell_out - size
-    profit = gross - costs_in_base
-    return Verdict(gross=gross, costs=costs_in_base, profit=profit, profitable=profit >= min_profit and profit > 0)
+    needed = needed_out(size, costs_in_base, min_profit)
+    bps = slippage_for(sell_out, needed)
+    floor = (min_out(sell_out, bps) if bps is not None else sell_out) - size - costs_in_base
+    return Verdict(
+        gross=gross,
+        costs=costs_in_base,
+        profit=gross - costs_in_base,
+        profitable=bps is not None,
+        needed=needed,
+        slippage_bps=bps,
+        floor=floor,
+    )

@@ -66,6 +66,8 @@ class StrategyStats:
     profit: Counter[str] = field(default_factory=Counter)  # expected profit by base mint, base units
     built: int = 0
     build_failures: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # opportunities not landed, by reason
+    stale: Counter[tuple[str, str]] = field(default_factory=Counter)  # (provider, reason) of stale quotes
     buy_latency: list[float] = field(default_factory=list)
     sell_latency: list[float] = field(default_factory=list)
     sell_on_buy_ip: int = 0
@@ -88,8 +90,12 @@ class StrategyStats:
             "opportunities": {short_mint(m): n for m, n in self.opportunities.items()},
             "profit": {short_mint(m): n for m, n in self.profit.items()},
             "built": self.built,
+            "build_failures": dict(self.build_failures.most_common()),  # why an opportunity was not sent
+            "skipped": dict(self.skipped),
             **self.landing.totals(),
             "landed_profit": dict(self.landing.landed_profit),  # by mint address, base units
+            "realised_profit": dict(self.landing.realised_profit),  # what the chain says, base units
+            "realised_expected": dict(self.landing.realised_expected),  # expected profit of those same ones
             "sell_on_buy_ip": self.sell_on_buy_ip,
             "sell_moved": self.sell_moved,
         }
@@ -108,17 +114,17 @@ class StrategyStats:
             )
             or "0"
         )
-        pnl = (
-            ", ".join(
-                amount(m, p - prev.get("landed_profit", {}).get(m, 0)) for m, p in sorted(now["landed_profit"].items())
-            )
-            or "0"
-        )
+
+        def pnl(key: str) -> str:
+            was = prev.get(key, {})
+            return ", ".join(amount(m, p - was.get(m, 0)) for m, p in sorted(now[key].items())) or "0"
+
         buy = 1000 * sum(self.buy_latency[-500:]) / max(1, len(self.buy_latency[-500:]))
         sell = 1000 * sum(self.sell_latency[-500:]) / max(1, len(self.sell_latency[-500:]))
         return (
             f"batches: {delta('batches_completed')}/{delta('batches_started')} | opportunities: {opp} | "
             f"sends: {delta('accepted')}/{delta('sends')} (shed {delta('shed')}, dry run {delta('dry_run_sends')}) | "
             f"landed: {delta('landed')} (expired {delta('expired')}, dropped {delta('dropped')}) | "
-            f"P&L expected of landed: {pnl} | quote latency buy/sell: {buy:.0f}ms/{sell:.0f}ms"
+            f"P&L expected of landed: {pnl('landed_profit')}, realised on chain: {pnl('realised_profit')} "
+            f"(expected {pnl('realised_expected')}) | quote latency buy/sell: {buy:.0f}ms/{sell:.0f}ms"
         )

@@ -9,7 +9,9 @@ budget instructions of the same kind.
 
 from __future__ import annotations
 
+import math
 import struct
+from fractions import Fraction
 from typing import Final
 
 from broker.solana import Instruction
@@ -33,6 +35,7 @@ __all__ = [
     "is_compute_budget",
     "is_compute_unit_limit",
     "is_compute_unit_price",
+    "limit_for_units",
     "priority_fee_lamports",
 ]
 
@@ -113,6 +116,19 @@ def priority_fee_lamports(cu_limit: int, cu_price_micro_lamports: int) -> int:
     if cu_limit < 0 or cu_price_micro_lamports < 0:
         raise ValueError("compute unit limit and price must be non-negative")
     return -(-cu_limit * cu_price_micro_lamports // _MICRO_LAMPORTS_PER_LAMPORT)
+
+
+def limit_for_units(units: int, margin: float) -> int:
+    """The compute unit limit for a transaction measured to consume ``units``: ``ceil(units × margin)``.
+
+    Exact (``margin`` taken as written: 1.1 is 11/10), capped at 1 400 000. A margin below 1
+    would run the transaction out of compute, so it is refused with ``ValueError``.
+    """
+    if units < 0:
+        raise ValueError(f"units must be non-negative, got {units}")
+    if not (math.isfinite(margin) and margin >= 1):
+        raise ValueError(f"the compute unit margin must be at least 1, got {margin}")
+    return min(MAX_COMPUTE_UNIT_LIMIT, math.ceil(units * Fraction(str(margin))))
 
 
 def _pack(layout: struct.Struct, tag: int, value: int, what: str, maximum: int) -> bytes:

@@ -1,8 +1,9 @@
 """Compiling, signing and size-checking a v0 transaction from merged instructions.
 
 :func:`build_transaction` compiles with solders' ``MessageV0.try_compile`` (the Solana SDK's
-own compiler), signs, and refuses anything over one packet before it is returned, so an
-oversized transaction never reaches a lander.
+own compiler), checks what the runtime would refuse before signing (more than 64 accounts
+locked, more than one packet of bytes), then signs. So a transaction that cannot land is
+never signed, let alone sent.
 
 Jito rule: a tip account must be a static key of the message, never loaded through a lookup
 table. The compiler moves any non-signer, non-program account found in a table into a lookup,
@@ -24,16 +25,17 @@ from solders.hash import Hash, ParseHashError
 from solders.instruction import AccountMeta as SoldersAccountMeta
 from solders.instruction import Instruction as SoldersInstruction
 from solders.keypair import Keypair
-from solders.message import CompileError, MessageV0
+from solders.message import CompileError, MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from broker.solana import Instruction
 from galileo.tx.alt import AltCache, alt_from_account_data
-from galileo.tx.errors import SignerMismatch, TransactionTooLarge, TxBuildError
+from galileo.tx.errors import SignerMismatch, TooManyAccountLocks, TransactionTooLarge, TxBuildError
 from galileo.tx.tip import JITO_TIP_ACCOUNTS
 
 __all__ = [
+    "MAX_TX_ACCOUNT_LOCKS",
     "PACKET_DATA_SIZE",
     "AltCache",
     "BuiltTransaction",
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 PACKET_DATA_SIZE: Final = 1232
+MAX_TX_ACCOUNT_LOCKS: Final = 64  # the runtime's limit of accounts one transaction may lock (TooManyAccountLocks)
+_SIGNATURE_BYTES: Final = 64
 
 # Stands in for a static-only account inside a table copy, keeping every other index in place.
 _PLACEHOLDER: Final = Pubkey(hashlib.sha256(b"galileo.tx: static-only account placeholder").digest())
@@ -69,14 +73,16 @@ def build_transaction(
     signers: Sequence[Keypair] = (),
     static_accounts: Collection[str] = JITO_TIP_ACCOUNTS,
     max_size: int = PACKET_DATA_SIZE,
+    max_accounts: int = MAX_TX_ACCOUNT_LOCKS,
 ) -> BuiltTransaction:
-    """Compile ``instructions`` into a v0 message paid by ``payer``, sign it, check its size.
+    """Compile ``instructions`` into a v0 message paid by ``payer``, check it, sign it.
 
     ``signers`` are the other keypairs the instructions require (the payer may be repeated).
-    Accounts in ``static_accounts`` are never loaded through ``alts``. Raises
-    :class:`TxBuildError` for a bad key, blockhash or account count, :class:`SignerMismatch`
-    when the keypairs do not match the message's signers, and :class:`TransactionTooLarge`
-    when the signed transaction exceeds ``max_size`` bytes.
+    Accounts in ``static_accounts`` are never loaded through ``alts``. Before signing, raises
+    :class:`TooManyAccountLocks` when the message names more than ``max_accounts`` accounts
+    (static and loaded) and :class:`TransactionTooLarge` when the signed transaction would
+    exceed ``max_size`` bytes; also :class:`TxBuildError` for a bad key, blockhash or account
+    count and :class:`SignerMismatch` when the keypairs do not match the message's signers.
     """
     try:
         recent = Hash.from_string(blockhash)
@@ -90,14 +96,22 @@ def build_transaction(
     except CompileError as exc:
         raise TxBuildError(f"cannot compile the message: {exc}") from None
     _check_static(message, tables, static)
+    locked = len(message.account_keys) + sum(
+        len(lookup.writable_indexes) + len(lookup.readonly_indexes) for lookup in message.address_table_lookups
+    )
+    if locked > max_accounts:
+        raise TooManyAccountLocks(locked, max_accounts)
+    signatures = message.header.num_required_signatures
+    size = _shortvec_len(signatures) + _SIGNATURE_BYTES * signatures + len(to_bytes_versioned(message))
+    if size > max_size:
+        raise TransactionTooLarge(size, max_size)
     keypairs = _ordered_signers(message, payer, signers)
     try:
         transaction = VersionedTransaction(message, keypairs)
     except SignerError as exc:  # pragma: no cover - solders re-checks what _ordered_signers did
         raise SignerMismatch(str(exc)) from None
     wire = bytes(transaction)
-    if len(wire) > max_size:
-        raise TransactionTooLarge(len(wire), max_size)
+    assert len(wire) == size, (len(wire), size)  # the size checked is the size signed
     return BuiltTransaction(
         transaction=transaction,
         message=message,
@@ -118,6 +132,11 @@ def to_solders_instruction(ix: Instruction, index: int = 0) -> SoldersInstructio
         bad = next(k for k in (ix.program_id, *(a.pubkey for a in ix.accounts)) if not _is_key(k))
         raise TxBuildError(f"instruction {index}: {bad!r} is not a base58 public key") from None
     return SoldersInstruction(program, ix.data, metas)
+
+
+def _shortvec_len(n: int) -> int:
+    """Bytes of Solana's compact-u16 length prefix for ``n``."""
+    return 1 if n < 0x80 else 2 if n < 0x4000 else 3
 
 
 def _is_key(text: str) -> bool:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 __all__ = [
     "AltDecodeError",
+    "NeedsOtherSigner",
+    "RouteTooLarge",
     "SignerMismatch",
+    "TooManyAccountLocks",
     "TransactionTooLarge",
     "TxBuildError",
     "TxError",
@@ -46,6 +49,34 @@ class TransactionTooLarge(TxBuildError):
         )
         self.size = size
         self.limit = limit
+
+
+class TooManyAccountLocks(TxBuildError):
+    """The message names more accounts than the runtime locks for one transaction (64)."""
+
+    def __init__(self, count: int, limit: int = 64) -> None:
+        super().__init__(
+            f"transaction locks {count} accounts, over the runtime's limit of {limit} by {count - limit}; "
+            "ask the legs for fewer accounts (blind_strategy.max_accounts) or use fewer legs"
+        )
+        self.count = count
+        self.limit = limit
+
+
+class RouteTooLarge(TxBuildError):
+    """The legs' routes do not fit in one transaction; the message names the legs and what to change."""
+
+
+class NeedsOtherSigner(TxBuildError):
+    """A leg needs a signature besides ours (an RFQ maker, a gas sponsor): it cannot be merged."""
+
+    def __init__(self, leg: str, signer: str) -> None:
+        super().__init__(
+            f"{leg} needs {signer} to sign too (an RFQ maker or a gas sponsor): such a route cannot be "
+            "merged into a transaction we sign alone, so it is skipped"
+        )
+        self.leg = leg
+        self.signer = signer
 
 
 class AltDecodeError(TxError):

@@ -11,16 +11,33 @@ from broker.protocol import Dispatch, Heartbeat, Message, Outcome, Ready, Result
 
 
 class FakeWorker:
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, ip: str, capacity: int = 4) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        ip: str,
+        capacity: int = 4,
+        *,
+        route: bytes | None = None,
+        incarnation: str = "",
+        pid: int = 1,
+    ) -> None:
         self.ip = ip
         self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.ROUTING_ID, f"fake/{ip}".encode())
+        self.sock.setsockopt(zmq.ROUTING_ID, route or f"fake/{ip}".encode())
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self._beat: asyncio.Task[None] | None = None
         self._inbox: list[Message] = []
         self.ready = Ready(
-            worker_id=f"fake/{ip}", ip=ip, family="ipv4", bind=True, host="test", pid=1, capacity=capacity
+            worker_id=f"fake/{ip}",
+            ip=ip,
+            family="ipv4",
+            bind=True,
+            host="test",
+            pid=pid,
+            capacity=capacity,
+            incarnation=incarnation,
         )
 
     async def register(self) -> None:

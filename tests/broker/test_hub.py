@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import zmq.asyncio
 
 from broker.hub import Hub
 from broker.jobs import HttpRequest
-from broker.protocol import HEADER, Outcome
+from broker.protocol import HEADER, Drain, Outcome
 from broker.testing import LeastLoadedPolicy
 from broker.types import JobSpec
 from tests.broker.fakeworker import FakeWorker
@@ -170,3 +170,47 @@ async def test_close_cancels_queued_jobs(tmp_path: Path) -> None:
     assert (await fut).result == "cancelled"
     assert (await hub.submit(spec())).result == "cancelled"
     hub.ctx.destroy(0)
+
+
+async def test_a_new_process_for_a_slot_drains_the_old_one_and_its_results_are_delivered(
+    env: tuple[Hub, str, zmq.asyncio.Context],
+) -> None:
+    """Issue 16.4 over real sockets: two processes of one slot, each on its own routing id."""
+    hub, endpoint, actx = env
+    old = FakeWorker(actx, endpoint, "10.0.0.1", route=b"fake/10.0.0.1#a", incarnation="a", pid=11)
+    await old.register()
+    old.keep_beating(HB / 2)
+    await wait_registered(hub, lambda: "fake/10.0.0.1" in hub.workers)
+    futures = [hub.submit(spec(idempotent=False)), hub.submit(spec())]
+    jobs = await old.jobs_within(0.2)
+    assert len(jobs) == 2
+    new = FakeWorker(actx, endpoint, "10.0.0.1", route=b"fake/10.0.0.1#b", incarnation="b", pid=12)
+    await new.register()
+    new.keep_beating(HB / 2)
+    await wait_registered(
+        hub, lambda: hub.workers.get("fake/10.0.0.1") is not None and hub.workers["fake/10.0.0.1"].pid == 12
+    )
+
+    async def drain_seen() -> None:  # told to finish and leave: one process per slot
+        while not isinstance(await old.recv(), Drain):
+            pass
+
+    await asyncio.wait_for(drain_seen(), 5)
+    for job in jobs:
+        await old.reply(job)
+    outs = await asyncio.gather(*futures)
+    assert [(o.result, o.attempts) for o in outs] == [("ok", 1), ("ok", 1)]
+    later = hub.submit(spec())
+    await new.reply(await new.next_job())
+    assert (await later).ok and (await later).worker_id == "fake/10.0.0.1"
+    assert await old.jobs_within(0.2) == []  # nothing ran twice, nothing new went to the old one
+    old.close()
+    new.close()
+
+
+async def wait_registered(hub: Hub, cond: Callable[[], bool]) -> None:
+    for _ in range(400):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("worker did not register")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,26 @@ def allowing(payload: Any) -> SecretPolicy:
     return SecretPolicy(headers=headers, url_envs=[url_env] if url_env else [])
 
 
+@dataclass
+class Running:
+    """A long-lived job started with :meth:`Worker.start`: its events as they come, then its outcome."""
+
+    task: asyncio.Task[Outcome]
+    events: list[Event] = field(default_factory=list)
+
+    def named(self, name: str) -> list[Event]:
+        return [e for e in self.events if e.name == name]
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Event]:
+        """The first ``count`` events called ``name``, once they have come."""
+        async with asyncio.timeout(timeout):
+            while len(self.named(name)) < count:
+                if self.task.done():
+                    raise AssertionError(f"the job ended ({self.task.result()}) before {count} {name!r} event(s)")
+                await asyncio.sleep(0.01)
+        return self.named(name)[:count]
+
+
 class Worker:
     """Runs jobs exactly as a worker process does: a BoundSession per IP and the Executor.
 
@@ -52,21 +73,34 @@ class Worker:
         self.sessions: dict[str, BoundSession] = {}
         self.next_job = 1
 
+    def start(
+        self, payload: JobPayload, ip: str = "127.0.0.2", timeout: float = 30.0, secrets: SecretPolicy | None = None
+    ) -> Running:
+        """Start a job (a Titan connection) in the background, on the same session as this IP's other jobs."""
+        events: list[Event] = []
+        task = asyncio.ensure_future(self._execute(payload, ip, timeout, secrets, events))
+        return Running(task, events)
+
     async def run(
         self, payload: JobPayload, ip: str = "127.0.0.2", timeout: float = 5.0, secrets: SecretPolicy | None = None
     ) -> Ran:
+        events: list[Event] = []
+        out = await self._execute(payload, ip, timeout, secrets, events)
+        return Ran(out, events)
+
+    async def _execute(
+        self, payload: JobPayload, ip: str, timeout: float, secrets: SecretPolicy | None, events: list[Event]
+    ) -> Outcome:
         session = self.sessions.get(ip)
         if session is None:
             session = self.sessions[ip] = BoundSession(ip)
-        events: list[Event] = []
         kind = type(payload).__struct_config__.tag
         dispatch = Dispatch(
             job_id=self.next_job, attempt=0, kind=str(kind), upstream="test", timeout=timeout, payload=payload
         )
         self.next_job += 1
         policy = secrets if secrets is not None else allowing(payload)
-        out = await Executor(session, events.append, policy).execute(dispatch)
-        return Ran(out, events)
+        return await Executor(session, events.append, policy).execute(dispatch)
 
     async def close(self) -> None:
         for session in self.sessions.values():
@@ -91,6 +125,7 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
         kwargs.setdefault("port", 0)
         kwargs.setdefault("seed", 11)
         kwargs.setdefault("slot_ms", 20)  # fast slots: landing in tens of ms, no long sleeps
+        kwargs.setdefault("auction_contention", 0.0)  # about the wire: no accepted bundle is outbid
         server = await start_sim(SimConfig(**kwargs))
         servers.append(server)
         return server

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
+import aiohttp
 from solders.address_lookup_table_account import AddressLookupTable
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
@@ -25,6 +27,7 @@ from broker.jobs import (
     RpcLatestBlockhash,
     RpcSendTransaction,
     RpcSignatureStatuses,
+    RpcSimulateTransaction,
 )
 from broker.results import (
     Accounts,
@@ -33,6 +36,7 @@ from broker.results import (
     BundleStatuses,
     Quote,
     SignatureStatuses,
+    Simulation,
     SwapInstructions,
     TipAccounts,
     TxSent,
@@ -160,7 +164,9 @@ async def test_rpc_send_statuses_and_preflight(sim: SimServer, worker: Worker) -
     rpc = sim.url + "/rpc"
     kp, dest = Keypair(), Keypair().pubkey()
     bh = await blockhash(sim, worker)
-    tx = signed(kp, bh.blockhash, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=dest, lamports=1))])
+    # Enough for a new account's rent: the simulator runs the transfer (preflight first).
+    pay = transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=dest, lamports=1_000_000))
+    tx = signed(kp, bh.blockhash, [pay])
     out = (await worker.run(RpcSendTransaction(url=rpc, transaction=bytes(tx), max_retries=0))).outcome
     sig = str(tx.signatures[0])
     assert out.value == TxSent(signature=sig)
@@ -210,3 +216,24 @@ async def test_lookup_tables_of_a_swap_come_back_as_account_data(sim: SimServer,
         assert swap_keys & {str(a) for a in table.addresses}  # the pool's accounts are in the table
     too_many = (await worker.run(RpcGetMultipleAccounts(url=sim.url + "/rpc", addresses=[missing] * 101))).outcome
     assert too_many.result == "decode_error"
+
+
+async def test_a_simulation_says_the_units_a_transaction_consumes_and_why_it_fails(
+    sim: SimServer, worker: Worker
+) -> None:
+    rpc = sim.url + "/rpc"
+    payer = Keypair()
+    bh = (await worker.run(RpcLatestBlockhash(url=rpc))).outcome.value
+    assert isinstance(bh, Blockhash)
+    pay = transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=Keypair().pubkey(), lamports=10**6))
+    message = MessageV0.try_compile(payer.pubkey(), [pay], [], Hash.from_string(bh.blockhash))
+    unsigned = bytes(VersionedTransaction.populate(message, [Signature.default()]))  # no signature needed
+    out = (await worker.run(RpcSimulateTransaction(url=rpc, transaction=unsigned))).outcome
+    assert out.result == "ok" and isinstance(out.value, Simulation), out  # a failing transaction is an answer
+    assert out.value.err == '"AccountNotFound"' and out.value.slot > 0  # nobody funded the payer
+    async with aiohttp.ClientSession() as client:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "requestAirdrop", "params": [str(payer.pubkey()), 10**9]}
+        async with client.post(rpc, json=body) as r:
+            assert r.status == 200
+    out = (await worker.run(RpcSimulateTransaction(url=rpc, transaction=unsigned))).outcome
+    assert isinstance(out.value, Simulation) and out.value.err == "" and out.value.units_consumed == 150, out

@@ -13,7 +13,9 @@ from broker.jobs import (
     JupiterQuote,
     RpcLatestBlockhash,
     SecretRef,
-    TitanStream,
+    TitanConnect,
+    TitanStop,
+    TitanSubscribe,
     UltraOrder,
 )
 from broker.protocol import Dispatch, encode
@@ -66,20 +68,21 @@ async def test_keys_reach_each_upstream_and_never_come_back(sim_factory: SimFact
         ran = await worker.run(with_key)
         assert ran.outcome.result == "ok", (service, ran.outcome)
         assert_no_secret(msgspec.msgpack.encode(ran.outcome))
-    titan = TitanStream(
+    titan = TitanConnect(
         url=sim.url + "/titan/api/v1/ws",
-        input_mint=SOL,
-        output_mint=USDC,
-        amount=10**9,
-        user_public_key=USER,
-        duration=0.3,
-        interval_ms=50,
+        lease="t#1",
         secret=SecretRef("Authorization", "GALILEO_TEST_TITAN_TOKEN", "Bearer "),
     )
-    ran = await worker.run(titan)
-    assert ran.outcome.result == "ok" and ran.events
-    assert_no_secret(msgspec.msgpack.encode(ran.outcome))
-    for event in ran.events:
+    held = worker.start(titan)
+    await held.wait_for("open")
+    stream = TitanSubscribe(lease="t#1", input_mint=SOL, output_mint=USDC, amount=10**9, user_public_key=USER)
+    assert (await worker.run(stream)).outcome.result == "ok"
+    await held.wait_for("quote")
+    assert (await worker.run(TitanStop(lease="t#1"))).outcome.result == "ok"
+    outcome = await held.task
+    assert outcome.result == "ok"
+    assert_no_secret(msgspec.msgpack.encode(outcome))
+    for event in held.events:
         assert_no_secret(msgspec.msgpack.encode(event))
 
 

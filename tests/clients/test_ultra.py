@@ -51,7 +51,8 @@ async def test_order_sign_execute_lands(sim: SimServer, worker: Worker) -> None:
     r = out.value
     assert isinstance(r, UltraExecuteResult)
     assert (r.status, r.code, r.signature) == ("Success", 0, str(signed.signatures[0]))
-    assert r.slot > 0 and (r.input_amount, r.output_amount) == (o.in_amount, o.out_amount)
+    # The swap ran slots after the order: it paid what the pool paid then, within the slippage.
+    assert r.slot > 0 and r.input_amount == o.in_amount and r.output_amount >= o.other_amount_threshold > 0
 
 
 async def test_order_without_taker_has_no_transaction(sim: SimServer, worker: Worker) -> None:

@@ -16,15 +16,21 @@ from broker.jobs import (
     JitoSendBundle,
     JitoSendTransaction,
     JitoTipAccounts,
+    JitoTipFloor,
     JobPayload,
     JupiterQuote,
     JupiterSwapInstructions,
     RpcGetMultipleAccounts,
+    RpcGetTransaction,
     RpcLatestBlockhash,
+    RpcPrioritizationFees,
     RpcSendTransaction,
     RpcSignatureStatuses,
+    RpcSimulateTransaction,
     SecretRef,
-    TitanStream,
+    TitanConnect,
+    TitanStop,
+    TitanSubscribe,
     UltraExecute,
     UltraOrder,
 )
@@ -37,14 +43,22 @@ from broker.results import (
     BundleStatus,
     BundleStatuses,
     HttpResponse,
+    PrioritizationFees,
     Quote,
     ResultValue,
     SignatureStatus,
     SignatureStatuses,
+    Simulation,
     SwapInstructions,
     TipAccounts,
+    TipFloor,
+    TitanConnectionSummary,
+    TitanInfo,
     TitanQuote,
-    TitanStreamSummary,
+    TitanStreamEnded,
+    TitanStreamOpened,
+    TokenBalance,
+    TransactionMeta,
     TxSent,
     UltraExecuteResult,
     UltraOrderResult,
@@ -84,9 +98,22 @@ PAYLOADS: list[JobPayload] = [
     RpcSendTransaction(url="u", transaction=b"\x01", skip_preflight=True, max_retries=0),
     RpcSignatureStatuses(url="u", signatures=["s"], search_transaction_history=True),
     RpcGetMultipleAccounts(url="u", addresses=["a", "b"]),
-    TitanStream(
-        url="ws://x", input_mint="i", output_mint="o", amount=1, user_public_key="u", duration=5.0, providers=["Titan"]
+    RpcSimulateTransaction(url="u", transaction=b"\x01", replace_recent_blockhash=True),
+    JitoTipFloor(url="u"),
+    RpcPrioritizationFees(url="u", accounts=["a"]),
+    RpcGetTransaction(url_env="RPC_URL", signature="s", commitment="confirmed"),
+    TitanConnect(url="ws://x", lease="TITAN_TOKEN#1", secret=SecretRef("Authorization", "TITAN_TOKEN", "Bearer ")),
+    TitanSubscribe(
+        lease="TITAN_TOKEN#1",
+        input_mint="i",
+        output_mint="o",
+        amount=1,
+        user_public_key="u",
+        replace=3,
+        providers=["T"],
     ),
+    TitanStop(lease="TITAN_TOKEN#1", stream_id=4),
+    TitanStop(lease="TITAN_TOKEN#1"),
 ]
 
 VALUES: list[ResultValue] = [
@@ -113,6 +140,7 @@ VALUES: list[ResultValue] = [
     SignatureStatuses(
         slot=4, statuses=[SignatureStatus(slot=3, confirmations=None, confirmation_status="finalized"), None]
     ),
+    Simulation(slot=7, units_consumed=211_884, err='{"InstructionError":[4,{"Custom":6001}]}', logs=["l"]),
     Accounts(
         slot=1, accounts=[AccountInfo(address="a", data=b"\x00", owner="o", lamports=5), AccountInfo(address="m")]
     ),
@@ -126,7 +154,21 @@ VALUES: list[ResultValue] = [
         stream_id=0,
         providers={"Titan": 2},
     ),
-    TitanStreamSummary(updates=3, stream_id=0, ended_by="duration"),
+    TipFloor(p25=1000, p50=10_000, p75=36_000, p95=1_400_000, p99=10_000_000, ema50=9_000),
+    PrioritizationFees(slot=9, fees=[0, 5000, 12_000]),
+    TransactionMeta(
+        slot=9,
+        fee=5000,
+        pre_balances=[10, 0],
+        post_balances=[4, 2],
+        pre_token_balances=[],
+        post_token_balances=[TokenBalance(1, "m", "o", 2**64 - 1)],
+    ),
+    TransactionMeta(found=False),
+    TitanInfo(concurrent_streams=4, interval_ms_min=50, interval_ms_max=10_000, protocol="v1.api.titan.ag+gzip"),
+    TitanStreamOpened(stream_id=3, interval_ms=400),
+    TitanStreamEnded(stream_id=3, updates=0, error_code=503, error_message="provider down"),
+    TitanConnectionSummary(ended_by="server", streams_opened=4, updates=99, close_code=1008, close_reason="expired"),
 ]
 
 

@@ -46,7 +46,10 @@ lander: {{mode: live, tip_lamports: 20_000}}
 """,
         env={"JUPITER_API_KEY": "set-for-the-test"},
     )
-    assert "lander: LIVE: signed transactions are sent (landers: jito; tip 20000 lamports)" in lines
+    assert (
+        "lander: LIVE: signed transactions are sent (landers: jito; tip: the tip floor's 50th percentile, "
+        "at most 50% of the profit, 20000 lamports until the floor is known)"
+    ) in lines
     blind = f"blind (quotes from jupiter; base mints: {SOL})"
     assert f"strategies: {blind}; multi_leg (buy legs dflow; sell legs jupiter; base mints: {SOL})" in lines
     (shown,) = [line for line in lines if line.startswith("wallet:")]
@@ -72,3 +75,36 @@ def test_a_key_not_set_in_this_environment_is_said(tmp_path: Path) -> None:
         in lines
     )
     assert "wallet: none; the strategies sign with a throw-away key (dry run only)" in lines
+
+
+TITAN = f"""
+blind_strategy: {{base_mints: [{{mint: {SOL}, trade_size_range: [0.1e9, 2e9]}}]}}
+multi_leg: {{enable: true, buy_legs: [titan], sell_legs: [jupiter]}}
+"""
+
+
+def test_titan_says_one_token_is_one_connection_on_one_ip(tmp_path: Path) -> None:
+    one = check(tmp_path, TITAN, env={"TITAN_TOKEN": "x"})
+    (line,) = [x for x in one if x.startswith("titan:")]
+    assert line == (
+        "titan: per token (TITAN_TOKEN set here): 1 token = 1 connection on 1 IP, streams multiplexed on it up to "
+        "the server's concurrentStreams; more IPs do not raise it, more tokens (upstreams.titan.token_envs) do"
+    )
+    two = check(tmp_path, TITAN + "upstreams: {titan: {token_envs: [TITAN_A, TITAN_B]}}\n", env={"TITAN_A": "a"})
+    (line,) = [x for x in two if x.startswith("titan:")]
+    assert line.startswith(
+        "titan: per token (TITAN_A set here, TITAN_B NOT set here): 2 tokens = 2 connections on 2 IPs"
+    )
+
+
+def test_titan_token_lists_are_checked_with_their_key_paths(tmp_path: Path) -> None:
+    path = tmp_path / "galileo.yaml"
+    path.write_text(TITAN + "upstreams: {titan: {token_env: T, token_envs: [A, B, A, 'not a name']}}\n")
+    out = run_galileo("config", "check", str(path))
+    assert out.returncode == 2
+    assert "upstreams.titan.token_envs[3]: 'not a name' is not an environment variable name" in out.stderr
+    path.write_text(TITAN + "upstreams: {titan: {token_env: T, token_envs: [A, B, A]}}\n")
+    out = run_galileo("config", "check", str(path))
+    assert out.returncode == 2
+    assert "upstreams.titan.token_envs[2]: A is listed twice (one connection per token)" in out.stderr
+    assert "upstreams.titan.token_env: give token_env or token_envs, not both" in out.stderr

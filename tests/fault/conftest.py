@@ -51,6 +51,7 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
     async def make(**kwargs: Any) -> SimServer:
         kwargs.setdefault("port", 0)
         kwargs.setdefault("seed", 9)
+        kwargs.setdefault("auction_contention", 0.0)  # no accepted bundle is outbid: landing is the point
         server = await start_sim(SimConfig(**kwargs))
         servers.append(server)
         return server

@@ -140,6 +140,8 @@ def test_bundles_not_on_chain_are_asked_about_at_jito_five_at_a_time_and_dropped
     assert stats.totals() == {
         "dry_run_sends": 0,
         "duplicates": 0,
+        "rebroadcasts": 0,
+        "resends": 0,
         "sends": 14,
         "accepted": 14,
         "shed": 0,
@@ -147,6 +149,8 @@ def test_bundles_not_on_chain_are_asked_about_at_jito_five_at_a_time_and_dropped
         "failed": 1,
         "expired": 0,
         "dropped": 4,
+        "realised": 0,
+        "unrealised": 0,
     }
 
 

@@ -14,12 +14,17 @@ from tests.sim.sim_helpers import SessionFactory, SimFactory
 
 @pytest.fixture
 async def sim_factory() -> AsyncIterator[SimFactory]:
-    """Start simulators on free ports (``port=0``) with a fixed seed; all closed at teardown."""
+    """Start simulators on free ports (``port=0``) with a fixed seed; all closed at teardown.
+
+    Every accepted bundle wins Jito's auction (``auction_contention=0``) unless a test asks for
+    contention: these tests are about the wire and the chain, the auction has its own.
+    """
     servers: list[SimServer] = []
 
     async def make(**kwargs: Any) -> SimServer:
         kwargs.setdefault("port", 0)
         kwargs.setdefault("seed", 7)
+        kwargs.setdefault("auction_contention", 0.0)
         server = await start_sim(SimConfig(**kwargs))
         servers.append(server)
         return server

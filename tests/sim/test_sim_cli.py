@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from galileo.cli import _sim
 from galileo.sim import SimConfig
+from galileo.sim import app as sim_app
 
 app = typer.Typer()
 app.command("sim")(_sim.sim)
@@ -53,14 +54,14 @@ def test_help() -> None:
     ],
 )
 def test_bad_values_exit_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_sim, "run_sim", lambda config: pytest.fail("must not start"))
+    monkeypatch.setattr(sim_app, "run_sim", lambda config: pytest.fail("must not start"))
     result = CliRunner().invoke(app, ["sim", *args])
     assert result.exit_code == 2, result.output
 
 
 def test_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[SimConfig] = []
-    monkeypatch.setattr(_sim, "run_sim", seen.append)
+    monkeypatch.setattr(sim_app, "run_sim", seen.append)
     args = [
         "sim",
         "--port",
@@ -86,7 +87,7 @@ def test_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_limiters_and_latency_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[SimConfig] = []
-    monkeypatch.setattr(_sim, "run_sim", seen.append)
+    monkeypatch.setattr(sim_app, "run_sim", seen.append)
     args = [
         "sim",
         "--limiter",

@@ -36,7 +36,7 @@ async def test_good_bundle_lands(sim: SimServer, client: aiohttp.ClientSession) 
     bh = await latest_blockhash(client, sim.url)
     other = Keypair()
     swap_tx = signed_tx(
-        kp, bh, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=other.pubkey(), lamports=1))]
+        kp, bh, [transfer(TransferParams(from_pubkey=kp.pubkey(), to_pubkey=other.pubkey(), lamports=1_000_000))]
     )
     tip_tx = signed_tx(kp, bh, [tip_ix(kp, 2_444)])
     status, body = await send_bundle(client, sim, [swap_tx, tip_tx])
@@ -128,7 +128,8 @@ async def test_expired_blockhash(sim_factory: SimFactory, client: aiohttp.Client
     assert (status, body["error"]["message"]) == (400, "bundle contains an expired blockhash")
 
 
-async def test_send_transaction_endpoint(sim: SimServer, client: aiohttp.ClientSession) -> None:
+async def test_send_transaction_endpoint(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000)  # "processed" is one slot's status: slots move only when told
     kp = Keypair()
     bh = await latest_blockhash(client, sim.url)
     plain = signed_tx(

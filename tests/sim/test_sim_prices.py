@@ -24,7 +24,10 @@ def test_same_seed_same_answers_other_seed_other_answers() -> None:
 def test_services_quote_differently_and_prices_drift() -> None:
     model = PriceModel(4, BASE_SLOT)
     outs = {s: model.quote(s, SOL, USDC, 10**9, False, BASE_SLOT + 10) for s in SERVICES}
-    assert len({q.out_amount for q in outs.values() if q}) == len(SERVICES)
+    # Services route through the pair's pools (three of them, each with its own price) ...
+    assert len({q.out_amount for q in outs.values() if q}) > 1
+    for q in outs.values():  # ... and a quote is exactly what its pool pays
+        assert q is not None and q == model.quote("any", SOL, USDC, 10**9, False, BASE_SLOT + 10, q.pool)
     assert model.mid_usd(SOL, BASE_SLOT) != model.mid_usd(SOL, BASE_SLOT + 1000)
     assert 150 < model.mid_usd(SOL, BASE_SLOT + 1000) < 250
 

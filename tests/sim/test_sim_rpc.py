@@ -38,7 +38,8 @@ async def test_blockhash_height_and_slot(sim_factory: SimFactory, client: aiohtt
     assert err["error"]["code"] == -32016
 
 
-async def test_send_and_statuses_over_time(sim: SimServer, client: aiohttp.ClientSession) -> None:
+async def test_send_and_statuses_over_time(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000)  # slots move only when the test advances them
     kp = Keypair()
     tx = signed_tx(kp, await latest_blockhash(client, sim.url), [tip_ix(kp)])
     _, sent = await rpc(client, sim.url, "sendTransaction", [b64(tx), B64], "/staked")
@@ -91,6 +92,7 @@ async def test_rejections(sim: SimServer, client: aiohttp.ClientSession) -> None
 
 async def test_simulate_transaction(sim: SimServer, client: aiohttp.ClientSession) -> None:
     kp = Keypair()
+    await rpc(client, sim.url, "requestAirdrop", [str(kp.pubkey()), 10**9])  # the payer must exist
     good = signed_tx(kp, await latest_blockhash(client, sim.url), [tip_ix(kp)])
     _, body = await rpc(client, sim.url, "simulateTransaction", [b64(good), {**B64, "sigVerify": True}])
     value = body["result"]["value"]
@@ -143,3 +145,19 @@ async def test_alt_accounts_over_rpc(sim: SimServer, client: aiohttp.ClientSessi
     assert one["result"]["value"] == values[0]
     _, b58 = await rpc(client, sim.url, "getAccountInfo", [keys[0]])
     assert b58["error"]["code"] == -32600  # ALT data is over 128 bytes: base58 refused, as a real node does
+
+
+async def test_recent_prioritization_fees_cover_150_slots_and_repeat_under_a_seed(
+    sim_factory: SimFactory, client: aiohttp.ClientSession
+) -> None:
+    a, b = await sim_factory(slot_ms=60_000, seed=3), await sim_factory(slot_ms=60_000, seed=3)
+    _, fees = await rpc(client, a.url, "getRecentPrioritizationFees", [[str(Keypair().pubkey())]])
+    _, again = await rpc(client, b.url, "getRecentPrioritizationFees", [])
+    _, slot = await rpc(client, a.url, "getSlot")
+    rows = fees["result"]
+    assert [r["slot"] for r in rows] == list(range(slot["result"] - 149, slot["result"] + 1))
+    assert rows == again["result"]  # the same seed, the same fees
+    zero = sum(1 for r in rows if r["prioritizationFee"] == 0)
+    assert 20 < zero < 80 and all(isinstance(r["prioritizationFee"], int) for r in rows)
+    _, bad = await rpc(client, a.url, "getRecentPrioritizationFees", [["not-a-key"]])
+    assert bad["error"]["code"] == -32602

@@ -120,7 +120,7 @@ async def test_dflow_instruction_set(sim: SimServer, client: aiohttp.ClientSessi
     assert si["swapInstruction"]["programId"] == "DF1ow4tspfHX9JwWJsAb9epbkA8hmpSEAtxXy1V27QBH"
     data = base64.b64decode(si["swapInstruction"]["data"])
     assert struct.unpack("<H", data[-4:-2])[0] == 7 and struct.unpack("<H", data[-2:])[0] == 0
-    assert si["swapInstruction"]["accounts"][0] == {"pubkey": str(user), "isSigner": True, "isWritable": True}
+    assert si["swapInstruction"]["accounts"][0] == {"pubkey": str(user), "isSigner": True, "isWritable": False}
     assert si["cleanupInstructions"] == [] and len(si["setupInstructions"]) == 1  # no wrap: only the output ATA
     assert si["blockhashWithMetadata"]["blockhash"] in sim.state.ledger.issued
     assert base64.b64decode(si["computeBudgetInstructions"][0]["data"])[0] == 2

@@ -11,7 +11,8 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from galileo.sim import SimServer
-from tests.sim.sim_helpers import SessionFactory, SimFactory, TitanClient, stream_request
+from galileo.sim.titan_auth import TokenClaims, claims_of, mint_token
+from tests.sim.sim_helpers import SOL, USDC, SessionFactory, SimFactory, TitanClient, stream_request
 
 COMPUTE_BUDGET = bytes(Pubkey.from_string("ComputeBudget111111111111111111111111111111"))
 
@@ -109,3 +110,99 @@ async def test_errors_and_stream_limit(sim: SimServer, client: aiohttp.ClientSes
         assert msg["Error"]["requestId"] == limit_rid and msg["Error"]["code"] == 429
     finally:
         await titan.close()
+
+
+# --- Titan's limits: one connection per jti, concurrentStreams, tokens that expire -------------------
+
+
+async def post_control(client: aiohttp.ClientSession, sim: SimServer, body: dict[str, Any]) -> dict[str, Any]:
+    async with client.post(sim.url + "/sim/control", json=body) as r:
+        answer: dict[str, Any] = await r.json()
+        assert r.status == 200, answer
+        return answer
+
+
+async def test_one_connection_per_jti_switchable_at_run_time(sim: SimServer, client: aiohttp.ClientSession) -> None:
+    a1 = await TitanClient.connect(client, sim.url, token=mint_token("alice"))
+    b1 = await TitanClient.connect(client, sim.url, token=mint_token("bob"))  # another jti: fine
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:  # alice again, with a new token of hers
+        await TitanClient.connect(client, sim.url, token=mint_token("alice", ttl=600))
+    assert err.value.status == 409
+    assert (await post_control(client, sim, {"titan_connections_per_jti": 0}))["titan_connections_per_jti"] == 0
+    a2 = await TitanClient.connect(client, sim.url, token=mint_token("alice"))
+    s = await stats(client, sim)
+    assert s["refused"] == {"token_in_use": 1} and s["connections_open"] == 3
+    assert len({c["token"] for c in s["connections"]}) == 2 and "alice" not in str(s)  # fingerprints only
+    await post_control(client, sim, {"titan_connections_per_jti": 1})
+    await a1.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError):  # a2 still holds alice's one
+        await TitanClient.connect(client, sim.url, token=mint_token("alice"))
+    for titan in (a2, b1):
+        await titan.close()
+    plain = await TitanClient.connect(client, sim.url, token="not-a-jwt")  # a plain token is its own jti
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await TitanClient.connect(client, sim.url, token="not-a-jwt", via_query=True)
+    await plain.close()
+
+
+async def test_concurrent_streams_follow_the_control_and_get_info(
+    sim: SimServer, client: aiohttp.ClientSession
+) -> None:
+    await post_control(client, sim, {"titan_concurrent_streams": 2})
+    titan = await TitanClient.connect(client, sim.url)
+    try:
+        await titan.send({"GetInfo": {}})
+        info = (await titan.recv())["Response"]["data"]["GetInfo"]
+        assert info["settings"]["connection"]["concurrentStreams"] == 2
+        user = Keypair().pubkey()
+        ids = [await titan.send(stream_request(user, amount=10**9 * (i + 1), interval_ms=5_000)) for i in range(3)]
+        answers: list[dict[str, Any]] = []
+        while len(answers) < 3:
+            msg = await titan.recv()
+            if "StreamData" not in msg:
+                answers.append(msg)
+        assert [("Error" in m) for m in answers] == [False, False, True]
+        assert answers[2]["Error"] == {
+            "requestId": ids[2],
+            "code": 429,
+            "message": "too many concurrent streams (max 2)",
+        }
+        s = await stats(client, sim)
+        assert s["refused"] == {"stream_limit": 1}
+        assert sorted(st["amount"] for st in s["streams"] if st["active"]) == [10**9, 2 * 10**9]
+        assert {st["pair"] for st in s["streams"]} == {f"{SOL}->{USDC}"}
+    finally:
+        await titan.close()
+
+
+async def test_a_connection_is_closed_when_its_token_expires(sim: SimServer, client: aiohttp.ClientSession) -> None:
+    expired = mint_token("carol", ttl=-1)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await TitanClient.connect(client, sim.url, token=expired)
+    assert err.value.status == 401
+    titan = await TitanClient.connect(client, sim.url, token=mint_token("dave", ttl=0.5))
+    msg = await titan.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and (msg.data, msg.extra) == (1008, "token expired")
+    s = await stats(client, sim)
+    assert s["refused"] == {"token_expired": 2} and s["connections"][-1]["close_reason"] == "token expired"
+    # Switched off at run time: an expired token is let in and kept.
+    await post_control(client, sim, {"titan_token_expiry": False})
+    kept = await TitanClient.connect(client, sim.url, token=expired)
+    await kept.send({"GetInfo": {}})
+    assert "Response" in await kept.recv()
+    await post_control(client, sim, {"titan_token_expiry": True})  # and on again: closed within a second
+    msg = await kept.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+
+
+async def test_titan_limits_are_validated(sim: SimServer, client: aiohttp.ClientSession) -> None:
+    for body in ({"titan_concurrent_streams": 0}, {"titan_connections_per_jti": -1}):
+        async with client.post(sim.url + "/sim/control", json=body) as r:
+            assert r.status == 400 and next(iter(body)) in (await r.json())["error"]
+
+
+def test_token_claims() -> None:
+    token = mint_token("erin", ttl=60, now=1_000)
+    assert claims_of(token) == TokenClaims(jti="erin", exp=1_060)
+    assert claims_of("plain") == TokenClaims(jti="plain", exp=None)
+    assert claims_of("a.b.c") == TokenClaims(jti="a.b.c", exp=None)  # not JSON claims: the token itself

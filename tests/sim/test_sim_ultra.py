@@ -15,7 +15,7 @@ from solders.transaction import VersionedTransaction
 from galileo.sim import SimServer
 from tests.sim.sim_helpers import SOL, USDC, SimFactory, b64, rpc
 
-ORDER = {"inputMint": USDC, "outputMint": SOL, "amount": "25000000"}
+ORDER = {"inputMint": SOL, "outputMint": USDC, "amount": "25000000"}  # the funded wallet holds SOL
 
 
 async def order(
@@ -38,7 +38,8 @@ def sign(order_body: dict[str, Any], kp: Keypair) -> str:
     return b64(bytes(VersionedTransaction(unsigned.message, [kp])))
 
 
-async def test_order_sign_execute_lands(sim: SimServer, client: aiohttp.ClientSession) -> None:
+async def test_order_sign_execute_lands(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
+    sim = await sim_factory(slot_ms=60_000, land_delay_slots=0)  # one slot: the pool pays what was quoted
     kp = Keypair()
     o = await order(client, sim, kp)
     uuid.UUID(o["requestId"])
@@ -102,7 +103,7 @@ async def test_execute_failures(sim_factory: SimFactory, client: aiohttp.ClientS
 
 
 async def test_order_errors(sim: SimServer, client: aiohttp.ClientSession) -> None:
-    async with client.get(sim.url + "/jupiter/ultra/v1/order", params={**ORDER, "outputMint": USDC}) as r:
+    async with client.get(sim.url + "/jupiter/ultra/v1/order", params={**ORDER, "outputMint": SOL}) as r:
         assert r.status == 400 and (await r.json())["error"] == "Circular arbitrage is disabled"
     async with client.get(sim.url + "/jupiter/ultra/v1/order", params={**ORDER, "amount": "lots"}) as r:
         body = await r.json()

@@ -11,14 +11,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
 
 from galileo.bench.blind import blind_config
 from galileo.farm.coordinator import Farm
 from galileo.sim import SimConfig, SimServer, start_sim
+from galileo.sim.prices import MINTS
 from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
 IPS = [f"127.0.4.{i}" for i in range(1, 9)]
+SOL = "So11111111111111111111111111111111111111112"
 
 
 @pytest.fixture
@@ -36,13 +40,18 @@ async def run_strategy(
     cfg = blind_config(sim.url, tmp_path, IPS, mode)  # the configuration `galileo bench blind` runs
     async with Farm(cfg, runtime_dir=tmp_path, log_level="warning") as farm:
         assert await farm.wait_ready()
-        strategy = RoundTripEngine(farm, cfg, kp, Shape.blind(cfg))
+        strategy = RoundTripEngine(farm, cfg, kp, Shape.blind(cfg), metrics=farm.metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(strategy.run(stop))
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.wait_for(task, 30)
-        snapshot = farm.snapshot()
+        # Count with nothing queued or in flight: a status poll cancelled at close still runs.
+        for _ in range(100):
+            snapshot = farm.snapshot()
+            if not snapshot["farm"]["queued"] and not any(row["inflight"] for row in snapshot["workers"]):
+                break
+            await asyncio.sleep(0.05)
     return strategy, farm, snapshot
 
 
@@ -79,20 +88,54 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
         assert (b.sell_ip, b.intermediate_mint, b.base_mint, str(b.buy_out)) in seen, b
         if b.sell_ip != b.buy_ip:
             assert limited_at.get(b.buy_ip), f"batch {b.batch_id} moved off {b.buy_ip}, which was never limited"
-    assert strategy.stats.sell_on_buy_ip > 0.9 * len(records)
+    # Staying is the rule, moving the exception: how often an IP is cooling depends on how many
+    # 429s learning costs on a busy machine (0.86-0.97 seen), so the bound is loose on purpose;
+    # the exact promise is the per-batch check above.
+    assert strategy.stats.sell_on_buy_ip > 0.75 * len(records)
 
     # Profitable round trips became bundles the simulator verified and landed.
     bundles = stats["sends"]["jito_bundle"]
     totals = strategy.stats.totals()
     assert totals["opportunities"]["SOL"] > 0
-    assert bundles["accepted"] > 0 and bundles["rejected"] == {}
-    assert bundles["landed"] > 0 and totals["landed"] == bundles["landed"]
-    assert totals["accepted"] == bundles["accepted"] == bundles["received"]
+    # Each bundle goes to both regions. A copy that reaches its region after the other copy has
+    # landed (it waited on its IP's Jito pacing) is "already processed": nothing else is refused.
+    # The simulator counts that answer as a refusal, the lander as a success (the bytes are on
+    # chain and it follows them).
+    rejected = bundles["rejected"]
+    assert bundles["accepted"] > 0 and set(rejected) <= {"already_processed"}
+    assert bundles["received"] == bundles["accepted"] + rejected.get("already_processed", 0)
+    # A send that timed out may have reached the simulator: only those make the counts differ.
+    lost = sum(row["timeouts"] + row["errors"] for row in snapshot["workers"])
+    assert totals["accepted"] <= bundles["received"] <= totals["accepted"] + lost
+    # Every bundle runs in the VM. One that fails lost the auction or met a price that moved past a
+    # leg's minimum out (6001), never an assembly error; one that lands made at least its
+    # min_quote_profit (20 000 lamports), so the wallet never loses. The ones that landed are seen
+    # by both. (Landings are few: the simulator's opportunities mostly revert within the two slots
+    # before a bundle runs; see the README's "Pointing galileo at real upstreams, safely".)
+    chain = stats["chain"]
+    assert sum(chain["failures_by_error"].values()) > 0
+    assert set(chain["failures_by_error"]) <= {"auction: outbid", "jupiter: 6001 SlippageToleranceExceeded"}
+    assert totals["landed"] == bundles["landed"]
+    assert chain["pnl"]["total_lamports"] >= 20_000 * bundles["landed"]
 
-    # `galileo farm stats` (its snapshot) and /sim/stats agree, IP by IP.
+    # Each landed round trip's realised P&L was read back from the chain (getTransaction): together
+    # exactly what the wallet's SOL (its lamports and its token accounts', wrapped SOL and rent) moved.
+    landing = strategy.stats.landing
+    assert landing.realised == totals["landed"] and landing.unrealised == 0
+    vm, wallet = sim.state.vm, strategy.wallet.pubkey()
+    atas = [get_associated_token_address(wallet, Pubkey.from_string(m)) for m in MINTS]
+    holdings = vm.balance(wallet) + sum(vm.balance(a) for a in atas)
+    assert landing.realised_profit[SOL] == holdings - vm.wallets[wallet].deposited
+    (row,) = snapshot["round_trips"]  # what `galileo farm stats` shows, next to the expected profit
+    assert (row["strategy"], row["mint"], row["on_chain"]) == ("blind", SOL, totals["landed"])
+    assert row["realised_sol"] * 1e9 == pytest.approx(landing.realised_profit[SOL])
+    assert row["expected_sol"] * 1e9 == pytest.approx(landing.realised_expected[SOL])
+
+    # `galileo farm stats` (its snapshot) and /sim/stats agree, IP by IP (up to the requests
+    # the simulator answered after the worker had given up on them).
     for row in snapshot["workers"]:
         sim_ip = stats["requests"]["by_ip"].get(row["ip"], {})
-        assert row["ok"] == sim_ip.get("200", 0), row["ip"]
+        assert row["ok"] <= sim_ip.get("200", 0) <= row["ok"] + row["timeouts"], row["ip"]
         assert row["rate_limited"] == sim_ip.get("429", 0), row["ip"]
     del farm
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from fractions import Fraction
 
+import msgspec
+import orjson
 from solders.keypair import Keypair
 
-from broker.jobs import DflowQuote, JupiterQuote, RpcLatestBlockhash
+from broker.jobs import DflowQuote, DflowSwapInstructions, JupiterQuote, RpcLatestBlockhash
 from broker.results import Blockhash, Quote, ResultValue
 from broker.types import JobSpec
 from galileo.config import GalileoConfig, parse_config
@@ -91,3 +93,35 @@ def test_blind_is_the_one_aggregator_shape_and_sells_on_the_buy_legs_ip() -> Non
     assert all(r.buy_ip == r.sell_ip for r in stats.recent)
     # Pipelined: 4 IPs x 20 quotes/s at 150 ms latency, two quotes a batch; one at a time per IP gave 13/s.
     assert stats.batches_completed / 10.0 > 30
+
+
+def test_the_sell_leg_sells_what_the_buy_surely_delivers_and_is_held_to_the_round_trips_costs() -> None:
+    """Issue 15.3: judged on minimum outs. A buy leg whose route may pay 0.5 % less than it quotes
+    (an upstream that chose its own slippage) is sold at that floor, and the sell leg's
+    swap-instructions are asked to pay size + costs + min profit at least."""
+
+    def floored(spec: JobSpec, ip: str) -> ResultValue | None:
+        got = market(spec, ip)
+        if isinstance(got, Quote) and isinstance(spec.payload, JupiterQuote):
+            return msgspec.structs.replace(got, other_amount_threshold=got.out_amount * 995 // 1000)
+        if isinstance(spec.payload, DflowQuote) and isinstance(got, Quote):
+            raw = orjson.dumps({"outAmount": str(got.out_amount), "otherAmountThreshold": str(got.out_amount)})
+            return msgspec.structs.replace(got, raw=raw)
+        return got
+
+    cfg = config(base=SOL, blind=False, multi=True)
+    farm = FakeFarm(["10.0.0.1"], rate=20.0, latency=0.05, answer=floored)
+    (engine,) = enabled_engines(farm, cfg, Keypair())
+    run(farm, engine, 3.0)
+    buys = [s.payload for _, s, _ in farm.jobs if s.task == "quote_buy"]
+    sells = [s.payload for _, s, _ in farm.jobs if s.task == "quote_sell"]
+    assert buys and sells
+    for buy in buys:
+        assert isinstance(buy, JupiterQuote) and buy.slippage_bps == 0  # quoted at slippage 0 ...
+        out = int(buy.amount * WORTH[SOL] / WORTH[JUP])
+        assert any(isinstance(s, DflowQuote) and s.amount == out * 995 // 1000 for s in sells)  # ... sold at its floor
+    held = [s.payload for _, s, _ in farm.jobs if isinstance(s.payload, DflowSwapInstructions)]
+    assert held and engine.stats.opportunities[SOL] > 0
+    for job in held:  # each asked for: size back, the tip and fee (15 000), and min profit (1)
+        threshold = int(orjson.loads(job.quote)["otherAmountThreshold"])
+        assert threshold >= min(buys[0].amount, 100_000_000) + 15_001

@@ -78,7 +78,14 @@ def test_profit_arithmetic_sol_base() -> None:
         size=1_000_000_000, sell_out=1_000_050_000, costs_in_base=Costs(tip=10_000).lamports, min_profit=20_000
     )
     assert (v.gross, v.costs, v.profit, v.profitable) == (50_000, 15_000, 35_000, True)
+    # Judged on thresholds: the sell is held to size + costs + min profit, with what slippage that leaves.
+    assert v.needed == 1_000_035_000 and v.slippage_bps == 0  # 0.15 bps of room: under one basis point
+    assert v.floor == 35_000  # at 0 bps the minimum out is the quote itself
+    roomy = evaluate(1_000_000_000, 1_001_000_000, 15_000, 20_000)
+    assert roomy.slippage_bps == 9 and roomy.floor >= 20_000  # the chain guarantees the min profit
     assert not evaluate(1_000, 1_010, 15, 0).profitable  # costs exceed the gross
+    assert evaluate(1_000, 1_016, 15, 0).floor == 1  # min profit 0 still means a gain: at least 1
+    assert not evaluate(1_000, 1_015, 15, 0).profitable
 
 
 def test_profit_per_mint_threshold_applies() -> None:

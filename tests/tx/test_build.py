@@ -15,7 +15,7 @@ from solders.transaction import VersionedTransaction
 
 from broker.solana import AccountMeta, Instruction
 from galileo.tx.build import PACKET_DATA_SIZE, BuiltTransaction, build_transaction, to_solders_instruction
-from galileo.tx.errors import SignerMismatch, TransactionTooLarge, TxBuildError
+from galileo.tx.errors import SignerMismatch, TooManyAccountLocks, TransactionTooLarge, TxBuildError
 from galileo.tx.merge import merge_legs
 from galileo.tx.tip import JITO_TIP_ACCOUNTS, tip_instruction
 from tests.tx.shapes import dflow_leg, jupiter_leg, key, r, w
@@ -193,3 +193,20 @@ def test_too_many_accounts_is_a_build_error() -> None:
     ix = Instruction(key("program"), tuple(w(key(f"many-{i}")) for i in range(300)), b"")
     with pytest.raises(TxBuildError, match="cannot compile"):
         build_transaction(Keypair(), [ix], [], BLOCKHASH)
+
+
+def test_more_accounts_than_the_runtime_locks_are_refused_before_signing(monkeypatch: pytest.MonkeyPatch) -> None:
+    payer = Keypair()
+    # 70 accounts through one table: 31 + 70 x 1 bytes of lookups fit a packet, 72 locks do not.
+    many = [key(f"locked-{i}") for i in range(70)]
+    ix = Instruction(key("program"), tuple(r(a) for a in many), b"")
+    alt = table("wide", many)
+    signed: list[object] = []
+    monkeypatch.setattr("galileo.tx.build.VersionedTransaction", lambda *a: signed.append(a))
+    with pytest.raises(TooManyAccountLocks) as info:
+        build_transaction(payer, [ix], [alt], BLOCKHASH)
+    assert (info.value.count, info.value.limit) == (72, 64) and signed == []  # payer + program + 70, unsigned
+    assert "72 accounts, over the runtime's limit of 64 by 8" in str(info.value)
+    assert "blind_strategy.max_accounts" in str(info.value)
+    monkeypatch.undo()
+    assert len(build_transaction(payer, [ix], [alt], BLOCKHASH, max_accounts=128).message.account_keys) == 2

@@ -16,13 +16,28 @@ from typing import Any
 import msgspec
 import orjson
 
-from broker.jobs import JitoBundleStatuses, JitoInflightStatuses, JitoSendBundle, JitoSendTransaction, JitoTipAccounts
+from broker.jobs import (
+    JitoBundleStatuses,
+    JitoInflightStatuses,
+    JitoSendBundle,
+    JitoSendTransaction,
+    JitoTipAccounts,
+    JitoTipFloor,
+)
 from broker.protocol import Outcome
-from broker.results import BundleAccepted, BundleStatus, BundleStatuses, TipAccounts, TxSent
+from broker.results import BundleAccepted, BundleStatus, BundleStatuses, TipAccounts, TipFloor, TxSent
 from workers.clients.jsonrpc import rpc_call
+from workers.clients.swap import get_json
 from workers.clients.transport import Call, upstream
 
-__all__ = ["MAX_BUNDLE", "jito_bundle_statuses", "jito_inflight_statuses", "jito_send_bundle", "jito_tip_accounts"]
+__all__ = [
+    "MAX_BUNDLE",
+    "jito_bundle_statuses",
+    "jito_inflight_statuses",
+    "jito_send_bundle",
+    "jito_tip_accounts",
+    "jito_tip_floor",
+]
 
 MAX_BUNDLE = 5  # transactions per bundle, and bundle ids per status query
 _B64 = {"encoding": "base64"}
@@ -54,6 +69,22 @@ class _Inflight(msgspec.Struct):
 class _InflightStatuses(msgspec.Struct):
     context: _Context
     value: list[_Inflight | None]
+
+
+class _FloorEntry(msgspec.Struct):
+    landed_tips_25th_percentile: float
+    landed_tips_50th_percentile: float
+    landed_tips_75th_percentile: float
+    landed_tips_95th_percentile: float
+    landed_tips_99th_percentile: float
+    ema_landed_tips_50th_percentile: float = 0.0
+
+
+_floor_decoder = msgspec.json.Decoder(list[_FloorEntry])
+
+
+def _lamports(sol: float) -> int:
+    return round(sol * 1_000_000_000)
 
 
 def _b64(raw: bytes) -> str:
@@ -191,4 +222,25 @@ async def jito_send_transaction(call: Call, job: JitoSendTransaction) -> Outcome
         return got
     signature, reply = got
     value = TxSent(signature=signature, bundle_id=reply.headers.get("x-bundle-id", ""))
+    return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)
+
+
+@upstream(JitoTipFloor)
+async def jito_tip_floor(call: Call, job: JitoTipFloor) -> Outcome:
+    """GET the tip floor (percentiles in SOL) → TipFloor in lamports."""
+    got = await get_json(call, job.url, {}, None, _floor_decoder, "jito tip_floor")
+    if isinstance(got, Outcome):
+        return got
+    entries, reply = got
+    if not entries:
+        return Outcome(result="decode_error", status=reply.status, latency=reply.latency, error="tip_floor: empty list")
+    e = entries[0]
+    value = TipFloor(
+        p25=_lamports(e.landed_tips_25th_percentile),
+        p50=_lamports(e.landed_tips_50th_percentile),
+        p75=_lamports(e.landed_tips_75th_percentile),
+        p95=_lamports(e.landed_tips_95th_percentile),
+        p99=_lamports(e.landed_tips_99th_percentile),
+        ema50=_lamports(e.ema_landed_tips_50th_percentile),
+    )
     return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)

@@ -25,7 +25,7 @@ import orjson
 from broker.protocol import Outcome
 from workers.clients.transport import Call, Reply, failed_reply, parse_retry_header, retry_after_in
 
-__all__ = ["NODE_UNHEALTHY", "RATE_LIMIT_CODES", "RpcErrorBody", "rpc_call", "rpc_failure"]
+__all__ = ["NODE_UNHEALTHY", "RATE_LIMIT_CODES", "RpcErrorBody", "rpc_call", "rpc_call_or_null", "rpc_failure"]
 
 T = TypeVar("T")
 
@@ -69,6 +69,34 @@ async def rpc_call(
     what: str = "",
 ) -> tuple[T, Reply] | Outcome:
     """Call ``method`` and decode its ``result`` as ``result_type``; any failure is an Outcome."""
+    got = await rpc_call_or_null(
+        call, url, method, params, result_type, headers=headers, params_query=params_query, what=what
+    )
+    if isinstance(got, Outcome):
+        return got
+    result, reply = got
+    if result is None:
+        return Outcome(
+            result="decode_error",
+            status=reply.status,
+            latency=reply.latency,
+            error=f"{what or method}: the answer has neither result nor error",
+        )
+    return result, reply
+
+
+async def rpc_call_or_null(
+    call: Call,
+    url: str,
+    method: str,
+    params: list[Any],
+    result_type: type[T],
+    *,
+    headers: dict[str, str] | None = None,
+    params_query: dict[str, str] | None = None,
+    what: str = "",
+) -> tuple[T | None, Reply] | Outcome:
+    """:func:`rpc_call` for methods whose ``"result": null`` means "not found" (getTransaction)."""
     what = what or method
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     reply = await call.request("POST", url, body=body, headers=headers, params=params_query)
@@ -86,13 +114,6 @@ async def rpc_call(
     failed = failed_reply(reply)
     if failed is not None:
         return failed
-    if envelope.result is None:
-        return Outcome(
-            result="decode_error",
-            status=reply.status,
-            latency=reply.latency,
-            error=f"{what}: the answer has neither result nor error",
-        )
     return envelope.result, reply
 
 

@@ -16,23 +16,48 @@ from typing import Any
 import msgspec
 import orjson
 
-from broker.jobs import RpcGetMultipleAccounts, RpcLatestBlockhash, RpcSendTransaction, RpcSignatureStatuses
+from broker.jobs import (
+    RpcGetMultipleAccounts,
+    RpcGetTransaction,
+    RpcLatestBlockhash,
+    RpcPrioritizationFees,
+    RpcSendTransaction,
+    RpcSignatureStatuses,
+    RpcSimulateTransaction,
+)
 from broker.protocol import Outcome
-from broker.results import AccountInfo, Accounts, Blockhash, SignatureStatus, SignatureStatuses, TxSent
-from workers.clients.jsonrpc import rpc_call
+from broker.results import (
+    AccountInfo,
+    Accounts,
+    Blockhash,
+    PrioritizationFees,
+    SignatureStatus,
+    SignatureStatuses,
+    Simulation,
+    TokenBalance,
+    TransactionMeta,
+    TxSent,
+)
+from workers.clients.jsonrpc import rpc_call, rpc_call_or_null
 from workers.clients.transport import Call, upstream
 
 __all__ = [
     "MAX_ACCOUNTS",
+    "MAX_FEE_ACCOUNTS",
     "MAX_SIGNATURES",
     "rpc_get_multiple_accounts",
+    "rpc_get_transaction",
     "rpc_latest_blockhash",
+    "rpc_prioritization_fees",
     "rpc_send_transaction",
     "rpc_signature_statuses",
+    "rpc_simulate_transaction",
 ]
 
 MAX_ACCOUNTS = 100  # getMultipleAccounts' documented maximum
 MAX_SIGNATURES = 256  # getSignatureStatuses'
+MAX_FEE_ACCOUNTS = 128  # getRecentPrioritizationFees'
+SIMULATION_LOG_LINES = 40  # the end of a failed simulation's logs says why; the rest is noise on the wire
 
 
 class _Context(msgspec.Struct):
@@ -61,6 +86,17 @@ class _SigStatuses(msgspec.Struct):
     value: list[_SigStatus | None]
 
 
+class _SimValue(msgspec.Struct, rename="camel"):
+    err: Any = None
+    logs: list[str] | None = None
+    units_consumed: int | None = None
+
+
+class _SimResult(msgspec.Struct):
+    context: _Context
+    value: _SimValue
+
+
 class _Account(msgspec.Struct):
     data: tuple[bytes, str]  # [base64 data, "base64"]
     owner: str
@@ -71,6 +107,36 @@ class _Account(msgspec.Struct):
 class _Accounts(msgspec.Struct):
     context: _Context
     value: list[_Account | None]
+
+
+class _SlotFee(msgspec.Struct, rename="camel"):
+    slot: int
+    prioritization_fee: int
+
+
+class _UiAmount(msgspec.Struct):
+    amount: str
+
+
+class _TokenBalance(msgspec.Struct, rename="camel"):
+    account_index: int
+    mint: str
+    ui_token_amount: _UiAmount
+    owner: str = ""
+
+
+class _Meta(msgspec.Struct, rename="camel"):
+    fee: int = 0
+    err: Any = None
+    pre_balances: list[int] = []
+    post_balances: list[int] = []
+    pre_token_balances: list[_TokenBalance] | None = None
+    post_token_balances: list[_TokenBalance] | None = None
+
+
+class _Transaction(msgspec.Struct):
+    slot: int
+    meta: _Meta | None = None
 
 
 def _endpoint(call: Call, url: str | None, url_env: str | None) -> str | Outcome:
@@ -128,6 +194,33 @@ async def rpc_send_transaction(call: Call, job: RpcSendTransaction) -> Outcome:
         return got
     signature, reply = got
     return Outcome(result="ok", status=reply.status, latency=reply.latency, value=TxSent(signature=signature))
+
+
+@upstream(RpcSimulateTransaction)
+async def rpc_simulate_transaction(call: Call, job: RpcSimulateTransaction) -> Outcome:
+    """simulateTransaction (base64, sigVerify off) → Simulation; a transaction that fails is still ``ok``."""
+    url = _endpoint(call, job.url, job.url_env)
+    if isinstance(url, Outcome):
+        return url
+    config = _config(
+        encoding="base64",
+        sigVerify=False,
+        replaceRecentBlockhash=job.replace_recent_blockhash,
+        commitment=job.commitment,
+    )
+    tx = base64.b64encode(job.transaction).decode()
+    got = await rpc_call(call, url, "simulateTransaction", [tx, config], _SimResult, headers=call.auth(job.secret))
+    if isinstance(got, Outcome):
+        return got
+    result, reply = got
+    v = result.value
+    value = Simulation(
+        slot=result.context.slot,
+        units_consumed=v.units_consumed or 0,
+        err="" if v.err is None else orjson.dumps(v.err).decode(),
+        logs=(v.logs or [])[-SIMULATION_LOG_LINES:],
+    )
+    return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)
 
 
 @upstream(RpcSignatureStatuses)
@@ -195,4 +288,68 @@ async def rpc_get_multiple_accounts(call: Call, job: RpcGetMultipleAccounts) -> 
         for address, a in zip(job.addresses, result.value, strict=True)
     ]
     value = Accounts(slot=result.context.slot, accounts=accounts)
+    return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)
+
+
+@upstream(RpcPrioritizationFees)
+async def rpc_prioritization_fees(call: Call, job: RpcPrioritizationFees) -> Outcome:
+    """getRecentPrioritizationFees → PrioritizationFees, oldest slot first."""
+    if len(job.accounts) > MAX_FEE_ACCOUNTS:
+        return Outcome(
+            result="decode_error",
+            error=f"getRecentPrioritizationFees takes at most {MAX_FEE_ACCOUNTS} accounts, got {len(job.accounts)}",
+        )
+    url = _endpoint(call, job.url, job.url_env)
+    if isinstance(url, Outcome):
+        return url
+    params: list[Any] = [job.accounts] if job.accounts else []
+    got = await rpc_call(
+        call, url, "getRecentPrioritizationFees", params, list[_SlotFee], headers=call.auth(job.secret)
+    )
+    if isinstance(got, Outcome):
+        return got
+    result, reply = got
+    ordered = sorted(result, key=lambda f: f.slot)
+    value = PrioritizationFees(slot=ordered[-1].slot if ordered else 0, fees=[f.prioritization_fee for f in ordered])
+    return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)
+
+
+def _token_balances(balances: list[_TokenBalance] | None) -> list[TokenBalance]:
+    return [TokenBalance(b.account_index, b.mint, b.owner, int(b.ui_token_amount.amount)) for b in balances or ()]
+
+
+@upstream(RpcGetTransaction)
+async def rpc_get_transaction(call: Call, job: RpcGetTransaction) -> Outcome:
+    """getTransaction → TransactionMeta (``found`` False when the node does not know it yet)."""
+    url = _endpoint(call, job.url, job.url_env)
+    if isinstance(url, Outcome):
+        return url
+    config = _config(encoding="base64", maxSupportedTransactionVersion=0, commitment=job.commitment)
+    got = await rpc_call_or_null(
+        call, url, "getTransaction", [job.signature, config], _Transaction, headers=call.auth(job.secret)
+    )
+    if isinstance(got, Outcome):
+        return got
+    tx, reply = got
+    if tx is None:
+        return Outcome(result="ok", status=reply.status, latency=reply.latency, value=TransactionMeta(found=False))
+    if tx.meta is None:
+        return Outcome(
+            result="decode_error", status=reply.status, latency=reply.latency, error="getTransaction: no meta"
+        )
+    m = tx.meta
+    try:
+        value = TransactionMeta(
+            slot=tx.slot,
+            err="" if m.err is None else orjson.dumps(m.err).decode(),
+            fee=m.fee,
+            pre_balances=m.pre_balances,
+            post_balances=m.post_balances,
+            pre_token_balances=_token_balances(m.pre_token_balances),
+            post_token_balances=_token_balances(m.post_token_balances),
+        )
+    except ValueError as exc:  # an amount that is not a number
+        return Outcome(
+            result="decode_error", status=reply.status, latency=reply.latency, error=f"getTransaction: {exc}"
+        )
     return Outcome(result="ok", status=reply.status, latency=reply.latency, value=value)

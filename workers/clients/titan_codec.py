@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 from solders.pubkey import Pubkey
 
-from broker.jobs import TitanStream
-from broker.results import TitanQuote
+from broker.jobs import TitanSubscribe
+from broker.results import TitanInfo, TitanQuote
 from workers.clients.instructions import TitanInstruction, b58_key, from_titan
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "StreamEnd",
     "best_quote",
     "new_stream_request",
+    "server_info",
 ]
 
 PROTOCOL = "v1.api.titan.ag"
@@ -101,6 +102,36 @@ class _SwapQuotes(msgspec.Struct, rename="camel", kw_only=True):
     swap_mode: str | None = None
 
 
+class _Range(msgspec.Struct):
+    min: int = 0
+    max: int = 0
+    default: int = 0
+
+
+class _QuoteUpdate(msgspec.Struct, rename="camel"):
+    interval_ms: _Range = msgspec.field(default_factory=_Range)
+
+
+class _Connection(msgspec.Struct, rename="camel"):
+    concurrent_streams: int
+
+
+class _Settings(msgspec.Struct, rename="camel"):
+    connection: _Connection
+    quote_update: _QuoteUpdate = msgspec.field(default_factory=_QuoteUpdate)
+
+
+class _Version(msgspec.Struct):
+    major: int = 0
+    minor: int = 0
+    patch: int = 0
+
+
+class _ServerInfo(msgspec.Struct, rename="camel"):
+    settings: _Settings
+    protocol_version: _Version = msgspec.field(default_factory=_Version)
+
+
 _outer = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
 _kinds: dict[str, msgspec.msgpack.Decoder[Any]] = {
     "Response": msgspec.msgpack.Decoder(Response),
@@ -109,6 +140,7 @@ _kinds: dict[str, msgspec.msgpack.Decoder[Any]] = {
     "StreamEnd": msgspec.msgpack.Decoder(StreamEnd),
 }
 _swap_quotes = msgspec.msgpack.Decoder(_SwapQuotes)
+_server_info = msgspec.msgpack.Decoder(_ServerInfo)
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -155,7 +187,7 @@ def _present(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def new_stream_request(job: TitanStream) -> dict[str, Any]:
+def new_stream_request(job: TitanSubscribe) -> dict[str, Any]:
     """The ``NewSwapQuoteStream`` request data of ``job``; ValueError for a bad key."""
     swap = _present(
         inputMint=_key(job.input_mint, "input_mint"),
@@ -217,4 +249,24 @@ def best_quote(data: StreamData, stream_id: int, swap_mode: str | None) -> Titan
         quote_id=quotes.id,
         route=[step.label for step in route.steps],
         providers=amounts,
+    )
+
+
+def server_info(response: Response, protocol: str) -> TitanInfo:
+    """The TitanInfo of a ``GetInfo`` Response; ValueError or msgspec.DecodeError when it is not one."""
+    raw = response.data.get("GetInfo")
+    if raw is None:
+        raise ValueError(f"GetInfo was answered with {sorted(response.data)}")
+    info = _server_info.decode(raw)
+    if info.settings.connection.concurrent_streams < 1:
+        raise ValueError(f"GetInfo says concurrentStreams {info.settings.connection.concurrent_streams}")
+    interval = info.settings.quote_update.interval_ms
+    v = info.protocol_version
+    return TitanInfo(
+        concurrent_streams=info.settings.connection.concurrent_streams,
+        interval_ms_min=interval.min,
+        interval_ms_max=interval.max,
+        interval_ms_default=interval.default,
+        protocol=protocol,
+        version=f"{v.major}.{v.minor}.{v.patch}",
     )
