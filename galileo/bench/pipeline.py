@@ -30,10 +30,12 @@ simulator's CPU is visible as such.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +48,7 @@ from galileo.farm.coordinator import Farm
 from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
-__all__ = ["FULL", "QUICK", "Limit", "PipelinePlan", "pipeline"]
+__all__ = ["FULL", "QUICK", "Limit", "PipelinePlan", "cell_name", "pipeline", "select"]
 
 SOL = "So11111111111111111111111111111111111111112"
 MINTS = (
@@ -355,21 +357,37 @@ def _targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-async def pipeline(quick: bool = False, plan: PipelinePlan | None = None) -> dict[str, Any]:
-    """Every cell of ``plan`` in turn, against one simulator in its own process."""
+def cell_name(lim: Limit, latency: int, n: int, engine: str) -> str:
+    return f"{lim.name}-{latency}ms-n{n}" + ("-multi" if engine == "multi_leg" else "")
+
+
+def select(plan: PipelinePlan, patterns: Sequence[str] = ()) -> list[tuple[str, tuple[Limit, int, int, str]]]:
+    """The plan's cells by name (``bucket-150ms-n16``, ``bucket-50ms-n4-multi``), those matching any of
+    ``patterns`` (shell-style: ``*-150ms-n16``) if any are given; a pattern that matches none is an error."""
+    named = [(cell_name(*c), c) for c in plan.cells()]
+    if not patterns:
+        return named
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name, _ in named)]
+    if unmatched:
+        raise ValueError(f"no pipeline cell matches {', '.join(unmatched)}; cells: {', '.join(n for n, _ in named)}")
+    return [(name, c) for name, c in named if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+async def pipeline(quick: bool = False, plan: PipelinePlan | None = None, cells: Sequence[str] = ()) -> dict[str, Any]:
+    """Every cell of ``plan`` (or those ``cells`` names) in turn, against one simulator in its own process."""
     plan = plan or (QUICK if quick else FULL)
-    cells: dict[str, dict[str, Any]] = {}
+    chosen = select(plan, cells)
+    results: dict[str, dict[str, Any]] = {}
     async with sim_process(seed=21) as sim:
         await sim.control({"limiters": {"rpc": "none", "tip_floor": "none"}})
-        for k, (lim, latency, n, engine) in enumerate(plan.cells()):
-            name = f"{lim.name}-{latency}ms-n{n}" + ("-multi" if engine == "multi_leg" else "")
+        for k, (name, (lim, latency, n, engine)) in enumerate(chosen):
             cell = await _cell(sim, lim, latency, n, engine, plan, k)
             if "learned" in cell and "baseline" in cell and cell["baseline"]["ok_per_s"]:
                 cell["learned_vs_baseline"] = round(cell["learned"]["ok_per_s"] / cell["baseline"]["ok_per_s"], 4)
-            cells[name] = cell
+            results[name] = cell
             print(f"bench: pipeline: {name}: {_line(cell)}", file=sys.stderr, flush=True)  # hours: say how it goes
-    summary = _summary(cells)
-    return {"cells": cells, "summary": summary, "targets": [] if quick else _targets(summary)}
+    summary = _summary(results)
+    return {"cells": results, "summary": summary, "targets": [] if quick else _targets(summary)}
 
 
 def _line(cell: dict[str, Any]) -> str:

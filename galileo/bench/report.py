@@ -23,7 +23,7 @@ import platform
 import subprocess
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,8 +133,16 @@ def sanitize(data: Any) -> Any:
     return data
 
 
-async def run_bench(names: list[str], *, quick: bool, command: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Run ``names`` in order, one at a time; a scenario that raises is recorded, not fatal."""
+async def run_bench(
+    names: list[str],
+    *,
+    quick: bool,
+    command: str,
+    progress: Progress | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run ``names`` in order, one at a time; a scenario that raises is recorded, not fatal.
+    ``options``: keyword arguments for a scenario by name (``{"pipeline": {"cells": [...]}}``)."""
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "machine": machine(),
@@ -154,7 +162,7 @@ async def run_bench(names: list[str], *, quick: bool, command: str, progress: Pr
             progress(name, "start", 0.0)
         t0 = time.monotonic()
         try:
-            result = await fn(quick)
+            result = await fn(quick, **(options or {}).get(name, {}))
         except Exception as exc:
             elapsed = time.monotonic() - t0
             report["scenarios"][name] = {

@@ -39,6 +39,15 @@ def bench(
         help="Write the JSON report here (and a PNG plot beside it when matplotlib is installed).",
     ),
     quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in about a minute."),
+    cells: list[str] = typer.Option(
+        [],
+        "--cell",
+        metavar="PATTERN",
+        help="pipeline only: run just the matrix cells named so, shell-style, repeatable "
+        "(e.g. --cell '*-150ms-n16' --cell 'keyed-*'). Cells are <limit>-<latency>ms-n<N>[-multi]; limits: "
+        "bucket, fixed, sliding, penalty, concurrency, keyed, and sliding60, keyed60 at 50 ms, N=16.",
+        show_default=False,
+    ),
 ) -> None:
     """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing,
     the simulator's own capacity, and Titan's streams against its real limits.
@@ -62,6 +71,17 @@ def bench(
     if unknown:
         known = ", ".join([*SCENARIOS, *GROUPS])
         raise typer.BadParameter(f"unknown scenario {', '.join(unknown)}; known: {known}")
+    if cells and "pipeline" not in names:
+        raise typer.BadParameter(
+            "--cell selects cells of the pipeline scenario: name it (galileo bench pipeline --cell ...)"
+        )
+    if cells:
+        from galileo.bench.pipeline import FULL, QUICK, select
+
+        try:
+            select(QUICK if quick else FULL, cells)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     if state.log_level == "info":  # the default: progress lines and tables; the report has the counts
         setup_logging("error", state.log_format)
 
@@ -72,7 +92,9 @@ def bench(
             err_console.print(f"bench: {name}: {event} in {seconds:.1f} s", markup=False, soft_wrap=True)
 
     command = shlex.join(["galileo", *sys.argv[1:]])
-    report = uvloop.run(run_bench(names, quick=quick, command=command, progress=progress))
+    report = uvloop.run(
+        run_bench(names, quick=quick, command=command, progress=progress, options={"pipeline": {"cells": cells}})
+    )
 
     console = Console()
     if not console.is_terminal:  # a file or a pipe: keep the tables' rows whole
