@@ -25,6 +25,7 @@ What the round trip's legs are asked for (issue 15), the same for every aggregat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -185,6 +186,18 @@ class Upstreams:
         if up.jito.rate_limit_per_ip:
             rates["jito"] = up.jito.rate_limit_per_ip
         return rates
+
+    def keyed(self) -> set[str]:
+        """Upstreams that send an API key (its env var set): their limits are the key's, shared by every IP."""
+        up = self.cfg.upstreams
+        out = {
+            name
+            for name, section in (("jupiter", up.jupiter), ("dflow", up.dflow), ("ultra", up.ultra))
+            if section.api_key_env and os.environ.get(section.api_key_env)
+        }
+        if up.jito.uuid_env and os.environ.get(up.jito.uuid_env):
+            out.add("jito")
+        return out
 
     def _aggregator(self, provider: str) -> UpstreamConfig:
         section: UpstreamConfig = getattr(self.cfg.upstreams, provider)

@@ -111,7 +111,7 @@ def _policy_state(policy: FarmPolicy) -> dict[str, Any]:
     if isinstance(policy, OriginalBotPolicy):
         return {"cooldowns": dict(policy.started), "cleared_by_success": policy.cleared}
     pacers = [p for (_, upstream), p in policy.pacing.rates().items() if upstream == UPSTREAM]
-    estimates = [p.estimate for p in pacers if p.estimate is not None]
+    estimates = [p.learner.estimate for p in pacers if p.learner.estimate is not None]
     finite = [p.rate for p in pacers if math.isfinite(p.rate)]
     return {
         "phases": dict(Counter(p.phase for p in pacers)),

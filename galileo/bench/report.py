@@ -23,7 +23,7 @@ import platform
 import subprocess
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from galileo import __version__
 from galileo.bench.blind import blind
 from galileo.bench.farm import overhead, saturation, scale
 from galileo.bench.landing import landing
+from galileo.bench.pipeline import pipeline
 from galileo.bench.ratelimit import ratelimit
 from galileo.bench.sim import sim
 from galileo.bench.titan import titan
@@ -53,6 +54,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "landing": (landing, "Jito sends accepted per second vs N x regions x the per-(IP, region) limit"),
     "sim": (sim, "the simulator's capacity: quotes/s and executed bundles/s, execution on vs off"),
     "titan": (titan, "multi-leg with a Titan buy leg, one token, the simulator's real Titan limits: quote ages"),
+    "pipeline": (pipeline, "the round-trip engine under each limiter shape x latency x N: learned, told, a baseline"),
 }
 
 Progress = Callable[[str, str, float], None]  # scenario, "start" | "done" | "error", seconds
@@ -131,8 +133,16 @@ def sanitize(data: Any) -> Any:
     return data
 
 
-async def run_bench(names: list[str], *, quick: bool, command: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Run ``names`` in order, one at a time; a scenario that raises is recorded, not fatal."""
+async def run_bench(
+    names: list[str],
+    *,
+    quick: bool,
+    command: str,
+    progress: Progress | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run ``names`` in order, one at a time; a scenario that raises is recorded, not fatal.
+    ``options``: keyword arguments for a scenario by name (``{"pipeline": {"cells": [...]}}``)."""
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "machine": machine(),
@@ -152,7 +162,7 @@ async def run_bench(names: list[str], *, quick: bool, command: str, progress: Pr
             progress(name, "start", 0.0)
         t0 = time.monotonic()
         try:
-            result = await fn(quick)
+            result = await fn(quick, **(options or {}).get(name, {}))
         except Exception as exc:
             elapsed = time.monotonic() - t0
             report["scenarios"][name] = {

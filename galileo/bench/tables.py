@@ -206,6 +206,44 @@ def _titan(r: dict[str, Any]) -> TableData:
     return TableData(title, ("metric", "value"), rows, note)
 
 
+def _pipeline(r: dict[str, Any]) -> TableData:
+    rows = []
+    for name, c in r["cells"].items():
+        row: tuple[str, ...] = (name,)
+        if not c.get("binds"):
+            rows.append((*row, "does not bind", "", "", "", "", "", "", ""))
+            continue
+        learned, told, base = c.get("learned", {}), c.get("told", {}), c.get("baseline", {})
+        row += (
+            _num(learned.get("ok_ratio")),
+            _pct(learned.get("share_429")),
+            _num(learned.get("penalties"), "d"),
+            _num(told.get("ok_ratio")),
+            f"{_pct(told.get('share_429'))} / {_num(told.get('penalties'), 'd')}",
+            _num(base.get("ok_ratio")) if base else "-",
+            _pct(base.get("share_429")) if base else "-",
+            _num(learned.get("landing_ratio")),
+        )
+        rows.append(row)
+    columns = (
+        "cell",
+        "learned ok",
+        "learned 429",
+        "boxes",
+        "told ok",
+        "told 429 / boxes",
+        "baseline ok",
+        "baseline 429",
+        "landing",
+    )
+    note = (
+        "ok = the aggregator's ok/s ÷ N·R (a keyed cell: ÷ the key's budget), 429 = share of its answers, boxes = "
+        "penalty-box entries, all in the counted window and by the simulator's counts; landing = Jito sends "
+        "accepted/s ÷ min(offered, N × 2 regions × 5/s), learned"
+    )
+    return TableData("pipeline: the round-trip engine under each limiter shape", columns, rows, note)
+
+
 def _value(v: Any) -> str:
     if isinstance(v, float) and abs(v) < 1:
         return _num(v, ".4f")
@@ -229,9 +267,10 @@ def tables(report: dict[str, Any]) -> list[TableData]:
         out.append(_landing(sc["landing"]))
     if "sim" in sc and "error" not in sc["sim"]:
         out.append(_sim(sc["sim"]))
-
     if "titan" in sc and "error" not in sc["titan"]:
         out.append(_titan(sc["titan"]))
+    if "pipeline" in sc and "error" not in sc["pipeline"]:
+        out.append(_pipeline(sc["pipeline"]))
     errors = [(name, str(r["error"])) for name, r in sc.items() if "error" in r]
     if errors:
         out.append(TableData("scenarios that failed to run", ("scenario", "error"), errors))

@@ -20,14 +20,16 @@ _VERDICT_STYLE = {"PASS": "green", "MISS": "red", "N/A": "yellow"}
 
 
 GROUPS = {"farm": ("overhead", "saturation", "scale")}
+LONG = ("pipeline",)  # hours at full size: run only when named (always with --quick)
 
 
 def bench(
     scenarios: list[str] | None = typer.Argument(
         None,
         metavar="SCENARIO",
-        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, sim, titan; "
-        "farm means the three about the farm itself (overhead, saturation, scale). Default: all.",
+        help="Which to run, in this order: ratelimit, overhead, saturation, scale, blind, landing, sim, titan, "
+        "pipeline; farm means the three about the farm itself (overhead, saturation, scale). Default: all but "
+        "pipeline (its full matrix takes hours), all with --quick.",
         show_default=False,
     ),
     json_path: Path = typer.Option(
@@ -37,12 +39,22 @@ def bench(
         help="Write the JSON report here (and a PNG plot beside it when matplotlib is installed).",
     ),
     quick: bool = typer.Option(False, "--quick", help="Fewer IPs, workers and seconds: all of it in about a minute."),
+    cells: list[str] = typer.Option(
+        [],
+        "--cell",
+        metavar="PATTERN",
+        help="pipeline only: run just the matrix cells named so, shell-style, repeatable "
+        "(e.g. --cell '*-150ms-n16' --cell 'keyed-*'). Cells are <limit>-<latency>ms-n<N>[-multi]; limits: "
+        "bucket, fixed, sliding, penalty, concurrency, keyed, and sliding60, keyed60 at 50 ms, N=16.",
+        show_default=False,
+    ),
 ) -> None:
     """Measure the farm: rate-limited scaling, overhead, saturation, cost per worker, blind end to end, landing,
     the simulator's own capacity, and Titan's streams against its real limits.
 
     Everything runs on this machine: `galileo sim` in its own process, workers on loopback
-    addresses (127.42.*, 127.43.*, 127.0.8.*). A full run takes about 10 minutes. Each target is
+    addresses (127.42.*, 127.43.*, 127.44.*, 127.0.8.*). A full run takes about 10 minutes;
+    `galileo bench pipeline` (the engine under every limiter shape) takes hours. Each target is
     printed with its measured value and PASS or MISS; a miss never changes the exit code (1 only
     when a scenario could not run).
     """
@@ -52,12 +64,24 @@ def bench(
     from galileo.bench.report import SCENARIOS, run_bench
     from galileo.bench.tables import machine_line, tables
 
-    asked = [n for name in (scenarios or SCENARIOS) for n in GROUPS.get(name, (name,))]
+    default = [n for n in SCENARIOS if quick or n not in LONG]
+    asked = [n for name in (scenarios or default) for n in GROUPS.get(name, (name,))]
     names = list(dict.fromkeys(asked))
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         known = ", ".join([*SCENARIOS, *GROUPS])
         raise typer.BadParameter(f"unknown scenario {', '.join(unknown)}; known: {known}")
+    if cells and "pipeline" not in names:
+        raise typer.BadParameter(
+            "--cell selects cells of the pipeline scenario: name it (galileo bench pipeline --cell ...)"
+        )
+    if cells:
+        from galileo.bench.pipeline import FULL, QUICK, select
+
+        try:
+            select(QUICK if quick else FULL, cells)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     if state.log_level == "info":  # the default: progress lines and tables; the report has the counts
         setup_logging("error", state.log_format)
 
@@ -68,7 +92,9 @@ def bench(
             err_console.print(f"bench: {name}: {event} in {seconds:.1f} s", markup=False, soft_wrap=True)
 
     command = shlex.join(["galileo", *sys.argv[1:]])
-    report = uvloop.run(run_bench(names, quick=quick, command=command, progress=progress))
+    report = uvloop.run(
+        run_bench(names, quick=quick, command=command, progress=progress, options={"pipeline": {"cells": cells}})
+    )
 
     console = Console()
     if not console.is_terminal:  # a file or a pipe: keep the tables' rows whole

@@ -79,7 +79,9 @@ class Farm:
         self.runtime_dir = runtime_dir
         self.runtime_source = runtime_source
         self.inventory = inventory
-        self.policy = policy or FarmPolicy(known_rates=known_rates(cfg), rng=random.Random())
+        self.policy = policy or FarmPolicy(
+            known_rates=known_rates(cfg), keyed=keyed_upstreams(cfg), rng=random.Random()
+        )
         self.capacity = capacity
         self.log_level = log_level
         self.log_format = log_format
@@ -373,3 +375,10 @@ def known_rates(cfg: GalileoConfig) -> dict[str, float]:
     from galileo.upstreams import Upstreams
 
     return Upstreams(cfg).known_rates()
+
+
+def keyed_upstreams(cfg: GalileoConfig) -> set[str]:
+    """Upstreams that send an API key: pacing takes their budget as one, shared by every IP."""
+    from galileo.upstreams import Upstreams
+
+    return Upstreams(cfg).keyed()

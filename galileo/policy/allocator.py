@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from broker.protocol import Outcome
@@ -47,8 +47,6 @@ SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per 
 # the upstreams' budget) is not dispatched: it would spend a pacing slot, time out at the
 # upstream and cool an innocent IP. It expires in the queue instead, at its deadline.
 MIN_LEFT_SHARE = 0.25
-LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
-FLOOR_CREEP = 0.001  # the latency floor follows a slower answer by this share: a new baseline in ~1000 answers
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds
 SuspendHook = Callable[[str, str], None]  # ip, why
@@ -91,19 +89,18 @@ class FarmPolicy:
         self,
         *,
         known_rates: dict[str, float] | None = None,
+        keyed: Iterable[str] = (),
         cooldowns: CooldownBook | None = None,
         pacing: PaceBook | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.cooldowns = cooldowns or CooldownBook(rng=rng)
-        self.pacing = pacing or PaceBook(known_rates)
+        self.pacing = pacing or PaceBook(known_rates, keyed=keyed)
         self._turn = 0
         self._rank_cache: dict[str, list[str]] = {}
         self._members: frozenset[str] = frozenset()
         self.cooldown_hooks: list[CooldownHook] = []
         self.suspend_hooks: list[SuspendHook] = []
-        self._latency: dict[tuple[str, str], float] = {}  # (ip, upstream) -> EWMA of dispatch -> answer, s
-        self._floor: dict[tuple[str, str], float] = {}  # (ip, upstream) -> lowest latency lately, s
 
     # --- eligibility ------------------------------------------------------------------
 
@@ -122,12 +119,15 @@ class FarmPolicy:
 
     def lanes(self, workers: dict[str, WorkerInfo], upstream: str, now: float) -> list[Lane]:
         """Every eligible IP's :class:`Lane` for ``upstream``, ordered by IP."""
+        pacers = [self.pacing.get(w.ip, upstream, now) for w in workers.values() if self.eligible(w, upstream, now)]
+        ips = [w.ip for w in workers.values() if self.eligible(w, upstream, now)]
+        shared = self.pacing.group(upstream)
         out = []
-        for w in workers.values():
-            if self.eligible(w, upstream, now):
-                rate, cap = self.pacing.get(w.ip, upstream, now).allowance()
-                key = (w.ip, upstream)
-                out.append(Lane(w.ip, upstream, rate, cap, self._latency.get(key, 0.0), self._floor.get(key, 0.0)))
+        for ip, p in zip(ips, pacers, strict=True):
+            rate, cap = p.allowance()
+            if shared is not None and shared.phase != "open":
+                rate = shared.rate / len(pacers)  # one budget for every IP: each carries its share
+            out.append(Lane(ip, upstream, rate, cap, p.latency, p.floor))
         out.sort(key=lambda lane: lane.ip)
         return out
 
@@ -141,12 +141,9 @@ class FarmPolicy:
             return until
         if len(w.inflight) >= w.capacity:
             return float("inf")
-        pacer = self.pacing.get(w.ip, upstream, now)
-        if pacer.phase == "open" and pacer.inflight < pacer.open_cap:
-            return None
-        at = pacer.next_at(now)
+        at = self.pacing.next_at(w.ip, upstream, now)
         if at is not None:
-            pacer.blocked(now)
+            self.pacing.get(w.ip, upstream, now).blocked(now)
         return at  # inf: at its concurrency cap, a returning job frees a slot
 
     # --- Policy ---------------------------------------------------------------------
@@ -156,6 +153,10 @@ class FarmPolicy:
         upstream = job.upstream
         if job.deadline - now < MIN_LEFT_SHARE * spec.timeout:
             return Blocked(upstream_wide=False)  # starved by the queue: let it expire, not time out upstream
+        shared = self.pacing.group(upstream)
+        if shared is not None and (at := shared.next_at(now)) is not None:
+            shared.blocked(now)
+            return Blocked(until=at)  # the upstream's one budget is paced: no IP may send before then
         if spec.require_ip is not None:
             mine = next((w for w in workers.values() if w.ip == spec.require_ip), None)
             if mine is None:
@@ -232,21 +233,30 @@ class FarmPolicy:
         return Blocked(until=None if earliest == float("inf") else earliest)
 
     def on_dispatch(self, job: Job, worker: WorkerInfo, now: float) -> None:
-        self.pacing.get(worker.ip, job.upstream, now).dispatched(now)
+        self.pacing.dispatched(worker.ip, job.upstream, now)
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:
         ip, upstream = worker.ip, job.upstream
-        if outcome.result == "ok" and job.sent_at:
-            key = (ip, upstream)
-            took = now - job.sent_at
-            seen = self._latency.get(key)
-            self._latency[key] = took if seen is None else seen + LATENCY_WEIGHT * (took - seen)
-            floor = self._floor.get(key, took)
-            self._floor[key] = min(took, floor + FLOOR_CREEP * (took - floor))
-        self.pacing.record(ip, upstream, outcome.result, now, job.sent_at)
-        started = self.cooldowns.record(
-            ip, upstream, outcome.result, outcome.status, outcome.retry_after, now, job.sent_at
-        )
+        sent_at = job.sent_at or None
+        started = None
+        limited = outcome.result == "rate_limited"
+        # A 429 of a request already in flight when the last one came is the same event: no news, no
+        # more cooling (unless it names a later time). A paced pair's first 429 adjusts the pace instead.
+        if not (limited and sent_at is not None and self.pacing.is_echo(ip, upstream, sent_at)) or (
+            outcome.retry_after is not None
+        ):
+            started = self.cooldowns.record(
+                ip,
+                upstream,
+                outcome.result,
+                outcome.status,
+                outcome.retry_after,
+                now,
+                job.sent_at,
+                paced=limited and self.pacing.paced(ip, upstream),
+            )
+        cooled = started[1] if started is not None and started[0] == "rate_limited" else 0.0
+        self.pacing.record(ip, upstream, outcome.result, now, sent_at, retry_after=outcome.retry_after, cooled=cooled)
         if started is None:
             return
         reason, seconds = started
@@ -267,6 +277,3 @@ class FarmPolicy:
         """An IP left the pool for good: drop its cooldowns and pacing."""
         self.cooldowns.forget(ip)
         self.pacing.forget(ip)
-        for key in [k for k in self._latency if k[0] == ip]:
-            del self._latency[key]
-            self._floor.pop(key, None)

@@ -3,10 +3,17 @@ nothing about Jito on 127.0.0.3, or Jupiter on 127.0.0.4.
 
 A rate limit (429) starts at 500 ms and a timeout at 250 ms; each consecutive one doubles
 the ceiling (capped), with full jitter so IPs limited together do not retry together, and
-never less than the starting value or the upstream's ``Retry-After``. Connection errors and
-5xx cool an IP only when they repeat (3 in a row), since one reset is noise. A bind error
-suspends the IP for every upstream until a rescan finds the address bindable again. Every
-success takes one step off the streak.
+never less than the starting value. Connection errors and 5xx cool an IP only when they
+repeat (3 in a row), since one reset is noise. A bind error suspends the IP for every
+upstream until a rescan finds the address bindable again. Every success takes one step off
+the streak.
+
+Two things change a 429's cooldown. A ``Retry-After`` is honoured exactly: the upstream said
+when, so the pair cools that long, neither jittered nor doubled. And a *paced* pair (its
+pacer has met the limit and paces it) takes its first 429 in a row as news for the pacer,
+not as a reason to stop: on a bucket of two tokens a 500 ms pause would throw away ten
+tokens' worth of refill. Only refusal after refusal (a spent window, a penalty box, a ban)
+cools it, starting at 500 ms as any other.
 """
 
 from __future__ import annotations
@@ -84,11 +91,14 @@ class CooldownBook:
         retry_after: float | None,
         now: float,
         sent_at: float | None = None,
+        *,
+        paced: bool = False,
     ) -> tuple[str, float] | None:
         """Learn from one outcome. Returns (reason, seconds) when a cooldown starts or extends.
 
         ``sent_at`` is when the job was dispatched: a failure of a job sent before the current
         cooldown began is an echo of what started it, not news, so it does not escalate.
+        ``paced``: the pair's pacer paces it, so a first 429 in a row does not cool it.
         """
         if result == "bind_error":
             self.suspended[ip] = "bind_error"
@@ -107,13 +117,17 @@ class CooldownBook:
             return None  # in flight when this cooldown started: already accounted for
         streak = cd.streaks.get(reason, 0) + 1
         cd.streaks[reason] = streak
-        if streak < rule.threshold:
+        threshold = rule.threshold + (paced and reason == "rate_limited")
+        if retry_after is not None and reason == "rate_limited":
+            duration = retry_after  # the upstream said when: exactly that
+        elif streak < threshold:
             return None
-        n = streak - rule.threshold  # 0 for the first cooldown
-        ceiling = min(rule.cap, rule.start * 2 ** (n + 1))
-        duration = max(rule.start, self.rng.uniform(0.0, ceiling))
-        if retry_after is not None:
-            duration = max(duration, retry_after)
+        else:
+            n = streak - threshold  # 0 for the first cooldown
+            ceiling = min(rule.cap, rule.start * 2 ** (n + 1))
+            duration = max(rule.start, self.rng.uniform(0.0, ceiling))
+            if retry_after is not None:
+                duration = max(duration, retry_after)
         until = now + duration
         if until > cd.until:  # never shorten a running cooldown
             cd.until = until

@@ -1,234 +1,299 @@
-"""Pacing per (IP, upstream): run a saturated farm near each upstream's per-IP limit, with few 429s.
+"""Pacing per (IP, upstream), and per upstream when one budget is shared by every IP.
 
-Each pair is paced with GCRA (a virtual scheduling clock ``tat``; a job may go when
-``now >= tat - tau``). The rate is either told (``rate_limit_per_ip`` in the config: paced
-at 99 % of it from the first request) or learned from 429s in three phases:
+Each (IP, upstream) pair is a :class:`Pacer`: a :class:`~galileo.policy.learning.RateLearner`
+for its rate (told, or learnt from 429s whatever the limiter's shape), plus two limits on
+requests in flight:
 
-1. **open**: no rate pacing; concurrency alone ramps up: at most 8 requests in flight per pair,
-   doubled every 0.5 s the pair is saturated without a 429 (a new farm does not greet an
-   upstream with 256 requests per IP at once). An upstream that never says 429 (a
-   self-hosted Jupiter, an unlimited endpoint) is at full concurrency within seconds.
-2. **measure**: the first 429 means the upstream's bucket is empty. Pace at 1.5x the success
-   rate of the last second, counting successes still in flight then (enough to keep draining
-   the bucket, not a flood; doubled if 2 s pass without another 429), and count successes
-   until a later 429 (the bucket empty again) after at least 2 cycles and 30 successes. The
-   first cycle is discarded: it still carries successes of requests sent before the bucket ran
-   dry, so measuring starts at the first 429 of a request sent after it did.
-   Between two empty-bucket moments the upstream accepted exactly its rate, so
-   ``(oks + 0.5) / elapsed`` estimates it. The cooldown each 429 imposes costs nothing here:
-   the upstream's bucket refills meanwhile and the next burst spends it. With no second 429
-   for 10 s the limit is gone: back to open.
-3. **hold**: pace at 98.5 % of the estimate, with a burst tolerance ``tau`` of half the
-   smallest burst seen after a cooldown, so tokens the upstream banked during a cooldown are
-   used rather than wasted. Probe +3 % after 60 s saturated without a 429; a 429 during a
-   probe reverts it and doubles the probe interval; a 429 otherwise trims 3 %.
+* **the opening ramp**: before any limit is met, at most 8 in flight, doubled every 0.5 s the
+  pair is saturated while its answers are not queueing (slower than twice what they take
+  unloaded: sent with fewer than 2 in flight), and halved when they take four times that, so a
+  new farm does not greet an upstream with 256 requests per IP, an upstream that never says
+  429 is at full concurrency within seconds, and one that queues instead of refusing (a leaky
+  bucket that delays, a server that slows under load) is not pushed into ever longer waits;
+* **a concurrency cap**, when the refusals say the limit is on requests being served, not on
+  their rate (:mod:`galileo.policy.concurrency`); the rate learner then starts over under it.
 
-The estimate is only as good as the upstream's burst: with a burst much smaller than a
-second's worth, every 429's cooldown outlasts the refill and learning underestimates; tell
-such upstreams' limits in the config instead.
+A **shared budget** (an API key's, or a global one) is paced by one learner for the upstream
+(the :class:`PaceBook`'s group), fed by every IP's refusals: more IPs must not be used to
+exceed a limit that is per account. It is assumed where the operator configured an API key
+for the upstream (``keyed``), and detected where it was not: refusals at a proven pace (a
+*surprise*: nothing this pair did changed) on several IPs within a short time (3, or a
+quarter of the IPs, within 30 s or two limiter time scales) mean someone else spends this
+pair's budget. The group then starts from what the pairs were pacing in all, and the pairs
+stop pacing themselves (cooldowns stay per pair). Windows are not told apart this way: per-IP
+windows aligned to the clock all fill at the same moment too, so a shared window is assumed only
+where an API key says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import math
+from collections import deque
+from collections.abc import Iterable
 
-__all__ = ["PaceBook", "Pacer", "Phase"]
+from galileo.policy.concurrency import CapFinder
+from galileo.policy.learning import PACE, Heard, PaceRules, RateLearner
 
-Phase = Literal["open", "measure", "hold", "probe"]
+__all__ = ["PaceBook", "Pacer"]
 
-OPEN_START_INFLIGHT = 8
-OPEN_STEP = 0.5
-OVERDRIVE = 1.5
-MIN_MEASURE_RATE = 2.0
-MEASURE_STALL = 2.0
-MEASURE_GIVE_UP = 10.0
-HOLD_FRACTION = 0.985
-KNOWN_FRACTION = 0.99
-MIN_OKS = 20
-MIN_CYCLES = 2
-PROBE_EVERY = 60.0
-PROBE_STEP = 1.03
-PROBE_MAX = 900.0
-TRIM = 0.97
-MIN_RATE = 0.1
-SATURATION_WINDOW = 0.5
+LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
+LIGHT = 2  # a request sent with fewer of the pair's in flight measures the upstream unloaded (its floor)
+KEYED_IPS = 3  # surprises on this many IPs (or a quarter of them) ...
+KEYED_WINDOW = 60.0  # ... within this many seconds (or two limiter time scales): a shared budget
+KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
+KEYED_TRUSTS = 3.0  # the overshoot of its own last step up would have shown by then
+KEYED_SPREAD = 20.0  # ... and those IPs' surprises spread over this many seconds: one at a time, as a
+# shared budget refuses whoever sends next, not all at once, as when every IP's limit moves together
 
 
-@dataclass
 class Pacer:
-    """One (IP, upstream) pair's pacing state."""
+    """One (IP, upstream) pair: its rate learner, in-flight limits and latency."""
 
-    rate: float  # req/s; inf while open
-    phase: Phase
-    known: bool = False
-    tat: float = 0.0
-    tau: float = 0.0
-    phase_at: float = 0.0
-    last_blocked: float = float("-inf")
-    good: float = 0.0
-    probe_every: float = PROBE_EVERY
-    m_start: float = 0.0
-    m_oks: int = 0
-    m_burst: int = 0  # successes sent before the first 429 (the bucket's last tokens)
-    m_cycles: int = 0
-    since_429: int = 0
-    burst_min: int | None = None
-    episode: float = float("-inf")  # when the last counted 429 arrived
-    estimate: float | None = None
-    recent: list[float] = field(default_factory=list)  # success times in the last second (open phase)
-    inflight: int = 0  # jobs of this pair dispatched and not yet answered
-    open_cap: int = OPEN_START_INFLIGHT
-    m_clean: bool = False  # the measurement restarted after its first (flood-polluted) cycle
+    def __init__(self, rules: PaceRules, now: float, told: float | None = None) -> None:
+        self.rules = rules
+        self.learner = RateLearner(rules, now, told)
+        self.inflight = 0  # jobs of this pair dispatched and not yet answered
+        self.open_cap = rules.open_inflight
+        self.ramped_at = now
+        self.caps = CapFinder()
+        self.group: RateLearner | None = None  # the upstream's shared budget, which paces it instead
+        self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
+        self.floor = 0.0  # EWMA of the same for requests sent while little was in flight: unloaded, jitter and all
+        self._light: set[float] = set()  # send times of requests sent so
+
+    @property
+    def cap(self) -> int | None:
+        """A learnt concurrency cap, if the refusals said there is one."""
+        return self.caps.cap
+
+    @property
+    def phase(self) -> str:
+        return self.learner.phase
+
+    @property
+    def rate(self) -> float:
+        return self.learner.rate
+
+    @property
+    def grouped(self) -> bool:
+        return self.group is not None
+
+    @property
+    def ramping(self) -> bool:
+        """No limit met yet (by the pair, or by its shared budget): the opening ramp holds."""
+        learner = self.group if self.group is not None else self.learner
+        return learner.phase == "open"
+
+    @property
+    def queueing(self) -> bool:
+        """Answers take over twice what they take unloaded: more in flight would only wait longer."""
+        return self.floor > 0 and self.latency > self.rules.queueing * self.floor
 
     def allowance(self) -> tuple[float, int | None]:
         """What the pair may carry now: (requests/s, at most this many in flight); inf / None: no limit.
 
         The seam between pacing and the round-trip engine, which keeps rate x latency in flight.
         """
-        if self.phase == "open":
-            return float("inf"), self.open_cap
-        return self.rate, None
+        if self.ramping:
+            return math.inf, self.open_cap if self.cap is None else min(self.cap, self.open_cap)
+        if self.grouped:
+            return math.inf, self.cap
+        return self.learner.rate, self.cap
 
     def next_at(self, now: float) -> float | None:
         """When the pair may send again (inf: when a job returns), or None if it may now."""
-        if self.phase == "open":
-            return float("inf") if self.inflight >= self.open_cap else None
-        allow = self.tat - self.tau
-        return allow if now < allow else None
+        cap = self.allowance()[1]
+        if cap is not None and self.inflight >= cap:
+            return math.inf
+        return None if self.grouped else self.learner.next_at(now)
 
     def dispatched(self, now: float) -> None:
+        if self.inflight < LIGHT and len(self._light) < 256:
+            self._light.add(now)
         self.inflight += 1
-        if self.phase != "open":
-            self.tat = max(self.tat, now) + 1.0 / self.rate
+        if not self.grouped:
+            self.learner.dispatched(now)
+
+    def blocked(self, now: float) -> None:
+        self.learner.blocked(now)
+
+    def saturated(self, now: float) -> bool:
+        return self.learner.saturated(now)
 
     def answered(self) -> None:
         self.inflight = max(0, self.inflight - 1)
 
-    def blocked(self, now: float) -> None:
-        self.last_blocked = now
+    def ok(self, now: float, sent_at: float) -> None:
+        took = now - sent_at
+        self.latency = took if self.latency == 0 else self.latency + LATENCY_WEIGHT * (took - self.latency)
+        if sent_at in self._light:
+            self._light.discard(sent_at)
+            self.floor = took if self.floor == 0 else self.floor + LATENCY_WEIGHT * (took - self.floor)
+        self.caps.ok(sent_at, now, self.learner.rate, self.floor)
+        learner = self.learner
+        if self.ramping and now - self.ramped_at >= self.rules.open_step:
+            if self.floor and self.latency > 2 * self.rules.queueing * self.floor:
+                self.open_cap = max(LIGHT, self.open_cap // 2)  # it queues instead of refusing: back off
+                self.ramped_at = now
+            elif learner.saturated(now):
+                if not self.queueing and self.inflight >= self.open_cap // 2:
+                    self.open_cap *= 2
+                self.ramped_at = now
+        if not self.grouped:
+            learner.ok(now, sent_at)
 
-    def saturated(self, now: float) -> bool:
-        return now - self.last_blocked < SATURATION_WINDOW
+    def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
+        """A 429 on the pair (not grouped): the concurrency cap's, or news for its rate learner."""
+        learner = self.learner
+        if not learner.is_echo(sent_at) and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
+            learner.unbound()  # the refusals it learnt from were the cap's: search on, under the cap
+            return "refusal"
+        return learner.refused(now, sent_at, retry_after, cooled)
 
-    def ok(self, now: float, sent_at: float | None = None) -> None:
-        phase = self.phase
-        if phase == "open":
-            recent = self.recent
-            recent.append(now)
-            if len(recent) > 64 and recent[0] < now - 1.0:
-                del recent[: len(recent) // 2]
-            if self.saturated(now) and now - self.phase_at >= OPEN_STEP:
-                self.open_cap *= 2
-                self.phase_at = now
-            return
-        if phase == "measure":
-            if sent_at is not None and sent_at < self.m_start:
-                # In flight when the bucket ran dry: the burst we achieved, not part of the estimate.
-                self.m_burst += 1
-                self.rate = max(self.rate, OVERDRIVE * self.m_burst)
-                return
-            self.m_oks += 1
-            self.since_429 += 1
-            quiet = now - self.episode
-            if quiet > MEASURE_GIVE_UP:
-                self._open()  # no second 429 for long: whatever limited us once is gone
-            elif quiet > MEASURE_STALL and self.saturated(now):
-                self.rate *= 2  # too slow to drain the bucket again: push harder
-                self.episode = now - MEASURE_STALL / 2
-            return
-        self.since_429 += 1
-        if phase == "hold":
-            if not self.known and self.saturated(now) and now - self.phase_at >= self.probe_every:
-                self.good = self.rate
-                self.rate *= PROBE_STEP
-                self.phase = "probe"
-                self.phase_at = now
-        elif phase == "probe" and now - self.phase_at >= self.probe_every:
-            self.good = self.rate
-            self.phase = "hold"
-            self.phase_at = now
 
-    def _open(self) -> None:
-        self.phase, self.rate, self.tau, self.recent = "open", float("inf"), 0.0, []
-        self.open_cap = OPEN_START_INFLIGHT
+class _Group:
+    """One budget shared by every IP of an upstream."""
 
-    def rate_limited(self, now: float, sent_at: float | None) -> None:
-        if sent_at is not None and sent_at < self.episode:
-            return  # in flight when the previous 429 arrived: an echo, not news
-        self.episode = now
-        if self.phase == "open":
-            achieved = sum(1 for t in self.recent if t > now - 1.0)
-            self.recent = []
-            self.rate = max(MIN_MEASURE_RATE, OVERDRIVE * achieved)
-            self.tat = now
-            self.phase = "measure"
-            self.m_start, self.m_oks, self.m_burst, self.m_cycles, self.since_429 = now, 0, achieved, 0, 0
-            self.m_clean = False
-            return
-        if self.phase == "measure":
-            if not self.m_clean:
-                # The bucket is empty again and nothing from before it first ran dry is in flight.
-                self.m_clean = True
-                self.m_start, self.m_oks, self.since_429 = now, 0, 0
-                return
-            self.m_cycles += 1
-            burst = self.since_429
-            self.burst_min = burst if self.burst_min is None else min(self.burst_min, burst)
-            self.since_429 = 0
-            if self.m_cycles >= MIN_CYCLES and self.m_oks >= MIN_OKS and now > self.m_start:
-                self.estimate = (self.m_oks + 0.5) / (now - self.m_start)
-                self.rate = max(MIN_RATE, HOLD_FRACTION * self.estimate)
-                self.good = self.rate
-                self.tau = 0.5 * (self.burst_min or 0) / self.rate
-                self.phase = "hold"
-                self.phase_at = now
-            return
-        self.since_429 = 0
-        if self.phase == "probe":
-            self.rate = self.good
-            self.probe_every = min(PROBE_MAX, self.probe_every * 2)
-        else:
-            self.rate = max(MIN_RATE, self.rate * TRIM)
-            self.good = self.rate
-        self.phase = "hold"
-        self.phase_at = now
+    def __init__(self, rules: PaceRules, now: float) -> None:
+        self.learner = RateLearner(rules, now)
 
 
 class PaceBook:
-    """Every (IP, upstream) pair's pacer. ``known`` maps an upstream (or its family) to a rate."""
+    """Every pair's pacer, and each shared budget's. ``known``: told rates by upstream (or family);
+    ``keyed``: upstreams (or families) with an API key, whose budget is assumed shared."""
 
-    def __init__(self, known: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, known: dict[str, float] | None = None, rules: PaceRules = PACE, keyed: Iterable[str] = ()
+    ) -> None:
         self.known = dict(known or {})
+        self.rules = rules
+        self.keyed = set(keyed)
         self._pacers: dict[tuple[str, str], Pacer] = {}
+        self._groups: dict[str, _Group] = {}
+        self._surprises: dict[str, deque[tuple[float, str]]] = {}
+
+    def _lookup(self, table: dict[str, float] | set[str], upstream: str) -> bool | float | None:
+        if upstream in table:
+            return table[upstream] if isinstance(table, dict) else True
+        family = upstream.split(":", 1)[0]
+        if family in table:
+            return table[family] if isinstance(table, dict) else True
+        return None
 
     def known_rate(self, upstream: str) -> float | None:
         """A configured limit for ``jito:frankfurt`` falls back to one for ``jito``."""
-        if upstream in self.known:
-            return self.known[upstream]
-        family = upstream.split(":", 1)[0]
-        return self.known.get(family)
+        rate = self._lookup(self.known, upstream)
+        return None if rate is None or isinstance(rate, bool) else float(rate)
 
     def get(self, ip: str, upstream: str, now: float = 0.0) -> Pacer:
         key = (ip, upstream)
         p = self._pacers.get(key)
         if p is None:
-            known = self.known_rate(upstream)
-            if known:
-                p = Pacer(rate=KNOWN_FRACTION * known, phase="hold", known=True, phase_at=now)
-            else:
-                p = Pacer(rate=float("inf"), phase="open", phase_at=now)
-            p.good = p.rate
-            self._pacers[key] = p
+            told = self.known_rate(upstream)
+            p = self._pacers[key] = Pacer(self.rules, now, told)
+            if told is None and (upstream in self._groups or self._lookup(self.keyed, upstream)):
+                p.group = self._group(upstream, now).learner
         return p
 
-    def record(self, ip: str, upstream: str, result: str, now: float, sent_at: float | None = None) -> None:
+    def group(self, upstream: str) -> RateLearner | None:
+        """The learner of ``upstream``'s shared budget, if it has one."""
+        g = self._groups.get(upstream)
+        return g.learner if g is not None else None
+
+    def _group(self, upstream: str, now: float) -> _Group:
+        g = self._groups.get(upstream)
+        if g is None:
+            g = self._groups[upstream] = _Group(self.rules, now)
+        return g
+
+    def next_at(self, ip: str, upstream: str, now: float) -> float | None:
+        """When (ip, upstream) may send: its own limits and its upstream's shared pace; None: now."""
+        p = self.get(ip, upstream, now)
+        at = p.next_at(now)
+        g = self._groups.get(upstream)
+        if g is not None and at is None:
+            at = g.learner.next_at(now)
+            if at is not None:
+                g.learner.blocked(now)
+        return at
+
+    def dispatched(self, ip: str, upstream: str, now: float) -> None:
+        """A job left on (ip, upstream)."""
+        g = self._groups.get(upstream)
+        if g is not None:
+            g.learner.dispatched(now)
+        self.get(ip, upstream, now).dispatched(now)
+
+    def is_echo(self, ip: str, upstream: str, sent_at: float) -> bool:
+        """A 429 that only repeats the last one: it teaches nothing and cools nothing more."""
+        g = self._groups.get(upstream)
+        learner = g.learner if g is not None else self.get(ip, upstream).learner
+        return learner.is_echo(sent_at)
+
+    def paced(self, ip: str, upstream: str) -> bool:
+        """Whether the pair (or its shared budget) has met a limit and is paced: a 429 adjusts the pace."""
+        g = self._groups.get(upstream)
+        learner = g.learner if g is not None else self.get(ip, upstream).learner
+        return learner.phase != "open"
+
+    def record(
+        self,
+        ip: str,
+        upstream: str,
+        result: str,
+        now: float,
+        sent_at: float | None = None,
+        *,
+        retry_after: float | None = None,
+        cooled: float = 0.0,
+    ) -> None:
+        """Learn from one answer. ``cooled``: seconds the pair now cools for it (0: none)."""
         p = self.get(ip, upstream, now)
         p.answered()
+        sent = now if sent_at is None else sent_at
+        g = self._groups.get(upstream)
         if result == "ok":
-            p.ok(now, sent_at)
+            p.ok(now, sent)
+            if g is not None:
+                g.learner.ok(now, sent)
         elif result == "rate_limited":
-            p.rate_limited(now, sent_at)
+            if g is not None:
+                g.learner.refused(now, sent, retry_after, cooled)
+            else:
+                self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled), now)
+
+    def _heard(self, ip: str, upstream: str, heard: Heard, now: float) -> None:
+        """Surprises on many IPs at once: their budget is shared. Pace it as one."""
+        learner = self.get(ip, upstream).learner
+        if heard != "surprise" or learner.settled < max(KEYED_SETTLED, KEYED_TRUSTS * learner.trust(doubted=False)):
+            return
+        if learner.windowed:
+            return  # windows per IP all fill at once too: only the API key tells a shared one apart
+        seen = self._surprises.setdefault(upstream, deque())
+        pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
+        window = max(KEYED_WINDOW, 2 * max(p.learner.scale for p in pacers))
+        seen.append((now, ip))
+        while seen and seen[0][0] < now - window:
+            seen.popleft()
+        first: dict[str, float] = {}
+        for t, i in seen:
+            first.setdefault(i, t)
+        if len(pacers) < 2 or len(first) < max(KEYED_IPS, math.ceil(len(pacers) / 4)):
+            return
+        if max(first.values()) - min(first.values()) < KEYED_SPREAD:
+            return  # all at once: every IP's own limit moved (or filled) together, not a shared one
+        g = self._group(upstream, now)
+        total = sum(p.learner.rate for p in pacers if math.isfinite(p.learner.rate))
+        g.learner.phase = "hold"
+        g.learner.rate = max(self.rules.min_rate, total)
+        g.learner.estimate = total
+        g.learner.tat = now
+        g.learner.clean_since = now
+        g.learner.scale = max(p.learner.scale for p in pacers)
+        g.learner.episode = now
+        for p in pacers:
+            p.group = g.learner
+        seen.clear()
 
     def lost(self, ip: str) -> None:
         """The IP's worker died: its jobs will not be answered (they are re-dispatched or ended)."""

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_galileo
 
-SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing", "sim", "titan"]
+SCENARIOS = ["ratelimit", "overhead", "saturation", "scale", "blind", "landing", "sim", "titan", "pipeline"]
 
 
 def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
@@ -33,7 +33,7 @@ def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "report.json"
-    proc = run_galileo("bench", "--quick", "--json", str(out), timeout=110, cwd=out.parent)
+    proc = run_galileo("bench", "--quick", "--json", str(out), timeout=150, cwd=out.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "targets" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
     assert not Path(out.parent / "bench-report.json").exists()  # --json was honoured
@@ -132,6 +132,17 @@ def test_titan_streams_quoted_on_one_connection_within_the_limits(report: dict[s
     assert t["quotes_per_s_min"] > 0 and t["connections_opened_sim"] == t["reconnects"]
     assert t["streams_opened"] >= 1  # renewals: quick renews every 1.5 s
     assert t["titan_ip_http_ok_per_s"] > 0  # the IP holding Titan kept serving HTTP
+
+
+def test_the_pipeline_ran_the_engine_its_told_twin_and_the_baseline_against_one_limiter(report: dict[str, Any]) -> None:
+    (cell,) = report["scenarios"]["pipeline"]["cells"].values()
+    assert cell["binds"] and cell["budget"] == cell["ips"] * cell["rate_per_ip"]
+    for policy in ("learned", "told", "baseline"):
+        run = cell[policy]
+        assert run["ok_per_s"] > 0 and 0 < run["ok_ratio"] <= 1.5 and 0 <= run["share_429"] <= 1, policy
+        assert run["window_s"] > 0 and run["sim_cpu_pct"] >= 0 and run["client_cpu_pct"] > 0, policy
+    assert cell["told"]["landing_offered_per_s"] > 0  # the engine found opportunities and landed them
+    assert 0 < cell["told"]["landing_ratio"] <= 1.5 and "landing_ratio" not in cell["baseline"]
 
 
 def test_unknown_scenarios_are_refused_naming_the_known_ones_and_groups(tmp_path: Path) -> None:

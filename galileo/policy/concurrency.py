@@ -1,0 +1,67 @@
+"""Telling a concurrency cap from a rate limit, for one (IP, upstream) pair.
+
+A concurrency cap of K refuses a request exactly when K of the caller's requests are being
+served as it arrives; a rate limit refuses whatever is being served. What was being served
+when a request arrived is known after the fact: the pair's successes sent before it and
+answered after it (an answer leaves the upstream about ``NET`` before it reaches us). So each
+answer gets a *held* count (give or take one: an answer crossing the network as a request
+arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
+a refusal finds more held than successes usually do; under a rate limit refusals and successes
+find the same. Three of the last four refusals above the median success (of at least 6 at the
+pace) make a cap of one more than that median. A false one (chance under a rate limit) costs
+little: the pace keeps most requests below it anyway, and the rate learner goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+__all__ = ["CapFinder"]
+
+EVIDENCE = 3  # of the last LOOKED refusals this many above the median success
+LOOKED = 4
+MIN_SUCCESSES = 6  # ... of which at least this many at the same pace
+RECENT = 64  # successes whose held count is remembered
+PACE_CHANGE = 0.05  # a pace this much away from theirs makes them stale
+NET = 0.001  # seconds: about this long from an answer leaving the upstream to it reaching us
+ANSWERS = 512  # answered successes kept to count what was held
+
+
+class CapFinder:
+    """Finds (and then holds) one pair's concurrency cap from its answers."""
+
+    def __init__(self) -> None:
+        self.cap: int | None = None
+        self.votes: deque[bool] = deque(maxlen=LOOKED)
+        self._answers: deque[tuple[float, float]] = deque(maxlen=ANSWERS)  # (sent, answered) of successes
+        self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
+        self._pace = 0.0  # the pace those successes were sent at
+
+    def held(self, sent_at: float, floor: float) -> int:
+        """Successes sent before ``sent_at`` and still being served when it arrived."""
+        net = min(NET, floor / 4)
+        n = 0
+        for sent, answered in reversed(self._answers):
+            if answered <= sent_at + net:
+                break  # answered in order: every older one was too
+            n += sent < sent_at
+        return n
+
+    def ok(self, sent_at: float, now: float, pace: float, floor: float) -> None:
+        if not math.isclose(pace, self._pace, rel_tol=PACE_CHANGE):
+            self._held.clear()  # a new pace: what successes found before says nothing about it
+            self._pace = pace
+        self._held.append(self.held(sent_at, floor))
+        self._answers.append((sent_at, now))
+
+    def refused(self, sent_at: float, floor: float, paced: bool) -> bool:
+        """A 429 that was news, sent at ``sent_at``. True when it is the cap's doing (a cap found now counts)."""
+        if self.cap is not None or not paced or len(self._held) < MIN_SUCCESSES:
+            return False
+        usual = sorted(self._held)[len(self._held) // 2]
+        self.votes.append(self.held(sent_at, floor) > usual)
+        if sum(self.votes) >= EVIDENCE:
+            self.cap = usual + 1
+            return True
+        return False

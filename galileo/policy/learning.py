@@ -1,0 +1,404 @@
+"""What one budget allows, learnt from its refusals: the pace a smooth sender keeps without a 429.
+
+A :class:`RateLearner` paces one budget (an IP's at one upstream, or one every IP shares) with
+GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, with no burst
+tolerance; a send the event loop made up to 2 ms late keeps the schedule (the next one comes
+that much sooner), a later one starts a new schedule (a one-token bucket forgives no two sends
+much closer than its interval). A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
+token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ
+is all that must be learnt, never the shape.
+
+* **open**: no limit met, no pace.
+* **learn**: the first refusal that is news (a 429 of a request sent after the last one's
+  answer came) says the budget is spent. The pair probes at 1 request/s until the refusal
+  run ends (a ``Retry-After`` says when; else the farm's backoff finds out). If it said when,
+  or the run lasted 2 s or more (a window, a box), what was admitted before over the time
+  until the budget came back is a lower bound of ρ (exact for a window): the search starts
+  there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``). A short run
+  with no word (a bucket) is measured instead: kept spent on purpose at 1.5x the success rate
+  of the last second (doubled each second without a refusal), the limiter admits exactly ρ
+  between two refusals, so successes sent between them over the time between is ρ; after 2
+  cycles and 20 successes the search starts at it in steps from +2 % (+25 % if more than 60 %
+  of the span went cooling: a bucket overflows meanwhile, so that is a lower bound).
+* **hold**: a bracket search. ``lo`` is the highest pace proven (run clean and saturated for
+  ``trust`` seconds), ``hi`` the lowest refused. With no ``hi`` the pace gallops, each proven
+  step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
+  (5 % where overshooting is dear) it stays at ``lo`` and after 60 s tries 1 % above ``hi``
+  (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
+  A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
+  proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 %, or to the
+  rate measured since the last refusal if the budget stayed spent all along (no pace proven
+  meanwhile, little of it cooling), and proofs take twice as long from then on (up to 8x).
+  Refusals before the next success belong to the same spent budget and count once.
+
+``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, and
+the longest refusal run seen (a window or a box's length, up to 120 s). A refusal run of more
+than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
+bracket closes at 5 % and is tried again every 300 s at most.
+
+A told rate (``rate_limit_per_ip``) is used as given: paced at 98.5 % of it from the first
+request (requests reach the upstream with some jitter; a one-second window forgives little); a
+refusal trims it 2 %, down to 97 % of it, and a clean minute restores 98.5 %. It is never learnt
+above or below that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["PACE", "Heard", "PaceRules", "Phase", "RateLearner"]
+
+Phase = Literal["open", "learn", "hold"]
+Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
+
+
+@dataclass(frozen=True, slots=True)
+class PaceRules:
+    """Every number pacing runs on. :data:`PACE` holds the defaults the farm uses."""
+
+    catch_up: float = 0.002  # seconds: a send late by up to this keeps the pace's schedule
+    open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
+    open_step: float = 0.5  # seconds saturated and not queueing before that doubles
+    queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
+    told: float = 0.985  # a told rate is paced at this share of it (send jitter needs a margin) ...
+    told_floor: float = 0.97  # ... and refusals (send jitter) trim it to no less than this share
+    probe: float = 1.0  # requests/s while a first refusal run without Retry-After lasts
+    overdrive: float = 1.5  # measuring: pace at this many times the success rate of the last second
+    stall: float = 1.0  # measuring: seconds without a refusal, saturated, before the pace doubles
+    give_up: float = 10.0  # measuring: seconds (and twice the time scale) without one: no limit after all
+    min_oks: int = 20  # successes a measurement needs ...
+    min_cycles: int = 2  # ... over at least this many refusal-to-refusal cycles
+    long_wait: float = 2.0  # a Retry-After at least this long tells when the spent budget returns
+    window_run: float = 5.0  # refused this long while paced: the limit remembers seconds (a window, a box)
+    set_point: float = 0.98  # a measured rate is paced at this share of it
+    trim: float = 0.98  # a refusal at a proven pace takes it to this share
+    backoff: float = 0.95  # a refusal with nothing proven yet takes the pace to this share
+    step: float = 0.02  # the first step above a measured pace; doubled each proven step ...
+    start_step: float = 0.25  # ... or above a lower bound
+    max_step: float = 1.0  # ... up to this
+    eps: float = 0.01  # the search stops when hi / lo is within this
+    dear_eps: float = 0.05  # ... or this, where an overshoot is dear (a penalty box)
+    dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
+    min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
+    trust_events: float = 5.0  # ... and at least the time of this many requests,
+    max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
+    max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
+    reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
+    max_reprobe: float = 240.0  # ... doubling after each failed test, up to this;
+    dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear
+    idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
+    min_rate: float = 0.05  # requests/s: no pace goes below this
+    saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
+
+
+PACE = PaceRules()
+
+
+class RateLearner:
+    """The pace of one budget, learnt from its refusals (or told). Times are seconds, clock injected."""
+
+    def __init__(self, rules: PaceRules, now: float, told: float | None = None) -> None:
+        self.rules = rules
+        self.told = told
+        self.phase: Phase = "hold" if told else "open"
+        self.rate = rules.told * told if told else math.inf
+        self.tat = 0.0
+        self.last_sent = -math.inf
+        self.last_blocked = -math.inf
+        self.first_sent: float | None = None
+        self.oks = 0
+        self.recent: list[float] = []  # answer times of successes in the last second
+        self.episode = -math.inf  # answer time of the last refusal that was news
+        self.settle_until = -math.inf  # refusals of requests sent before this are the measurement's echoes
+        self.run_start: float | None = None  # send time of the first refusal of the running refusal run
+        self.scale = 0.0  # the longest refusal run seen, seconds
+        self.dear = False
+        self.windowed = False  # a refusal run of window_run or more while paced: window- or box-like
+        self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
+        self.estimate: float | None = None
+        self.lo = 0.0
+        self.hi = math.inf
+        self.hi_refused = True  # hi is a pace that was refused (not a guess)
+        self.gain = rules.step
+        self.clean_since = now
+        self.converged_at: float | None = None
+        self.stepped_at = now  # when the pace last went up
+        self.settled = 0.0  # at the last refusal: seconds since the pace last went up
+        self.reprobe_every = rules.reprobe
+        self.stall_at = now
+        self.span_start: float | None = None  # measuring: send time of the refusal that opened the span
+        self.span_oks = 0
+        self.span_idle = 0.0  # seconds of the span spent cooling
+        self.cycles = 0
+        self.last_refusal_sent = -math.inf
+        self.between_oks = 0  # successes sent since the last refusal that was news
+        self.between_idle = 0.0
+        self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
+        self.between_proven = False  # a pace ran clean since: the budget was not kept spent
+        self.refusals = 0
+        self.first_run = False  # learning: waiting for the first refusal run to end
+        self.first_oks = 0  # successes sent before the first refusal
+        self.first_refused = math.inf  # ... which was sent then
+        self.first_told = False  # ... with a Retry-After
+        self.first_achieved = 0  # ... in its last second
+
+    # --- sending --------------------------------------------------------------------
+
+    def next_at(self, now: float) -> float | None:
+        """When this budget may send again, or None if it may now."""
+        if self.phase == "open" or now >= self.tat:
+            return None
+        return self.tat
+
+    def dispatched(self, now: float) -> None:
+        if self.first_sent is None:
+            self.first_sent = now
+        self.last_sent = now
+        if self.phase != "open":
+            # A send the loop made a little late keeps the schedule (the next comes that much
+            # sooner); later than ``catch_up`` it starts a new one.
+            late = now - self.tat
+            self.tat = (self.tat if 0 < late <= self.rules.catch_up else max(self.tat, now)) + 1.0 / self.rate
+
+    def _repace(self, now: float, cooled: float = 0.0) -> None:
+        """A new pace: its first slot is one interval after the last send (never two sends closer)."""
+        self.tat = max(self.last_sent + 1.0 / self.rate, now + cooled)
+
+    def blocked(self, now: float) -> None:
+        """A request waited for this budget's pace: demand exceeds it."""
+        self.last_blocked = now
+        if self.phase == "learn":
+            self._measuring(now)
+
+    def saturated(self, now: float) -> bool:
+        return now - self.last_blocked < self.rules.saturation
+
+    def trust(self, doubted: bool = True) -> float:
+        """Seconds a pace must run clean and saturated before it counts as proven."""
+        r = self.rules
+        base = max(r.min_trust, min(self.scale, r.max_scale), r.trust_events / self.rate)
+        return base * self.doubt if doubted else base
+
+    # --- answers --------------------------------------------------------------------
+
+    def ok(self, now: float, sent_at: float) -> None:
+        self.oks += 1
+        self.first_oks += self.first_run and sent_at <= self.first_refused
+        self.between_oks += sent_at >= self.last_refusal_sent
+        if self.span_start is not None and sent_at >= self.span_start:
+            self.span_oks += 1
+        if self.run_start is not None and sent_at > self.run_start:
+            self._run_ended(now, sent_at)
+        if self.phase == "open":
+            recent = self.recent
+            recent.append(now)
+            if len(recent) > 64 and recent[0] < now - 1.0:
+                del recent[: len(recent) // 2]
+        elif self.phase == "learn":
+            self._measuring(now)
+        elif self.told is not None:
+            if now - self.clean_since >= self.rules.reprobe:
+                self.rate = self.rules.told * self.told  # a clean minute: the told pace again
+                self.clean_since = now
+        elif not self.saturated(now):
+            self.clean_since = max(self.clean_since, now - self.rules.saturation)  # demand, not the pace, held it
+        elif now - self.clean_since >= self.trust():
+            self._proven(now)
+
+    def _run_ended(self, now: float, sent_at: float) -> None:
+        """A success sent after a refusal run began: the run's length tells the limiter's time scale."""
+        assert self.run_start is not None
+        r = self.rules
+        run = sent_at - self.run_start
+        self.run_start = None
+        self.scale = max(self.scale, min(run, r.max_scale))
+        if self.phase == "hold" and run >= r.window_run:
+            self.windowed = True  # refused for seconds while paced: a window (or a box) spent
+        if self.phase == "hold" and self.lo > 0 and run > max(r.long_wait, r.dear_run / self.rate):
+            self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
+            self.reprobe_every = max(self.reprobe_every, r.dear_reprobe)
+        if self.phase == "learn" and self.first_run:
+            self.first_run = False
+            start = self.first_sent if self.first_sent is not None else sent_at
+            if (run >= r.long_wait or self.first_told) and self.first_oks and sent_at > start:
+                # What it admitted over the time until its budget came back is a lower bound of its
+                # rate (exact for a window; a bucket wastes refill while we wait, a box longer).
+                # Without Retry-After it came back after the last refused probe: an upper bound for
+                # a window, a guess for a box (searched past if a pace at it runs clean).
+                upper = math.inf
+                if not self.first_told and self.last_refusal_sent > start:
+                    upper = self.first_oks / (self.last_refusal_sent - start)
+                gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
+                self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
+                self.hi_refused = False
+            else:
+                # Refill within a pace interval or so: a bucket. Keep it spent and measure its rate.
+                self.rate = r.overdrive * max(1, self.first_achieved)
+                self._repace(now)
+                self.stall_at = now
+
+    def _measuring(self, now: float) -> None:
+        if self.first_run or not self.saturated(now):
+            return
+        quiet = now - max(self.episode, self.stall_at)
+        if now - self.episode > max(self.rules.give_up, 2 * self.scale) and quiet > self.rules.stall:
+            self._reset(now)  # saturated, no refusal for long: whatever limited us once is gone
+        elif quiet > self.rules.stall:
+            self.rate *= 2  # too slow to exhaust the budget again: push harder
+            self.stall_at = now
+
+    def _reset(self, now: float) -> None:
+        self.phase, self.rate, self.recent = "open", math.inf, []
+        self.lo, self.hi, self.estimate, self.span_start = 0.0, math.inf, None, None
+
+    def _proven(self, now: float) -> None:
+        """The pace ran clean and saturated for ``trust``: it is safe; choose the next one."""
+        r = self.rules
+        self.lo = max(self.lo, self.rate)
+        self.between_proven = True
+        eps = r.dear_eps if self.dear else r.eps
+        if self.lo >= self.hi or (not self.hi_refused and self.lo * (1 + eps) >= self.hi):
+            self.hi = math.inf  # a refused rate now runs clean (the limit rose), or the guess was low
+        self.stepped_at = now
+        if math.isinf(self.hi):
+            self.rate = self.lo * (1 + self.gain)
+            self.gain = min(2 * self.gain, r.max_step)
+        elif self.hi > self.lo * (1 + eps):
+            self.rate = math.sqrt(self.lo * self.hi)
+        elif self.converged_at is None:
+            self.converged_at = now
+            self.rate = self.lo
+        elif now - self.converged_at >= self.reprobe_every:
+            self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
+            self.converged_at = None
+        self.clean_since = now
+        self._repace(now)
+
+    def unbound(self) -> None:
+        """The refusals so far were another limit's (a concurrency cap's): no refused pace is known."""
+        self.hi = math.inf
+        self.gain = self.rules.step
+        self.converged_at = None
+
+    def is_echo(self, sent_at: float) -> bool:
+        """A 429 of a request sent before the last one's answer came (or while the spent budget of
+        a measurement was still refilling, before the search began): the same event, not news."""
+        return sent_at < self.episode or sent_at < self.settle_until
+
+    def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
+        """A 429. ``cooled``: seconds the pair now cools (0: none). Says whether it was news, and a surprise."""
+        if self.is_echo(sent_at):
+            return "echo"
+        self.episode = now
+        self.refusals += 1
+        if self.run_start is not None and self.phase == "hold":
+            # Refused again before any success: the same spent budget (a window, a box), not news.
+            self.between_idle += cooled
+            self.clean_since = max(self.clean_since, now + cooled)
+            return "echo"
+        if self.run_start is None:
+            self.run_start = sent_at
+        heard: Heard = "refusal"
+        if self.phase == "open":
+            self._first(now, sent_at, retry_after, cooled)
+        elif self.phase == "learn":
+            self._cycle(now, sent_at, cooled)
+        elif self.told is not None:
+            self.rate = max(self.rules.told_floor * self.told, self.rate * self.rules.trim)
+            self.clean_since = now + cooled
+            self._repace(now, cooled)
+        else:
+            heard = self._hold_refused(now, sent_at, cooled)
+        self.last_refusal_sent = sent_at
+        self.between_oks = 0
+        self.between_idle = cooled
+        self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
+        self.between_proven = False
+        return heard
+
+    def _first(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> None:
+        """The first refusal: the budget is spent. Estimate at once, or start measuring."""
+        r = self.rules
+        # Probe gently until the refusal run ends (Retry-After says when; else the backoff finds
+        # out), count what was admitted before it (answers still in flight included), and judge.
+        self.first_achieved = sum(1 for t in self.recent if t > now - 1.0)
+        self.first_oks = self.oks
+        self.first_refused = sent_at
+        self.first_told = retry_after is not None
+        self.first_run = True
+        self.phase, self.recent = "learn", []
+        self.rate = r.probe
+        self._repace(now, cooled)
+        self.stall_at = now + cooled
+        self.span_start, self.span_oks, self.span_idle, self.cycles = None, 0, 0.0, 0
+
+    def _cycle(self, now: float, sent_at: float, cooled: float) -> None:
+        r = self.rules
+        if self.span_start is None:
+            # The budget is empty again and nothing sent before it first ran dry is in flight.
+            self.span_start, self.span_oks, self.span_idle, self.cycles = sent_at, 0, cooled, 0
+            self.stall_at = now + cooled
+            return
+        self.cycles += 1
+        span = sent_at - self.span_start
+        if self.cycles >= r.min_cycles and self.span_oks >= r.min_oks and span > 0:
+            gain = r.step if self.span_idle < r.idle_share * span else r.start_step
+            self._hold(now, self.span_oks / span, self.rate, gain, cooled)
+            return
+        self.span_idle += cooled
+        self.stall_at = now + cooled
+
+    def _hold(self, now: float, estimate: float, upper: float, gain: float, cooled: float) -> None:
+        """Search from ``estimate`` (a lower bound of the rate, paced at its set point) up to
+        ``upper`` (a pace that was refused, or inf): in steps from ``gain``, or by bisection."""
+        r = self.rules
+        self.estimate = estimate
+        self.phase = "hold"
+        self.lo, self.hi = max(r.min_rate, r.set_point * estimate), upper
+        self.rate = self.lo
+        self._repace(now, cooled)
+        self.settle_until = now + cooled + min(self.scale, r.max_scale)
+        self.gain = gain
+        self.clean_since = now + cooled
+        self.converged_at = None
+
+    def _hold_refused(self, now: float, sent_at: float, cooled: float) -> Heard:
+        r = self.rules
+        surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
+        self.settled = now - self.stepped_at  # how long the pace had held when refused
+        # Between two refusals the budget admitted at most its rate: what we got is a lower bound of
+        # it, and the rate itself if the budget stayed spent: the refusals came close together
+        # (within two trust periods, no pace proven between) and little of the time between went
+        # cooling (or the cooling ended when a Retry-After said the budget was back).
+        elapsed = sent_at - self.last_refusal_sent
+        measured = None
+        exact = False
+        if self.between_oks >= 5 and elapsed > 0:
+            measured = r.set_point * self.between_oks / elapsed
+            close = elapsed <= 2 * self.trust() and not self.between_proven
+            exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
+        if surprise:
+            self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
+            self.hi, self.hi_refused = self.rate, True
+            self.lo = self.rate * r.trim
+            if measured is not None and exact:
+                self.lo = min(self.lo, measured)  # the limit fell: to what it is now
+            if self.converged_at is not None:
+                self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
+        else:
+            self.hi = min(self.hi, self.rate)
+            self.hi_refused = True
+            if measured is not None and exact and measured < self.lo:
+                self.lo = measured  # the budget stayed spent and gave less: what we proved was not so
+            elif measured is not None:
+                self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
+            if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * r.eps):
+                self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
+        self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
+        self._repace(now, cooled)
+        self.gain = r.step
+        self.clean_since = now + cooled
+        self.converged_at = None
+        return "surprise" if surprise else "refusal"

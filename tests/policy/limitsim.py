@@ -1,0 +1,244 @@
+"""A farm in virtual time: the real :class:`FarmPolicy` against limiter objects, for pacing tests.
+
+A discrete-event simulation, deterministic for a seed, that runs a minute of traffic in well
+under a second. The client side is the farm's own policy (pick, dispatch, outcome: pacing,
+cooldowns, the allocator) over fake workers; demand is saturated (a job is always waiting,
+as under the round-trip engine's pipeline). The upstream side is anything with
+``arrive(ip, now) -> Reply`` and ``release(ip, now)``: :class:`SimUpstream` wraps the
+simulator's own limiter objects (``galileo.sim.limiter``) and its latency model, and a test
+may bring shapes of its own.
+
+A request leaves the coordinator at dispatch, reaches the upstream ``send`` seconds later
+(``send_jitter`` of scheduling noise on top), is judged there, and its answer comes back
+``delay`` seconds after that. The clock starts at ``START`` (a monotonic clock is never 0,
+and the hub reads a ``sent_at`` of 0 as "never sent"); times in a :class:`Run` are relative.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.jobs import HttpRequest
+from broker.protocol import Outcome
+from broker.types import Job, JobSpec, WorkerInfo
+from galileo.policy.allocator import FarmPolicy
+from galileo.sim.latency import LatencyModel, parse_latency
+from galileo.sim.limiter import Limiter, build, parse_limiter, retry_after_header
+
+__all__ = ["Reply", "Run", "SimUpstream", "Upstream", "simulate"]
+
+UPSTREAM = "u"
+START = 1000.0
+_SPEC = JobSpec(HttpRequest(url="http://u/"), upstream=UPSTREAM, timeout=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The upstream's answer to one request: admitted or not, and after how long it leaves."""
+
+    ok: bool
+    delay: float = 0.0
+    retry_after: float | None = None
+    penalty: bool = False  # this refusal put the caller in a penalty box
+
+
+class Upstream(Protocol):
+    def arrive(self, ip: str, now: float) -> Reply: ...
+
+    def release(self, ip: str, now: float) -> None: ...
+
+
+class SimUpstream:
+    """The simulator's limiter (one, or one per IP) and latency, judged as ``galileo sim`` does.
+
+    ``scope`` is read from the spec: per IP, or one budget (``key``, ``global``) for every IP.
+    A refusal carries ``Retry-After`` as the simulator's header says it (whole seconds, at
+    least 1) unless the spec has ``retry_after=no``.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        latency: str = "0",
+        seed: int = 1,
+        per_ip: dict[str, str] | None = None,
+    ) -> None:
+        self.spec = parse_limiter(spec)
+        self.limiter = build(self.spec)
+        self.per_ip = {ip: build(text) for ip, text in (per_ip or {}).items()}
+        self.retry = {ip: parse_limiter(text).retry_after for ip, text in (per_ip or {}).items()}
+        self.latency = LatencyModel(parse_latency(latency), seed, "u")
+        self.shared = self.spec.scope in ("key", "global")
+
+    def _limiter(self, ip: str) -> tuple[Limiter, Hashable, bool]:
+        if ip in self.per_ip:
+            return self.per_ip[ip], ip, self.retry[ip]
+        return self.limiter, ("k" if self.shared else ip), self.spec.retry_after
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        limiter, key, retry = self._limiter(ip)
+        d = limiter.admit(key, now)
+        delay = self.latency.sample()
+        if d.ok:
+            return Reply(True, delay)
+        ra = float(retry_after_header(d)) if retry else None
+        return Reply(False, delay, ra, d.reason == "penalty")
+
+    def release(self, ip: str, now: float) -> None:
+        limiter, key, _ = self._limiter(ip)
+        limiter.release(key, now)
+
+
+@dataclass
+class Run:
+    """What the farm got in the counted window (after ``warmup``), and over the whole run."""
+
+    seconds: float
+    ok: Counter[str] = field(default_factory=Counter)  # per IP, counted window
+    limited: Counter[str] = field(default_factory=Counter)
+    penalties: int = 0  # penalty-box entries over the whole run
+    penalties_counted: int = 0  # ... and in the counted window
+    max_inflight: int = 0
+    latencies: list[float] = field(default_factory=list)  # answers in the counted window
+    series: list[tuple[float, int, int]] = field(default_factory=list)  # (second, ok, 429), whole run
+
+    @property
+    def ok_per_s(self) -> float:
+        return sum(self.ok.values()) / self.seconds
+
+    @property
+    def share_429(self) -> float:
+        done = sum(self.ok.values()) + sum(self.limited.values())
+        return sum(self.limited.values()) / done if done else 0.0
+
+    def ratio(self, budget: float) -> float:
+        """Successes/s over ``budget`` requests/s (N·R, or a key's budget)."""
+        return self.ok_per_s / budget
+
+
+def _worker(ip: str, capacity: int) -> WorkerInfo:
+    return WorkerInfo(
+        routing_id=ip.encode(),
+        worker_id=f"w/{ip}",
+        ip=ip,
+        family="ipv4",
+        bind=True,
+        host="h",
+        pid=1,
+        capacity=capacity,
+        registered=0.0,
+        last_seen=0.0,
+    )
+
+
+def simulate(
+    upstream: Upstream,
+    ips: Sequence[str],
+    *,
+    seconds: float = 60.0,
+    warmup: float = 20.0,
+    policy: FarmPolicy | None = None,
+    known: float | None = None,
+    seed: int = 1,
+    send: float = 0.0005,
+    send_jitter: float = 0.001,
+    capacity: int = 256,
+    demand: Callable[[float], float] | None = None,
+    on_second: Callable[[float, FarmPolicy], Any] | None = None,
+) -> Run:
+    """Keep the farm saturated for ``seconds`` of virtual time; count after ``warmup``.
+
+    ``demand(now)``: jobs per second offered (default: always one waiting). ``known``: the
+    told rate per IP (``rate_limit_per_ip``). ``on_second`` is called once per virtual second.
+    """
+    rng = random.Random(seed)
+    policy = policy or FarmPolicy(known_rates={UPSTREAM: known} if known else None, rng=random.Random(seed))
+    workers = {f"w/{ip}": _worker(ip, capacity) for ip in ips}
+    run = Run(seconds - warmup)
+    events: list[tuple[float, int, int, Any]] = []  # (time, seq, kind, payload)
+    seq = itertools.count()
+    ids = itertools.count(1)
+    ANSWER, RELEASE, WAKE, OFFER = 0, 1, 2, 3
+    wake_at = math.inf
+    backlog = math.inf if demand is None else 0.0
+    per_second: dict[int, list[int]] = {}
+
+    def pump(now: float) -> None:
+        nonlocal wake_at, backlog
+        while backlog >= 1:
+            job = Job(next(ids), _SPEC, "http", now + _SPEC.timeout, now, None)  # type: ignore[arg-type]
+            choice = policy.pick(job, workers, now)
+            if not isinstance(choice, WorkerInfo):
+                until = choice.until
+                if until is not None and until < wake_at:
+                    wake_at = until
+                    heapq.heappush(events, (until, next(seq), WAKE, None))
+                return
+            backlog -= 1
+            job.sent_at = now
+            choice.inflight[job.id] = job
+            policy.on_dispatch(job, choice, now)
+            arrival = now + send + rng.expovariate(1 / send_jitter) if send_jitter else now + send
+            reply = upstream.arrive(choice.ip, arrival)
+            if reply.penalty:
+                run.penalties += 1
+                run.penalties_counted += arrival >= warmup
+            leaves = arrival + reply.delay
+            if reply.ok:
+                heapq.heappush(events, (leaves, next(seq), RELEASE, choice.ip))
+            heapq.heappush(events, (leaves + send, next(seq), ANSWER, (job, choice, reply)))
+            run.max_inflight = max(run.max_inflight, len(choice.inflight))
+
+    seconds += START
+    warmup += START
+    if demand is not None:
+        heapq.heappush(events, (START, next(seq), OFFER, None))
+    next_second = START + 1.0
+    pump(START)
+    while events:
+        now, _, kind, payload = heapq.heappop(events)
+        if now >= seconds:
+            break
+        while on_second is not None and now >= next_second:
+            on_second(next_second - START, policy)
+            next_second += 1.0
+        if kind == RELEASE:
+            upstream.release(payload, now)
+            continue
+        if kind == WAKE:
+            if now >= wake_at:
+                wake_at = math.inf
+            pump(now)
+            continue
+        if kind == OFFER:
+            assert demand is not None
+            backlog = min(backlog + demand(now - START) * 0.01, 1e6)
+            heapq.heappush(events, (now + 0.01, next(seq), OFFER, None))
+            pump(now)
+            continue
+        job, w, reply = payload
+        del w.inflight[job.id]
+        if reply.ok:
+            outcome = Outcome(result="ok", status=200, latency=reply.delay)
+        else:
+            outcome = Outcome(result="rate_limited", status=429, latency=reply.delay, retry_after=reply.retry_after)
+        policy.on_outcome(job, w, outcome, now)
+        second = per_second.setdefault(int(now - START), [0, 0])
+        second[0 if reply.ok else 1] += 1
+        if now >= warmup:
+            if reply.ok:
+                run.ok[w.ip] += 1
+                run.latencies.append(now - job.sent_at)
+            else:
+                run.limited[w.ip] += 1
+        pump(now)
+    run.series = [(float(s), ok, no) for s, (ok, no) in sorted(per_second.items())]
+    return run

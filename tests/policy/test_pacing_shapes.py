@@ -1,0 +1,147 @@
+"""Learned pacing against limiter shapes the simulator does not have, in virtual time.
+
+An independent proxy with limiters of its own will check the farm, so these shapes are ours,
+not the simulator's: a queue that delays instead of refusing, a limit that moves mid-run,
+a different rate per IP, Retry-After on some IPs only, windows whose boundaries jitter, and an
+upstream that slows down the more it holds.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import Counter
+
+from galileo.sim.limiter import Limiter, build
+from tests.policy.limitsim import Reply, SimUpstream, simulate
+
+IPS = [f"10.0.0.{i}" for i in range(1, 5)]
+
+
+class LeakyQueue:
+    """Per IP, a FIFO served at ``rate``: nothing is refused, an excess waits (and waits longer)."""
+
+    def __init__(self, rate: float, base: float) -> None:
+        self.rate, self.base = rate, base
+        self.free: dict[str, float] = {}  # ip -> when its server is next free
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        start = max(now, self.free.get(ip, 0.0))
+        self.free[ip] = start + 1 / self.rate
+        return Reply(True, start - now + 1 / self.rate + self.base)
+
+    def release(self, ip: str, now: float) -> None:
+        pass
+
+
+class MovingLimit:
+    """A token bucket per IP whose rate moves at given times (each change starts a fresh bucket)."""
+
+    def __init__(self, plan: list[tuple[float, str]]) -> None:
+        self.plan = plan  # (from virtual second, limiter spec), in order
+        self.current: tuple[float, Limiter] | None = None
+
+    def _limiter(self, now: float) -> Limiter:
+        since, spec = [step for step in self.plan if step[0] <= now - 1000.0][-1]
+        if self.current is None or self.current[0] != since:
+            self.current = (since, build(spec))
+        return self.current[1]
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        d = self._limiter(now).admit(ip, now)
+        return Reply(True, 0.05) if d.ok else Reply(False, 0.05, float(max(1, round(d.retry_after + 0.5))))
+
+    def release(self, ip: str, now: float) -> None:
+        pass
+
+
+class JitteredWindow:
+    """N per window of about W seconds per IP, each boundary moved by up to ``jitter`` either way; no Retry-After."""
+
+    def __init__(self, limit: int, window: float, jitter: float, seed: int = 5) -> None:
+        rng = random.Random(seed)
+        self.limit = limit
+        self.bounds = [1000.0 + k * window + rng.uniform(-jitter, jitter) for k in range(1, 400)]
+        self.count: Counter[tuple[str, int]] = Counter()
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        k = sum(1 for b in self.bounds if b <= now)
+        if self.count[(ip, k)] >= self.limit:
+            return Reply(False, 0.05)
+        self.count[(ip, k)] += 1
+        return Reply(True, 0.05)
+
+    def release(self, ip: str, now: float) -> None:
+        pass
+
+
+class SlowsUnderLoad:
+    """No limit at all, but every request held makes the next one slower: ``base + per_held x held``."""
+
+    def __init__(self, base: float, per_held: float) -> None:
+        self.base, self.per_held = base, per_held
+        self.held: Counter[str] = Counter()
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        self.held[ip] += 1
+        return Reply(True, self.base + self.per_held * self.held[ip])
+
+    def release(self, ip: str, now: float) -> None:
+        self.held[ip] -= 1
+
+
+def test_a_queue_that_delays_instead_of_refusing_is_kept_busy_without_piling_up() -> None:
+    run = simulate(LeakyQueue(rate=20.0, base=0.05), IPS, seconds=60.0, warmup=20.0)
+    assert run.ratio(len(IPS) * 20.0) >= 0.95
+    # Its floor is the base plus one service time (0.1 s): the farm does not queue seconds there.
+    assert statistics.median(run.latencies) <= 0.5, statistics.median(run.latencies)
+
+
+def test_a_limit_that_moves_mid_run_is_followed_down_and_up() -> None:
+    plan = [(0.0, "bucket:20/1s,burst=0.1"), (120.0, "bucket:10/1s,burst=0.1"), (240.0, "bucket:30/1s,burst=0.1")]
+    run = simulate(MovingLimit(plan), IPS, seconds=600.0, warmup=0.0)
+    per_second = {int(s): (ok, no) for s, ok, no in run.series}
+
+    def segment(a: int, b: int) -> tuple[float, float]:
+        ok = sum(per_second.get(s, (0, 0))[0] for s in range(a, b))
+        no = sum(per_second.get(s, (0, 0))[1] for s in range(a, b))
+        return ok / (b - a), no / max(1, ok + no)
+
+    # Down within a minute; up at the next test of the bracket (every 1 to 4 minutes once settled).
+    for (a, b), rate in (((60, 120), 20.0), ((180, 240), 10.0), ((500, 600), 30.0)):
+        ok_per_s, share = segment(a, b)
+        assert ok_per_s >= 0.9 * len(IPS) * rate, (a, ok_per_s)
+        assert share <= 0.01, (a, share)
+    assert run.share_429 <= 0.02  # over the whole run, both moves included
+
+
+def test_each_ip_learns_its_own_rate() -> None:
+    rates = {"10.0.0.1": 5.0, "10.0.0.2": 10.0, "10.0.0.3": 20.0, "10.0.0.4": 40.0}
+    per_ip = {ip: f"bucket:{r:g}/1s,burst=0.1" for ip, r in rates.items()}
+    run = simulate(SimUpstream("bucket:1/1s", per_ip=per_ip, seed=3), IPS, seconds=90.0, warmup=45.0)
+    for ip, rate in rates.items():
+        assert run.ok[ip] / run.seconds >= 0.9 * rate, (ip, run.ok[ip] / run.seconds)
+    assert run.share_429 <= 0.01
+
+
+def test_retry_after_on_some_ips_and_not_on_others() -> None:
+    per_ip = {ip: "bucket:20/1s,burst=0.1" + (",retry_after=no" if i % 2 else "") for i, ip in enumerate(IPS)}
+    run = simulate(SimUpstream("bucket:1/1s", per_ip=per_ip, latency="50", seed=3), IPS, seconds=90.0, warmup=45.0)
+    assert run.ratio(len(IPS) * 20.0) >= 0.9
+    assert run.share_429 <= 0.01
+
+
+def test_windows_whose_boundaries_jitter() -> None:
+    run = simulate(JitteredWindow(100, 5.0, jitter=0.2), IPS, seconds=240.0, warmup=120.0)
+    assert run.ratio(len(IPS) * 20.0) >= 0.9, run.ratio(len(IPS) * 20.0)
+    assert run.share_429 <= 0.01, run.share_429
+
+
+def test_an_upstream_that_slows_under_load_is_not_pushed_into_ever_longer_waits() -> None:
+    """Nothing refuses: the opening ramp stops doubling once answers take twice their floor."""
+    run = simulate(SlowsUnderLoad(base=0.05, per_held=0.005), IPS, seconds=30.0, warmup=10.0)
+    per_ip = run.ok_per_s / len(IPS)
+    # At 20 held a request takes 0.15 s: 133/s per IP. The farm stays near there, not at 256 held (1.3 s each).
+    assert per_ip >= 90.0, per_ip
+    assert statistics.median(run.latencies) <= 0.25, statistics.median(run.latencies)
+    assert run.max_inflight <= 64

@@ -1,0 +1,101 @@
+"""Learned pacing against the simulator's own limiters, in virtual time (tests/policy/limitsim.py).
+
+The farm's real policy (pacing, cooldowns, the allocator) over 4 fake workers, saturated,
+against ``galileo.sim.limiter`` objects judging each request when it arrives (about 1 ms
+after dispatch, with exponential jitter) and the simulator's latency model. Each test runs a
+few virtual minutes in well under a second and asserts what a user would see in the counted
+window: successes per second over the budget, the share of 429s, penalty-box entries.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from galileo.policy.allocator import FarmPolicy
+from tests.policy.limitsim import SimUpstream, simulate
+
+IPS = [f"10.0.0.{i}" for i in range(1, 5)]
+
+
+def learned(spec: str, latency: str = "0", *, seconds: float = 90.0, warmup: float = 45.0, ips: list[str] = IPS):
+    return simulate(SimUpstream(spec, latency=latency, seed=3), ips, seconds=seconds, warmup=warmup)
+
+
+@pytest.mark.parametrize("retry_after", ["yes", "no"])
+@pytest.mark.parametrize(
+    ("spec", "rate", "latency"),
+    [
+        ("bucket:20/1s,burst=0.1", 20.0, "0"),  # two tokens: what learning used to get 0.13 of
+        ("bucket:20/1s,burst=0.1", 20.0, "150"),
+        ("bucket:5/1s,burst=0.05", 5.0, "50"),  # one token, as Jito's
+        ("bucket:20/1s", 20.0, "300"),  # a second of burst
+    ],
+)
+def test_token_buckets_down_to_one_token(spec: str, rate: float, latency: str, retry_after: str) -> None:
+    run = learned(f"{spec},retry_after={retry_after}", latency)
+    assert run.ratio(len(IPS) * rate) >= 0.9, run.ratio(len(IPS) * rate)
+    assert run.share_429 <= 0.01, run.share_429
+
+
+@pytest.mark.parametrize("retry_after", ["yes", "no"])
+@pytest.mark.parametrize(
+    ("spec", "rate", "seconds", "warmup"),
+    [
+        ("fixed:20/1s", 20.0, 60.0, 30.0),
+        ("fixed:100/10s", 10.0, 120.0, 60.0),
+        ("sliding:20/1s", 20.0, 60.0, 30.0),
+        ("sliding:100/10s", 10.0, 120.0, 60.0),
+        ("sliding:600/60s", 10.0, 720.0, 420.0),
+        ("fixed:600/60s", 10.0, 960.0, 660.0),  # without Retry-After the backoff finds each reset late
+    ],
+)
+def test_fixed_and_sliding_windows_from_1_to_60_s(
+    spec: str, rate: float, seconds: float, warmup: float, retry_after: str
+) -> None:
+    ips = IPS[:2] if seconds > 300 else IPS  # minutes of 60 s windows: two IPs show it as well as four
+    run = learned(f"{spec},retry_after={retry_after}", "50", seconds=seconds, warmup=warmup, ips=ips)
+    # A 60 s fixed window that never says when it resets is the one shape learnt short of 0.9
+    # (docs/networking/multi_ip.md): the backoff finds each reset late and what it saw of a partial
+    # first window overstates the rate.
+    least = 0.85 if (spec, retry_after) == ("fixed:600/60s", "no") else 0.9
+    assert run.ratio(len(ips) * rate) >= least, run.ratio(len(ips) * rate)
+    assert run.share_429 <= 0.01, run.share_429
+
+
+@pytest.mark.parametrize(("retry_after", "warmup"), [("yes", 90.0), ("no", 240.0)])
+def test_a_penalty_box_is_tripped_a_few_times_while_learning_and_not_after(retry_after: str, warmup: float) -> None:
+    run = learned(f"penalty:20/1s,box=5s,retry_after={retry_after}", "50", seconds=warmup + 60, warmup=warmup)
+    assert run.ratio(len(IPS) * 20.0) >= 0.9
+    assert run.share_429 <= 0.01
+    assert run.penalties <= 6 * len(IPS)  # learning: a few per IP ...
+    assert run.penalties_counted <= 1  # ... then (almost) none
+
+
+def test_a_concurrency_cap_is_found_and_kept() -> None:
+    run = learned("concurrency:4", "150", seconds=60.0, warmup=30.0)
+    assert run.ratio(len(IPS) * 4 / 0.15) >= 0.9
+    assert run.share_429 <= 0.01
+
+
+@pytest.mark.parametrize("prior", [True, False])
+@pytest.mark.parametrize("n", [4, 16])
+def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(n: int, prior: bool) -> None:
+    """Every IP spends one API key's budget: the farm keeps to it (within 2 %) instead of spreading for more."""
+    ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
+    policy = FarmPolicy(keyed={"u"} if prior else (), rng=random.Random(1))
+    spec = "sliding:300/10s,scope=key" if prior else "bucket:20/1s,burst=0.1,scope=key"
+    budget = 30.0 if prior else 20.0
+    warmup = 120.0 if prior else 240.0  # told apart by the key, or by surprises on many IPs
+    run = simulate(SimUpstream(spec, latency="50", seed=3), ips, seconds=warmup + 90, warmup=warmup, policy=policy)
+    assert 0.98 <= run.ratio(budget) <= 1.02, run.ratio(budget)
+    assert run.share_429 <= 0.01, run.share_429
+    assert (policy.pacing.group("u") is not None) or n == 1
+
+
+def test_a_told_rate_is_used_as_given_without_429s_or_boxes() -> None:
+    for spec in ("bucket:20/1s,burst=0.1", "penalty:20/1s,box=5s", "sliding:200/10s"):
+        run = simulate(SimUpstream(spec, latency="50", seed=3), IPS, seconds=30.0, warmup=5.0, known=20.0)
+        assert run.ratio(len(IPS) * 20.0) >= 0.97, (spec, run.ratio(len(IPS) * 20.0))
+        assert run.share_429 == 0 and run.penalties == 0, spec
