@@ -82,6 +82,13 @@ def sim(
         120, "--stats-seconds", metavar="N", help="Seconds of per-second series /sim/stats keeps."
     ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for prices, blockhashes, faults and latency."),
+    pool_hold_slots: int = typer.Option(
+        SimConfig().pool_hold_slots,
+        "--pool-hold-slots",
+        metavar="N",
+        help="A pool's price (and each service's choice of pool) stands still N slots, each pool from its own "
+        "phase, so a gap between pools can outlive the slots a bundle waits to land. 1: a new price every slot.",
+    ),
 ) -> None:
     """Run the upstream simulator: Jupiter (swap v1 + Ultra), DFlow, Jito, Solana RPC and Titan on one port.
 
@@ -119,6 +126,7 @@ def sim(
         limiters=limiters,
         latency=latency,
         stats_seconds=stats_seconds,
+        pool_hold_slots=pool_hold_slots,
     )
     problems = validate_config(config)
     if problems:

@@ -9,6 +9,7 @@ import msgspec
 
 from galileo.sim.latency import parse_latency
 from galileo.sim.limitspec import SHAPES, parse_limiter
+from galileo.sim.prices import MAX_HOLD_SLOTS
 
 __all__ = [
     "ALL",
@@ -38,7 +39,7 @@ _NAME = re.compile(r"[A-Za-z_]+(:[A-Za-z0-9_.-]+)?")
 
 class SimConfig(msgspec.Struct, kw_only=True):
     """Everything the simulator can be told at start; /sim/control changes all but host, port,
-    seed, slot_ms and blockhash_ttl_blocks at run time.
+    seed, slot_ms, blockhash_ttl_blocks and pool_hold_slots at run time.
 
     ``limiters``: target -> limiter text (see ``galileo.sim.limitspec``; ``none`` = unlimited). A
     target is a service of SERVICES, ``jito:REGION`` or ``all``; a request takes the first of
@@ -57,6 +58,8 @@ class SimConfig(msgspec.Struct, kw_only=True):
     ``fund_lamports``: a wallet first seen asking for a route or paying for a send, with no
     lamports, is credited this much (0 = only requestAirdrop funds, as on mainnet).
     ``auction_contention`` (0..1): how often an accepted bundle is outbid (see galileo.sim.auction).
+    ``pool_hold_slots``: a pool's price (and a service's choice of pool) stands still this many
+    slots, each pool from its own seeded phase (see galileo.sim.prices); 1 = a new price every slot.
 
     Titan's limits, as the real service states them (reference §4.2, §4.5):
     ``titan_concurrent_streams``: streams one connection may hold (GetInfo says it; one more is
@@ -84,6 +87,7 @@ class SimConfig(msgspec.Struct, kw_only=True):
     execution: bool = True
     fund_lamports: int = 10 * 10**9
     auction_contention: float = 0.5
+    pool_hold_slots: int = 6  # a gap between pools outlives the 2 slots a bundle waits, most of the time
     titan_concurrent_streams: int = 4
     titan_connections_per_jti: int = 1
     titan_token_expiry: bool = True
@@ -142,6 +146,8 @@ def validate_config(config: SimConfig) -> list[str]:
         problems.append(f"fund_lamports: {config.fund_lamports} must be >= 0")
     if not (math.isfinite(config.auction_contention) and 0.0 <= config.auction_contention <= 1.0):
         problems.append(f"auction_contention: {config.auction_contention} must be in 0..1")
+    if not 1 <= config.pool_hold_slots <= MAX_HOLD_SLOTS:
+        problems.append(f"pool_hold_slots: {config.pool_hold_slots} is not in 1..{MAX_HOLD_SLOTS}")
     for service in config.api_keys:
         if service not in SERVICES:
             problems.append(f"api_keys.{service}: unknown service (known: {', '.join(SERVICES)})")

@@ -40,6 +40,7 @@ _CONFIG_KEYS = frozenset(
 )
 _MERGED_KEYS = ("limiters", "latency")  # target -> text, merged into what is set; null removes a target
 _OTHER_KEYS = frozenset({"ip_overrides", "reset_stats", "reset_limiters", "advance_slots"})
+_FIXED_KEYS = ("host", "port", "seed", "slot_ms", "blockhash_ttl_blocks", "pool_hold_slots")  # the chain and market
 
 
 def effective_config(state: SimState) -> dict[str, Any]:
@@ -76,6 +77,9 @@ def _override(ip: str, spec: Any) -> IpOverride | None:
 
 def apply_control(state: SimState, body: dict[str, Any]) -> None:
     """Validate the whole request first, then apply it; BadRequest lists what is wrong."""
+    fixed = [key for key in _FIXED_KEYS if key in body]
+    if fixed:
+        raise BadRequest("; ".join(f"{key}: fixed at start (restart the simulator to change it)" for key in fixed))
     unknown = set(body) - _CONFIG_KEYS - _OTHER_KEYS
     if unknown:
         raise BadRequest(f"unknown keys: {', '.join(sorted(unknown))}")

@@ -1,15 +1,21 @@
 """The simulated market: a handful of mints, a seeded random walk per slot, pools that follow it.
 
 Each mint's USD price walks slot by slot (seeded). Each pair has three pools; a pool's price is the
-mid price times its own seeded deviation at that slot (σ ≈ 4 bps), and its reserves hold the pair's
-liquidity, so a swap prices as a constant-product pool with a fee: ``out = y·in' / (x + in')``,
+mid price times its own seeded deviation (σ ≈ 4 bps), and its reserves hold the pair's liquidity,
+so a swap prices as a constant-product pool with a fee: ``out = y·in' / (x + in')``,
 ``in' = in - in·fee_ppm / 10⁶``. The router program (:mod:`galileo.sim.router`) runs the very same
 integer arithmetic on chain, so a quote executed in the slot it was made in pays exactly what it
 promised, and one executed later pays what the pool gives then (or fails its slippage check).
 
-Every number is a pure function of (seed, pair, pool, slot). Services route through a pool chosen
-per (service, pair, slot), so they quote differently, and two pools that disagree by more than
-the fees are what makes a round trip A→B→A profitable now and then (about one in ten for ~1 SOL).
+A pool's price stands still for ``hold_slots`` slots, as a real pool's does until someone trades
+on it: its reserves are set from the mid price and its deviation at the first slot of each hold
+period, and each pool has its own seeded phase, so pools move at different slots and a gap between
+two of them lasts until one of them moves (the mid walks on every slot). Services route through a
+pool chosen per (service, pair, slot), so they quote differently. Every number is a pure function
+of (seed, hold_slots, pair, pool, slot); ``hold_slots=1`` is a fresh price every slot. Two pools
+that disagree by more than the fees are what makes a round trip A→B→A profitable now and then
+(about one in ten for ~1 SOL), and with a hold of a few slots most such gaps outlive the two
+slots a bundle waits to land.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import NamedTuple
 
 __all__ = [
     "FEE_PPM",
+    "MAX_HOLD_SLOTS",
     "MINTS",
     "POOLS_PER_PAIR",
     "SOL",
@@ -67,6 +74,7 @@ MINTS: dict[str, Mint] = {
 _NORMAL = NormalDist()
 _POOL_NOISE_BPS = 4.0
 _RECENT = 2048  # walk steps kept (~14 min of 400 ms slots); older ones are walked again
+MAX_HOLD_SLOTS = 1000  # a held price is at most this old: its walk step is still among the recent ones
 _CHECKPOINT = 1024  # one walk value kept per this many steps
 FEE_PPM = 220  # 2.2 bps per swap
 POOLS_PER_PAIR = 3
@@ -173,11 +181,14 @@ class _Walk:
 
 
 class PriceModel:
-    """Mid prices per slot, pool states per slot, and quotes against those pools."""
+    """Mid prices per slot, pool states per slot (held ``hold_slots`` slots), and quotes against them."""
 
-    def __init__(self, seed: int, base_slot: int) -> None:
+    def __init__(self, seed: int, base_slot: int, hold_slots: int = 1) -> None:
+        if not 1 <= hold_slots <= MAX_HOLD_SLOTS:
+            raise ValueError(f"hold_slots: {hold_slots} is not in 1..{MAX_HOLD_SLOTS}")
         self.seed = seed
         self.base_slot = base_slot
+        self.hold_slots = hold_slots
         self._walk: dict[str, _Walk] = {m: _Walk(seed, m, base_slot) for m in MINTS}
         self._pools: dict[tuple[str, str, int], PoolState] = {}
         self._pools_slot = base_slot
@@ -194,6 +205,17 @@ class PriceModel:
         anchor = MINTS[m.anchor]
         return own * self.mid_usd(anchor.mint, slot) / anchor.usd
 
+    def held_slot(self, slot: int, *key: object) -> int:
+        """The first slot of the hold period ``slot`` falls in, for the pool ``key``.
+
+        Periods are ``hold_slots`` long and each pool has its own seeded phase, so pools move at
+        different slots; with ``hold_slots=1`` it is ``slot`` itself.
+        """
+        if self.hold_slots == 1:
+            return slot
+        phase = int(deterministic_unit(self.seed, "hold", *key) * self.hold_slots)
+        return slot - (slot + phase) % self.hold_slots
+
     def pool_state(self, mint_x: str, mint_y: str, index: int, slot: int) -> PoolState:
         """Pool ``index`` of the pair at ``slot`` (either mint order)."""
         a, b = sorted((mint_x, mint_y))
@@ -205,10 +227,11 @@ class PriceModel:
         if state is None:
             ma, mb = MINTS[a], MINTS[b]
             liquidity = _liquidity_usd(ma, mb)
-            g = max(-4.0, min(4.0, deterministic_gauss(self.seed, "pool", a, b, index, slot)))
+            held = self.held_slot(slot, "pool", a, b, index)  # the pool's price as set then
+            g = max(-4.0, min(4.0, deterministic_gauss(self.seed, "pool", a, b, index, held)))
             deviation = math.exp(_POOL_NOISE_BPS * g / 1e4)
-            reserve_a = int(liquidity / self.mid_usd(a, slot) * 10**ma.decimals)
-            reserve_b = int(liquidity / self.mid_usd(b, slot) * 10**mb.decimals * deviation)
+            reserve_a = int(liquidity / self.mid_usd(a, held) * 10**ma.decimals)
+            reserve_b = int(liquidity / self.mid_usd(b, held) * 10**mb.decimals * deviation)
             state = self._pools[key] = PoolState(a, b, reserve_a, reserve_b)
         return state
 
@@ -220,7 +243,12 @@ class PriceModel:
         return state.reserve_b, state.reserve_a
 
     def pool_index(self, service: str, in_mint: str, out_mint: str, slot: int) -> int:
-        """Which of the pair's pools a service routes through at ``slot``."""
+        """Which of the pair's pools a service routes through at ``slot``.
+
+        Chosen afresh every slot, not held with the prices: a transaction names the pool its quote
+        used, so routing never changes what a bundle pays, and a fresh choice lets a service meet
+        a held gap at any slot of its life instead of in the few route periods that happen to span it.
+        """
         u = deterministic_unit(self.seed, "pool", service, in_mint, out_mint, slot)
         return int(u * POOLS_PER_PAIR)
 

@@ -70,7 +70,7 @@ class SimState:
         return cls(
             config=config,
             ledger=ledger,
-            prices=PriceModel(config.seed, BASE_SLOT),
+            prices=PriceModel(config.seed, BASE_SLOT, config.pool_hold_slots),
             limits=ServiceLimits(config),
             faults=FaultPlan(config.faults, config.seed),
             stats=SimStats(started_wall=time.time(), seconds=config.stats_seconds),

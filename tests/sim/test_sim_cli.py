@@ -29,7 +29,16 @@ def _root() -> None:
 def test_help() -> None:
     result = CliRunner().invoke(app, ["sim", "--help"])
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--rate-limit", "--limiter", "--latency-ms", "--fault-rate", "--seed"):
+    for option in (
+        "--host",
+        "--port",
+        "--rate-limit",
+        "--limiter",
+        "--latency-ms",
+        "--fault-rate",
+        "--seed",
+        "--pool-hold-slots",
+    ):
         assert option in result.output
 
 
@@ -51,6 +60,8 @@ def test_help() -> None:
         ["--latency-ms", "jupiter=-1"],
         ["--latency-ms", "150,spike=2:10"],
         ["--stats-seconds", "0"],
+        ["--pool-hold-slots", "0"],
+        ["--pool-hold-slots", "1001"],
     ],
 )
 def test_bad_values_exit_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,11 +87,14 @@ def test_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
         "reset=0.2",
         "--seed",
         "9",
+        "--pool-hold-slots",
+        "1",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     (config,) = seen
     assert (config.port, config.rate_limit, config.latency_ms, config.seed) == (0, 5.0, 3.0, 9)
+    assert config.pool_hold_slots == 1
     assert config.faults["reset"] == 0.2 and config.faults["5xx"] == pytest.approx(0.01)
     assert (config.limiters, config.latency) == ({}, {})
 
@@ -120,6 +134,13 @@ def test_limiters_and_latency_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     }
     assert config.latency == {"jupiter": "150,jitter=50,spike=0.01:2000", "jito:tokyo": "90"}
     assert (config.latency_ms, config.rate_limit, config.stats_seconds) == (25.0, 20.0, 30)
+    assert config.pool_hold_slots == 6  # the default: gaps between pools last a few slots
+
+
+def test_a_bad_pool_hold_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sim_app, "run_sim", lambda config: pytest.fail("must not start"))
+    result = CliRunner().invoke(app, ["sim", "--pool-hold-slots", "0"])
+    assert result.exit_code == 2 and "pool_hold_slots: 0 is not in 1..1000" in result.output, result.output
 
 
 def _get(url: str) -> Any:

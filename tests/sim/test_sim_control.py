@@ -48,6 +48,11 @@ async def test_rate_limit_at_run_time_and_bad_requests(sim: SimServer, client: a
     for bad in ({"rate_limit": -1}, {"nope": 1}, {"ip_overrides": {"1.2.3.4": {"status": "x"}}}, [1]):
         status, body = await control(client, sim, bad)
         assert status == 400 and body["error"]
+    status, body = await control(client, sim, {"pool_hold_slots": 1, "seed": 2})  # the market is the start's
+    assert (
+        status == 400 and body["error"].startswith("seed: fixed at start") and "pool_hold_slots: fixed" in body["error"]
+    )
+    assert config["pool_hold_slots"] == 6 and config["seed"] == 7
     async with client.get(sim.url + "/sim/health") as r:
         health = await r.json()
     assert health["status"] == "ok" and health["slot"] >= config["slot"]

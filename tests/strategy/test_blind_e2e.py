@@ -110,9 +110,11 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
     # Every bundle runs in the VM. One that fails lost the auction or met a price that moved past a
     # leg's minimum out (6001), never an assembly error; one that lands made at least its
     # min_quote_profit (20 000 lamports), so the wallet never loses. The ones that landed are seen
-    # by both. (Landings are few: the simulator's opportunities mostly revert within the two slots
-    # before a bundle runs; see the README's "Pointing galileo at real upstreams, safely".)
+    # by both. Pools hold their price `pool_hold_slots` (6) slots, so most gaps outlive the two
+    # slots before a bundle runs: 6 s land a few (4-6 in 6 runs) and still see failures (with a
+    # fresh price every slot, `pool_hold_slots: 1`, 1-2 landed and sometimes none).
     chain = stats["chain"]
+    assert bundles["landed"] > 0, f"no round trip landed in 6 s: {chain['failures_by_error']}"
     assert sum(chain["failures_by_error"].values()) > 0
     assert set(chain["failures_by_error"]) <= {"auction: outbid", "jupiter: 6001 SlippageToleranceExceeded"}
     assert totals["landed"] == bundles["landed"]

@@ -28,7 +28,11 @@ SIZE = 10**9  # 1 SOL
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimServer]:
-    server = await start_sim(SimConfig(port=0, seed=7, slot_ms=60_000, land_delay_slots=0, auction_contention=0.0))
+    # A new pool price every slot (pool_hold_slots=1): these tests are about the quote's arithmetic
+    # to the lamport, and the failing one steps slots until only the sell's pool has moved against it.
+    server = await start_sim(
+        SimConfig(port=0, seed=7, slot_ms=60_000, land_delay_slots=0, auction_contention=0.0, pool_hold_slots=1)
+    )
     yield server
     await server.close()
 
