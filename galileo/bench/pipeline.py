@@ -104,16 +104,18 @@ class PipelinePlan:
         return grid + [(named[name], lat, n, engine) for name, lat, n, engine in self.extra]
 
 
-# Warm-ups: how long learning takes on this machine (measured with the farm and the engine at
-# N = 16, 150 ms), so the counted window sees what learnt pacing holds, not how it got there.
+# Warm-ups: how long learning takes, so the counted window sees what learnt pacing holds, not how
+# it got there: a bucket and a box measured with the farm and the engine at N = 16, 150 ms; windows
+# as long as their virtual-time tests (tests/policy/test_pacing_zoo.py) give them, since each step of
+# the search must run clean for a window's length before it is believed.
 BUCKET = Limit("bucket", "bucket:20/1s,burst=0.1", 20.0, warmup=60, counted=30)
-FIXED = Limit("fixed", "fixed:100/5s", 20.0, warmup=60, counted=30)
-SLIDING = Limit("sliding", "sliding:200/10s", 20.0, warmup=60, counted=40)
+FIXED = Limit("fixed", "fixed:100/5s", 20.0, warmup=90, counted=30)
+SLIDING = Limit("sliding", "sliding:200/10s", 20.0, warmup=90, counted=40)
 PENALTY = Limit("penalty", "penalty:20/1s,box=5s", 20.0, warmup=120, counted=30)
 CAP = Limit("concurrency", "concurrency:4", None, warmup=40, counted=30, cap=4)
-KEYED = Limit("keyed", "sliding:300/10s,scope=key", 30.0, warmup=60, counted=40, keyed=True)
-SLIDING60 = Limit("sliding60", "sliding:1200/60s", 20.0, warmup=180, counted=120)
-KEYED60 = Limit("keyed60", "sliding:600/60s,scope=key", 10.0, warmup=180, counted=120, keyed=True)
+KEYED = Limit("keyed", "sliding:300/10s,scope=key", 30.0, warmup=120, counted=40, keyed=True)
+SLIDING60 = Limit("sliding60", "sliding:1200/60s", 20.0, warmup=420, counted=120)
+KEYED60 = Limit("keyed60", "sliding:600/60s,scope=key", 10.0, warmup=420, counted=120, keyed=True)
 
 FULL = PipelinePlan(
     limits=(BUCKET, FIXED, SLIDING, PENALTY, CAP, KEYED),

@@ -36,9 +36,9 @@ the longest refusal run seen (a window or a box's length, up to 120 s). A refusa
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
 bracket closes at 5 % and is tried again every 300 s at most.
 
-A told rate (``rate_limit_per_ip``) is used as given: paced at 98.5 % of it from the first
+A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
 request (requests reach the upstream with some jitter; a one-second window forgives little); a
-refusal trims it 2 %, down to 97 % of it, and a clean minute restores 98.5 %. It is never learnt
+refusal trims it 2 %, down to 96.5 % of it, and a clean minute restores 98 %. It is never learnt
 above or below that.
 """
 
@@ -62,8 +62,8 @@ class PaceRules:
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
-    told: float = 0.985  # a told rate is paced at this share of it (send jitter needs a margin) ...
-    told_floor: float = 0.97  # ... and refusals (send jitter) trim it to no less than this share
+    told: float = 0.98  # a told rate is paced at this share of it (arrival jitter needs a margin: 20 ms a second) ...
+    told_floor: float = 0.965  # ... and refusals (send jitter) trim it to no less than this share
     probe: float = 1.0  # requests/s while a first refusal run without Retry-After lasts
     overdrive: float = 1.5  # measuring: pace at this many times the success rate of the last second
     stall: float = 1.0  # measuring: seconds without a refusal, saturated, before the pace doubles

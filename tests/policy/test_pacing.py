@@ -36,22 +36,22 @@ def limited(retry_after: float | None = None) -> Outcome:
     return Outcome(result="rate_limited", status=429, retry_after=retry_after)
 
 
-def test_a_told_rate_is_paced_at_98_5_percent_and_refusals_trim_it_no_lower_than_97() -> None:
+def test_a_told_rate_is_paced_at_98_percent_and_refusals_trim_it_no_lower_than_96_5() -> None:
     book = PaceBook({"jupiter": 10.0})
     p = book.get("ip", "jupiter", 0.0)
     assert p.next_at(0.0) is None
     p.dispatched(0.0)
     at = p.next_at(0.0)
-    assert at == pytest.approx(1 / 9.85) and p.next_at(at) is None
+    assert at == pytest.approx(1 / 9.8) and p.next_at(at) is None
     t = 1.0
     for _ in range(5):  # isolated refusals (one success between), each news
         book.record("ip", "jupiter", "rate_limited", t + 0.01, sent_at=t)
         book.record("ip", "jupiter", "ok", t + 0.51, sent_at=t + 0.5)
         t += 1.0
-    assert p.rate == pytest.approx(9.7)
+    assert p.rate == pytest.approx(9.65)
     p.blocked(t + 61)
     book.record("ip", "jupiter", "ok", t + 61, sent_at=t + 60.9)  # a clean minute
-    assert p.rate == pytest.approx(9.85)
+    assert p.rate == pytest.approx(9.8)
 
 
 def test_a_family_limit_applies_to_its_members_and_pairs_are_independent() -> None:
