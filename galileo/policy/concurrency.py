@@ -8,8 +8,10 @@ answer gets a *held* count (give or take one: an answer crossing the network as 
 arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
 a refusal finds more held than successes usually do; under a rate limit refusals and successes
 find the same. Three of the last four refusals above the median success (of at least 6 at the
-pace) make a cap of one more than that median. A false one (chance under a rate limit) costs
-little: the pace keeps most requests below it anyway, and the rate learner goes on.
+pace) make a cap of one more than that median. A false one (a rate limit ρ at latency L keeps
+about ρ·L in flight, so at a steady pace the two can look alike) costs little as long as the pace
+stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
+rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
 """
 
 from __future__ import annotations

@@ -67,6 +67,12 @@ class Pacer:
         return self.caps.cap
 
     @property
+    def at_cap(self) -> bool:
+        """A learnt concurrency cap holds the pair back now, not its pace (nor the opening ramp)."""
+        cap = self.caps.cap
+        return cap is not None and self.inflight >= cap and not self.ramping
+
+    @property
     def phase(self) -> str:
         return self.learner.phase
 

@@ -229,6 +229,28 @@ def test_pacing_blocks_a_pair_and_marks_it_saturated() -> None:
     assert p.pacing.get("1.1.1.1", "jupiter").saturated(0.1)
 
 
+def test_a_pair_held_back_by_its_learnt_cap_is_not_saturated_so_its_pace_is_not_proven_faster() -> None:
+    """A rate limit at latency L keeps ρ·L in flight, so a cap can be found where there is none:
+    what the cap alone kept clean must not prove a faster pace (it would send in bursts)."""
+    p = FarmPolicy(known_rates={"jupiter": 100.0}, rng=random.Random(1))
+    ws = pool(worker("1.1.1.1", capacity=8))
+    pacer = p.pacing.get("1.1.1.1", "jupiter", 0.0)
+    pacer.caps.cap = 2
+    for t in (0.0, 0.5):
+        w = p.pick(job(), ws, t)
+        assert isinstance(w, WorkerInfo)
+        p.on_dispatch(job(), w, t)
+    held = p.pick(job(), ws, 0.6)
+    assert isinstance(held, Blocked) and held.until is None and pacer.at_cap  # until a job returns
+    assert not pacer.saturated(0.6)  # the cap held it, not the pace
+    p.on_outcome(job(), w, Outcome(result="ok", status=200, latency=0.2), 0.7)
+    assert not pacer.at_cap and isinstance(p.pick(job(), ws, 0.7), WorkerInfo)
+    p.on_dispatch(job(), w, 0.7)
+    pacer.caps.cap = 8
+    paced = p.pick(job(), ws, 0.7)  # the pace's next slot is 1/98 s away: the pace holds it
+    assert isinstance(paced, Blocked) and paced.until < 1.0 and pacer.saturated(0.7)
+
+
 def test_outcomes_feed_cooldowns_and_suspension_hooks() -> None:
     p = policy()
     w = worker("1.1.1.1")
