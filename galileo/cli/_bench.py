@@ -98,7 +98,7 @@ def bench(
 
     console = Console()
     if not console.is_terminal:  # a file or a pipe: keep the tables' rows whole
-        console = Console(width=max(console.width, 120))
+        console = Console(width=max(console.width, 160))
     console.print(f"machine: {machine_line(report)}", markup=False, soft_wrap=True)
     for data in tables(report):
         table = Table(title=data.title, title_justify="left")
