@@ -1,4 +1,4 @@
-"""Shared fixtures: running the real ``galileo`` command, and temporary config files."""
+"""Shared fixtures: running the real ``galileo`` command, temporary config files, a worker record for policy tests."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from broker.types import WorkerInfo
 
 
 def run_galileo(
@@ -36,3 +38,19 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return _write
+
+
+def fake_worker(ip: str, capacity: int) -> WorkerInfo:
+    """A ready local worker's record as the hub keeps it, for policies judged without a hub."""
+    return WorkerInfo(
+        routing_id=ip.encode(),
+        worker_id=f"w/{ip}",
+        ip=ip,
+        family="ipv4",
+        bind=True,
+        host="h",
+        pid=1,
+        capacity=capacity,
+        registered=0.0,
+        last_seen=0.0,
+    )

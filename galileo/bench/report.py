@@ -43,7 +43,8 @@ __all__ = ["SCENARIOS", "SCHEMA", "evaluate", "machine", "run_bench", "sanitize"
 
 SCHEMA = "galileo-bench/1"
 
-Scenario = Callable[[bool], Awaitable[dict[str, Any]]]
+# ``fn(quick, **options)``: the options a scenario takes are its own (``pipeline(quick, cells=...)``)
+Scenario = Callable[..., Awaitable[dict[str, Any]]]
 
 SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "ratelimit": (ratelimit, "N IPs against a per-IP rate limit: learned vs told vs the original bot's policy"),

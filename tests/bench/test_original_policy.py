@@ -9,21 +9,11 @@ from broker.jobs import HttpRequest
 from broker.protocol import Outcome, ResultName
 from broker.types import Blocked, Job, JobSpec, WorkerInfo
 from galileo.bench.original import OriginalBotPolicy
+from tests.conftest import fake_worker
 
 
 def worker(ip: str, capacity: int = 256) -> WorkerInfo:
-    return WorkerInfo(
-        routing_id=ip.encode(),
-        worker_id=f"w/{ip}",
-        ip=ip,
-        family="ipv4",
-        bind=True,
-        host="h",
-        pid=1,
-        capacity=capacity,
-        registered=0.0,
-        last_seen=0.0,
-    )
+    return fake_worker(ip, capacity)
 
 
 _ids = itertools.count(1)

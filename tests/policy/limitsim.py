@@ -31,6 +31,7 @@ from broker.types import Job, JobSpec, WorkerInfo
 from galileo.policy.allocator import FarmPolicy
 from galileo.sim.latency import LatencyModel, parse_latency
 from galileo.sim.limiter import Limiter, build, parse_limiter, retry_after_header
+from tests.conftest import fake_worker
 
 __all__ = ["Reply", "Run", "SimUpstream", "Upstream", "simulate"]
 
@@ -124,21 +125,6 @@ class Run:
         return self.ok_per_s / budget
 
 
-def _worker(ip: str, capacity: int) -> WorkerInfo:
-    return WorkerInfo(
-        routing_id=ip.encode(),
-        worker_id=f"w/{ip}",
-        ip=ip,
-        family="ipv4",
-        bind=True,
-        host="h",
-        pid=1,
-        capacity=capacity,
-        registered=0.0,
-        last_seen=0.0,
-    )
-
-
 def simulate(
     upstream: Upstream,
     ips: Sequence[str],
@@ -161,7 +147,7 @@ def simulate(
     """
     rng = random.Random(seed)
     policy = policy or FarmPolicy(known_rates={UPSTREAM: known} if known else None, rng=random.Random(seed))
-    workers = {f"w/{ip}": _worker(ip, capacity) for ip in ips}
+    workers = {f"w/{ip}": fake_worker(ip, capacity) for ip in ips}
     run = Run(seconds - warmup)
     events: list[tuple[float, int, int, Any]] = []  # (time, seq, kind, payload)
     seq = itertools.count()

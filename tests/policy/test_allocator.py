@@ -13,21 +13,11 @@ from broker.protocol import Outcome
 from broker.types import Blocked, Job, JobSpec, WorkerInfo
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.hashing import hrw_rank
+from tests.conftest import fake_worker
 
 
 def worker(ip: str, capacity: int = 4, inflight: int = 0) -> WorkerInfo:
-    w = WorkerInfo(
-        routing_id=ip.encode(),
-        worker_id=f"w/{ip}",
-        ip=ip,
-        family="ipv4",
-        bind=True,
-        host="h",
-        pid=1,
-        capacity=capacity,
-        registered=0.0,
-        last_seen=0.0,
-    )
+    w = fake_worker(ip, capacity)
     loop = asyncio.new_event_loop()
     for i in range(inflight):
         w.inflight[-i - 1] = job(loop=loop)
