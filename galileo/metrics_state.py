@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["BAD_FRAME_REASONS", "STATE_SERIES", "FarmStateCollector"]
 
 # name -> (type, help, labels). Counter names carry their `_total`, as exposed.
-STATE_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+Series = dict[str, tuple[str, str, tuple[str, ...]]]  # name -> (kind, help, label names)
+
+STATE_SERIES: Series = {
     "galileo_ip_inflight": ("gauge", "Jobs in flight on the IP's worker(s), at scrape time.", ("ip",)),
     "galileo_ip_utilization_ratio": (
         "gauge",
@@ -66,34 +68,33 @@ STATE_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 BAD_FRAME_REASONS = ("framing", "undecodable", "wrong_direction", "unknown_worker", "bad_ready")
 
 
-def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
-    kind, doc, labels = STATE_SERIES[name]
+def family(series: Series, name: str) -> CounterMetricFamily | GaugeMetricFamily:
+    """An empty family for ``name`` as ``series`` declares it (kind, help, label names)."""
+    kind, doc, labels = series[name]
     if kind == "counter":
         return CounterMetricFamily(name, doc, labels=list(labels))
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
-class FarmStateCollector:
-    """A prometheus_client collector over a :class:`~galileo.farm.coordinator.Farm`'s live state."""
+def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
+    return family(STATE_SERIES, name)
+
+
+class ReadingCollector:
+    """A prometheus_client collector that reads live state (:meth:`read`) in the loop's thread.
+
+    A render in another thread is served the reading :meth:`freeze` took in the loop's thread
+    just before (and :meth:`thaw` drops); a collect in the loop's own thread reads afresh.
+    """
+
+    series: ClassVar[Series]
 
     def __init__(self) -> None:
-        self.farm: Farm | None = None
         self._frozen: list[Metric] | None = None
         self._frozen_by: int | None = None
-        # Restart counts must only grow, while supervisor slots come and go (scale, rescan).
-        self._restarts: dict[str, int] = {}  # ip -> total so far
-        self._slot_seen: dict[str, int] = {}  # local worker id -> slot.restarts already counted
-        self._upstreams: set[str] = set()  # every upstream ever queued: an emptied queue reads 0
-        self.known_upstreams: set[str] = set()  # every upstream a job named (FarmMetrics keeps it)
-
-    def worker_registered_again(self, ip: str) -> None:
-        """A remote worker registered again (restarted or reconnected)."""
-        self._restarts[ip] = self._restarts.get(ip, 0) + 1
-
-    # --- the collector protocol ------------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
-        return [_family(name) for name in STATE_SERIES]
+        return [family(self.series, name) for name in self.series]
 
     def collect(self) -> Iterable[Metric]:
         if self._frozen is not None and self._frozen_by != threading.get_ident():
@@ -108,6 +109,28 @@ class FarmStateCollector:
     def thaw(self) -> None:
         self._frozen = None
         self._frozen_by = None
+
+    def read(self) -> list[Metric]:
+        raise NotImplementedError
+
+
+class FarmStateCollector(ReadingCollector):
+    """A prometheus_client collector over a :class:`~galileo.farm.coordinator.Farm`'s live state."""
+
+    series = STATE_SERIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.farm: Farm | None = None
+        # Restart counts must only grow, while supervisor slots come and go (scale, rescan).
+        self._restarts: dict[str, int] = {}  # ip -> total so far
+        self._slot_seen: dict[str, int] = {}  # local worker id -> slot.restarts already counted
+        self._upstreams: set[str] = set()  # every upstream ever queued: an emptied queue reads 0
+        self.known_upstreams: set[str] = set()  # every upstream a job named (FarmMetrics keeps it)
+
+    def worker_registered_again(self, ip: str) -> None:
+        """A remote worker registered again (restarted or reconnected)."""
+        self._restarts[ip] = self._restarts.get(ip, 0) + 1
 
     # --- reading the farm ------------------------------------------------------------
 

@@ -9,17 +9,15 @@ takes the reading in the event loop's thread, for a render in another.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
-
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from galileo.client import TitanReport, TitanSource
+from galileo.metrics_state import ReadingCollector, Series, family
 
 __all__ = ["TITAN_SERIES", "TitanCollector"]
 
 # name -> (type, help, labels). Counter names carry their `_total`, as exposed.
-TITAN_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+TITAN_SERIES: Series = {
     "galileo_titan_connections": (
         "gauge",
         "Titan connections by token (its env var name) and IP: 1 open, 0 down (on the IP it had last).",
@@ -51,36 +49,17 @@ TITAN_SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
-    kind, doc, labels = TITAN_SERIES[name]
-    if kind == "counter":
-        return CounterMetricFamily(name, doc, labels=list(labels))
-    return GaugeMetricFamily(name, doc, labels=list(labels))
+    return family(TITAN_SERIES, name)
 
 
-class TitanCollector:
+class TitanCollector(ReadingCollector):
     """A prometheus_client collector over the Titan streams of the running engines."""
 
+    series = TITAN_SERIES
+
     def __init__(self) -> None:
+        super().__init__()
         self.sources: list[TitanSource] = []
-        self._frozen: list[Metric] | None = None
-        self._frozen_by: int | None = None
-
-    def describe(self) -> Iterable[Metric]:
-        return [_family(name) for name in TITAN_SERIES]
-
-    def collect(self) -> Iterable[Metric]:
-        if self._frozen is not None and self._frozen_by != threading.get_ident():
-            return self._frozen
-        return self.read()
-
-    def freeze(self) -> None:
-        """Take a reading now (in the loop's thread) for a render in another thread."""
-        self._frozen = self.read()
-        self._frozen_by = threading.get_ident()
-
-    def thaw(self) -> None:
-        self._frozen = None
-        self._frozen_by = None
 
     def read(self) -> list[Metric]:
         fams = {name: _family(name) for name in TITAN_SERIES}
