@@ -143,9 +143,7 @@ class FarmPolicy:
             return float("inf")
         at = self.pacing.next_at(w.ip, upstream, now)
         if at is not None:
-            pacer = self.pacing.get(w.ip, upstream, now)
-            if not pacer.at_cap:  # held by a learnt cap, not the pace: no reason to pace faster
-                pacer.blocked(now)
+            self.pacing.get(w.ip, upstream, now).blocked(now)
         return at  # inf: at its concurrency cap, a returning job frees a slot
 
     # --- Policy ---------------------------------------------------------------------

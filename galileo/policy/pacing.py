@@ -121,7 +121,10 @@ class Pacer:
             self.learner.dispatched(now)
 
     def blocked(self, now: float) -> None:
-        self.learner.blocked(now)
+        """A request waited for this pair. Held by a learnt cap, not the pace, it says nothing of the
+        rate: the pair is not saturated, so no faster pace is proven on the cap's word."""
+        if not self.at_cap:
+            self.learner.blocked(now)
 
     def saturated(self, now: float) -> bool:
         return self.learner.saturated(now)
