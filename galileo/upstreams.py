@@ -187,6 +187,16 @@ class Upstreams:
             rates["jito"] = up.jito.rate_limit_per_ip
         return rates
 
+    def known_key_rates(self) -> dict[str, float]:
+        """Per-key limits the operator told us (``rate_limit_per_key``), where the key is sent (its env var set)."""
+        keyed = self.keyed()
+        up = self.cfg.upstreams
+        return {
+            name: section.rate_limit_per_key
+            for name, section in (("jupiter", up.jupiter), ("dflow", up.dflow), ("ultra", up.ultra))
+            if section.rate_limit_per_key and name in keyed
+        }
+
     def keyed(self) -> set[str]:
         """Upstreams that send an API key (its env var set): their limits are the key's, shared by every IP."""
         up = self.cfg.upstreams

@@ -9,7 +9,8 @@ reset between them, each on addresses of its own):
   Jupiter buy, DFlow sell), landing live through 2 Jito regions; no rate configured for any
   upstream, so pacing learns every limit (a keyed limit is told apart by the API key the
   config sends, as a user's would);
-* **told**: the same, with ``rate_limit_per_ip`` set to R (and Jito's to its rate);
+* **told**: the same, with ``rate_limit_per_ip`` set to R (and Jito's to its rate); in a keyed
+  cell ``rate_limit_per_key`` set to the key's budget B instead (every IP paced together at it);
 * **baseline**: :mod:`galileo.bench.pipeline_baseline`, the client a user might write: one
   asyncio process, one bound aiohttp session per IP, a token bucket at the told R, sending the
   same buy and sell quotes (it does not land).
@@ -81,6 +82,11 @@ class Limit:
             return self.cap / (latency_ms / 1000) if latency_ms else None
         return self.rate / n if self.keyed else self.rate
 
+    def told(self, n: int, latency_ms: int) -> float | None:
+        """What the told client is told: R per IP (``rate_limit_per_ip``), or a keyed limit's budget
+        B (``rate_limit_per_key``)."""
+        return self.rate if self.keyed else self.per_ip(n, latency_ms)
+
 
 @dataclass(frozen=True)
 class PipelinePlan:
@@ -139,17 +145,20 @@ QUICK = PipelinePlan(
 def _config(
     sim_url: str, runtime: Any, ips: list[str], told: float | None, jito: float | None, multi: bool, keyed: bool
 ) -> GalileoConfig:
-    """The end-to-end configuration; an API key is sent only where the limit is a key's (as a user's would)."""
+    """The end-to-end configuration; an API key is sent only where the limit is a key's (as a user's would).
+
+    ``told``: requests/s per IP, or where ``keyed`` the key's budget (``rate_limit_per_key``)."""
     quoted = ", ".join(f'"{ip}"' for ip in ips)
     rate = f"{told:g}" if told else "null"
     key = KEY_ENV if keyed else "null"
+    told_keys = f"rate_limit_per_key: {rate}" if keyed else f"rate_limit_per_ip: {rate}"
     regions = ", ".join(f"'{sim_url}/jito/{r}'" for r in REGIONS)
     return parse_config(f"""
 bot: {{network: {{enable_multiple_ip: true, manual_ips: [{quoted}]}}, prometheus: {{enable: false}}}}
 farm: {{runtime_dir: '{runtime}'}}
 upstreams:
-  jupiter: {{base_url: '{sim_url}/jupiter/swap/v1', api_key_env: {key}, rate_limit_per_ip: {rate}}}
-  dflow: {{base_url: '{sim_url}/dflow', api_key_env: {key}, rate_limit_per_ip: {rate}}}
+  jupiter: {{base_url: '{sim_url}/jupiter/swap/v1', api_key_env: {key}, {told_keys}}}
+  dflow: {{base_url: '{sim_url}/dflow', api_key_env: {key}, {told_keys}}}
   rpc: {{urls: ['{sim_url}/rpc']}}
   jito: {{endpoints: [{regions}], rate_limit_per_ip: {f"{jito:g}" if jito else "null"}}}
 intermedium: {{mints: [{", ".join(MINTS)}]}}
@@ -250,7 +259,8 @@ async def _engine_run(
         wallet = ephemeral_keypair()
         write_keypair(rt / "id.json", wallet)
         jito_rate = plan.jito_rate
-        cfg = _config(sim.url, rt, ips, r if told else None, jito_rate if told else None, multi, lim.keyed)
+        rate = lim.told(n, latency) if told else None
+        cfg = _config(sim.url, rt, ips, rate, jito_rate if told else None, multi, lim.keyed)
         async with Farm(cfg, runtime_dir=rt, log_level="warning") as farm:
             if not await farm.wait_ready(timeout=60):
                 raise RuntimeError(f"{n} workers were not ready within 60 s")

@@ -90,12 +90,21 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class UpstreamConfig(_Section):
-    """An HTTP aggregator API. ``rate_limit_per_ip``: req/s per source IP if known (else learned)."""
+    """An HTTP aggregator API. ``rate_limit_per_ip``: req/s per source IP if known (else learned);
+    ``rate_limit_per_key``: req/s the API key allows, shared by every IP (needs ``api_key_env``)."""
 
     base_url: Url
     api_key_env: EnvName | None = None
     rate_limit_per_ip: Positive | None = None
+    rate_limit_per_key: Positive | None = None
     timeout_ms: PositiveInt = 2000
+
+    @staticmethod
+    def __check__(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        if raw.get("rate_limit_per_key") is not None and raw.get("api_key_env") is None:
+            why = "requires api_key_env in this section: it is that API key's limit, shared by every IP"
+            return [(("rate_limit_per_key",), why)]
+        return []
 
 
 class RpcConfig(_Section):

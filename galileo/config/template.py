@@ -39,21 +39,27 @@ farm:
 
 # Where the farm sends. `rate_limit_per_ip` (requests/s per source IP) is optional: when
 # absent the farm learns each upstream's limit from its 429s. Keys go in env vars.
+# `rate_limit_per_key` (requests/s your API key's plan allows, shared by every IP; needs
+# api_key_env) paces all IPs together at it; without it a keyed budget is learnt as one.
+# Give both where both limits apply.
 upstreams:
   jupiter:
     base_url: https://api.jup.ag/swap/v1
     api_key_env: JUPITER_API_KEY      # the env var holding your key (x-api-key)
     rate_limit_per_ip: null
+    rate_limit_per_key: null          # e.g. 30 for a plan of 30 requests/s per key
     timeout_ms: 2000
   dflow:
     base_url: https://quote-api.dflow.net
     api_key_env: DFLOW_API_KEY
     rate_limit_per_ip: null
+    rate_limit_per_key: null
     timeout_ms: 2000
   ultra:
     base_url: https://api.jup.ag/ultra/v1
     api_key_env: JUPITER_API_KEY
     rate_limit_per_ip: null
+    rate_limit_per_key: null
     timeout_ms: 2000
   rpc:                                # blockhashes and lookup tables
     urls: [https://api.mainnet-beta.solana.com]

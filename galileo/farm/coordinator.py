@@ -80,7 +80,10 @@ class Farm:
         self.runtime_source = runtime_source
         self.inventory = inventory
         self.policy = policy or FarmPolicy(
-            known_rates=known_rates(cfg), keyed=keyed_upstreams(cfg), rng=random.Random()
+            known_rates=known_rates(cfg),
+            keyed=keyed_upstreams(cfg),
+            known_shared=known_key_rates(cfg),
+            rng=random.Random(),
         )
         self.capacity = capacity
         self.log_level = log_level
@@ -382,3 +385,10 @@ def keyed_upstreams(cfg: GalileoConfig) -> set[str]:
     from galileo.upstreams import Upstreams
 
     return Upstreams(cfg).keyed()
+
+
+def known_key_rates(cfg: GalileoConfig) -> dict[str, float]:
+    """Per-key rate limits the operator told us: each paces its upstream's one budget for every IP."""
+    from galileo.upstreams import Upstreams
+
+    return Upstreams(cfg).known_key_rates()

@@ -83,19 +83,24 @@ class Lane:
 
 
 class FarmPolicy:
-    """Implements :class:`broker.types.Policy` with cooldowns, pacing and rendezvous hashing."""
+    """Implements :class:`broker.types.Policy` with cooldowns, pacing and rendezvous hashing.
+
+    ``known_rates``: told rates per IP; ``keyed``: upstreams whose budget an API key shares over
+    every IP; ``known_shared``: told budgets so shared (by upstream or family, as :class:`PaceBook`).
+    """
 
     def __init__(
         self,
         *,
         known_rates: dict[str, float] | None = None,
         keyed: Iterable[str] = (),
+        known_shared: dict[str, float] | None = None,
         cooldowns: CooldownBook | None = None,
         pacing: PaceBook | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.cooldowns = cooldowns or CooldownBook(rng=rng)
-        self.pacing = pacing or PaceBook(known_rates, keyed=keyed)
+        self.pacing = pacing or PaceBook(known_rates, keyed=keyed, known_shared=known_shared)
         self._turn = 0
         self._rank_cache: dict[str, list[str]] = {}
         self._members: frozenset[str] = frozenset()
@@ -126,7 +131,7 @@ class FarmPolicy:
         for ip, p in zip(ips, pacers, strict=True):
             rate, cap = p.allowance()
             if shared is not None and shared.phase != "open":
-                rate = shared.rate / len(pacers)  # one budget for every IP: each carries its share
+                rate = min(rate, shared.rate / len(pacers))  # one budget for every IP: each carries its share
             out.append(Lane(ip, upstream, rate, cap, p.latency, p.floor))
         out.sort(key=lambda lane: lane.ip)
         return out

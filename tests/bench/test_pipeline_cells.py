@@ -1,10 +1,12 @@
-"""`galileo bench pipeline --cell`: which matrix cells a pattern picks, and a pattern that picks none."""
+"""`galileo bench pipeline`: which matrix cells a pattern picks (and a pattern that picks none); what told is told."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from galileo.bench.pipeline import FULL, select
+from galileo.bench.pipeline import BUCKET, FULL, KEYED, _config, select
 from tests.conftest import run_galileo
 
 
@@ -37,3 +39,13 @@ def test_the_cli_refuses_a_bad_cell_and_a_cell_without_the_pipeline() -> None:
     assert bad.returncode == 2 and "no pipeline cell matches bucket-7ms-n16" in bad.stderr
     alone = run_galileo("bench", "landing", "--cell", "bucket-150ms-n16")
     assert alone.returncode == 2 and "--cell selects cells of the pipeline scenario" in alone.stderr
+
+
+def test_told_is_told_a_keyed_limit_as_the_keys_budget_and_a_per_ip_one_per_ip(tmp_path: Path) -> None:
+    assert KEYED.told(16, 150) == 30.0 and KEYED.per_ip(16, 150) == 30.0 / 16
+    keyed = _config("http://127.0.0.1:9", tmp_path, ["127.0.0.2"], KEYED.told(16, 150), 5.0, False, keyed=True)
+    for section in (keyed.upstreams.jupiter, keyed.upstreams.dflow):
+        assert (section.rate_limit_per_key, section.rate_limit_per_ip) == (30.0, None)
+        assert section.api_key_env is not None
+    per_ip = _config("http://127.0.0.1:9", tmp_path, ["127.0.0.2"], BUCKET.told(16, 150), 5.0, False, keyed=False)
+    assert (per_ip.upstreams.jupiter.rate_limit_per_key, per_ip.upstreams.jupiter.rate_limit_per_ip) == (None, 20.0)

@@ -114,3 +114,16 @@ def test_the_example_file_is_the_template() -> None:
 
     example = Path(__file__).resolve().parents[2] / "galileo.example.yaml"
     assert example.read_text() == TEMPLATE, "regenerate galileo.example.yaml with `galileo config init`"
+
+
+def test_a_rate_per_key_needs_the_key_it_is_for() -> None:
+    found = issues_of("upstreams: {jupiter: {base_url: 'https://api.jup.ag/swap/v1', rate_limit_per_key: 30}}")
+    assert found == [
+        "upstreams.jupiter.rate_limit_per_key: requires api_key_env in this section: "
+        "it is that API key's limit, shared by every IP"
+    ]
+    cfg = parse_config(
+        "upstreams: {dflow: {base_url: 'https://quote-api.dflow.net', api_key_env: DFLOW_KEY, rate_limit_per_key: 30}}"
+    )
+    assert cfg.upstreams.dflow.rate_limit_per_key == 30.0 and cfg.upstreams.dflow.rate_limit_per_ip is None
+    assert cfg.upstreams.jupiter.rate_limit_per_key is None  # the default: learnt

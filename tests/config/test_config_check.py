@@ -108,3 +108,11 @@ def test_titan_token_lists_are_checked_with_their_key_paths(tmp_path: Path) -> N
     assert out.returncode == 2
     assert "upstreams.titan.token_envs[2]: A is listed twice (one connection per token)" in out.stderr
     assert "upstreams.titan.token_env: give token_env or token_envs, not both" in out.stderr
+
+
+def test_a_rate_per_key_without_a_key_is_refused_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "galileo.yaml"
+    path.write_text("upstreams: {ultra: {base_url: 'https://api.jup.ag/ultra/v1', rate_limit_per_key: 30}}\n")
+    out = run_galileo("config", "check", str(path))
+    assert out.returncode == 2
+    assert "upstreams.ultra.rate_limit_per_key: requires api_key_env in this section" in out.stderr
