@@ -25,14 +25,20 @@ is all that must be learnt, never the shape.
   step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
   (5 % where overshooting is dear) it stays at ``lo`` and after 60 s tries 1 % above ``hi``
   (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
+  Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
+  to 4 %): requests reach the upstream with jitter, and a pace right at a bucket's rate is
+  refused now and then, each refusal costing the Retry-After's rounded-up second.
   A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
   proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 %, or to the
   rate measured since the last refusal if the budget stayed spent all along (no pace proven
-  meanwhile, little of it cooling), and proofs take twice as long from then on (up to 8x).
+  meanwhile, little of it cooling; the time a short Retry-After made us cool not counted), and
+  proofs take twice as long from then on (up to 8x).
   Refusals before the next success belong to the same spent budget and count once.
 
-``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, and
-the longest refusal run seen (a window or a box's length, up to 120 s). A refusal run of more
+``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
+longest refusal run seen (a box's length), and a window's period: from the first send to when
+its first spent budget came back (up to 120 s; a fixed window's pace above its rate runs clean
+until the window's budget is spent). A refusal run of more
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
 bracket closes at 5 % and is tried again every 300 s at most.
 
@@ -79,11 +85,14 @@ class PaceRules:
     start_step: float = 0.25  # ... or above a lower bound
     max_step: float = 1.0  # ... up to this
     eps: float = 0.01  # the search stops when hi / lo is within this
+    margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
+    max_margin: float = 0.04  # ... doubled by each refusal there, up to this
     dear_eps: float = 0.05  # ... or this, where an overshoot is dear (a penalty box)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
     max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
+    period_trust: float = 1.0  # ... and this many times a window's period (first send to its reset)
     max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
     max_reprobe: float = 240.0  # ... doubling after each failed test, up to this;
@@ -114,6 +123,7 @@ class RateLearner:
         self.settle_until = -math.inf  # refusals of requests sent before this are the measurement's echoes
         self.run_start: float | None = None  # send time of the first refusal of the running refusal run
         self.scale = 0.0  # the longest refusal run seen, seconds
+        self.period = 0.0  # a window's: from the first send to when its spent budget came back, seconds
         self.dear = False
         self.windowed = False  # a refusal run of window_run or more while paced: window- or box-like
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
@@ -124,6 +134,7 @@ class RateLearner:
         self.gain = rules.step
         self.clean_since = now
         self.converged_at: float | None = None
+        self.margin = rules.margin
         self.stepped_at = now  # when the pace last went up
         self.settled = 0.0  # at the last refusal: seconds since the pace last went up
         self.reprobe_every = rules.reprobe
@@ -136,6 +147,7 @@ class RateLearner:
         self.between_oks = 0  # successes sent since the last refusal that was news
         self.between_idle = 0.0
         self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
+        self.between_said = False  # ... or any Retry-After: the cooling was the upstream's word, not our backoff
         self.between_proven = False  # a pace ran clean since: the budget was not kept spent
         self.refusals = 0
         self.first_run = False  # learning: waiting for the first refusal run to end
@@ -178,7 +190,8 @@ class RateLearner:
     def trust(self, doubted: bool = True) -> float:
         """Seconds a pace must run clean and saturated before it counts as proven."""
         r = self.rules
-        base = max(r.min_trust, min(self.scale, r.max_scale), r.trust_events / self.rate)
+        scale = min(max(self.scale, r.period_trust * self.period), r.max_scale)
+        base = max(r.min_trust, scale, r.trust_events / self.rate)
         return base * self.doubt if doubted else base
 
     # --- answers --------------------------------------------------------------------
@@ -231,6 +244,7 @@ class RateLearner:
                 if not self.first_told and self.last_refusal_sent > start:
                     upper = self.first_oks / (self.last_refusal_sent - start)
                 gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
+                self.period = sent_at - start  # a window's length or so: a pace must outlast one to be proven
                 self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
                 self.hi_refused = False
             else:
@@ -269,7 +283,7 @@ class RateLearner:
             self.rate = math.sqrt(self.lo * self.hi)
         elif self.converged_at is None:
             self.converged_at = now
-            self.rate = self.lo
+            self.rate = self.lo * (1 - self.margin)
         elif now - self.converged_at >= self.reprobe_every:
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
@@ -315,6 +329,7 @@ class RateLearner:
         self.between_oks = 0
         self.between_idle = cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
+        self.between_said = retry_after is not None
         self.between_proven = False
         return heard
 
@@ -372,26 +387,33 @@ class RateLearner:
         # it, and the rate itself if the budget stayed spent: the refusals came close together
         # (within two trust periods, no pace proven between) and little of the time between went
         # cooling (or the cooling ended when a Retry-After said the budget was back).
+        # Over the whole time between it is a lower bound (raises lo). Where a short Retry-After made us
+        # cool, over the time not spent cooling it is an upper one (a bucket refills meanwhile), the one
+        # to lower lo by: a rounded-up second after a refusal from arrival jitter would otherwise read as
+        # a budget that fell by a second's worth.
         elapsed = sent_at - self.last_refusal_sent
-        measured = None
+        measured = fell_to = None
         exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
+            sending = elapsed - (self.between_idle if self.between_said and not self.between_told else 0.0)
+            fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven
-            exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
+            exact = close and fell_to is not None and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
             self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
             self.hi, self.hi_refused = self.rate, True
             self.lo = self.rate * r.trim
-            if measured is not None and exact:
-                self.lo = min(self.lo, measured)  # the limit fell: to what it is now
+            if fell_to is not None and exact:
+                self.lo = min(self.lo, fell_to)  # the limit fell: to what it is now
             if self.converged_at is not None:
                 self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
+                self.margin = min(r.max_margin, 2 * self.margin)  # refused below the bracket: jitter
         else:
             self.hi = min(self.hi, self.rate)
             self.hi_refused = True
-            if measured is not None and exact and measured < self.lo:
-                self.lo = measured  # the budget stayed spent and gave less: what we proved was not so
+            if fell_to is not None and exact and fell_to < self.lo:
+                self.lo = fell_to  # the budget stayed spent and gave less: what we proved was not so
             elif measured is not None:
                 self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
             if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * r.eps):

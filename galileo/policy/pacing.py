@@ -17,8 +17,8 @@ A **shared budget** (an API key's, or a global one) is paced by one learner for 
 (the :class:`PaceBook`'s group), fed by every IP's refusals: more IPs must not be used to
 exceed a limit that is per account. It is assumed where the operator configured an API key
 for the upstream (``keyed``), and detected where it was not: refusals at a proven pace (a
-*surprise*: nothing this pair did changed) on several IPs within a short time (3, or a
-quarter of the IPs, within 30 s or two limiter time scales) mean someone else spends this
+*surprise*: nothing this pair did changed) on several IPs within a short time (3, or
+half of the IPs, within 60 s or two limiter time scales) mean someone else spends this
 pair's budget. The group then starts from what the pairs were pacing in all, and the pairs
 stop pacing themselves (cooldowns stay per pair). Windows are not told apart this way: per-IP
 windows aligned to the clock all fill at the same moment too, so a shared window is assumed only
@@ -43,7 +43,7 @@ __all__ = ["PaceBook", "Pacer"]
 
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
 LIGHT = 2  # a request sent with fewer of the pair's in flight measures the upstream unloaded (its floor)
-KEYED_IPS = 3  # surprises on this many IPs (or a quarter of them) ...
+KEYED_IPS = 3  # surprises on this many IPs (or half of them: arrival jitter surprises IPs one at a time too) ...
 KEYED_WINDOW = 60.0  # ... within this many seconds (or two limiter time scales): a shared budget
 KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
 KEYED_TRUSTS = 3.0  # the overshoot of its own last step up would have shown by then
@@ -306,7 +306,7 @@ class PaceBook:
         first: dict[str, float] = {}
         for t, i in seen:
             first.setdefault(i, t)
-        if len(pacers) < 2 or len(first) < max(KEYED_IPS, math.ceil(len(pacers) / 4)):
+        if len(pacers) < 2 or len(first) < max(KEYED_IPS, math.ceil(len(pacers) / 2)):
             return
         if max(first.values()) - min(first.values()) < KEYED_SPREAD:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one

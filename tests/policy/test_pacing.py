@@ -160,3 +160,48 @@ def test_an_api_key_makes_one_budget_for_every_ip_and_each_lane_carries_its_shar
     lanes = policy.lanes(ws, "jupiter", 0.0)
     assert [lane.rate for lane in lanes] == [5.0, 5.0]
     assert policy.pacing.group("dflow") is None  # no key there: per IP
+
+
+def test_a_converged_pace_keeps_a_margin_that_doubles_when_refused_there() -> None:
+    """Arrival jitter refuses a pace right at the limit now and then: converged, it keeps 1 % below the
+    highest proven pace, and each refusal there doubles that (up to 4 %)."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.9, 19.9, 20.05
+    t = 0.0
+
+    def clean_until_converged() -> None:
+        nonlocal t
+        for _ in range(10):
+            t += 10.0
+            learner.blocked(t)
+            learner.ok(t, t - 0.1)
+            if learner.converged_at is not None:
+                return
+
+    clean_until_converged()
+    assert learner.rate == pytest.approx(learner.lo * (1 - PACE.margin))
+    lo = learner.lo
+    t += 1.0
+    assert learner.refused(t, t - 0.05, None, 0.0) == "surprise"  # refused at the converged pace: jitter
+    assert learner.margin == 2 * PACE.margin
+    assert learner.lo < lo  # what was proven was not quite so: trimmed, then searched again
+    for _ in range(10):
+        if learner.converged_at is not None:
+            break
+        clean_until_converged()
+    assert learner.rate == pytest.approx(learner.lo * (1 - 2 * PACE.margin))
+
+
+def test_a_short_retry_after_does_not_read_as_a_budget_that_fell() -> None:
+    """Two refusals at a proven pace, each with ``Retry-After: 1`` (a bucket's 50 ms, rounded up): the
+    second cooled second is not a second the budget gave nothing. The pace is trimmed, not halved."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.6, 19.6, 20.0
+    learner.refused(10.0, 9.95, 1.0, 1.0)  # cools 1 s, as the farm honours Retry-After
+    sent = 11.0
+    while sent < 13.0:  # then runs at the pace for 2 s
+        learner.ok(sent + 0.1, sent)
+        sent += 1 / 19.6
+    assert learner.refused(13.1, 13.0, 1.0, 1.0) == "surprise"
+    # Over the 3 s between the refusals it got 2 s worth (12.2/s); over the 2 s it sent, 19.2/s.
+    assert learner.lo >= 18.0, learner.lo
