@@ -23,7 +23,7 @@ is all that must be learnt, never the shape.
 * **hold**: a bracket search. ``lo`` is the highest pace proven (run clean and saturated for
   ``trust`` seconds), ``hi`` the lowest refused. With no ``hi`` the pace gallops, each proven
   step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
-  (5 % where overshooting is dear) it stays at ``lo`` and after 60 s tries 1 % above ``hi``
+  (3 % where overshooting is dear) it stays a margin below ``lo`` and after 60 s tries 1 % above ``hi``
   (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
   Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
   to 4 %): requests reach the upstream with jitter, and a pace right at a bucket's rate is
@@ -40,7 +40,7 @@ longest refusal run seen (a box's length), and a window's period: from the first
 its first spent budget came back (up to 120 s; a fixed window's pace above its rate runs clean
 until the window's budget is spent). A refusal run of more
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
-bracket closes at 5 % and is tried again every 300 s at most.
+bracket closes at 3 % and is tried again every 300 s at most.
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
 request (requests reach the upstream with some jitter; a one-second window forgives little); a
@@ -87,7 +87,7 @@ class PaceRules:
     eps: float = 0.01  # the search stops when hi / lo is within this
     margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
-    dear_eps: float = 0.05  # ... or this, where an overshoot is dear (a penalty box)
+    dear_eps: float = 0.03  # ... or this, where an overshoot is dear (a penalty box)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
