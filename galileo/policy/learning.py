@@ -399,7 +399,7 @@ class RateLearner:
             sending = elapsed - (self.between_idle if self.between_said and not self.between_told else 0.0)
             fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven
-            exact = close and fell_to is not None and (self.between_told or self.between_idle < r.idle_share * elapsed)
+            exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
             self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
             self.hi, self.hi_refused = self.rate, True

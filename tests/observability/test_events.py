@@ -16,6 +16,7 @@ from broker.protocol import Outcome
 from broker.types import Job, JobSpec, WorkerInfo
 from galileo.farm.coordinator import Farm
 from galileo.farm.events import NetworkEventLog
+from tests.conftest import fake_worker
 from tests.farm.conftest import Recorder, loopback
 
 Make = Callable[..., Any]
@@ -31,18 +32,7 @@ class FakeClock:
 
 
 def worker(ip: str) -> WorkerInfo:
-    return WorkerInfo(
-        routing_id=b"r",
-        worker_id=f"local/{ip}",
-        ip=ip,
-        family="ipv4",
-        bind=True,
-        host="h",
-        pid=1,
-        capacity=8,
-        registered=0.0,
-        last_seen=0.0,
-    )
+    return fake_worker(ip, 8)
 
 
 def job(n: int, upstream: str = "jupiter", task: str = "quote_buy") -> Job:

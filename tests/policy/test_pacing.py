@@ -18,10 +18,11 @@ from galileo.policy.allocator import FarmPolicy
 from galileo.policy.concurrency import CapFinder
 from galileo.policy.learning import PACE, RateLearner
 from galileo.policy.pacing import PaceBook
+from tests.conftest import fake_worker
 
 
 def worker(ip: str) -> WorkerInfo:
-    return WorkerInfo(ip.encode(), f"w/{ip}", ip, "ipv4", True, "h", 1, 256, 0.0, 0.0)
+    return fake_worker(ip, 256)
 
 
 def job(sent_at: float, upstream: str = "u") -> Job:
