@@ -221,6 +221,7 @@ def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float
     window = t1 - t0
     a, b = _counts(s0, ips, services), _counts(s1, ips, services)
     ok, limited = b["ok"] - a["ok"], b["limited"] - a["limited"]
+    by_service = {u: (_counts(s1, ips, (u,))["ok"] - _counts(s0, ips, (u,))["ok"]) / window for u in services}
     answered = ok + limited
     accepted = (_jito_accepted(s1) - _jito_accepted(s0)) / window
     offered = (w.offered[1] - w.offered[0]) / window
@@ -229,6 +230,7 @@ def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float
         "window_s": round(window, 2),
         "ok_per_s": round(ok / window, 2),
         "ok_ratio": round(ok / window / budget, 4),
+        "ok_per_s_by_service": {u: round(v, 2) for u, v in by_service.items()},
         "share_429": round(limited / answered, 5) if answered else 0.0,
         "penalties": b["penalties"] - a["penalties"],
         "penalties_run": b["penalties"],

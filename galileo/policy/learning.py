@@ -100,6 +100,7 @@ class PaceRules:
     idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
+    fill: float = 0.97  # ... and a pace is proven only if sends over its clean run came to this share of it (one spared)
 
 
 PACE = PaceRules()
@@ -133,6 +134,9 @@ class RateLearner:
         self.hi_refused = True  # hi is a pace that was refused (not a guess)
         self.gain = rules.step
         self.clean_since = now
+        self.sends = 0  # requests dispatched, ever
+        self.fill_at = now  # sends are counted towards proving a pace from this time ...
+        self.fill_sends = 0  # ... when this many had been sent
         self.converged_at: float | None = None
         self.margin = rules.margin
         self.stepped_at = now  # when the pace last went up
@@ -165,6 +169,7 @@ class RateLearner:
         return self.tat
 
     def dispatched(self, now: float) -> None:
+        self.sends += 1
         if self.first_sent is None:
             self.first_sent = now
         self.last_sent = now
@@ -186,6 +191,20 @@ class RateLearner:
 
     def saturated(self, now: float) -> bool:
         return now - self.last_blocked < self.rules.saturation
+
+    def clean_from(self, now: float, since: float) -> None:
+        """The pace's clean, saturated run starts at ``since``; its sends are counted from ``now`` on."""
+        self.clean_since = since
+        self.fill_at, self.fill_sends = max(since, now), self.sends
+
+    def _filled(self, now: float) -> bool:
+        """The sends since the clean run began came near the pace: demand, not bursts, kept it busy.
+
+        A request held back now and then (two jobs at once) makes a pair saturated; a pace its
+        demand never reached would be proven clean without ever being tried.
+        """
+        took = now - self.fill_at
+        return took <= 0 or self.sends - self.fill_sends + 1 >= self.rules.fill * self.rate * took
 
     def trust(self, doubted: bool = True) -> float:
         """Seconds a pace must run clean and saturated before it counts as proven."""
@@ -214,11 +233,14 @@ class RateLearner:
         elif self.told is not None:
             if now - self.clean_since >= self.rules.reprobe:
                 self.rate = self.rules.told * self.told  # a clean minute: the told pace again
-                self.clean_since = now
+                self.clean_from(now, now)
         elif not self.saturated(now):
-            self.clean_since = max(self.clean_since, now - self.rules.saturation)  # demand, not the pace, held it
+            self.clean_from(now, max(self.clean_since, now - self.rules.saturation))  # demand, not the pace, held it
         elif now - self.clean_since >= self.trust():
-            self._proven(now)
+            if self._filled(now):
+                self._proven(now)
+            else:
+                self.clean_from(now, now)  # bursts kept it saturated, not demand: the run starts over
 
     def _run_ended(self, now: float, sent_at: float) -> None:
         """A success sent after a refusal run began: the run's length tells the limiter's time scale."""
@@ -287,7 +309,7 @@ class RateLearner:
         elif now - self.converged_at >= self.reprobe_every:
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
-        self.clean_since = now
+        self.clean_from(now, now)
         self._repace(now)
 
     def unbound(self) -> None:
@@ -310,7 +332,7 @@ class RateLearner:
         if self.run_start is not None and self.phase == "hold":
             # Refused again before any success: the same spent budget (a window, a box), not news.
             self.between_idle += cooled
-            self.clean_since = max(self.clean_since, now + cooled)
+            self.clean_from(now, max(self.clean_since, now + cooled))
             return "echo"
         if self.run_start is None:
             self.run_start = sent_at
@@ -321,7 +343,7 @@ class RateLearner:
             self._cycle(now, sent_at, cooled)
         elif self.told is not None:
             self.rate = max(self.rules.told_floor * self.told, self.rate * self.rules.trim)
-            self.clean_since = now + cooled
+            self.clean_from(now, now + cooled)
             self._repace(now, cooled)
         else:
             heard = self._hold_refused(now, sent_at, cooled)
@@ -376,7 +398,7 @@ class RateLearner:
         self._repace(now, cooled)
         self.settle_until = now + cooled + min(self.scale, r.max_scale)
         self.gain = gain
-        self.clean_since = now + cooled
+        self.clean_from(now, now + cooled)
         self.converged_at = None
 
     def _hold_refused(self, now: float, sent_at: float, cooled: float) -> Heard:
@@ -421,6 +443,6 @@ class RateLearner:
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step
-        self.clean_since = now + cooled
+        self.clean_from(now, now + cooled)
         self.converged_at = None
         return "surprise" if surprise else "refusal"

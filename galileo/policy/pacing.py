@@ -316,9 +316,12 @@ class PaceBook:
         g.learner.rate = max(self.rules.min_rate, total)
         g.learner.estimate = total
         g.learner.tat = now
-        g.learner.clean_since = now
+        g.learner.clean_from(now, now)
         g.learner.scale = max(p.learner.scale for p in pacers)
         g.learner.episode = now
+        # The budget is spent now, by uncoordinated paces: a refusal of what is sent while it refills
+        # tells of them, not of the total paced as one.
+        g.learner.settle_until = now + max(self.rules.min_trust, g.learner.scale)
         for p in pacers:
             p.group = g.learner
         seen.clear()

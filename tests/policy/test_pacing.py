@@ -121,11 +121,20 @@ def test_429s_of_requests_already_in_flight_are_echoes() -> None:
     assert learner.refusals == 1
 
 
+def send_at_pace(learner: RateLearner, start: float, end: float) -> None:
+    """Demand fills the pace from ``start`` to ``end``: every slot it gives is taken."""
+    t = start
+    while t < end:
+        learner.dispatched(t)
+        t += 1 / learner.rate
+
+
 def test_a_search_brackets_the_limit_and_settles_within_one_percent() -> None:
     learner = RateLearner(PACE, 0.0)
     learner.phase, learner.rate, learner.lo, learner.hi = "hold", 18.0, 18.0, 22.0
     t = 0.0
     for _ in range(30):  # every pace at or under 20 runs clean; every one over it is refused
+        send_at_pace(learner, t, t + 10.0)
         t += 10.0
         learner.blocked(t)
         if learner.rate <= 20.0:
@@ -134,6 +143,28 @@ def test_a_search_brackets_the_limit_and_settles_within_one_percent() -> None:
             learner.ok(t - 9.0, t - 9.1)  # cut the clean run short: the refusal comes first
             learner.refused(t, t - 0.05, None, 0.0)
     assert 19.6 <= learner.lo <= 20.0 and 20.0 < learner.hi <= 20.4
+
+
+def test_a_pace_its_demand_never_filled_is_not_proven() -> None:
+    """Jobs in pairs make a pair saturated (one of each pair waits for the pace) while it sends half its
+    pace: clean at 10/s says nothing of 20/s, so the pace is not proven and does not climb. Filled, it is."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo = "hold", 20.0, 20.0
+    t = 0.0
+    for _ in range(200):  # 40 s: two jobs every 0.2 s, the second held back one interval
+        learner.dispatched(t)
+        learner.blocked(t)
+        learner.dispatched(t + 0.05)
+        learner.ok(t + 0.1, t)
+        learner.ok(t + 0.15, t + 0.05)
+        t += 0.2
+    assert learner.rate == 20.0 and learner.lo == 20.0  # never proven, never stepped
+    while learner.rate == 20.0 and t < 100.0:  # the same pace, filled: proven within the trust
+        send_at_pace(learner, t, t + 0.5)
+        t += 0.5
+        learner.blocked(t)
+        learner.ok(t, t - 0.1)
+    assert learner.rate > 20.0 and learner.lo == 20.0 and t < 45.0
 
 
 def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
@@ -173,6 +204,7 @@ def test_a_converged_pace_keeps_a_margin_that_doubles_when_refused_there() -> No
     def clean_until_converged() -> None:
         nonlocal t
         for _ in range(10):
+            send_at_pace(learner, t, t + 10.0)
             t += 10.0
             learner.blocked(t)
             learner.ok(t, t - 0.1)
