@@ -100,7 +100,7 @@ class PaceRules:
     idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
-    fill: float = 0.97  # ... and a pace is proven only if sends over its clean run came to this share of it (one spared)
+    fill: float = 0.97  # ... and only if its sends over the clean run came to this share of it (one spared)
 
 
 PACE = PaceRules()
