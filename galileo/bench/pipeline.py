@@ -216,6 +216,26 @@ class _Window:
         self.offered.append(offered)
 
 
+def _held(stats: dict[str, Any], services: tuple[str, ...]) -> tuple[float, int]:
+    """Seconds the services' admitted requests were served, and how many were admitted."""
+    held = stats["limits"].get("held", {})
+    return (
+        sum(held.get(u, {}).get("seconds", 0.0) for u in services),
+        sum(held.get(u, {}).get("admitted", 0) for u in services),
+    )
+
+
+def _ceiling(w: _Window, n: int, services: tuple[str, ...], cap: int) -> dict[str, Any]:
+    """Under a concurrency cap K: the most the limiter lets N IPs get, N·K ÷ the mean time a slot was
+    held (admission to answer: the added latency and the simulator's own time), and ok/s ÷ that."""
+    (sec0, n0), (sec1, n1) = _held(w.stats[0], services), _held(w.stats[1], services)
+    if n1 <= n0 or sec1 <= sec0:
+        return {}
+    hold = (sec1 - sec0) / (n1 - n0)
+    ceiling = n * cap * len(services) / hold
+    return {"slot_held_ms": round(1000 * hold, 2), "ceiling_per_s": round(ceiling, 2)}
+
+
 def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float, jito_cap: float) -> dict[str, Any]:
     (s0, s1), ((sc0, cc0, t0), (sc1, cc1, t1)) = w.stats, w.cpu
     window = t1 - t0
@@ -281,7 +301,8 @@ async def _engine_run(
                 stop.set()
                 await asyncio.wait_for(task, 60)
     budget = r * n * len(services)
-    return _result(w, ips, services, budget, n * len(REGIONS) * jito_rate)
+    out = _result(w, ips, services, budget, n * len(REGIONS) * jito_rate)
+    return _with_ceiling(out, w, n, services, lim.cap)
 
 
 async def _baseline_run(sim: SimProcess, ips: list[str], lim: Limit, latency: int, warmup: float) -> dict[str, Any]:
@@ -309,6 +330,14 @@ async def _baseline_run(sim: SimProcess, ips: list[str], lim: Limit, latency: in
         await stop_process(proc)
     out = _result(w, ips, ("jupiter",), r * len(ips), math.inf)
     out.pop("landing_ratio")
+    return _with_ceiling(out, w, len(ips), ("jupiter",), lim.cap)
+
+
+def _with_ceiling(out: dict[str, Any], w: _Window, n: int, services: tuple[str, ...], cap: int) -> dict[str, Any]:
+    if cap:
+        out.update(_ceiling(w, n, services, cap))
+        if "ceiling_per_s" in out:
+            out["ok_of_ceiling"] = round(out["ok_per_s"] / out["ceiling_per_s"], 4)
     return out
 
 

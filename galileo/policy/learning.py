@@ -21,7 +21,8 @@ is all that must be learnt, never the shape.
   cycles and 20 successes the search starts at it in steps from +2 % (+25 % if more than 60 %
   of the span went cooling: a bucket overflows meanwhile, so that is a lower bound).
 * **hold**: a bracket search. ``lo`` is the highest pace proven (run clean and saturated for
-  ``trust`` seconds), ``hi`` the lowest refused. With no ``hi`` the pace gallops, each proven
+  ``trust`` seconds, and filled: its sends came to 97 % of it, so a pace that bursts of demand
+  kept saturated while it sent far less is not taken for safe), ``hi`` the lowest refused. With no ``hi`` the pace gallops, each proven
   step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
   (3 % where overshooting is dear) it stays a margin below ``lo`` and after 60 s tries 1 % above ``hi``
   (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
@@ -44,8 +45,9 @@ bracket closes at 3 % and is tried again every 300 s at most.
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
 request (requests reach the upstream with some jitter; a one-second window forgives little); a
-refusal trims it 2 %, down to 96.5 % of it, and a clean minute restores 98 %. It is never learnt
-above or below that.
+refusal trims it 2 %, down to 96.5 % of it, and a clean minute restores 98 % (five minutes once a
+penalty box was met: a box costs its length in requests, far more than 1.5 % of a pace, so arrival
+jitter that trips it is not met again each minute). It is never learnt above or below that.
 """
 
 from __future__ import annotations
@@ -231,8 +233,8 @@ class RateLearner:
         elif self.phase == "learn":
             self._measuring(now)
         elif self.told is not None:
-            if now - self.clean_since >= self.rules.reprobe:
-                self.rate = self.rules.told * self.told  # a clean minute: the told pace again
+            if now - self.clean_since >= self.reprobe_every:
+                self.rate = self.rules.told * self.told  # a clean minute (5 after a box): the told pace again
                 self.clean_from(now, now)
         elif not self.saturated(now):
             self.clean_from(now, max(self.clean_since, now - self.rules.saturation))  # demand, not the pace, held it
@@ -251,7 +253,8 @@ class RateLearner:
         self.scale = max(self.scale, min(run, r.max_scale))
         if self.phase == "hold" and run >= r.window_run:
             self.windowed = True  # refused for seconds while paced: a window (or a box) spent
-        if self.phase == "hold" and self.lo > 0 and run > max(r.long_wait, r.dear_run / self.rate):
+        near = self.lo > 0 or self.told is not None  # a told pace is near the limit from the start
+        if self.phase == "hold" and near and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
             self.reprobe_every = max(self.reprobe_every, r.dear_reprobe)
         if self.phase == "learn" and self.first_run:

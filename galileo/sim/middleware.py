@@ -119,10 +119,13 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
         await _sleep(delay)
         headers = {"Retry-After": retry_after_header(decision)} if limiter.spec.retry_after else None
         return json_response(body, 429, headers)
+    admitted = state.limits.now()
     try:
         return await _admitted(request, handler, state, ip, bucket, delay)
     finally:
-        limiter.release(key, state.limits.now())  # answered, failed, or cancelled by a client that left
+        now = state.limits.now()
+        limiter.release(key, now)  # answered, failed, or cancelled by a client that left
+        state.stats.served(bucket, now - admitted)
 
 
 async def _sleep(delay: float) -> None:

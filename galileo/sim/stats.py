@@ -90,6 +90,7 @@ class SimStats:
     seconds: int = OK_WINDOW_SECONDS
     series: SeriesTable[tuple[str, str, str]] = field(init=False)
     refused: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
+    held: dict[str, list[float]] = field(default_factory=dict)  # bucket -> [seconds served, requests]
     sends: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
     titan_connections: list[TitanConnection] = field(default_factory=list)
@@ -126,6 +127,12 @@ class SimStats:
         """Count one limiter refusal by ``reason`` (``limit``, ``penalty``, ``boxed``, ``concurrency``)."""
         self.refused.setdefault(ip, {}).setdefault(bucket, Counter())[reason] += 1
 
+    def served(self, bucket: str, seconds: float) -> None:
+        """One request a limiter admitted was served for ``seconds`` (admission to answer): a slot's hold."""
+        entry = self.held.setdefault(bucket, [0.0, 0])
+        entry[0] += seconds
+        entry[1] += 1
+
     def send(self, kind: str, accepted: bool, reason: str | None = None) -> None:
         """Count one transaction or bundle received on door ``kind`` (``jito_bundle``, ``rpc`` ...)."""
         entry = self.sends.setdefault(kind, _sends())
@@ -145,6 +152,7 @@ class SimStats:
             "refused_by_ip": {ip: {b: dict(c) for b, c in v.items()} for ip, v in self.refused.items()},
             "penalty_box_entries": {b: c["penalty"] for b, c in by_bucket.items() if c["penalty"]},
             "concurrency_refusals": {b: c["concurrency"] for b, c in by_bucket.items() if c["concurrency"]},
+            "held": {b: {"seconds": round(v[0], 6), "admitted": int(v[1])} for b, v in self.held.items()},
         }
 
     def titan_open(self, ip: str, protocol: str, now_wall: float, token: str = "") -> TitanConnection:

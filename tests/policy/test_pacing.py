@@ -55,6 +55,25 @@ def test_a_told_rate_is_paced_at_98_percent_and_refusals_trim_it_no_lower_than_9
     assert p.rate == pytest.approx(9.8)
 
 
+def test_a_told_pace_that_met_a_penalty_box_stays_trimmed_for_five_minutes() -> None:
+    """A box costs its length in requests: after one, the told pace stays at 96.5 % for 300 s, not 60."""
+    book = PaceBook({"jupiter": 20.0})
+    p = book.get("ip", "jupiter", 0.0)
+    t = 10.0
+    book.record("ip", "jupiter", "rate_limited", t + 0.01, sent_at=t)
+    for k in range(1, 50):  # refused for 5 s: a penalty box
+        book.record("ip", "jupiter", "rate_limited", t + 0.1 * k + 0.01, sent_at=t + 0.1 * k)
+    t += 5.0
+    book.record("ip", "jupiter", "ok", t + 0.05, sent_at=t)  # the box opens
+    assert p.rate == pytest.approx(20 * 0.965) and p.learner.dear
+    p.blocked(t + 61)
+    book.record("ip", "jupiter", "ok", t + 61, sent_at=t + 60.9)  # a clean minute is not enough
+    assert p.rate == pytest.approx(20 * 0.965)
+    p.blocked(t + 301)
+    book.record("ip", "jupiter", "ok", t + 301, sent_at=t + 300.9)
+    assert p.rate == pytest.approx(20 * 0.98)
+
+
 def test_a_family_limit_applies_to_its_members_and_pairs_are_independent() -> None:
     book = PaceBook({"jito": 5.0})
     assert book.known_rate("jito:frankfurt") == 5.0 and book.known_rate("jupiter") is None

@@ -174,6 +174,7 @@ async def test_concurrency_cap_releases_on_completion_and_on_disconnect(
     a, b = bound("127.0.0.2"), bound("127.0.0.3")
     limiter = sim.state.limits.route("rpc").limiter
     assert isinstance(limiter, ConcurrencyCap)
+    started = time.monotonic()
     hanging = asyncio.create_task(rpc(a, sim.url, "getSlot"))  # holds A's only slot for 60 s
     await until(lambda: limiter.in_flight("127.0.0.2") == 1, "A's first request in flight")
     await control(b, sim, {"latency": {"rpc": None}})  # the next answers come at once
@@ -189,6 +190,8 @@ async def test_concurrency_cap_releases_on_completion_and_on_disconnect(
     body = await stats(b, sim)
     assert body["requests"]["by_ip_service"]["127.0.0.2"]["rpc"] == {"cancelled": 1, "429": 1, "200": 1}
     assert body["limits"]["concurrency_refusals"] == {"rpc": 1}
+    held = body["limits"]["held"]["rpc"]  # three admitted; the cancelled one held its slot until its client left
+    assert held["admitted"] == 3 and 0 < held["seconds"] < time.monotonic() - started
     assert len(limiter) == 0
 
 
