@@ -22,7 +22,8 @@ is all that must be learnt, never the shape.
   of the span went cooling: a bucket overflows meanwhile, so that is a lower bound).
 * **hold**: a bracket search. ``lo`` is the highest pace proven (run clean and saturated for
   ``trust`` seconds, and filled: its sends came to 97 % of it, so a pace that bursts of demand
-  kept saturated while it sent far less is not taken for safe), ``hi`` the lowest refused. With no ``hi`` the pace gallops, each proven
+  kept saturated while it sent far less is not taken for safe), ``hi`` the lowest refused. With
+  no ``hi`` the pace gallops, each proven
   step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
   (3 % where overshooting is dear) it stays a margin below ``lo`` and after 60 s tries 1 % above ``hi``
   (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
