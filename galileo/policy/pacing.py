@@ -49,6 +49,10 @@ KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this lon
 KEYED_TRUSTS = 3.0  # the overshoot of its own last step up would have shown by then
 KEYED_SPREAD = 20.0  # ... and those IPs' surprises spread over this many seconds: one at a time, as a
 # shared budget refuses whoever sends next, not all at once, as when every IP's limit moves together
+DISSOLVE = 0.6  # a detected shared budget refused below this share of what every IP got when it was found ...
+RECHECK_SHARED = 300.0  # ... was per-IP limits after all: the IPs pace themselves again, and for this many
+# seconds their surprises are not taken for a shared budget
+OK_SECONDS = 10  # successes per upstream are counted over this many whole seconds
 
 
 class Pacer:
@@ -170,6 +174,8 @@ class _Group:
 
     def __init__(self, rules: PaceRules, now: float, told: float | None = None) -> None:
         self.learner = RateLearner(rules, now, told)
+        self.found_at: float | None = None  # detected (not keyed nor told): when ...
+        self.got = 0.0  # ... and the successes/s every IP together had then
 
 
 class PaceBook:
@@ -191,6 +197,8 @@ class PaceBook:
         self._pacers: dict[tuple[str, str], Pacer] = {}
         self._groups: dict[str, _Group] = {}
         self._surprises: dict[str, deque[tuple[float, str]]] = {}
+        self._oks: dict[str, deque[list[int]]] = {}  # upstream -> [second, successes] for the last OK_SECONDS
+        self._unshared_until: dict[str, float] = {}  # upstream -> no shared budget detected before this
 
     def _lookup(self, table: dict[str, float] | set[str], upstream: str) -> bool | float | None:
         if upstream in table:
@@ -282,13 +290,40 @@ class PaceBook:
         g = self._groups.get(upstream)
         if result == "ok":
             p.ok(now, sent)
+            self._count_ok(upstream, now)
             if g is not None:
                 g.learner.ok(now, sent)
         elif result == "rate_limited":
             if g is not None:
                 g.learner.refused(now, sent, retry_after, cooled)
+                if g.found_at is not None and g.learner.rate < DISSOLVE * g.got:
+                    self._dissolve(upstream, now)
             else:
                 self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled), now)
+
+    def _count_ok(self, upstream: str, now: float) -> None:
+        second = int(now)
+        counts = self._oks.setdefault(upstream, deque(maxlen=OK_SECONDS + 1))
+        if counts and counts[-1][0] == second:
+            counts[-1][1] += 1
+        else:
+            counts.append([second, 1])
+
+    def _ok_rate(self, upstream: str, now: float) -> float:
+        """Successes/s of ``upstream`` on every IP over the last whole seconds (up to OK_SECONDS)."""
+        counts = self._oks.get(upstream, ())
+        whole = [n for sec, n in counts if int(now) - OK_SECONDS <= sec < int(now)]
+        return sum(whole) / len(whole) if whole else 0.0
+
+    def _dissolve(self, upstream: str, now: float) -> None:
+        """A detected shared budget was per-IP limits after all (refused far below what the IPs had been
+        getting): each pair paces itself again, from what it had proven."""
+        del self._groups[upstream]
+        for (_, u), p in self._pacers.items():
+            if u == upstream:
+                p.group = None
+        self._unshared_until[upstream] = now + RECHECK_SHARED
+        self._surprises.pop(upstream, None)
 
     def _heard(self, ip: str, upstream: str, heard: Heard, now: float) -> None:
         """Surprises on many IPs at once: their budget is shared. Pace it as one."""
@@ -297,6 +332,8 @@ class PaceBook:
             return
         if learner.windowed:
             return  # windows per IP all fill at once too: only the API key tells a shared one apart
+        if now < self._unshared_until.get(upstream, -math.inf):
+            return  # just found not to be shared
         seen = self._surprises.setdefault(upstream, deque())
         pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
         window = max(KEYED_WINDOW, 2 * max(p.learner.scale for p in pacers))
@@ -310,7 +347,15 @@ class PaceBook:
             return
         if max(first.values()) - min(first.values()) < KEYED_SPREAD:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one
+        self.share(upstream, now)
+        seen.clear()
+
+    def share(self, upstream: str, now: float) -> None:
+        """From now on pace ``upstream``'s IPs as one budget (detected: the surprises said so), starting
+        at what their paces add up to; dissolved again if it is refused far below what they got."""
+        pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
         g = self._group(upstream, now)
+        g.found_at, g.got = now, self._ok_rate(upstream, now)
         total = sum(p.learner.rate for p in pacers if math.isfinite(p.learner.rate))
         g.learner.phase = "hold"
         g.learner.rate = max(self.rules.min_rate, total)
@@ -324,7 +369,6 @@ class PaceBook:
         g.learner.settle_until = now + max(self.rules.min_trust, g.learner.scale)
         for p in pacers:
             p.group = g.learner
-        seen.clear()
 
     def lost(self, ip: str) -> None:
         """The IP's worker died: its jobs will not be answered (they are re-dispatched or ended)."""

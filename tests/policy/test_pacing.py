@@ -257,3 +257,48 @@ def test_a_short_retry_after_does_not_read_as_a_budget_that_fell() -> None:
     assert learner.refused(13.1, 13.0, 1.0, 1.0) == "surprise"
     # Over the 3 s between the refusals it got 2 s worth (12.2/s); over the 2 s it sent, 19.2/s.
     assert learner.lo >= 18.0, learner.lo
+
+
+def test_a_shared_budget_refused_far_below_what_every_ip_got_is_dissolved() -> None:
+    """Per-IP limits taken for a shared budget (jittered surprises on many IPs): the IPs got 80/s together,
+    and the budget paced as one is refused on down past 60 % of that. It was not shared: each IP paces
+    itself again from what it had proven, and for five minutes no surprise makes it shared again."""
+    book = PaceBook()
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    for ip in ips:
+        learner = book.get(ip, "u", 0.0).learner
+        learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.8, 20.0, 20.2
+    t = 0.0
+    for k in range(800):  # 10 s at 80/s over the four IPs
+        t = k / 80
+        ip = ips[k % 4]
+        book.dispatched(ip, "u", t)
+        book.record(ip, "u", "ok", t + 0.1, sent_at=t)
+    now = t + 0.1
+    book.share("u", now)
+    group = book.group("u")
+    assert group is not None and group.rate == pytest.approx(4 * 19.8)
+    refusals = 0
+    while book.group("u") is not None and refusals < 50:  # each refusal news: a success between
+        now += 2.0
+        book.record("10.0.0.1", "u", "ok", now, sent_at=now - 0.1)
+        book.record("10.0.0.2", "u", "rate_limited", now + 0.01, sent_at=now)
+        refusals += 1
+        if book.group("u") is not None:
+            assert book.group("u").rate >= 0.6 * 80 * 0.95  # kept while above 60 % of what they got
+    assert book.group("u") is None and refusals < 50
+    p = book.get("10.0.0.3", "u", now)
+    assert not p.grouped and p.rate == pytest.approx(19.8)  # its own proven pace again
+    assert book.next_at("10.0.0.3", "u", now) is None or book.next_at("10.0.0.3", "u", now) <= now + 1 / 19.8
+
+
+def test_a_keyed_budget_is_never_dissolved() -> None:
+    """A budget shared because the config sends an API key is the account's: refusals trim it, whatever."""
+    book = PaceBook(keyed={"u"})
+    now = 0.0
+    for _ in range(40):
+        now += 2.0
+        book.record("10.0.0.1", "u", "ok", now, sent_at=now - 0.1)
+        book.record("10.0.0.2", "u", "rate_limited", now + 0.01, sent_at=now)
+    group = book.group("u")
+    assert group is not None and group.phase == "hold" and book.get("10.0.0.1", "u").grouped
