@@ -21,10 +21,10 @@ is all that must be learnt, never the shape.
   cycles and 20 successes the search starts at it in steps from +2 % (+25 % if more than 60 %
   of the span went cooling: a bucket overflows meanwhile, so that is a lower bound).
 * **hold**: a bracket search. ``lo`` is the highest pace proven (run clean and saturated for
-  ``trust`` seconds, and filled: its sends came to 97 % of it, so a pace that bursts of demand
-  kept saturated while it sent far less is not taken for safe), ``hi`` the lowest refused. With
-  no ``hi`` the pace gallops, each proven
-  step twice the last (up to +100 %); with both it bisects; once ``hi / lo`` is within 1 %
+  ``trust`` seconds, and, a step above ``lo``, filled: its sends came to 97 % of it, so a pace that
+  bursts of demand kept saturated while it sent far less is not taken for safe), ``hi`` the lowest
+  refused. With no ``hi`` the pace gallops, each proven step twice the last (up to +100 %);
+  with both it bisects; once ``hi / lo`` is within 1 %
   (3 % where overshooting is dear) it stays a margin below ``lo`` and after 60 s tries 1 % above ``hi``
   (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
   Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
@@ -240,10 +240,10 @@ class RateLearner:
         elif not self.saturated(now):
             self.clean_from(now, max(self.clean_since, now - self.rules.saturation))  # demand, not the pace, held it
         elif now - self.clean_since >= self.trust():
-            if self._filled(now):
-                self._proven(now)
+            if self.rate <= self.lo or self._filled(now):
+                self._proven(now)  # at or under what stands already, a clean run is all it takes
             else:
-                self.clean_from(now, now)  # bursts kept it saturated, not demand: the run starts over
+                self.clean_from(now, now)  # a step up that bursts kept saturated, not demand: the run starts over
 
     def _run_ended(self, now: float, sent_at: float) -> None:
         """A success sent after a refusal run began: the run's length tells the limiter's time scale."""

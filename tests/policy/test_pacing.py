@@ -166,9 +166,10 @@ def test_a_search_brackets_the_limit_and_settles_within_one_percent() -> None:
 
 def test_a_pace_its_demand_never_filled_is_not_proven() -> None:
     """Jobs in pairs make a pair saturated (one of each pair waits for the pace) while it sends half its
-    pace: clean at 10/s says nothing of 20/s, so the pace is not proven and does not climb. Filled, it is."""
+    pace: clean at 10/s says nothing of a step to 20/s, so the step is not proven and the pace does not
+    climb. Filled, it is."""
     learner = RateLearner(PACE, 0.0)
-    learner.phase, learner.rate, learner.lo = "hold", 20.0, 20.0
+    learner.phase, learner.rate, learner.lo = "hold", 20.0, 18.0
     t = 0.0
     for _ in range(200):  # 40 s: two jobs every 0.2 s, the second held back one interval
         learner.dispatched(t)
@@ -177,13 +178,13 @@ def test_a_pace_its_demand_never_filled_is_not_proven() -> None:
         learner.ok(t + 0.1, t)
         learner.ok(t + 0.15, t + 0.05)
         t += 0.2
-    assert learner.rate == 20.0 and learner.lo == 20.0  # never proven, never stepped
+    assert learner.rate == 20.0 and learner.lo == 18.0  # never proven, never stepped
     while learner.rate == 20.0 and t < 100.0:  # the same pace, filled: proven within the trust
         send_at_pace(learner, t, t + 0.5)
         t += 0.5
         learner.blocked(t)
         learner.ok(t, t - 0.1)
-    assert learner.rate > 20.0 and learner.lo == 20.0 and t < 45.0
+    assert learner.rate > 20.0 and learner.lo == 20.0 and t < 45.0  # lo: the step, proven
 
 
 def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
