@@ -174,8 +174,7 @@ class _Group:
 
     def __init__(self, rules: PaceRules, now: float, told: float | None = None) -> None:
         self.learner = RateLearner(rules, now, told)
-        self.found_at: float | None = None  # detected (not keyed nor told): when ...
-        self.got = 0.0  # ... and the successes/s every IP together had then
+        self.got: float | None = None  # detected (not keyed nor told): the successes/s every IP had together then
 
 
 class PaceBook:
@@ -296,7 +295,7 @@ class PaceBook:
         elif result == "rate_limited":
             if g is not None:
                 g.learner.refused(now, sent, retry_after, cooled)
-                if g.found_at is not None and g.learner.rate < DISSOLVE * g.got:
+                if g.got is not None and g.learner.rate < DISSOLVE * g.got:
                     self._dissolve(upstream, now)
             else:
                 self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled), now)
@@ -355,7 +354,7 @@ class PaceBook:
         at what their paces add up to; dissolved again if it is refused far below what they got."""
         pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
         g = self._group(upstream, now)
-        g.found_at, g.got = now, self._ok_rate(upstream, now)
+        g.got = self._ok_rate(upstream, now)
         total = sum(p.learner.rate for p in pacers if math.isfinite(p.learner.rate))
         g.learner.phase = "hold"
         g.learner.rate = max(self.rules.min_rate, total)
