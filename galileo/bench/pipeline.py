@@ -189,14 +189,16 @@ def _cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
-def _counts(stats: dict[str, Any], ips: list[str], services: tuple[str, ...]) -> dict[str, int]:
+def _counts(stats: dict[str, Any], ips: list[str], services: tuple[str, ...]) -> dict[str, Any]:
+    """The IPs' 200s, 429s and penalty-box entries at the services; and their 200s by service."""
     by_ip = stats["requests"]["by_ip_service"]
     refused = stats["limits"]["refused_by_ip"]
-    out = {"ok": 0, "limited": 0, "penalties": 0}
+    out: dict[str, Any] = {"ok": 0, "limited": 0, "penalties": 0, "by_service": dict.fromkeys(services, 0)}
     for ip in ips:
         for svc in services:
             got = by_ip.get(ip, {}).get(svc, {})
             out["ok"] += got.get("200", 0)
+            out["by_service"][svc] += got.get("200", 0)
             out["limited"] += got.get("429", 0)
             out["penalties"] += refused.get(ip, {}).get(svc, {}).get("penalty", 0)
     return out
@@ -229,23 +231,12 @@ def _held(stats: dict[str, Any], services: tuple[str, ...]) -> tuple[float, int]
     )
 
 
-def _ceiling(w: _Window, n: int, services: tuple[str, ...], cap: int) -> dict[str, Any]:
-    """Under a concurrency cap K: the most the limiter lets N IPs get, N·K ÷ the mean time a slot was
-    held (admission to answer: the added latency and the simulator's own time), and ok/s ÷ that."""
-    (sec0, n0), (sec1, n1) = _held(w.stats[0], services), _held(w.stats[1], services)
-    if n1 <= n0 or sec1 <= sec0:
-        return {}
-    hold = (sec1 - sec0) / (n1 - n0)
-    ceiling = n * cap * len(services) / hold
-    return {"slot_held_ms": round(1000 * hold, 2), "ceiling_per_s": round(ceiling, 2)}
-
-
 def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float, jito_cap: float) -> dict[str, Any]:
     (s0, s1), ((sc0, cc0, t0), (sc1, cc1, t1)) = w.stats, w.cpu
     window = t1 - t0
     a, b = _counts(s0, ips, services), _counts(s1, ips, services)
     ok, limited = b["ok"] - a["ok"], b["limited"] - a["limited"]
-    by_service = {u: (_counts(s1, ips, (u,))["ok"] - _counts(s0, ips, (u,))["ok"]) / window for u in services}
+    by_service = {u: b["by_service"][u] - a["by_service"][u] for u in services}
     answered = ok + limited
     accepted = (_jito_accepted(s1) - _jito_accepted(s0)) / window
     offered = (w.offered[1] - w.offered[0]) / window
@@ -254,7 +245,7 @@ def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float
         "window_s": round(window, 2),
         "ok_per_s": round(ok / window, 2),
         "ok_ratio": round(ok / window / budget, 4),
-        "ok_per_s_by_service": {u: round(v, 2) for u, v in by_service.items()},
+        "ok_per_s_by_service": {u: round(v / window, 2) for u, v in by_service.items()},
         "share_429": round(limited / answered, 5) if answered else 0.0,
         "penalties": b["penalties"] - a["penalties"],
         "penalties_run": b["penalties"],
@@ -338,10 +329,14 @@ async def _baseline_run(sim: SimProcess, ips: list[str], lim: Limit, latency: in
 
 
 def _with_ceiling(out: dict[str, Any], w: _Window, n: int, services: tuple[str, ...], cap: int) -> dict[str, Any]:
-    if cap:
-        out.update(_ceiling(w, n, services, cap))
-        if "ceiling_per_s" in out:
-            out["ok_of_ceiling"] = round(out["ok_per_s"] / out["ceiling_per_s"], 4)
+    """Under a concurrency cap K, adds the most the limiter lets N IPs get, N·K ÷ the mean time a slot
+    was held (admission to answer: the added latency and the simulator's own time), and ok/s ÷ that."""
+    (sec0, n0), (sec1, n1) = _held(w.stats[0], services), _held(w.stats[1], services)
+    if cap and n1 > n0 and sec1 > sec0:
+        hold = (sec1 - sec0) / (n1 - n0)
+        ceiling = n * cap * len(services) / hold
+        out.update(slot_held_ms=round(1000 * hold, 2), ceiling_per_s=round(ceiling, 2))
+        out["ok_of_ceiling"] = round(out["ok_per_s"] / ceiling, 4)
     return out
 
 
