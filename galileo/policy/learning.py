@@ -14,7 +14,12 @@ is all that must be learnt, never the shape.
   run ends (a ``Retry-After`` says when; else the farm's backoff finds out). If it said when,
   or the run lasted 2 s or more (a window, a box), what was admitted before over the time
   until the budget came back is a lower bound of ρ (exact for a window): the search starts
-  there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``). A short run
+  there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``). A fixed
+  window met late in it is overstated (W / (W - phase)) and its period comes out short: where a
+  ``Retry-After`` said when, the budget's second return checks both over one whole window
+  (successes between the returns over the time between; not taken if more than 1.25 first
+  windows' successes came between: one went unspent). A run of 2 s or more marks the pair
+  *windowed* (its surprises are not taken for a shared budget). A short run
   with no word (a bucket) is measured instead: kept spent on purpose at 1.5x the success rate
   of the last second (doubled each second without a refusal), the limiter admits exactly ρ
   between two refusals, so successes sent between them over the time between is ρ; after 2
@@ -39,8 +44,8 @@ is all that must be learnt, never the shape.
 
 ``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
 longest refusal run seen (a box's length), and a window's period: from the first send to when
-its first spent budget came back (up to 120 s; a fixed window's pace above its rate runs clean
-until the window's budget is spent). A refusal run of more
+its first spent budget came back, or between its first two returns (up to 120 s; a fixed
+window's pace above its rate runs clean until the window's budget is spent). A refusal run of more
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
 bracket closes at 3 % and is tried again every 300 s at most.
 
@@ -60,6 +65,7 @@ from typing import Literal
 __all__ = ["PACE", "Heard", "PaceRules", "Phase", "RateLearner"]
 
 Phase = Literal["open", "learn", "hold"]
+SPENT_ONCE = 1.25  # successes from one budget return to the next within this many times the first window's: one window
 Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 
 
@@ -129,7 +135,8 @@ class RateLearner:
         self.scale = 0.0  # the longest refusal run seen, seconds
         self.period = 0.0  # a window's: from the first send to when its spent budget came back, seconds
         self.dear = False
-        self.windowed = False  # a refusal run of window_run or more while paced: window- or box-like
+        self.windowed = False  # a first refusal run of long_wait, or one of window_run while paced: a window, a box
+        self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.estimate: float | None = None
         self.lo = 0.0
@@ -254,6 +261,8 @@ class RateLearner:
         self.scale = max(self.scale, min(run, r.max_scale))
         if self.phase == "hold" and run >= r.window_run:
             self.windowed = True  # refused for seconds while paced: a window (or a box) spent
+        if self.phase == "hold" and self.first_return is not None:
+            self._second_return(now, sent_at)
         near = self.lo > 0 or self.told is not None  # a told pace is near the limit from the start
         if self.phase == "hold" and near and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
@@ -271,13 +280,43 @@ class RateLearner:
                     upper = self.first_oks / (self.last_refusal_sent - start)
                 gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
                 self.period = sent_at - start  # a window's length or so: a pace must outlast one to be proven
+                self.windowed = run >= r.long_wait  # the limiter remembers seconds (a window, a box)
                 self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
                 self.hi_refused = False
+                if self.windowed and self.first_told:  # (a return the backoff found is late by its step)
+                    self.first_return = (sent_at, self.oks)
             else:
                 # Refill within a pace interval or so: a bucket. Keep it spent and measure its rate.
                 self.rate = r.overdrive * max(1, self.first_achieved)
                 self._repace(now)
                 self.stall_at = now
+
+    def _second_return(self, now: float, sent_at: float) -> None:
+        """The budget came back a second time: a window's first estimate, checked over a whole window.
+
+        The first run measured from the first send, which may have come late in a fixed window: what
+        it admitted over the time until the window ended overstates the rate, the period comes out
+        short, and a pace above the rate runs clean for that period. From one return to the next
+        the window was spent once, whole: what it admitted over that time is its rate (a box's, a
+        lower bound), and the time is its period. Checked once; later refusals go the usual way.
+        """
+        assert self.first_return is not None
+        then, oks_then = self.first_return
+        self.first_return = None
+        spacing, got = sent_at - then, self.oks - oks_then
+        if spacing <= 0 or got > SPENT_ONCE * self.first_oks:
+            return  # more than one window's budget between (one went unspent): our demand, not the window
+        self.period = max(self.period, min(spacing, self.rules.max_scale))
+        measured = got / spacing
+        if self.rules.set_point * measured < self.lo:
+            if measured < self.hi:
+                self.hi, self.hi_refused = measured, False  # the window's rate: searched past if it runs clean
+            self.lo = max(self.rules.min_rate, self.rules.set_point * measured)
+            self.rate = self.lo
+            self.gain = self.rules.step
+            self.converged_at = None
+            self.clean_from(now, now)
+            self._repace(now)
 
     def _measuring(self, now: float) -> None:
         if self.first_run or not self.saturated(now):

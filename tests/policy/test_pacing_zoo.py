@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 
 from galileo.policy.allocator import FarmPolicy
+from tests.policy import limitsim
 from tests.policy.limitsim import Reply, SimUpstream, simulate
 
 IPS = [f"10.0.0.{i}" for i in range(1, 5)]
@@ -174,3 +175,34 @@ def test_10_ms_of_arrival_jitter_does_not_make_per_ip_buckets_look_shared() -> N
     )
     assert policy.pacing.group("u") is None
     assert run.ratio(len(ips) * 20.0) >= 0.85, run.ratio(len(ips) * 20.0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "rate", "phase", "warmup"),
+    [("fixed:100/5s", 20.0, 1.2, 120.0), ("fixed:100/5s", 20.0, 2.5, 120.0), ("fixed:600/60s", 10.0, 51.0, 400.0)],
+)
+def test_a_fixed_window_first_met_late_in_it_is_measured_again_over_a_whole_one(
+    spec: str, rate: float, phase: float, warmup: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first contact comes ``phase`` s into a window: what the first one admitted until it ended
+    overstates the rate (by W / (W - phase)) and the period comes out short. The second return of the
+    budget measures both over one whole window; without it the pace sat above the rate, each IP's
+    window-end refusals read as a shared budget (0.940 of N·R, grouped, at 1.2 s) or took a minute of
+    surprises to come down (0.960 at 2.5 s; 0.934 for the 60 s window)."""
+    monkeypatch.setattr(limitsim, "START", 6000.0 + phase)  # windows start at multiples of their length
+    ips = [f"10.0.2.{i}" for i in range(1, 17)] if warmup < 300 else IPS
+    policy = FarmPolicy(rng=random.Random(1))
+    run = simulate(
+        SimUpstream(spec, latency="150", seed=1),
+        ips,
+        seconds=warmup + 60,
+        warmup=warmup,
+        seed=1,
+        send_jitter=0.005,
+        policy=policy,
+    )
+    assert run.ratio(len(ips) * rate) >= 0.97, run.ratio(len(ips) * rate)
+    assert run.share_429 <= 0.01, run.share_429
+    assert policy.pacing.group("u") is None  # per-IP windows, paced per IP
+    window = float(spec.split("/")[1].rstrip("s"))
+    assert all(p.learner.period >= 0.85 * window for p in policy.pacing.rates().values())
