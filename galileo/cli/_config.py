@@ -13,6 +13,7 @@ import typer
 from galileo.cli._common import err_console, fail, print_config_error
 from galileo.config import ConfigError, ConfigIssue, GalileoConfig, json_schema, load_config
 from galileo.config.template import TEMPLATE
+from galileo.upstreams import Upstreams
 
 __all__ = ["Wallet", "app", "check_wallet", "summary", "wallet_or_exit"]
 
@@ -122,17 +123,37 @@ def _titan_line(cfg: GalileoConfig) -> str:
     return f"titan: per token ({state}): {len(envs)} tokens = {len(envs)} connections on {len(envs)} IPs, {streams}"
 
 
+def _pace(cfg: GalileoConfig, upstream: str, keyed: bool) -> str:
+    """How the farm paces ``upstream``: the told rates, or learnt from its 429s (and which key tells it)."""
+    section = getattr(cfg.upstreams, upstream)
+    per_ip: float | None = getattr(section, "rate_limit_per_ip", None)
+    per_key: float | None = getattr(section, "rate_limit_per_key", None)
+    where = "per (IP, region)" if upstream == "jito" else "per IP"
+    told = [f"{per_ip:g} req/s {where} (rate_limit_per_ip)"] if per_ip else []
+    if per_key:
+        told.insert(0, f"{per_key:g} req/s for the key, shared by every IP (rate_limit_per_key)")
+    if told:
+        return "paced at " + " and ".join(told)
+    if keyed:
+        return "the key's budget learnt from its 429s, paced as one over every IP" + (
+            " (rate_limit_per_key tells it)" if hasattr(section, "rate_limit_per_key") else ""
+        )
+    return f"learnt {where} from its 429s (rate_limit_per_ip tells it)"
+
+
 def _upstream_line(cfg: GalileoConfig, upstream: str) -> str:
     if upstream == "titan":
         return _titan_line(cfg)
     envs = _key_of(cfg, upstream)
     if envs:
         state = ", ".join(f"{e} {'set' if os.environ.get(e) else 'NOT set'} here" for e in envs)
-        return f"{upstream}: keyed ({state}): the provider limits the key, so more IPs do not raise it"
-    if upstream == "jito":
+        line = f"{upstream}: keyed ({state}): the provider limits the key, so more IPs do not raise it"
+    elif upstream == "jito":
         n = len(cfg.upstreams.jito.endpoints)
-        return f"{upstream}: per IP per region ({n} region(s)): each address adds its own limit"
-    return f"{upstream}: per IP: each address adds its own limit"
+        line = f"{upstream}: per IP per region ({n} region(s)): each address adds its own limit"
+    else:
+        line = f"{upstream}: per IP: each address adds its own limit"
+    return f"{line}; {_pace(cfg, upstream, upstream in Upstreams(cfg).keyed())}"
 
 
 def _wallet(cfg: GalileoConfig, wallet: Wallet | None) -> str:

@@ -35,7 +35,7 @@ def test_a_live_config_names_mode_strategies_wallet_and_which_limits_are_per_ip(
         f"""
 upstreams:
   jupiter: {{base_url: 'https://api.jup.ag/swap/v1', api_key_env: JUPITER_API_KEY}}
-  dflow: {{base_url: 'https://quote-api.dflow.net', api_key_env: null}}
+  dflow: {{base_url: 'https://quote-api.dflow.net', api_key_env: null, rate_limit_per_ip: 12.5}}
   jito: {{endpoints: ['https://ny.mainnet.block-engine.jito.wtf', 'https://tokyo.mainnet.block-engine.jito.wtf']}}
 wallet: {{keypair_path: '{wallet}'}}
 blind_strategy:
@@ -56,12 +56,35 @@ lander: {{mode: live, tip_lamports: 20_000}}
     assert shown.startswith(f"wallet: {wallet} (public key {keypair.pubkey()}, mode 0640")
     assert f"run `chmod 600 {wallet}`" in shown
     ups = lines[lines.index("upstreams the strategies use:") + 1 :]
-    assert (
-        ups[0] == "jupiter: keyed (JUPITER_API_KEY set here): the provider limits the key, so more IPs do not raise it"
+    assert ups[0] == (
+        "jupiter: keyed (JUPITER_API_KEY set here): the provider limits the key, so more IPs do not raise it; "
+        "the key's budget learnt from its 429s, paced as one over every IP (rate_limit_per_key tells it)"
     )
-    assert ups[1] == "dflow: per IP: each address adds its own limit"
-    assert ups[2] == "jito: per IP per region (2 region(s)): each address adds its own limit"
-    assert ups[3] == "rpc: per IP: each address adds its own limit"
+    assert ups[1] == "dflow: per IP: each address adds its own limit; paced at 12.5 req/s per IP (rate_limit_per_ip)"
+    assert ups[2] == (
+        "jito: per IP per region (2 region(s)): each address adds its own limit; "
+        "paced at 5 req/s per (IP, region) (rate_limit_per_ip)"
+    )
+    assert (
+        ups[3]
+        == "rpc: per IP: each address adds its own limit; learnt per IP from its 429s (rate_limit_per_ip tells it)"
+    )
+
+
+def test_a_told_key_budget_is_shown_with_the_key(tmp_path: Path) -> None:
+    lines = check(
+        tmp_path,
+        f"""
+upstreams:
+  jupiter: {{base_url: 'https://api.jup.ag/swap/v1', api_key_env: JUPITER_API_KEY, rate_limit_per_key: 30}}
+blind_strategy: {{enable: true, base_mints: [{{mint: {SOL}, trade_size_range: [1e9, 2e9]}}]}}
+""",
+        env={"JUPITER_API_KEY": "set-for-the-test"},
+    )
+    assert (
+        "jupiter: keyed (JUPITER_API_KEY set here): the provider limits the key, so more IPs do not raise it; "
+        "paced at 30 req/s for the key, shared by every IP (rate_limit_per_key)"
+    ) in lines
 
 
 def test_a_key_not_set_in_this_environment_is_said(tmp_path: Path) -> None:
@@ -71,9 +94,9 @@ def test_a_key_not_set_in_this_environment_is_said(tmp_path: Path) -> None:
         "upstreams: {jito: {uuid_env: GALILEO_TEST_JITO_UUID}}\n",
     )
     assert (
-        "jito: keyed (GALILEO_TEST_JITO_UUID NOT set here): the provider limits the key, so more IPs do not raise it"
-        in lines
-    )
+        "jito: keyed (GALILEO_TEST_JITO_UUID NOT set here): the provider limits the key, so more IPs do not raise it; "
+        "paced at 5 req/s per (IP, region) (rate_limit_per_ip)"
+    ) in lines
     assert "wallet: none; the strategies sign with a throw-away key (dry run only)" in lines
 
 
