@@ -27,7 +27,9 @@ where an API key says so.
 A shared budget the operator **told** (``rate_limit_per_key``: ``known_shared``) is paced by a
 told learner from the first request: 98 % of it, trimmed by refusals to no less than 96.5 %,
 never learnt. Its pairs are grouped from the start; a pair with a told rate of its own as well
-keeps pacing at it, and the group paces them all together: both limits hold.
+keeps pacing at it, and the group paces them all together: both limits hold. Its 429s go to the
+limit that binds: its own where its told pace times the IPs is under the budget's, else the budget's
+(which would otherwise hold back every IP for one IP's refusal).
 """
 
 from __future__ import annotations
@@ -293,12 +295,21 @@ class PaceBook:
             if g is not None:
                 g.learner.ok(now, sent)
         elif result == "rate_limited":
-            if g is not None:
+            if g is not None and not self._own_limit(p, g.learner, upstream):
                 g.learner.refused(now, sent, retry_after, cooled)
                 if g.got is not None and g.learner.rate < DISSOLVE * g.got:
                     self._dissolve(upstream, now)
             else:
                 self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled), now)
+
+    def _own_limit(self, p: Pacer, shared: RateLearner, upstream: str) -> bool:
+        """A pair told a rate of its own, in a told shared budget, whose own pace binds before its share
+        of the budget does: its 429s are its own limit's. Fed to the budget, they would trim it and
+        hold back every IP for this one's cooldown."""
+        if p.grouped or p.learner.told is None:
+            return False
+        ips = sum(1 for (_, u) in self._pacers if u == upstream)
+        return p.learner.rate * ips < shared.rate
 
     def _count_ok(self, upstream: str, now: float) -> None:
         second = int(now)
