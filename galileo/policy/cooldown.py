@@ -4,8 +4,9 @@ nothing about Jito on 127.0.0.3, or Jupiter on 127.0.0.4.
 A rate limit (429) starts at 500 ms and a timeout at 250 ms; each consecutive one doubles
 the ceiling (capped), with full jitter so IPs limited together do not retry together, and
 never less than the starting value. Connection errors and 5xx cool an IP only when they
-repeat (3 in a row), since one reset is noise. A bind error suspends the IP for every
-upstream until a rescan finds the address bindable again. Every success takes one step off
+repeat (3 in a row), since one reset is noise; so do answers that are not HTTP at all
+(``protocol_error``: a broken peer, or a middlebox on this IP's path). A bind error suspends
+the IP for every upstream until a rescan finds the address bindable again. Every success takes one step off
 the streak.
 
 Two things change a 429's cooldown. A ``Retry-After`` is honoured exactly: the upstream said
@@ -56,8 +57,8 @@ def reason_of(result: str, status: int) -> str | None:
     """The cooldown reason an outcome maps to, or None when it says nothing about the IP."""
     if result in ("rate_limited", "timeout", "network_error"):
         return result
-    if result == "http_error" and status >= 500:
-        return "server_error"
+    if (result == "http_error" and status >= 500) or result == "protocol_error":
+        return "server_error"  # an answer that is not HTTP at all: the peer (or a box on the way) is broken
     return None  # ok, 4xx (the request's fault), decode errors, coordinator-side results
 
 

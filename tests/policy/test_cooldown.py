@@ -77,7 +77,7 @@ def test_echoes_of_the_same_burst_do_not_escalate() -> None:
     assert b.get("ip", "u").streaks["rate_limited"] == 1
 
 
-def test_network_errors_and_5xx_cool_only_when_repeated() -> None:
+def test_network_errors_5xx_and_answers_that_are_not_http_cool_only_when_repeated() -> None:
     b = book()
     assert b.record("ip", "u", "network_error", 0, None, now=0.0) is None
     assert b.record("ip", "u", "network_error", 0, None, now=0.1) is None
@@ -86,6 +86,11 @@ def test_network_errors_and_5xx_cool_only_when_repeated() -> None:
     assert b.record("ip", "v", "http_error", 503, None, now=0.0) is None
     assert b.record("ip", "v", "http_error", 502, None, now=0.0) is None
     assert b.record("ip", "v", "http_error", 500, None, now=0.0) is not None
+    # An answer that is not HTTP (garbage status line, broken framing) is a broken peer, as a 5xx.
+    assert b.record("ip", "w", "protocol_error", 0, None, now=0.0) is None
+    assert b.record("ip", "w", "protocol_error", 0, None, now=0.1) is None
+    started = b.record("ip", "w", "protocol_error", 0, None, now=0.2)
+    assert started is not None and started[0] == "server_error"
 
 
 def test_client_errors_and_decode_errors_never_cool() -> None:
