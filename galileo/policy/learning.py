@@ -17,8 +17,9 @@ is all that must be learnt, never the shape.
   there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``). A fixed
   window met late in it is overstated (W / (W - phase)) and its period comes out short: where a
   ``Retry-After`` said when, the budget's second return checks both over one whole window
-  (successes between the returns over the time between; not taken if more than 1.25 first
-  windows' successes came between: one went unspent). A run of 2 s or more marks the pair
+  (successes between the returns over the time between, capped at the first estimate; not taken
+  from fewer than 20, or if more than 1.25 first windows' successes came between: one went
+  unspent). A run of 2 s or more marks the pair
   *windowed* (its surprises are not taken for a shared budget). A short run
   with no word (a bucket) is measured instead: kept spent on purpose at 1.5x the success rate
   of the last second (doubled each second without a refusal), the limiter admits exactly ρ
@@ -298,7 +299,11 @@ class RateLearner:
         it admitted over the time until the window ended overstates the rate, the period comes out
         short, and a pace above the rate runs clean for that period. From one return to the next
         the window was spent once, whole: what it admitted over that time is its rate (a box's, a
-        lower bound), and the time is its period. Checked once; later refusals go the usual way.
+        lower bound), and the time is its period. The pace is set to 98 % of it, never above the
+        first estimate (exact for a sliding window, which may admit more than its rate between two
+        returns less than a window apart): down from an overstated first estimate, or back up from
+        a refusal in between that measured the first run's wait as sending time. Checked once;
+        later refusals go the usual way.
         """
         assert self.first_return is not None
         then, oks_then = self.first_return
@@ -306,17 +311,20 @@ class RateLearner:
         spacing, got = sent_at - then, self.oks - oks_then
         if spacing <= 0 or got > SPENT_ONCE * self.first_oks:
             return  # more than one window's budget between (one went unspent): our demand, not the window
+        if got < self.rules.min_oks:
+            return  # too few to measure a rate by (demand stopped between)
         self.period = max(self.period, min(spacing, self.rules.max_scale))
-        measured = got / spacing
-        if self.rules.set_point * measured < self.lo:
-            if measured < self.hi:
-                self.hi, self.hi_refused = measured, False  # the window's rate: searched past if it runs clean
-            self.lo = max(self.rules.min_rate, self.rules.set_point * measured)
-            self.rate = self.lo
-            self.gain = self.rules.step
-            self.converged_at = None
-            self.clean_from(now, now)
-            self._repace(now)
+        measured = min(got / spacing, self.estimate or math.inf)
+        lo = max(self.rules.min_rate, self.rules.set_point * measured)
+        if lo == self.lo or (lo > self.lo and lo * (1 + self.rules.eps) >= self.hi):
+            return  # nothing to change, or a pace refused since says less
+        if measured < self.hi:
+            self.hi, self.hi_refused = measured, False  # the window's rate: searched past if it runs clean
+        self.lo = self.rate = lo
+        self.gain = self.rules.step
+        self.converged_at = None
+        self.clean_from(now, now)
+        self._repace(now)
 
     def _measuring(self, now: float) -> None:
         if self.first_run or not self.saturated(now):

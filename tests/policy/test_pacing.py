@@ -187,6 +187,50 @@ def test_a_pace_its_demand_never_filled_is_not_proven() -> None:
     assert learner.rate > 20.0 and learner.lo == 20.0 and t < 45.0  # lo: the step, proven
 
 
+def _first_window(learner: RateLearner) -> float:
+    """100 admitted in the first second, then refused until 4 s (``Retry-After: 3``): 25/s, windowed."""
+    for i in range(100):
+        learner.dispatched(i / 100)
+        learner.ok(i / 100 + 0.01, i / 100)
+    learner.refused(1.01, 1.0, retry_after=3.0, cooled=3.0)
+    learner.dispatched(4.0)
+    learner.ok(4.01, 4.0)
+    assert learner.phase == "hold" and learner.windowed and learner.lo == pytest.approx(0.98 * 100 / 4.0)
+    return 4.0
+
+
+def test_a_windows_second_return_measures_it_over_one_whole_window() -> None:
+    """Met late in a 5 s window of 100, the first estimate is 25/s; the next window, spent once
+    between the budget's two returns (100 in 5 s), says 20/s: the pace drops to 98 % of it, and the
+    period to the time between the returns."""
+    learner = RateLearner(PACE, 0.0)
+    t = _first_window(learner)
+    for i in range(99):  # the next window's budget, spent at the pace, then a refusal until it ends
+        learner.dispatched(t + i * 0.04)
+        learner.ok(t + i * 0.04 + 0.01, t + i * 0.04)
+    learner.refused(8.0, 7.99, retry_after=1.0, cooled=1.0)
+    learner.dispatched(9.0)
+    learner.ok(9.01, 9.0)
+    assert learner.lo == pytest.approx(0.98 * 100 / 5.0)
+    assert learner.hi == pytest.approx(100 / 5.0) and learner.period == pytest.approx(5.0)
+
+
+def test_a_windows_second_return_after_little_demand_measures_nothing() -> None:
+    """Between the returns the pair sent a few requests only (demand stopped): 6 successes over 5 s
+    are no window's rate, and the return changes nothing."""
+    learner = RateLearner(PACE, 0.0)
+    t = _first_window(learner)
+    for i in range(5):
+        learner.dispatched(t + i)
+        learner.ok(t + i + 0.01, t + i)
+    learner.refused(8.0, 7.99, retry_after=1.0, cooled=1.0)
+    before = (learner.lo, learner.hi, learner.rate)
+    learner.dispatched(9.0)
+    learner.ok(9.01, 9.0)
+    assert learner.first_return is None  # the second return came, and was judged
+    assert (learner.lo, learner.hi, learner.rate) == before and learner.period == pytest.approx(4.0)
+
+
 def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
     caps = CapFinder()
     for i in range(20):  # one sent every 0.1 s, each served 0.3 s: each success found 2 still served
