@@ -141,7 +141,7 @@ def _pace(cfg: GalileoConfig, upstream: str, keyed: bool) -> str:
     return f"learnt {where} from its 429s (rate_limit_per_ip tells it)"
 
 
-def _upstream_line(cfg: GalileoConfig, upstream: str) -> str:
+def _upstream_line(cfg: GalileoConfig, upstream: str, keyed: set[str]) -> str:
     if upstream == "titan":
         return _titan_line(cfg)
     envs = _key_of(cfg, upstream)
@@ -153,7 +153,7 @@ def _upstream_line(cfg: GalileoConfig, upstream: str) -> str:
         line = f"{upstream}: per IP per region ({n} region(s)): each address adds its own limit"
     else:
         line = f"{upstream}: per IP: each address adds its own limit"
-    return f"{line}; {_pace(cfg, upstream, upstream in Upstreams(cfg).keyed())}"
+    return f"{line}; {_pace(cfg, upstream, upstream in keyed)}"
 
 
 def _wallet(cfg: GalileoConfig, wallet: Wallet | None) -> str:
@@ -192,7 +192,8 @@ def summary(cfg: GalileoConfig, wallet: Wallet | None = None) -> list[str]:
     used = _used_upstreams(cfg)
     if used:
         lines.append("upstreams the strategies use:")
-        lines += [f"  {_upstream_line(cfg, u)}" for u in used]
+        keyed = Upstreams(cfg).keyed()
+        lines += [f"  {_upstream_line(cfg, u, keyed)}" for u in used]
     return lines
 
 

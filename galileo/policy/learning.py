@@ -66,7 +66,6 @@ from typing import Literal
 __all__ = ["PACE", "Heard", "PaceRules", "Phase", "RateLearner"]
 
 Phase = Literal["open", "learn", "hold"]
-SPENT_ONCE = 1.25  # successes from one budget return to the next within this many times the first window's: one window
 Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 
 
@@ -111,6 +110,7 @@ class PaceRules:
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
     fill: float = 0.97  # ... and only if its sends over the clean run came to this share of it (one spared)
+    spent_once: float = 1.25  # successes between a window's first two returns within this many first windows': one
 
 
 PACE = PaceRules()
@@ -309,7 +309,7 @@ class RateLearner:
         then, oks_then = self.first_return
         self.first_return = None
         spacing, got = sent_at - then, self.oks - oks_then
-        if spacing <= 0 or got > SPENT_ONCE * self.first_oks:
+        if spacing <= 0 or got > self.rules.spent_once * self.first_oks:
             return  # more than one window's budget between (one went unspent): our demand, not the window
         if got < self.rules.min_oks:
             return  # too few to measure a rate by (demand stopped between)

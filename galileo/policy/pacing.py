@@ -308,8 +308,11 @@ class PaceBook:
         hold back every IP for this one's cooldown."""
         if p.grouped or p.learner.told is None:
             return False
-        ips = sum(1 for (_, u) in self._pacers if u == upstream)
-        return p.learner.rate * ips < shared.rate
+        return p.learner.rate * len(self._pairs(upstream)) < shared.rate
+
+    def _pairs(self, upstream: str) -> list[Pacer]:
+        """The pacers of every IP's pair with ``upstream``."""
+        return [p for (_, u), p in self._pacers.items() if u == upstream]
 
     def _count_ok(self, upstream: str, now: float) -> None:
         second = int(now)
@@ -329,9 +332,8 @@ class PaceBook:
         """A detected shared budget was per-IP limits after all (refused far below what the IPs had been
         getting): each pair paces itself again, from what it had proven."""
         del self._groups[upstream]
-        for (_, u), p in self._pacers.items():
-            if u == upstream:
-                p.group = None
+        for p in self._pairs(upstream):
+            p.group = None
         self._unshared_until[upstream] = now + RECHECK_SHARED
         self._surprises.pop(upstream, None)
 
@@ -345,7 +347,7 @@ class PaceBook:
         if now < self._unshared_until.get(upstream, -math.inf):
             return  # just found not to be shared
         seen = self._surprises.setdefault(upstream, deque())
-        pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
+        pacers = self._pairs(upstream)
         window = max(KEYED_WINDOW, 2 * max(p.learner.scale for p in pacers))
         seen.append((now, ip))
         while seen and seen[0][0] < now - window:
@@ -363,7 +365,7 @@ class PaceBook:
     def share(self, upstream: str, now: float) -> None:
         """From now on pace ``upstream``'s IPs as one budget (detected: the surprises said so), starting
         at what their paces add up to; dissolved again if it is refused far below what they got."""
-        pacers = [p for (_, u), p in self._pacers.items() if u == upstream]
+        pacers = self._pairs(upstream)
         g = self._group(upstream, now)
         g.got = self._ok_rate(upstream, now)
         total = sum(p.learner.rate for p in pacers if math.isfinite(p.learner.rate))
