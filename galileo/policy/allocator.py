@@ -104,6 +104,7 @@ class FarmPolicy:
         self._turn = 0
         self._rank_cache: dict[str, list[str]] = {}
         self._members: frozenset[str] = frozenset()
+        self._by_ip: dict[str, WorkerInfo] = {}  # first worker of each IP, checked against the hub's dict on use
         self.cooldown_hooks: list[CooldownHook] = []
         self.suspend_hooks: list[SuspendHook] = []
 
@@ -163,7 +164,7 @@ class FarmPolicy:
             shared.blocked(now)
             return Blocked(until=at)  # the upstream's one budget is paced: no IP may send before then
         if spec.require_ip is not None:
-            mine = next((w for w in workers.values() if w.ip == spec.require_ip), None)
+            mine = self._worker_at(spec.require_ip, workers)
             if mine is None:
                 return Blocked(upstream_wide=False)
             at = self._ready_at(mine, upstream, now)
@@ -171,7 +172,7 @@ class FarmPolicy:
                 return mine
             return Blocked(until=None if at == float("inf") else at, upstream_wide=False)
         if spec.prefer_ip is not None:
-            mine = next((w for w in workers.values() if w.ip == spec.prefer_ip), None)
+            mine = self._worker_at(spec.prefer_ip, workers)
             if mine is not None and self.eligible(mine, upstream, now):
                 at = self._ready_at(mine, upstream, now)
                 if at is None:
@@ -180,6 +181,21 @@ class FarmPolicy:
         if spec.hash_key is not None:
             return self._pick_hashed(spec.hash_key, workers, upstream, now)
         return self._pick_least_loaded(workers, upstream, now, spec.avoid_ip)
+
+    def _worker_at(self, ip: str, workers: dict[str, WorkerInfo]) -> WorkerInfo | None:
+        """The first of ``workers`` on ``ip``, in O(1) while the pool stands still.
+
+        The index is rebuilt when its answer is no longer the worker ``workers`` holds under that
+        id (gone, or superseded by a new process) or when the IP is not in it.
+        """
+        w = self._by_ip.get(ip)
+        if w is not None and workers.get(w.worker_id) is w:
+            return w
+        index: dict[str, WorkerInfo] = {}
+        for w in workers.values():
+            index.setdefault(w.ip, w)
+        self._by_ip = index
+        return index.get(ip)
 
     def _pick_hashed(self, key: str, workers: dict[str, WorkerInfo], upstream: str, now: float) -> WorkerInfo | Blocked:
         """The first IP in ``key``'s ranking that may take the job now; a paced or cooling one is passed over."""

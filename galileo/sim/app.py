@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
@@ -33,16 +31,7 @@ def build_app(config: SimConfig) -> web.Application:
     for module in (jupiter, ultra, dflow, jito, rpc, titan, control):
         module.add_routes(app)
     app.on_shutdown.append(_close_websockets)
-    app.cleanup_ctx.append(_chain_task)
     return app
-
-
-async def _chain_task(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[STATE].run_chain(), name="sim-chain")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -89,9 +78,6 @@ async def start_sim(config: SimConfig) -> SimServer:
 
 async def _serve_forever(config: SimConfig) -> None:
     server = await start_sim(config)
-    # What start-up built (the VM, the accounts, the routes) lives as long as the process: kept out
-    # of the collector's full passes, which otherwise held every request up ~45 ms now and then.
-    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,10 +1,9 @@
 """The simulated chain: slots from a clock, issued blockhashes, transaction checks, landing.
 
 The slot is a pure function of elapsed time (``slot_ms`` per slot) plus any slots skipped ahead by
-/sim/control: a send accepted at slot S is due at slot S + land_delay_slots, and runs in the VM at
-that slot's prices, in the order sends were accepted. The simulator's chain task runs due sends one
-at a time between requests (:meth:`Ledger.settle_next`); a request that reads the chain first runs
-whatever is still due (:meth:`Ledger.settle`), so answers never depend on the task's timing.
+/sim/control, so nothing runs in the background: a send accepted at slot S is due at slot
+S + land_delay_slots, and the first request the simulator serves at or after that slot runs it
+in the VM (:meth:`Ledger.settle`), at that slot's prices, in the order sends were accepted.
 
 A bundle runs all or nothing and costs nothing when it fails; a plain transaction that fails is
 still processed and pays its fee. Records older than ``KEEP_SLOTS`` are forgotten (Jito's own
@@ -244,23 +243,16 @@ class Ledger:
         """Run every send due by ``now``, in order, at its own slot (``vm`` None: no execution,
         every accepted send lands as it is)."""
         slot = self.slot(now)
-        while self.settle_next(now, vm):
-            pass
+        while self._pending and self._pending[0][0] <= slot:
+            landing = heapq.heappop(self._pending)[2]
+            self._run(landing, vm)
+            self._settled.append(landing)
         while self._settled and self._settled[0].land_slot < slot - KEEP_SLOTS:
             self._forget(self._settled.popleft())
         if slot - self._pruned_at >= KEEP_SLOTS // 10:
             self._pruned_at = slot
             gone = self.block_height(slot) - KEEP_SLOTS  # older than this, "not found" as on mainnet
             self.issued = {bh: last for bh, last in self.issued.items() if last >= gone}
-
-    def settle_next(self, now: float, vm: ChainVM | None) -> bool:
-        """Run the first send due by ``now`` (in the order of :meth:`settle`); False if none is due."""
-        if not self._pending or self._pending[0][0] > self.slot(now):
-            return False
-        landing = heapq.heappop(self._pending)[2]
-        self._run(landing, vm)
-        self._settled.append(landing)
-        return True
 
     def _run(self, landing: Landing, vm: ChainVM | None) -> None:
         if not landing.wins_auction:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,8 +21,6 @@ from galileo.sim.stats import SimStats
 from galileo.sim.vm import ChainVM
 
 __all__ = ["COUNTED", "STATE", "SimState", "UltraOrder", "state_of"]
-
-log = logging.getLogger("galileo.sim")
 
 
 @dataclass
@@ -104,30 +100,6 @@ class SimState:
         if self.config.execution:
             self.vm.at(slot)
         return slot
-
-    def settle_next(self) -> bool:
-        """Run the first send due by now, if any (the chain task's step); False if none is due."""
-        return self.ledger.settle_next(time.monotonic(), self.vm if self.config.execution else None)
-
-    async def run_chain(self) -> None:
-        """The chain task: due sends run one per turn of the event loop, not a slot's worth at once.
-
-        A bundle takes LiteSVM milliseconds and holds the GIL while it runs; a request that settled
-        a slot's sends in one go held every other request, and the time the limiters judge its
-        arrival by, up for tens of ms. Between sends this task yields; at each slot it moves the VM on.
-        """
-        while True:
-            try:
-                if self.settle_next():
-                    await asyncio.sleep(0)
-                    continue
-                now = time.monotonic()
-                slot = self.settle()
-            except Exception:  # a request that reads the chain settles on its own and answers the error
-                log.exception("the chain task could not settle; requests settle what is due")
-                slot = self.slot()
-                now = time.monotonic()
-            await asyncio.sleep(self.ledger.seconds_until(slot + 1, now) + 0.001)
 
     def seen(self, wallet: Pubkey) -> None:
         """A wallet asked for a route or paid for a send: fund it if it is new (``fund_lamports``)."""

@@ -123,6 +123,21 @@ def test_require_ip_never_moves() -> None:
     assert isinstance(p.pick(job(require_ip="7.7.7.7"), ws, 1.0), Blocked)
 
 
+def test_an_ip_pick_follows_the_pool_when_its_worker_is_replaced_or_leaves() -> None:
+    p = policy()
+    old = worker("1.1.1.1")
+    ws = pool(old, worker("1.1.1.2"))
+    assert p.pick(job(require_ip="1.1.1.1"), ws, 0.0) is old
+    new = worker("1.1.1.1")  # a new process registers for the same slot: same id, same IP
+    ws[new.worker_id] = new
+    assert p.pick(job(require_ip="1.1.1.1"), ws, 0.0) is new
+    assert p.pick(job(prefer_ip="1.1.1.1"), ws, 0.0) is new
+    del ws[new.worker_id]
+    assert isinstance(p.pick(job(require_ip="1.1.1.1"), ws, 0.0), Blocked)
+    moved = p.pick(job(prefer_ip="1.1.1.1"), ws, 0.0)
+    assert isinstance(moved, WorkerInfo) and moved.ip == "1.1.1.2"
+
+
 def test_avoid_ip_is_soft() -> None:
     p = policy()
     ws = pool(worker("1.1.1.1"), worker("1.1.1.2"))
