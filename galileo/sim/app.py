@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from dataclasses import dataclass
 
@@ -78,6 +79,9 @@ async def start_sim(config: SimConfig) -> SimServer:
 
 async def _serve_forever(config: SimConfig) -> None:
     server = await start_sim(config)
+    # What start-up built (the VM, the accounts, the routes) lives as long as the process: kept out
+    # of the collector's full passes, which otherwise held every request up ~45 ms now and then.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
