@@ -27,13 +27,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy galileo workers broker
 
+# Two pytest processes, each taking whole files (module fixtures such as the quick bench run once):
+# the suite is mostly waiting on subprocesses and sockets, so 2 halve its wall time on 2 cores.
+# PYTEST_PROCS=0 runs it in this one process.
+PYTEST_PROCS ?= 2
+
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_PROCS) --dist loadfile
 
 test: lint typecheck pytest
 
 test-fault: install
-	$(BIN)/pytest -q -m fault
+	$(BIN)/pytest -q -n $(PYTEST_PROCS) --dist loadfile -m fault
 
 bench: install
 	$(BIN)/galileo bench --json bench-report.json
