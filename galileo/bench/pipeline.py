@@ -36,6 +36,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -290,13 +291,19 @@ async def _engine_run(
                 await asyncio.sleep(plan.told_warmup if told else max(lim.warmup, MULTI_WARMUP if multi else 0.0))
                 procs = [me, *me.children(recursive=True)]
                 w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine))
+                quotes0, batches0 = Counter(engine.stats.quotes), engine.stats.batches_started
                 await asyncio.sleep(lim.counted)
                 w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine))
+                quotes = engine.stats.quotes - quotes0
+                batches = engine.stats.batches_started - batches0
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 60)
     budget = r * n * len(services)
     out = _result(w, ips, services, budget, n * len(REGIONS) * jito_rate)
+    # The engine's own count over the window: a low cell says whether quotes failed or were never sent.
+    by_result = {f"{leg}:{res}": k for (leg, res), k in sorted(quotes.items())}
+    out["engine"] = {"batches_started": batches, "quotes": by_result}
     return _with_ceiling(out, w, n, services, lim.cap)
 
 
