@@ -216,11 +216,20 @@ class _Window:
     stats: list[dict[str, Any]] = field(default_factory=list)
     cpu: list[tuple[float, float, float]] = field(default_factory=list)  # (sim, client, clock)
     offered: list[int] = field(default_factory=list)
+    machine: list[tuple[float, float]] = field(default_factory=list)  # (steal, all): the machine's CPU seconds
 
     def mark(self, stats: dict[str, Any], sim_cpu: float, client_cpu: float, offered: int = 0) -> None:
         self.stats.append(stats)
         self.cpu.append((sim_cpu, client_cpu, time.monotonic()))
         self.offered.append(offered)
+        t = psutil.cpu_times()
+        self.machine.append((getattr(t, "steal", 0.0), sum(t)))
+
+    def steal_pct(self) -> float | None:
+        """Share of the machine's CPU time its hypervisor gave to others over the window (Linux guests
+        count it as ``steal``): a shared host's noise, which a cell's figures carry."""
+        (s0, a0), (s1, a1) = self.machine
+        return round(100 * (s1 - s0) / (a1 - a0), 1) if a1 > a0 else None
 
 
 def _held(stats: dict[str, Any], services: tuple[str, ...]) -> tuple[float, int]:
@@ -255,6 +264,7 @@ def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float
         "landing_ratio": round(accepted / landing_cap, 4) if landing_cap > 0 else None,
         "sim_cpu_pct": round(100 * (sc1 - sc0) / window, 1),
         "client_cpu_pct": round(100 * (cc1 - cc0) / window, 1),
+        "steal_pct": w.steal_pct(),
     }
 
 
@@ -446,5 +456,7 @@ def _line(cell: dict[str, Any]) -> str:
     for policy in POLICIES:
         r = cell.get(policy)
         if r:
-            parts.append(f"{policy} {r['ok_ratio']:.3f} ({100 * r['share_429']:.2f} % 429, {r['penalties']} boxes)")
+            steal = f", steal {r['steal_pct']:.1f} %" if r.get("steal_pct") else ""
+            refused = f"{100 * r['share_429']:.2f} % 429, {r['penalties']} boxes{steal}"
+            parts.append(f"{policy} {r['ok_ratio']:.3f} ({refused})")
     return "; ".join(parts) or "does not bind"

@@ -211,9 +211,10 @@ def _pipeline(r: dict[str, Any]) -> TableData:
     for name, c in r["cells"].items():
         row: tuple[str, ...] = (name,)
         if not c.get("binds"):
-            rows.append((*row, "does not bind", "", "", "", "", "", "", ""))
+            rows.append((*row, "does not bind", "", "", "", "", "", "", "", ""))
             continue
         learned, told, base = c.get("learned", {}), c.get("told", {}), c.get("baseline", {})
+        steals = [run.get("steal_pct") for run in (learned, told, base)]
         row += (
             _num(learned.get("ok_ratio")),
             _pct(learned.get("share_429")),
@@ -223,6 +224,7 @@ def _pipeline(r: dict[str, Any]) -> TableData:
             _num(base.get("ok_ratio")) if base else "-",
             _pct(base.get("share_429")) if base else "-",
             _num(learned.get("landing_ratio")),
+            _num(max((s for s in steals if s is not None), default=None), ".1f"),
         )
         rows.append(row)
     columns = (
@@ -235,11 +237,13 @@ def _pipeline(r: dict[str, Any]) -> TableData:
         "baseline ok",
         "baseline 429",
         "landing",
+        "steal %",
     )
     note = (
         "ok = the aggregator's ok/s ÷ N·R (a keyed cell: ÷ the key's budget), 429 = share of its answers, boxes = "
         "penalty-box entries, all in the counted window and by the simulator's counts; landing = Jito sends "
-        "accepted/s ÷ min(offered, N × 2 regions × 5/s), learned"
+        "accepted/s ÷ min(offered, N × 2 regions × 5/s), learned; steal = the most of the machine's CPU time its "
+        "hypervisor gave to others in a run's window (a shared host's noise)"
     )
     return TableData("pipeline: the round-trip engine under each limiter shape", columns, rows, note)
 

@@ -57,6 +57,25 @@ def test_tables_show_every_run_failures_and_verdicts() -> None:
     assert [row[-1] for row in by_title["targets"].rows] == ["PASS", "N/A"]
 
 
+def test_the_pipeline_table_has_a_row_per_cell_and_the_worst_steal_of_its_runs() -> None:
+    run = {"ok_ratio": 0.98, "share_429": 0.001, "penalties": 0, "landing_ratio": 1.0}
+    cells = {
+        "bucket-50ms-n4": {
+            "binds": True,
+            "learned": {**run, "steal_pct": 2.5},
+            "told": {**run, "steal_pct": 11.0},
+            "baseline": {**run, "steal_pct": None},  # not Linux: no steal counted
+        },
+        "concurrency-0ms-n4": {"binds": False},
+    }
+    report = {"scenarios": {"pipeline": {"cells": cells}}, "targets": []}
+    (table,) = [t for t in tables(report) if t.title.startswith("pipeline")]
+    bound, unbound = table.rows
+    assert len(bound) == len(unbound) == len(table.columns) and table.columns[-1] == "steal %"
+    assert bound[0] == "bucket-50ms-n4" and bound[-1] == "11.0" and bound[1] == "0.980"
+    assert unbound[1] == "does not bind"
+
+
 def test_plot_is_written_when_matplotlib_is_installed(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     assert write_plot(_report(), tmp_path / "r.png")
