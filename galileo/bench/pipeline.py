@@ -217,11 +217,15 @@ class _Window:
     cpu: list[tuple[float, float, float]] = field(default_factory=list)  # (sim, client, clock)
     offered: list[int] = field(default_factory=list)
     machine: list[tuple[float, float]] = field(default_factory=list)  # (steal, all): the machine's CPU seconds
+    coordinator: list[float] = field(default_factory=list)  # this process's CPU seconds (the farm's coordinator)
 
-    def mark(self, stats: dict[str, Any], sim_cpu: float, client_cpu: float, offered: int = 0) -> None:
+    def mark(
+        self, stats: dict[str, Any], sim_cpu: float, client_cpu: float, offered: int = 0, coordinator: float = 0.0
+    ) -> None:
         self.stats.append(stats)
         self.cpu.append((sim_cpu, client_cpu, time.monotonic()))
         self.offered.append(offered)
+        self.coordinator.append(coordinator)
         t = psutil.cpu_times()
         self.machine.append((getattr(t, "steal", 0.0), sum(t)))
 
@@ -264,6 +268,8 @@ def _result(w: _Window, ips: list[str], services: tuple[str, ...], budget: float
         "landing_ratio": round(accepted / landing_cap, 4) if landing_cap > 0 else None,
         "sim_cpu_pct": round(100 * (sc1 - sc0) / window, 1),
         "client_cpu_pct": round(100 * (cc1 - cc0) / window, 1),
+        # What one answer cost the client, all its processes: the farm's against the baseline's.
+        "client_cpu_ms_per_answer": round(1000 * (cc1 - cc0) / answered, 3) if answered else None,
         "steal_pct": w.steal_pct(),
     }
 
@@ -300,10 +306,10 @@ async def _engine_run(
             try:
                 await asyncio.sleep(plan.told_warmup if told else max(lim.warmup, MULTI_WARMUP if multi else 0.0))
                 procs = [me, *me.children(recursive=True)]
-                w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine))
+                w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
                 quotes0, batches0 = Counter(engine.stats.quotes), engine.stats.batches_started
                 await asyncio.sleep(lim.counted)
-                w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine))
+                w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
                 quotes = engine.stats.quotes - quotes0
                 batches = engine.stats.batches_started - batches0
             finally:
@@ -313,6 +319,7 @@ async def _engine_run(
     out = _result(w, ips, services, budget, n * len(REGIONS) * jito_rate)
     # The engine's own count over the window: a low cell says whether quotes failed or were never sent.
     by_result = {f"{leg}:{res}": k for (leg, res), k in sorted(quotes.items())}
+    out["coordinator_cpu_pct"] = round(100 * (w.coordinator[1] - w.coordinator[0]) / out["window_s"], 1)
     out["engine"] = {"batches_started": batches, "quotes": by_result}
     return _with_ceiling(out, w, n, services, lim.cap)
 

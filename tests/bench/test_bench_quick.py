@@ -142,8 +142,10 @@ def test_the_pipeline_ran_the_engine_its_told_twin_and_the_baseline_against_one_
         assert run["ok_per_s"] > 0 and 0 < run["ok_ratio"] <= 1.5 and 0 <= run["share_429"] <= 1, policy
         assert run["window_s"] > 0 and run["sim_cpu_pct"] >= 0 and run["client_cpu_pct"] > 0, policy
         assert 0 <= run["steal_pct"] <= 100, policy  # the host's share of the CPU time (Linux's steal)
+        assert run["client_cpu_ms_per_answer"] > 0, policy
     for policy in ("learned", "told"):  # the engine's own count of the window, beside the simulator's
         engine = cell[policy]["engine"]
+        assert 0 < cell[policy]["coordinator_cpu_pct"] <= cell[policy]["client_cpu_pct"] + 0.2, policy
         assert engine["batches_started"] > 0 and engine["quotes"].get("buy:jupiter:ok", 0) > 0, (policy, engine)
     assert "engine" not in cell["baseline"]
     assert cell["told"]["landing_offered_per_s"] > 0  # the engine found opportunities and landed them
