@@ -51,10 +51,13 @@ than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting
 bracket closes at 3 % and is tried again every 300 s at most.
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
-request (requests reach the upstream with some jitter; a one-second window forgives little); a
-refusal trims it 2 %, down to 96.5 % of it, and a clean minute restores 98 % (five minutes once a
-penalty box was met: a box costs its length in requests, far more than 1.5 % of a pace, so arrival
-jitter that trips it is not met again each minute). It is never learnt above or below that.
+request (requests reach the upstream with some jitter; a one-second window forgives little). One
+refusal alone is that jitter, and costs its Retry-After's second, less than a minute 2 % slower
+would: the pace holds. A second within a minute of it trims the pace 2 % per refusal, down to
+96.5 % of it, and so does a penalty box (a refusal run judged dear) at once; a clean minute restores
+98 % (five minutes once a box was met: a box costs its length in requests, far more than 1.5 % of a
+pace, so arrival jitter that trips it is not met again each minute). It is never learnt above or
+below that.
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ class RateLearner:
         self.first_refused = math.inf  # ... which was sent then
         self.first_told = False  # ... with a Retry-After
         self.first_achieved = 0  # ... in its last second
+        self.told_strike = -math.inf  # a told pace: when a refusal was last let pass as jitter
 
     # --- sending --------------------------------------------------------------------
 
@@ -268,6 +272,9 @@ class RateLearner:
         if self.phase == "hold" and near and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
             self.reprobe_every = max(self.reprobe_every, r.dear_reprobe)
+            if self.told is not None:
+                self._trim_told()
+                self._repace(now)
         if self.phase == "learn" and self.first_run:
             self.first_run = False
             start = self.first_sent if self.first_sent is not None else sent_at
@@ -393,7 +400,10 @@ class RateLearner:
         elif self.phase == "learn":
             self._cycle(now, sent_at, cooled)
         elif self.told is not None:
-            self.rate = max(self.rules.told_floor * self.told, self.rate * self.rules.trim)
+            if now - self.told_strike < self.reprobe_every:
+                self._trim_told()  # refused again within a clean period: the pace is too close for its jitter
+            else:
+                self.told_strike = now  # one refusal alone is jitter: the told pace holds
             self.clean_from(now, now + cooled)
             self._repace(now, cooled)
         else:
@@ -405,6 +415,10 @@ class RateLearner:
         self.between_said = retry_after is not None
         self.between_proven = False
         return heard
+
+    def _trim_told(self) -> None:
+        assert self.told is not None
+        self.rate = max(self.rules.told_floor * self.told, self.rate * self.rules.trim)
 
     def _first(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> None:
         """The first refusal: the budget is spent. Estimate at once, or start measuring."""

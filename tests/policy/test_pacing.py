@@ -55,6 +55,24 @@ def test_a_told_rate_is_paced_at_98_percent_and_refusals_trim_it_no_lower_than_9
     assert p.rate == pytest.approx(9.8)
 
 
+def test_one_refusal_alone_leaves_a_told_pace_and_a_second_within_a_minute_trims_it() -> None:
+    """One refusal is arrival jitter (it costs a second; a minute 2 % slower costs more); two are not."""
+    book = PaceBook({"jupiter": 10.0})
+    p = book.get("ip", "jupiter", 0.0)
+    book.record("ip", "jupiter", "rate_limited", 5.01, sent_at=5.0)
+    book.record("ip", "jupiter", "ok", 6.51, sent_at=6.5)
+    assert p.rate == pytest.approx(9.8)  # the told pace holds
+    book.record("ip", "jupiter", "rate_limited", 80.01, sent_at=80.0)  # 75 s later: alone again
+    book.record("ip", "jupiter", "ok", 81.51, sent_at=81.5)
+    assert p.rate == pytest.approx(9.8)
+    book.record("ip", "jupiter", "rate_limited", 110.01, sent_at=110.0)  # 30 s after that one: trimmed
+    assert p.rate == pytest.approx(9.65)  # 2 % less, no lower than 96.5 % of the told 10/s
+    book.record("ip", "jupiter", "ok", 111.51, sent_at=111.5)
+    p.blocked(172)
+    book.record("ip", "jupiter", "ok", 172, sent_at=171.9)  # a clean minute restores it
+    assert p.rate == pytest.approx(9.8)
+
+
 def test_a_told_pace_that_met_a_penalty_box_stays_trimmed_for_five_minutes() -> None:
     """A box costs its length in requests: after one, the told pace stays at 96.5 % for 300 s, not 60."""
     book = PaceBook({"jupiter": 20.0})
