@@ -292,7 +292,7 @@ class FarmPolicy:
         pass
 
     def on_worker_down(self, worker: WorkerInfo, now: float) -> None:
-        self.pacing.lost(worker.ip)
+        self.pacing.lost(worker.ip, [job.upstream for job in worker.inflight.values()])
 
     def forget_ip(self, ip: str) -> None:
         """An IP left the pool for good: drop its cooldowns and pacing."""

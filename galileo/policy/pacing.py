@@ -382,11 +382,14 @@ class PaceBook:
         for p in pacers:
             p.group = g.learner
 
-    def lost(self, ip: str) -> None:
-        """The IP's worker died: its jobs will not be answered (they are re-dispatched or ended)."""
-        for (pip, _), p in self._pacers.items():
-            if pip == ip:
-                p.inflight = 0
+    def lost(self, ip: str, upstreams: Iterable[str]) -> None:
+        """A worker of ``ip`` died with a job of each of ``upstreams`` in flight: those will not be
+        answered (they are re-dispatched or ended), so they leave the pairs' in-flight counts. Only
+        those: another worker of the same address (its next incarnation) keeps its own."""
+        for upstream in upstreams:
+            p = self._pacers.get((ip, upstream))
+            if p is not None:
+                p.answered()
 
     def forget(self, ip: str) -> None:
         for key in [k for k in self._pacers if k[0] == ip]:

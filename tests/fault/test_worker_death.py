@@ -183,7 +183,8 @@ async def test_sigstop_worker_detected_within_3s_killed_and_replaced(
             "a new pid to register for the slot",
         )
         new_pid = farm.hub.workers[victim.worker_id].pid
-        assert running(new_pid) and farm.supervisor.slots[victim.worker_id].restarts == 1
+        restarts = farm.supervisor.slots[victim.worker_id].restarts
+        assert running(new_pid) and restarts == 1, f"pid {new_pid} running: {running(new_pid)}, restarts {restarts}"
         await asyncio.sleep(1.0)  # the replacement takes work too
     finally:
         stop.set()

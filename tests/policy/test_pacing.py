@@ -117,18 +117,32 @@ def test_a_new_pair_ramps_up_its_in_flight_and_backs_off_when_answers_queue() ->
     assert p.queueing and p.open_cap <= 8  # over four times the floor: halved
 
 
-def test_an_isolated_429_on_a_paced_pair_adjusts_the_pace_and_cools_nothing() -> None:
-    """On a two-token bucket a 500 ms pause throws away ten tokens' refill: a paced pair's first 429 is news."""
+def test_an_isolated_429_on_a_paced_pair_is_the_paces_business_and_cools_nothing() -> None:
+    """On a two-token bucket a 500 ms pause throws away ten tokens' refill: a paced pair's first 429
+    is left to the pace (a told one holds for one refusal alone), not cooled for."""
     policy = FarmPolicy(known_rates={"u": 20.0}, rng=random.Random(1))
     w = worker("1.1.1.1")
     policy.on_dispatch(job(1.0), w, 1.0)
     policy.on_outcome(job(1.0), w, limited(), 1.05)
     assert policy.cooldowns.cooling_until("1.1.1.1", "u", 1.05) is None
-    assert policy.pacing.get("1.1.1.1", "u").rate < 19.8
+    assert policy.pacing.get("1.1.1.1", "u").rate == pytest.approx(19.6)
     # A second in a row (nothing admitted between): persistent refusal, the farm's 500 ms backoff.
     policy.on_outcome(job(1.1), w, limited(), 1.15)
     until = policy.cooldowns.cooling_until("1.1.1.1", "u", 1.15)
     assert until is not None and 0.5 <= until - 1.15 <= 1.0
+
+
+def test_a_dead_worker_takes_only_its_own_jobs_out_of_its_ips_in_flight_counts() -> None:
+    """The next incarnation on the same address may already have jobs out: they stay counted."""
+    policy = FarmPolicy(rng=random.Random(1))
+    old, new = worker("1.1.1.1"), worker("1.1.1.1")
+    for k, (w, upstream) in enumerate([(old, "u"), (old, "u"), (old, "v"), (new, "u"), (new, "v")]):
+        j = job(1.0 + k, upstream)
+        policy.on_dispatch(j, w, j.sent_at)
+        w.inflight[k] = j
+    policy.on_worker_down(old, 6.0)
+    assert policy.pacing.get("1.1.1.1", "u").inflight == 1
+    assert policy.pacing.get("1.1.1.1", "v").inflight == 1
 
 
 def test_retry_after_is_honoured_exactly_and_only_on_that_pair() -> None:
