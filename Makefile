@@ -29,16 +29,18 @@ typecheck: install
 
 # Two pytest processes, each taking whole files (module fixtures such as the quick bench run once):
 # the suite is mostly waiting on subprocesses and sockets, so 2 halve its wall time on 2 cores.
-# PYTEST_PROCS=0 runs it in this one process.
+# The fault suite (-m fault: deadlines of a few seconds, workers stopped and killed) then runs in
+# one process, with nothing else on the machine. PYTEST_PROCS=0 runs the first part in one process too.
 PYTEST_PROCS ?= 2
 
 pytest: install
-	$(BIN)/pytest -q -n $(PYTEST_PROCS) --dist loadfile
+	$(BIN)/pytest -q -n $(PYTEST_PROCS) --dist loadfile -m "not fault"
+	$(BIN)/pytest -q -p no:xdist -m fault
 
 test: lint typecheck pytest
 
 test-fault: install
-	$(BIN)/pytest -q -n $(PYTEST_PROCS) --dist loadfile -m fault
+	$(BIN)/pytest -q -p no:xdist -m fault
 
 bench: install
 	$(BIN)/galileo bench --json bench-report.json
