@@ -1,8 +1,11 @@
-"""A worker process: one IP, one uvloop, one bound session, one link to the coordinator.
+"""A worker process: one uvloop; per IP, one bound session and one link to the coordinator.
 
 ``worker_entry`` is the process target the coordinator's fork server starts (and
-``galileo farm join`` runs for workers on other hosts). The worker runs every job it is
-sent, reports each outcome, heartbeats from its loop, and leaves cleanly:
+``galileo farm join`` runs for workers on other hosts). A process usually serves one IP; with
+``farm.ips_per_process`` above 1 it serves several, each as its own worker to the coordinator
+(own id, own socket, own session, own heartbeats) on one shared loop, which saves the process
+wake-ups that dominate a lightly loaded worker's CPU. Each worker runs every job it is sent,
+reports each outcome, heartbeats from its loop, and leaves cleanly:
 
 * on ``Drain`` from the coordinator or ``SIGTERM``: take no new jobs (told to the coordinator
   at once), finish what is in flight (up to ``drain_grace``), say Bye, exit 0;
@@ -15,6 +18,7 @@ sent, reports each outcome, heartbeats from its loop, and leaves cleanly:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import gc
 import logging
@@ -24,12 +28,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
 
-from broker.link import CurveSettings, WorkerLink
+from broker.link import CurveSettings, LinkEnd, WorkerLink
 from broker.logs import setup_logging
 from broker.protocol import Dispatch, Heartbeat, Outcome, Ready
 from workers.executor import Executor
@@ -37,7 +41,7 @@ from workers.secrets import SecretPolicy
 from workers.session import BoundSession
 from workers.stats import RollingStats
 
-__all__ = ["EXIT_BOOT_ERROR", "EXIT_KEY_REFUSED", "WorkerArgs", "serve", "worker_entry"]
+__all__ = ["EXIT_BOOT_ERROR", "EXIT_KEY_REFUSED", "WorkerArgs", "serve", "serve_group", "worker_entry"]
 
 log = logging.getLogger("workers.main")
 
@@ -69,8 +73,16 @@ class WorkerArgs(msgspec.Struct, frozen=True, kw_only=True):
     secrets: SecretPolicy = msgspec.field(default_factory=SecretPolicy)
 
 
+# Which of the process's workers the running code serves: set in each worker's own task, and
+# inherited by every task it starts (its jobs), so a record names the right address.
+_serving: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("galileo_worker")
+
+
 class _LocalIpFilter(logging.Filter):
-    """Stamp every record of this process with the worker's address."""
+    """Stamp every record with the address and id of the worker it comes from.
+
+    Records from outside any worker's task (process start and exit) get the process's: its
+    one worker's, or every address it serves, comma-separated."""
 
     def __init__(self, ip: str, worker_id: str) -> None:
         super().__init__()
@@ -78,9 +90,10 @@ class _LocalIpFilter(logging.Filter):
         self.worker_id = worker_id
 
     def filter(self, record: logging.LogRecord) -> bool:
+        ip, worker_id = _serving.get((self.ip, self.worker_id))
         if not hasattr(record, "local_ip"):
-            record.local_ip = self.ip
-        record.worker_id = self.worker_id
+            record.local_ip = ip
+        record.worker_id = worker_id
         return True
 
 
@@ -181,13 +194,6 @@ class Worker:
         for task in list(self.tasks):
             task.cancel()
 
-    async def measure_lag(self) -> None:
-        """Loop lag: how late a 250 ms sleep wakes up. A busy or stuck loop shows here first."""
-        while True:
-            start = time.perf_counter()
-            await asyncio.sleep(0.25)
-            self.lag_ms = max(0.0, (time.perf_counter() - start - 0.25) * 1000)
-
 
 def _pidfd_running(fd: int) -> bool:
     """A pidfd turns readable when its process exits (zombies included): no pid-reuse race."""
@@ -208,41 +214,97 @@ def _watch_pid(pid: int, on_exit: Callable[[], None]) -> int | None:
 
 async def serve(args: WorkerArgs) -> int:
     """Run one worker until it is drained or its coordinator is gone. Returns the exit code."""
-    worker = Worker(args)
+    return await serve_group([args])
+
+
+def check_group(group: Sequence[WorkerArgs]) -> None:
+    """Workers sharing a process must share what the process has once: its coordinator, its
+    signals and its log settings; and each needs an id and an address of its own."""
+    if not group:
+        raise ValueError("a worker process needs at least one worker")
+    first = group[0]
+    for a in group[1:]:
+        for name in ("endpoint", "coordinator_pid", "reconnect", "curve", "log_level", "log_format", "host"):
+            if getattr(a, name) != getattr(first, name):
+                raise ValueError(f"workers in one process differ in {name}: {a.worker_id} and {first.worker_id}")
+    for name in ("worker_id", "ip"):
+        values = [getattr(a, name) for a in group]
+        if len(set(values)) != len(values):
+            raise ValueError(f"workers in one process must each have their own {name}: {sorted(values)}")
+
+
+async def _serve_one(worker: Worker) -> LinkEnd:
+    _serving.set((worker.args.ip, worker.args.worker_id))
+    try:
+        return await worker.link.run()
+    finally:
+        worker.abandon_jobs()
+        await asyncio.gather(*worker.tasks, return_exceptions=True)
+        await worker.session.close()
+
+
+async def _measure_lag(workers: Sequence[Worker]) -> None:
+    """Loop lag: how late a 250 ms sleep wakes up. A busy or stuck loop shows here first.
+    One loop, so one figure for every worker on it."""
+    while True:
+        start = time.perf_counter()
+        await asyncio.sleep(0.25)
+        lag = max(0.0, (time.perf_counter() - start - 0.25) * 1000)
+        for w in workers:
+            w.lag_ms = lag
+
+
+async def serve_group(group: Sequence[WorkerArgs]) -> int:
+    """Run the workers of one process until each is drained or their coordinator is gone.
+
+    A signal is the process's, so it drains every worker; a Drain from the coordinator is one
+    worker's, and the others keep serving. The process exits when the last one has ended."""
+    check_group(group)
+    first = group[0]
+    workers = [Worker(a) for a in group]
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, worker.drain, "SIGTERM")
-    if args.coordinator_pid is None:
-        loop.add_signal_handler(signal.SIGINT, worker.drain, "SIGINT")
+
+    def drain_all(reason: str) -> None:
+        for w in workers:
+            w.drain(reason)
+
+    loop.add_signal_handler(signal.SIGTERM, drain_all, "SIGTERM")
+    if first.coordinator_pid is None:
+        loop.add_signal_handler(signal.SIGINT, drain_all, "SIGINT")
     else:
         # Ctrl-C in a terminal reaches the whole process group; the supervising process gets it
         # too and drains its workers in order. Draining here as well would look like a crash.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    lag = loop.create_task(worker.measure_lag())
+    lag = loop.create_task(_measure_lag(workers))
+
+    def stop_all() -> None:
+        for w in workers:
+            w.link.stop()
+
     fd = None
-    if args.coordinator_pid is not None:
-        fd = _watch_pid(args.coordinator_pid, worker.link.stop)
+    if first.coordinator_pid is not None:
+        fd = _watch_pid(first.coordinator_pid, stop_all)
         if fd is not None:  # a stall of the coordinator's loop is not its death: wait while it runs
-            worker.link.peer_alive = functools.partial(_pidfd_running, fd)
-    log.info("worker starting", extra={"endpoint": args.endpoint, "pid": os.getpid()})
+            for w in workers:
+                w.link.peer_alive = functools.partial(_pidfd_running, fd)
+    log.info("worker starting", extra={"endpoint": first.endpoint, "pid": os.getpid(), "workers": len(workers)})
     try:
-        end = await worker.link.run()
+        ends = await asyncio.gather(*(_serve_one(w) for w in workers))
     finally:
         lag.cancel()
-        worker.abandon_jobs()
-        await asyncio.gather(lag, *worker.tasks, return_exceptions=True)
+        await asyncio.gather(lag, return_exceptions=True)
         if fd is not None:
             loop.remove_reader(fd)
             os.close(fd)
-        await worker.session.close()
-    log.info("worker exiting: %s", end)
-    return EXIT_KEY_REFUSED if end == "refused" else 0
+    log.info("worker exiting: %s", ", ".join(sorted(set(ends))))
+    return EXIT_KEY_REFUSED if "refused" in ends else 0
 
 
 GC_THRESHOLD = (20_000, 50, 100)
 
 
-def worker_entry(args: WorkerArgs) -> None:
-    """Process target: set up logging and uvloop, serve, exit with the right code."""
+def worker_entry(args: WorkerArgs | Sequence[WorkerArgs]) -> None:
+    """Process target: set up logging and uvloop, serve one worker or several, exit with the right code."""
     import uvloop
 
     import workers.clients  # noqa: F401  (registers every upstream's job handler)
@@ -252,10 +314,14 @@ def worker_entry(args: WorkerArgs) -> None:
     # Measured with `galileo bench saturation`: ~8 % less worker CPU per job.
     gc.set_threshold(*GC_THRESHOLD)
 
-    setup_logging(args.log_level, "json" if args.log_format == "json" else "kv")
-    logging.getLogger().handlers[0].addFilter(_LocalIpFilter(args.ip, args.worker_id))
+    group = [args] if isinstance(args, WorkerArgs) else list(args)
+    first = group[0] if group else WorkerArgs(worker_id="?", ip="?", bind=False, endpoint="")
+    setup_logging(first.log_level, "json" if first.log_format == "json" else "kv")
+    logging.getLogger().handlers[0].addFilter(
+        _LocalIpFilter(",".join(a.ip for a in group), ",".join(a.worker_id for a in group))
+    )
     try:
-        code = uvloop.run(serve(args))
+        code = uvloop.run(serve_group(group))
     except Exception as exc:  # anything escaping serve() means the worker never worked
         logging.getLogger("workers.main").error("worker failed: %s: %s", type(exc).__name__, exc)
         code = EXIT_BOOT_ERROR

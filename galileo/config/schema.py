@@ -89,14 +89,23 @@ class BotConfig(_Section):
     prometheus: PrometheusConfig = msgspec.field(default_factory=PrometheusConfig)
 
 
+def _ips_per_process(value: int | str) -> str | None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return "must be a whole number of at least 1, or auto"
+
+
 class FarmConfig(_Section):
-    """``farm``: how workers reach the coordinator.
+    """``farm``: how workers reach the coordinator, and how many IPs each worker process serves.
 
     Local workers always use an ipc socket in ``runtime_dir``. ``listen`` opens a tcp
     endpoint for workers on other hosts; it requires CURVE keys (``galileo keys gen``).
+    ``ips_per_process`` (default 1) lets one local worker process serve several IPs, each
+    still its own worker; ``auto`` keeps about 4 processes per CPU.
     """
 
     runtime_dir: str = ""
+    ips_per_process: Annotated[int | str, Check(_ips_per_process)] = 1
     listen: Annotated[str, Check(_zmq_endpoint)] | None = None
     server_secret_key_path: str | None = None
     authorized_keys_dir: str | None = None

@@ -30,6 +30,11 @@ farm:
   # Where the coordinator keeps its control socket, worker socket and lock.
   # Empty: $XDG_RUNTIME_DIR/galileo, or /tmp/galileo-$UID.
   runtime_dir: ""
+  # How many addresses each local worker process serves (each is still its own worker, with
+  # its own bound session). 1: a process per address. auto: about 4 processes per CPU, for
+  # hosts with many more addresses than cores, where a process woken per request costs more
+  # CPU than the requests themselves.
+  ips_per_process: 1
   # A tcp endpoint for workers on other hosts (`galileo farm join`). Requires CURVE:
   # generate keys with `galileo keys gen`, put the coordinator's secret key file in
   # server_secret_key_path and each allowed worker's public key file in authorized_keys_dir.

@@ -103,6 +103,7 @@ class Farm:
             log_level=log_level,
             log_format=log_format,
             secrets=worker_secrets(cfg),
+            ips_per_process=cfg.farm.ips_per_process,
         )
         self.policy.suspend_hooks.append(self._on_suspend)
         # Cheap to attach (no port opens): the runner serves /metrics when bot.prometheus says so.

@@ -7,8 +7,8 @@ multiprocessing's own forkserver re-imports ``__main__`` in every child, which i
 fragile under console scripts and test runners, so this one is ours and small.
 
 Protocol over a socketpair, one msgpack message per length-prefixed frame:
-coordinator -> server ``{"op": "spawn", "args": WorkerArgs}``; server -> coordinator
-``{"op": "spawned", "id": …, "pid": …}`` and ``{"op": "exited", "pid": …, "code": …}``
+coordinator -> server ``{"op": "spawn", "args": [WorkerArgs, …]}`` (the workers one process
+serves); server -> coordinator ``{"op": "spawned", "id": …, "pid": …}`` and ``{"op": "exited", "pid": …, "code": …}``
 (``code`` negative for a signal, as ``subprocess`` reports it). The server exits when the
 coordinator's end closes; its workers watch the coordinator's pid and exit by themselves.
 
@@ -28,7 +28,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -52,7 +52,7 @@ class ForkServerError(RuntimeError):
 
 class _Spawn(msgspec.Struct, tag="spawn"):
     id: int
-    args: WorkerArgs
+    args: list[WorkerArgs]
 
 
 class _Spawned(msgspec.Struct, tag="spawned"):
@@ -139,8 +139,10 @@ class ForkServer:
         assert self._up is not None
         self._up.set()
 
-    async def spawn(self, args: WorkerArgs, wait: float = 30.0) -> int:
-        """Fork a worker running ``args``; returns its pid. Waits up to ``wait`` s for a restarting server."""
+    async def spawn(self, args: WorkerArgs | Sequence[WorkerArgs], wait: float = 30.0) -> int:
+        """Fork a worker process serving ``args`` (one worker, or several on one loop); returns its
+        pid. Waits up to ``wait`` s for a restarting server."""
+        group = [args] if isinstance(args, WorkerArgs) else list(args)
         if self._closing or self._up is None:
             raise ForkServerError("fork server is not running")
         if not self._up.is_set():
@@ -152,7 +154,7 @@ class ForkServer:
         self._next += 1
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[self._next] = fut
-        self._writer.write(_frame(_Spawn(id=self._next, args=args)))
+        self._writer.write(_frame(_Spawn(id=self._next, args=group)))
         pid = await fut
         self._watch(pid)
         return pid
@@ -331,7 +333,7 @@ def _serve(fd: int) -> None:
                 _fork(sock, msg, worker_entry, [rpipe, wpipe, fd])
 
 
-def _fork(sock: socket.socket, msg: _Spawn, entry: Callable[[WorkerArgs], Any], close_fds: list[int]) -> None:
+def _fork(sock: socket.socket, msg: _Spawn, entry: Callable[[list[WorkerArgs]], Any], close_fds: list[int]) -> None:
     try:
         pid = os.fork()
     except OSError as exc:

@@ -66,11 +66,11 @@ async def recorder() -> AsyncIterator[Recorder]:
     await runner.cleanup()
 
 
-def farm_config(ips: list[str], runtime_dir: Path, extra: str = "") -> GalileoConfig:
+def farm_config(ips: list[str], runtime_dir: Path, extra: str = "", farm: str = "") -> GalileoConfig:
     listed = ", ".join(f'"{ip}"' for ip in ips)
     return parse_config(
         f"bot: {{network: {{enable_multiple_ip: true, manual_ips: [{listed}]}}}}\n"
-        f"farm: {{runtime_dir: '{runtime_dir}'}}\n{extra}"
+        f"farm: {{runtime_dir: '{runtime_dir}'{farm}}}\n{extra}"
     )
 
 
@@ -82,10 +82,10 @@ async def make_farm(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     farms: list[Farm] = []
     counter = [0]
 
-    async def make(ips: list[str], **kw: object) -> Farm:
+    async def make(ips: list[str], farm_keys: str = "", **kw: object) -> Farm:
         counter[0] += 1
         rt = tmp_path / f"rt{counter[0]}"
-        farm = Farm(farm_config(ips, rt), runtime_dir=rt, log_level="warning", **kw)  # type: ignore[arg-type]
+        farm = Farm(farm_config(ips, rt, farm=farm_keys), runtime_dir=rt, log_level="warning", **kw)  # type: ignore[arg-type]
         farms.append(farm)
         await farm.start()
         assert await farm.wait_ready(timeout=15), "workers did not register"
