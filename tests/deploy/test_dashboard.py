@@ -96,6 +96,15 @@ def test_every_expression_names_a_registered_series(dash: dict[str, Any]) -> Non
         "galileo_opportunity_profit_sol",
         "galileo_lander_would_send",
         "galileo_lander_dry_run",
+        "galileo_round_trip_realised_profit_sol",
+        "galileo_round_trip_expected_profit_sol",
+        "galileo_round_trips_on_chain",
+        "galileo_opportunities_skipped",
+        "galileo_titan_connections",
+        "galileo_titan_streams",
+        "galileo_titan_refusals",
+        "galileo_titan_disconnects",
+        "galileo_titan_quote_age_seconds",
     ):
         assert family in used, f"the dashboard has no panel for {family}"
 
