@@ -194,6 +194,10 @@ class Supervisor:
         self._by_pid[pid] = slots
         for slot in slots:
             slot.pid = pid
+            if self.slots.get(slot.worker_id) is not slot:
+                slot.state = "retiring"  # retired while its process was starting: it leaves once registered
+        if all(s.state == "retiring" for s in slots):
+            self._signal(slots[0], signal.SIGTERM)
         self._sync_expected()
         for slot in slots:
             w = self.hub.workers.get(slot.worker_id)

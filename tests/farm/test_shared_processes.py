@@ -137,3 +137,35 @@ def _gone(pid: int) -> bool:
             return "\nState:\tZ" in fh.read()  # a zombie has exited
     except FileNotFoundError:
         return True
+
+
+async def test_an_ip_retired_while_its_process_was_starting_never_serves(make_farm: Make, recorder: Recorder) -> None:
+    ips = loopback(2, start=190)
+    late, alone = "127.0.0.192", "127.0.0.193"
+    farm: Farm = await make_farm(ips, farm_keys=", ips_per_process: 2")
+    spawn = farm.supervisor.forkserver.spawn
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def answered_late(args: Any, wait: float = 30.0) -> int:  # the retire comes before the answer
+        pid = await spawn(args, wait)
+        started.append(pid)
+        await release.wait()
+        return pid
+
+    farm.supervisor.forkserver.spawn = answered_late  # type: ignore[method-assign]
+    adding = [asyncio.create_task(farm.scale_add(ip)) for ip in (late, alone)]
+    await until(lambda: len(started) == 2, 15, "both processes forked")
+    for ip in (late, alone):
+        assert await farm.supervisor.retire(ip, "address gone")
+    release.set()
+    await asyncio.gather(*adding)
+    # Each registers, is told to drain, says Bye; its process exits; nothing was sent from it.
+    await until(lambda: all(_gone(pid) for pid in started), 15, "the late processes to exit")
+    await until(lambda: not {late, alone} & set(pids(farm)), 5, "the late workers to leave the hub")
+    assert not {f"local/{late}", f"local/{alone}"} & set(farm.supervisor.slots)
+    assert farm.hub.expected_workers == 2
+    outs = await asyncio.gather(
+        *(farm.submit(JobSpec(HttpRequest(url=f"{recorder.url}/after"), upstream="t")) for _ in range(30))
+    )
+    assert all(o.ok for o in outs) and set(recorder.by_remote("/after")) == set(ips)
