@@ -3,8 +3,8 @@
 ``worker_entry`` is the process target the coordinator's fork server starts (and
 ``galileo farm join`` runs for workers on other hosts). A process usually serves one IP; with
 ``farm.ips_per_process`` above 1 it serves several, each as its own worker to the coordinator
-(own id, own socket, own session, own heartbeats) on one shared loop, which saves the process
-wake-ups that dominate a lightly loaded worker's CPU. Each worker runs every job it is sent,
+(own id, own socket, own session, own heartbeats) on one shared loop, which saves some of the
+process wake-ups a lightly loaded worker pays per job. Each worker runs every job it is sent,
 reports each outcome, heartbeats from its loop, and leaves cleanly:
 
 * on ``Drain`` from the coordinator or ``SIGTERM``: take no new jobs (told to the coordinator

@@ -25,8 +25,9 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from broker.hub import Hub
 from broker.types import WorkerInfo
@@ -100,7 +101,7 @@ class Supervisor:
         self._by_pid: dict[int, list[Slot]] = {}  # a process's slots, while it runs
         self.forkserver = ForkServer(self._on_exit)
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         hub.worker_up_hooks.append(self._on_up)
         hub.worker_down_hooks.append(self._on_down)
 
@@ -179,9 +180,7 @@ class Supervisor:
             if self._stopping or not slots:
                 return
             # Not the workers' fault: try again once the fork server is back, and keep the slots.
-            delay = max(s.backoff for s in slots)
-            for s in slots:
-                s.backoff = min(BACKOFF_MAX, delay * 2)
+            delay = self._respawn_later(slots)
             log.warning(
                 "cannot start worker for %s yet (%s); retrying in %.1fs",
                 ", ".join(s.ip for s in slots),
@@ -189,7 +188,6 @@ class Supervisor:
                 delay,
                 extra={"local_ip": slots[0].ip},
             )
-            self._respawn_later(slots, delay)
             return
         self._by_pid[pid] = slots
         for slot in slots:
@@ -204,19 +202,27 @@ class Supervisor:
             if w is not None and w.pid == pid:  # its Ready arrived before the fork server's answer
                 self._on_up(w, "ready")
 
-    def _respawn_later(self, slots: list[Slot], delay: float) -> None:
-        loop = asyncio.get_running_loop()
+    def _respawn_later(self, slots: list[Slot]) -> float:
+        """Start ``slots`` again in one process after the longest of their backoffs (each doubles);
+        returns that delay. A slot retired meanwhile is left out then."""
+        delay = max(s.backoff for s in slots)
+        for slot in slots:
+            slot.backoff = min(BACKOFF_MAX, slot.backoff * 2)
 
         def again() -> None:
-            wanted = [s for s in slots if self._wanted(s)]  # retired meanwhile: not any more
+            wanted = [s for s in slots if self._wanted(s)]
             if wanted:
-                task = loop.create_task(self._spawn(wanted))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._background(self._spawn(wanted))
 
-        handle = loop.call_later(delay, again)
+        handle = asyncio.get_running_loop().call_later(delay, again)
         for slot in slots:
             slot.restart_handle = handle
+        return delay
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _shares_process(self, slot: Slot) -> bool:
         """Whether ``slot``'s process serves other slots that are not leaving."""
@@ -229,10 +235,7 @@ class Supervisor:
         slot = self.slots.get(self.worker_id_for(ip))
         if slot is None:
             return False
-        handle = slot.restart_handle
-        if handle is not None and all(s.restart_handle is not handle for s in self.slots.values() if s is not slot):
-            handle.cancel()  # a restart of others with it still happens, without it
-        slot.readd = None
+        slot.readd = None  # (a restart it was waiting for leaves it out: see _respawn_later)
         slot.retire_reason = reason
         if slot.pid is None or slot.state in ("failed", "stopped"):
             del self.slots[slot.worker_id]
@@ -297,7 +300,7 @@ class Supervisor:
         self._sync_expected()
         log.info("worker retired", extra={"local_ip": slot.ip, "exit_code": code})
         if slot.readd is not None:
-            asyncio.get_running_loop().create_task(self.add(slot.ip, slot.readd))
+            self._background(self.add(slot.ip, slot.readd))
 
     def _on_exit(self, pid: int, code: int | None) -> None:
         slots = self._by_pid.pop(pid, None)
@@ -318,18 +321,16 @@ class Supervisor:
                 restart.append(slot)
         if not restart:
             return
-        delay = max(s.backoff for s in restart)
         for slot in restart:
-            slot.backoff = min(BACKOFF_MAX, slot.backoff * 2)
             slot.restarts += 1
             slot.state = "starting"
+        delay = self._respawn_later(restart)
         log.warning(
             "worker exited with %s; restarting in %.1fs",
             "?" if code is None else code,
             delay,
             extra={"local_ip": ",".join(s.ip for s in restart), "restarts": max(s.restarts for s in restart)},
         )
-        self._respawn_later(restart, delay)
 
     def _restartable(self, slot: Slot, code: int | None) -> bool:
         """Count a boot failure (or reset the backoff after long health); False once it keeps failing."""

@@ -21,6 +21,10 @@ from tests.farm.conftest import Recorder, loopback
 Make = Callable[..., Any]
 
 
+def job(recorder: Recorder, path: str, require_ip: str | None = None) -> JobSpec:
+    return JobSpec(HttpRequest(url=f"{recorder.url}{path}"), upstream="t", require_ip=require_ip)
+
+
 def pids(farm: Farm) -> dict[str, int]:
     return {w.ip: w.pid for w in farm.hub.workers.values()}
 
@@ -36,9 +40,7 @@ async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 async def one_each(farm: Farm, recorder: Recorder, ips: list[str], path: str) -> None:
     """A job pinned to each IP: each succeeds, and the server saw it come from that IP."""
     before = recorder.by_remote(path)
-    outs = await asyncio.gather(
-        *(farm.submit(JobSpec(HttpRequest(url=f"{recorder.url}{path}"), upstream="t", require_ip=ip)) for ip in ips)
-    )
+    outs = await asyncio.gather(*(farm.submit(job(recorder, path, require_ip=ip)) for ip in ips))
     assert all(o.ok for o in outs), outs
     after = recorder.by_remote(path)
     assert {ip: after.get(ip, 0) - before.get(ip, 0) for ip in ips} == dict.fromkeys(ips, 1)
@@ -56,9 +58,7 @@ async def test_six_ips_in_two_processes_each_sends_from_its_own_address(make_far
     by_ip = pids(farm)
     assert sorted(by_ip) == ips
     assert by_ip[ips[0]] == by_ip[ips[1]] == by_ip[ips[2]] != by_ip[ips[3]] == by_ip[ips[4]] == by_ip[ips[5]]
-    outs = await asyncio.gather(
-        *(farm.submit(JobSpec(HttpRequest(url=f"{recorder.url}/any"), upstream="t")) for _ in range(120))
-    )
+    outs = await asyncio.gather(*(farm.submit(job(recorder, "/any")) for _ in range(120)))
     assert all(o.ok for o in outs) and len(outs) == 120
     seen = recorder.by_remote("/any")
     assert set(seen) == set(ips) and sum(seen.values()) == 120
@@ -75,7 +75,7 @@ async def test_a_shared_process_killed_under_load_comes_back_whole_and_loses_no_
     victim, bystander = before[ips[0]], before[ips[2]]
     assert before[ips[1]] == victim and before[ips[3]] == bystander != victim
     recorder.delay = 0.5
-    futures = [farm.submit(JobSpec(HttpRequest(url=f"{recorder.url}/load"), upstream="t")) for _ in range(80)]
+    futures = [farm.submit(job(recorder, "/load")) for _ in range(80)]
     on_victim = [w for w in farm.hub.workers.values() if w.pid == victim]
     await until(lambda: all(w.inflight for w in on_victim), 10, "jobs in flight on both of the victim's IPs")
     os.kill(victim, signal.SIGKILL)
@@ -109,9 +109,7 @@ async def test_removing_one_ip_of_a_shared_process_leaves_the_others_serving(
     assert all(farm.supervisor.slots[f"local/{ip}"].state == "ready" for ip in kept)
     assert farm.hub.expected_workers == 2
     await one_each(farm, recorder, kept, "/kept")
-    outs = await asyncio.gather(
-        *(farm.submit(JobSpec(HttpRequest(url=f"{recorder.url}/rest"), upstream="t")) for _ in range(40))
-    )
+    outs = await asyncio.gather(*(farm.submit(job(recorder, "/rest")) for _ in range(40)))
     assert all(o.ok for o in outs) and out_ip not in recorder.by_remote("/rest")
 
     # Added back, it gets a process of its own.
@@ -165,7 +163,5 @@ async def test_an_ip_retired_while_its_process_was_starting_never_serves(make_fa
     await until(lambda: not {late, alone} & set(pids(farm)), 5, "the late workers to leave the hub")
     assert not {f"local/{late}", f"local/{alone}"} & set(farm.supervisor.slots)
     assert farm.hub.expected_workers == 2
-    outs = await asyncio.gather(
-        *(farm.submit(JobSpec(HttpRequest(url=f"{recorder.url}/after"), upstream="t")) for _ in range(30))
-    )
+    outs = await asyncio.gather(*(farm.submit(job(recorder, "/after")) for _ in range(30)))
     assert all(o.ok for o in outs) and set(recorder.by_remote("/after")) == set(ips)
