@@ -57,7 +57,8 @@ would: the pace holds. A second within a minute of it trims the pace 2 % per ref
 96.5 % of it, and so does a penalty box (a refusal run judged dear) at once; a clean minute restores
 98 % (five minutes once a box was met: a box costs its length in requests, far more than 1.5 % of a
 pace, so arrival jitter that trips it is not met again each minute). It is never learnt above or
-below that.
+below that. A request answered late (it reached the upstream late, most likely) holds the send one
+second's budget after it until a second after it was logged (:mod:`galileo.policy.arrivals`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Literal
+
+from galileo.policy.arrivals import ArrivalGuard
 
 __all__ = ["PACE", "Heard", "PaceRules", "Phase", "RateLearner"]
 
@@ -82,6 +85,8 @@ class PaceRules:
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
     told: float = 0.98  # a told rate is paced at this share of it (arrival jitter needs a margin: 20 ms a second) ...
     told_floor: float = 0.965  # ... and refusals (send jitter) trim it to no less than this share
+    arrival_window: float = 1.0  # a told pace holds the send one such window after a late arrival (0: never) ...
+    arrival_budget: float = 0.008  # ... for at most this share of the time (see galileo.policy.arrivals)
     probe: float = 1.0  # requests/s while a first refusal run without Retry-After lasts
     overdrive: float = 1.5  # measuring: pace at this many times the success rate of the last second
     stall: float = 1.0  # measuring: seconds without a refusal, saturated, before the pace doubles
@@ -174,20 +179,30 @@ class RateLearner:
         self.first_told = False  # ... with a Retry-After
         self.first_achieved = 0  # ... in its last second
         self.told_strike = -math.inf  # a told pace: when a refusal was last let pass as jitter
+        self.arrivals: ArrivalGuard | None = None  # a told pace: holds the send a window after a late arrival
+        if told and rules.arrival_window > 0:
+            self.arrivals = ArrivalGuard(told, rules.arrival_window, rules.arrival_budget)
 
     # --- sending --------------------------------------------------------------------
 
     def next_at(self, now: float) -> float | None:
         """When this budget may send again, or None if it may now."""
-        if self.phase == "open" or now >= self.tat:
+        if self.phase == "open":
             return None
-        return self.tat
+        at = self.tat
+        if self.arrivals is not None:
+            hold = self.arrivals.hold(now)
+            if hold is not None and hold > at:
+                at = hold
+        return None if now >= at else at
 
     def dispatched(self, now: float) -> None:
         self.sends += 1
         if self.first_sent is None:
             self.first_sent = now
         self.last_sent = now
+        if self.arrivals is not None:
+            self.arrivals.dispatched(now, self.tat)
         if self.phase != "open":
             # A send the loop made a little late keeps the schedule (the next comes that much
             # sooner); later than ``catch_up`` it starts a new one.
@@ -232,6 +247,8 @@ class RateLearner:
 
     def ok(self, now: float, sent_at: float) -> None:
         self.oks += 1
+        if self.arrivals is not None:
+            self.arrivals.answered(now, sent_at)
         self.first_oks += self.first_run and sent_at <= self.first_refused
         self.between_oks += sent_at >= self.last_refusal_sent
         if self.span_start is not None and sent_at >= self.span_start:
@@ -383,6 +400,8 @@ class RateLearner:
 
     def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
         """A 429. ``cooled``: seconds the pair now cools (0: none). Says whether it was news, and a surprise."""
+        if self.arrivals is not None:
+            self.arrivals.answered(now, sent_at)
         if self.is_echo(sent_at):
             return "echo"
         self.episode = now

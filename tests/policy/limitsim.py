@@ -10,8 +10,11 @@ may bring shapes of its own.
 
 A request leaves the coordinator at dispatch, reaches the upstream ``send`` seconds later
 (``send_jitter`` of scheduling noise on top), is judged there, and its answer comes back
-``delay`` seconds after that. The clock starts at ``START`` (a monotonic clock is never 0,
-and the hub reads a ``sent_at`` of 0 as "never sent"); times in a :class:`Run` are relative.
+``delay`` seconds after that. ``stalls=(every, length)``: once in each ``every`` seconds (at a
+seeded random moment) the upstream stops reading for ``length`` seconds, and judges what arrived
+meanwhile when it resumes, all at once (a host that descheduled it, a busy event loop). The
+clock starts at ``START`` (a monotonic clock is never 0, and the hub reads a ``sent_at`` of 0 as
+"never sent"); times in a :class:`Run` are relative.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ def simulate(
     capacity: int = 256,
     demand: Callable[[float], float] | None = None,
     on_second: Callable[[float, FarmPolicy], Any] | None = None,
+    stalls: tuple[float, float] | None = None,
 ) -> Run:
     """Keep the farm saturated for ``seconds`` of virtual time; count after ``warmup``.
 
@@ -157,6 +161,14 @@ def simulate(
     backlog = math.inf if demand is None else 0.0
     per_second: dict[int, list[int]] = {}
 
+    def judged_at(arrival: float) -> float:
+        if stalls is None:
+            return arrival
+        every, length = stalls
+        k = math.floor((arrival - START) / every)
+        start = START + k * every + random.Random(seed * 1_000_003 + k).uniform(0, every - length)
+        return start + length if start <= arrival < start + length else arrival
+
     def pump(now: float) -> None:
         nonlocal wake_at, backlog
         while backlog >= 1:
@@ -173,6 +185,7 @@ def simulate(
             choice.inflight[job.id] = job
             policy.on_dispatch(job, choice, now)
             arrival = now + send + rng.expovariate(1 / send_jitter) if send_jitter else now + send
+            arrival = judged_at(arrival)
             reply = upstream.arrive(choice.ip, arrival)
             if reply.penalty:
                 run.penalties += 1
