@@ -45,6 +45,8 @@ __all__ = ["PaceBook", "Pacer"]
 
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
 LIGHT = 2  # a request sent with fewer of the pair's in flight measures the upstream unloaded (its floor)
+LIGHT_KEPT = 256  # such send times kept until their success comes ...
+LIGHT_MEMORY = 120.0  # ... and a full set forgets those older than this (no answer takes that long)
 KEYED_IPS = 3  # surprises on this many IPs (or half of them: arrival jitter surprises IPs one at a time too) ...
 KEYED_WINDOW = 60.0  # ... within this many seconds (or two limiter time scales): a shared budget
 KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
@@ -125,8 +127,11 @@ class Pacer:
         return None if self.grouped else self.learner.next_at(now)
 
     def dispatched(self, now: float) -> None:
-        if self.inflight < LIGHT and len(self._light) < 256:
-            self._light.add(now)
+        if self.inflight < LIGHT:
+            if len(self._light) >= LIGHT_KEPT:  # full of requests never answered ok (refused, failed, lost)
+                self._light = {t for t in self._light if t > now - LIGHT_MEMORY}
+            if len(self._light) < LIGHT_KEPT:
+                self._light.add(now)
         self.inflight += 1
         if not self.grouped:
             self.learner.dispatched(now)

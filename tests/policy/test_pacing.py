@@ -117,6 +117,21 @@ def test_a_new_pair_ramps_up_its_in_flight_and_backs_off_when_answers_queue() ->
     assert p.queueing and p.open_cap <= 8  # over four times the floor: halved
 
 
+def test_failed_light_requests_do_not_stop_the_floor_being_measured() -> None:
+    """A request sent with little in flight measures the unloaded latency when it succeeds; one that
+    fails (refused, timed out, its worker lost) is never answered ok. Three hundred of those, over
+    minutes, and a light success still measures the floor."""
+    book = PaceBook()
+    p = book.get("ip", "u", 0.0)
+    for i in range(300):
+        p.dispatched(float(i))
+        book.record("ip", "u", "error", i + 0.5, sent_at=float(i))
+    assert p.floor == 0.0
+    p.dispatched(400.0)
+    book.record("ip", "u", "ok", 400.25, sent_at=400.0)
+    assert p.floor == pytest.approx(0.25)
+
+
 def test_an_isolated_429_on_a_paced_pair_is_the_paces_business_and_cools_nothing() -> None:
     """On a two-token bucket a 500 ms pause throws away ten tokens' refill: a paced pair's first 429
     is left to the pace (a told one holds for one refusal alone), not cooled for."""
