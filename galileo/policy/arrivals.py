@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import deque
 
 __all__ = ["ArrivalGuard"]
@@ -34,7 +35,8 @@ __all__ = ["ArrivalGuard"]
 SAMPLES = 64  # answers the usual latency is the lowest tenth of ...
 RECOMPUTE = 16  # ... recomputed after this many new ones (after each while there are fewer)
 MIN_SAMPLES = 4  # no hold before this many answers: no usual latency to be late against
-KEEP_SENT = 4096  # sends remembered (their times, and latencies once answered)
+KEEP_SPANS = 4  # sends remembered (their times, and latencies once answered): this many windows' budgets ...
+KEEP_MIN = 64  # ... and at least this many (an answer to an older send only adds to the latencies)
 SPENT_MEMORY = 60.0  # seconds: the time held back is reckoned over about this long (exponential decay)
 MARGIN = 0.005  # seconds added to each hold: the one-way delays' own jitter (a late request's, its successor's)
 
@@ -47,8 +49,9 @@ class ArrivalGuard:
         self.span = max(1, math.floor(rate * window + 1e-9))  # requests the budget allows per window
         self.budget = budget
         self.sends = 0  # requests sent, ever: the next one's place
-        self._sent: list[float] = []  # send times of the last requests, oldest first ...
-        self._took: list[float] = []  # ... their latencies (nan until answered) ...
+        self._keep = max(KEEP_MIN, KEEP_SPANS * self.span)
+        self._sent = array("d")  # send times of the last requests, oldest first ...
+        self._took = array("d")  # ... their latencies (nan until answered) ...
         self._first = 0  # ... and the place of the first of them
         self._lat: deque[float] = deque(maxlen=SAMPLES)
         self._usual = math.nan
@@ -75,18 +78,19 @@ class ArrivalGuard:
         self._sent.append(now)
         self._took.append(math.nan)
         self.sends += 1
-        if len(self._sent) > 2 * KEEP_SENT:
-            del self._sent[:KEEP_SENT], self._took[:KEEP_SENT]
-            self._first += KEEP_SENT
+        if len(self._sent) > 2 * self._keep:
+            del self._sent[: self._keep], self._took[: self._keep]
+            self._first += self._keep
 
     def answered(self, now: float, sent_at: float) -> None:
         """An answer (a success or a refusal) to the request sent at ``sent_at``."""
         took = now - sent_at
-        i = bisect.bisect_right(self._sent, sent_at) - 1
-        if i < 0 or self._sent[i] != sent_at or not math.isnan(self._took[i]):
-            return  # sent before the guard kept count, or not through it
-        self._took[i] = took
+        if took <= 0:
+            return  # no send time known: no latency either
         self._lat.append(took)
+        i = bisect.bisect_right(self._sent, sent_at) - 1
+        if i >= 0 and self._sent[i] == sent_at and math.isnan(self._took[i]):
+            self._took[i] = took  # (else sent before the sends kept, or not through the guard)
         self._fresh += 1
         if self._fresh >= RECOMPUTE or len(self._lat) < RECOMPUTE:
             self._fresh = 0

@@ -148,3 +148,17 @@ def test_the_guard_stops_holding_once_it_has_spent_its_budget() -> None:
     # decay gave back (~0.2 s), and at most one hold past it.
     assert 0.6 <= g.held <= 1.0, g.held
     assert holds >= 3, holds
+
+
+def test_what_the_guard_keeps_stays_bounded() -> None:
+    """A pair runs for days: the guard keeps a few windows' sends, and an answer to a send it has
+    forgotten only adds to the latencies."""
+    g = ArrivalGuard(20.0)
+    for k in range(100_000):
+        g.dispatched(k * 0.05, k * 0.05)
+        if k >= 6:
+            g.answered(k * 0.05 + 0.001, (k - 6) * 0.05)
+    assert len(g._sent) == len(g._took) <= 2 * max(64, 4 * 20)
+    g.answered(5001.0, 1.0)  # sent long before what is kept
+    hold = g.hold(5001.0)
+    assert (hold is None or hold < 5001.0) and g.sends == 100_000  # nothing held back for it
