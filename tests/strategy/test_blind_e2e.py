@@ -33,8 +33,10 @@ async def sim() -> AsyncIterator[SimServer]:
 
 
 async def run_strategy(
-    sim: SimServer, tmp_path: Path, mode: str, seconds: float
+    sim: SimServer, tmp_path: Path, mode: str, seconds: float, min_landed: int = 0
 ) -> tuple[RoundTripEngine, Farm, dict[str, Any]]:
+    """Runs the strategy `seconds`, and on until `min_landed` round trips landed (at most 3x as long):
+    how many land in a few seconds is chance (3-8 in 6 s here), and a test must not hinge on it."""
     kp = ephemeral_keypair()
     write_keypair(tmp_path / "id.json", kp)
     cfg = blind_config(sim.url, tmp_path, IPS, mode)  # the configuration `galileo bench blind` runs
@@ -44,6 +46,10 @@ async def run_strategy(
         stop = asyncio.Event()
         task = asyncio.create_task(strategy.run(stop))
         await asyncio.sleep(seconds)
+        for _ in range(int(seconds * 2 / 0.25)):
+            if strategy.stats.totals()["landed"] >= min_landed:
+                break
+            await asyncio.sleep(0.25)
         stop.set()
         await asyncio.wait_for(task, 30)
         # Count with nothing queued or in flight: a status poll cancelled at close still runs.
@@ -61,7 +67,7 @@ async def sim_json(sim: SimServer, path: str) -> Any:
 
 
 async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) -> None:
-    strategy, farm, snapshot = await run_strategy(sim, tmp_path, "live", 6.0)
+    strategy, farm, snapshot = await run_strategy(sim, tmp_path, "live", 6.0, min_landed=1)
     stats = await sim_json(sim, "/sim/stats")
     log = (await sim_json(sim, "/sim/requests?service=jupiter"))["requests"]
 
@@ -111,11 +117,12 @@ async def test_live_blind_strategy_over_8_ips(sim: SimServer, tmp_path: Path) ->
     # leg's minimum out (6001), never an assembly error; one that lands made at least its
     # min_quote_profit (20 000 lamports), so the wallet never loses. The ones that landed are seen
     # by both. Pools hold their price `pool_hold_slots` (6) slots, so most gaps outlive the two
-    # slots before a bundle runs: 6 s land a few (4-6 in 6 runs) and still see failures (with a
-    # fresh price every slot, `pool_hold_slots: 1`, 1-2 landed and sometimes none).
+    # slots before a bundle runs: 6 s land a few (4-6 in 6 runs) and usually see failures too, but
+    # not always (CI once saw none), so failures are only checked for their kind here; the VM
+    # refusing outbid and slipped bundles is shown deterministically in tests/sim/test_sim_vm.py
+    # and tests/tx/test_round_trips_in_sim.py.
     chain = stats["chain"]
     assert bundles["landed"] > 0, f"no round trip landed in 6 s: {chain['failures_by_error']}"
-    assert sum(chain["failures_by_error"].values()) > 0
     assert set(chain["failures_by_error"]) <= {"auction: outbid", "jupiter: 6001 SlippageToleranceExceeded"}
     assert totals["landed"] == bundles["landed"]
     assert chain["pnl"]["total_lamports"] >= 20_000 * bundles["landed"]
