@@ -20,6 +20,9 @@ them), most of the spread is not lateness at all: the guard may hold sends back 
 ``budget`` (0.8 %) of the time, reckoned over the last minute, so a told pace keeps 97 % of R
 whatever the latencies do.
 
+A learnt pace that has met a penalty box is guarded the same way, with the refused pace's
+budget (see :mod:`galileo.policy.learning`): :meth:`ArrivalGuard.rerate` follows it as it moves.
+
 Pure policy with an injected clock, as the rest of :mod:`galileo.policy`.
 """
 
@@ -60,10 +63,16 @@ class ArrivalGuard:
         self._spent_at = 0.0
         self.held = 0.0  # seconds held back, ever
 
+    def rerate(self, rate: float | None) -> None:
+        """The budget is now ``rate``/s (a learnt one moved), or unknown (None: hold nothing). The
+        send a window's budget after a late one is counted from here on."""
+        self.span = 0 if rate is None else max(1, math.floor(rate * self.window + 1e-9))
+        self._keep = max(self._keep, KEEP_SPANS * self.span)
+
     def hold(self, now: float) -> float | None:
         """The time the next send may not go before, if the one a window's budget before it was late."""
         i = self.sends - self.span - self._first
-        if i < 0 or len(self._lat) < MIN_SAMPLES:
+        if i < 0 or not self.span or len(self._lat) < MIN_SAMPLES:
             return None
         late = self._took[i] - self._usual  # nan (not answered yet) compares false
         if not late > 0 or self._over_budget(now):

@@ -16,7 +16,7 @@ import pytest
 
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.arrivals import ArrivalGuard
-from galileo.policy.learning import PACE
+from galileo.policy.learning import PACE, PaceRules, RateLearner
 from galileo.policy.pacing import PaceBook
 from tests.policy.limitsim import UPSTREAM, Run, SimUpstream, simulate
 
@@ -45,6 +45,49 @@ def test_a_told_pace_stays_out_of_a_penalty_box_when_the_upstream_stalls(latency
     assert off.penalties > 0  # the stalls alone box a 98 % pace
     assert on.penalties == 0 and on.share_429 == 0, (on.penalties, on.share_429)
     assert on.ratio(len(IPS) * 20.0) >= 0.97, on.ratio(len(IPS) * 20.0)
+
+
+@pytest.mark.parametrize(("n", "latency", "stall"), [(4, "150", 0.04), (16, "50", 0.03)])
+def test_a_learnt_pace_under_a_penalty_box_is_guarded_once_it_has_met_the_box(
+    n: int, latency: str, stall: float
+) -> None:
+    """Nothing told: learning meets the box a few times per address (that is how it learns it is
+    one), then paces a few percent under the refused pace, and the same stalls box it again, each
+    box read as an overshoot that pulls what it proved down (0.92-0.95 of N·R). Guarded from the
+    first box on, as a told pace is: no box after learning, and more of N·R."""
+    ips = [f"10.0.8.{i}" for i in range(1, n + 1)]
+
+    def run(rules: PaceRules) -> Run:
+        policy = FarmPolicy(pacing=PaceBook(rules=rules), rng=random.Random(2))
+        upstream = SimUpstream("penalty:20/1s,box=5s", latency=latency, seed=2)
+        return simulate(upstream, ips, policy=policy, stalls=(3.0, stall), seed=2, seconds=300.0, warmup=120.0)
+
+    off, on = run(OFF), run(PACE)
+    assert off.ratio(n * 20.0) < 0.95, (off.penalties_counted, off.ratio(n * 20.0))
+    assert on.penalties_counted == 0 and on.share_429 == 0, (on.penalties_counted, on.share_429)
+    assert on.ratio(n * 20.0) >= 0.97, on.ratio(n * 20.0)
+
+
+def test_a_learnt_pace_is_guarded_only_under_a_box_and_never_capped_by_it() -> None:
+    """The guard's budget for a learnt pace: none while galloping or testing past the refused pace
+    (holding would cap the pace there), none where no box was met, and never fewer sends a window
+    than the pace itself sends in one (a refusal a stall caused can put the refused pace that low)."""
+    lr = RateLearner(PACE, 0.0)
+    lr._hold(0.0, 19.0, 20.6, 0.02, 0.0)  # a bracket [18.6, 20.6]: no box met yet
+    assert lr.arrivals is None
+    lr.dear = True
+    lr._repace(1.0)
+    assert lr.arrivals is not None and lr.arrivals.span == 20  # the refused pace's window, rounded down
+    lr.rate, lr.hi = 19.9, 19.95  # refused just above the pace: the pace's own window count, +0.5 %
+    lr._repace(2.0)
+    assert lr.arrivals.span == 20 and lr.arrivals.span >= 1.005 * lr.rate
+    lr.rate = 21.0  # testing past it
+    lr._repace(3.0)
+    assert lr.arrivals.span == 0 and lr.arrivals.hold(3.0) is None
+    lr.rate, lr.hi = 19.0, 20.6
+    lr._repace(4.0)
+    lr.unbound()  # another limit's refusals: no refused pace known
+    assert lr.arrivals.span == 0
 
 
 def test_lateness_counts_against_the_fast_answers_when_one_way_delays_spread() -> None:
