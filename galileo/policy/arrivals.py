@@ -18,7 +18,7 @@ lateness beyond the slack, once, and nothing while arrivals keep time.
 Where the latency itself spreads (an upstream whose answers take 50 to 500 ms as it computes
 them), most of the spread is not lateness at all: the guard may hold sends back for at most
 ``budget`` (0.8 %) of the time, reckoned over the last minute, so a told pace keeps 97 % of R
-whatever the latencies do.
+whatever the latencies do (a hold is cut short where it would pass that).
 
 A learnt pace that has met a penalty box is guarded the same way, with the refused pace's
 budget (see :mod:`galileo.policy.learning`): :meth:`ArrivalGuard.rerate` follows it as it moves.
@@ -69,19 +69,22 @@ class ArrivalGuard:
         self.span = 0 if rate is None else max(1, math.floor(rate * self.window + 1e-9))
         self._keep = max(self._keep, KEEP_SPANS * self.span)
 
-    def hold(self, now: float) -> float | None:
-        """The time the next send may not go before, if the one a window's budget before it was late."""
+    def hold(self, now: float, slot: float) -> float | None:
+        """The time the next send may not go before, if the one a window's budget before it was
+        late. ``slot``: when the pace alone lets it go; it is held past that by no more than what
+        the budget has left."""
         i = self.sends - self.span - self._first
         if i < 0 or not self.span or len(self._lat) < MIN_SAMPLES:
             return None
         late = self._took[i] - self._usual  # nan (not answered yet) compares false
-        if not late > 0 or self._over_budget(now):
+        left = self.budget * SPENT_MEMORY - self._decayed(now)
+        if not late > 0 or left <= 0:
             return None
-        return self._sent[i] + late + self.window + MARGIN
+        return min(self._sent[i] + late + self.window + MARGIN, slot + left)
 
     def dispatched(self, now: float, slot: float) -> None:
         """A request went at ``now``; the pace alone would have let it go at ``slot``."""
-        hold = self.hold(now)
+        hold = self.hold(now, slot)
         if hold is not None and hold > slot and now <= hold + MARGIN:
             self._spend(now, hold - slot)  # the pace was ready; the guard held it back this long
         self._sent.append(now)
@@ -113,6 +116,3 @@ class ArrivalGuard:
 
     def _decayed(self, now: float) -> float:
         return self._spent * math.exp(-(now - self._spent_at) / SPENT_MEMORY) if self._spent else 0.0
-
-    def _over_budget(self, now: float) -> bool:
-        return self._decayed(now) >= self.budget * SPENT_MEMORY

@@ -196,7 +196,7 @@ class RateLearner:
             return None
         at = self.tat
         if self.arrivals is not None:
-            hold = self.arrivals.hold(now)
+            hold = self.arrivals.hold(now, at)
             if hold is not None and hold > at:
                 at = hold
         return None if now >= at else at

@@ -30,10 +30,15 @@ def numbers(data: Any, path: str = "") -> list[tuple[str, float]]:
     return []
 
 
+# The module's first test also runs `galileo bench --quick` (about a minute idle, longer on a loaded
+# CI box): the suite's 120 s per test would cut it short.
+pytestmark = pytest.mark.timeout(300)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "report.json"
-    proc = run_galileo("bench", "--quick", "--json", str(out), timeout=150, cwd=out.parent)
+    proc = run_galileo("bench", "--quick", "--json", str(out), timeout=280, cwd=out.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "targets" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
     assert not Path(out.parent / "bench-report.json").exists()  # --json was honoured

@@ -26,9 +26,11 @@ async def test_a_tip_floor_without_entries_is_a_decode_error(stub: Stub, worker:
 
 
 async def test_prioritization_fees_for_writable_accounts_oldest_slot_first(sim: SimServer, worker: Worker) -> None:
+    before = sim.state.slot()  # slots here are 20 ms: the answer's is read between the two
     ran = await worker.run(RpcPrioritizationFees(url=sim.url + "/rpc", accounts=[USDC]))
+    after = sim.state.slot()
     fees = ran.outcome.value
     assert isinstance(fees, PrioritizationFees) and len(fees.fees) == 150
-    assert fees.slot in (sim.state.slot(), sim.state.slot() - 1) and any(fees.fees) and min(fees.fees) == 0
+    assert before <= fees.slot <= after and any(fees.fees) and min(fees.fees) == 0
     too_many = await worker.run(RpcPrioritizationFees(url=sim.url + "/rpc", accounts=[USDC] * 129))
     assert too_many.outcome.result == "decode_error"

@@ -77,8 +77,9 @@ async def test_429_cools_one_ip_for_one_upstream_only(make_farm: Make, recorder:
 
     await asyncio.gather(pump("/a", "a"), pump("/b", "b"))
     first_429 = min(h.t for h in recorder.hits if h.status == 429)
-    # Requests already in flight when the first 429 was answered may still arrive just after it.
-    window = [h for h in recorder.hits if first_429 + 0.1 < h.t < first_429 + 1.9]
+    # Requests already on their way when the first 429 was answered may still arrive just after it
+    # (the answer reaches the coordinator through its worker: on a loaded machine, 100 ms and more).
+    window = [h for h in recorder.hits if first_429 + 0.3 < h.t < first_429 + 1.9]
     from_limited = Counter(h.path for h in window if h.remote == "127.0.0.21")
     assert from_limited["/a"] == 0  # cooling for "a", honouring Retry-After: 2
     assert from_limited["/b"] > 5  # ... but still serving "b"

@@ -88,7 +88,8 @@ async def test_scale_changes_survive_rescans_and_reloads(make_farm: Make, record
     used = await traffic(farm, recorder, 1.2)
     await farm.reload()
     used |= await traffic(farm, recorder, 0.3)
-    assert len(rescans) - seen >= 8, "the periodic rescan did not run"
+    # Every 0.1 s: about 15 ran meanwhile on an idle machine; a few are what the check needs.
+    assert len(rescans) - seen >= 3, "the periodic rescan did not run"
     assert out_ip not in used and out_ip not in {h.remote for h in recorder.hits[removed_at:]}
     assert f"local/{out_ip}" not in farm.supervisor.slots
 
@@ -116,6 +117,6 @@ async def test_scale_changes_survive_rescans_and_reloads(make_farm: Make, record
     seen = len(rescans)
     used = await traffic(farm, recorder, 1.0)
     await farm.reload()
-    assert len(rescans) - seen >= 5
+    assert len(rescans) - seen >= 3
     assert {out_ip, extra} <= used and f"local/{extra}" in farm.hub.workers
     assert farm.snapshot()["farm"]["held_out"] == []

@@ -215,7 +215,7 @@ async def test_secrets_are_used_and_never_logged_in_a_live_debug_run(
     )
     env = {**FAKE, "GALILEO_FAULT_RPC_URL": rpc_url}
     run = await galileo_cli(
-        "--log-level", "debug", "--log-format", "json", "farm", "start", "-c", str(cfg), "--duration", "8", env=env
+        "--log-level", "debug", "--log-format", "json", "farm", "start", "-c", str(cfg), "--duration", "12", env=env
     )
     code = await run.wait(60)
     output = run.output()

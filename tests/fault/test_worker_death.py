@@ -166,10 +166,12 @@ async def test_sigstop_worker_detected_within_3s_killed_and_replaced(
     try:
         await asyncio.sleep(1.0)
         victim = busiest(farm.hub.workers)
-        stuck_jobs = {j.id for j in victim.inflight.values()}
         os.kill(victim.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
         await wait_for(lambda: proc_state(victim.pid) == "T", 2, "SIGSTOP to take effect", every=0.005)
+        # What it holds now is stuck: results it sent just before the stop have arrived by then.
+        await asyncio.sleep(0.1)
+        stuck_jobs = {j.id for j in victim.inflight.values()}
         await wait_for(lambda: victim.pid in gone_at, 10, "the hub to declare the stopped worker dead")
         detected = gone_at[victim.pid] - stopped_at
         assert detected <= HEARTBEAT_DEADLINE + MARGIN, f"detected after {detected:.2f}s"

@@ -24,7 +24,7 @@ async def advance(client: aiohttp.ClientSession, sim: SimServer, slots: int) -> 
 
 
 async def test_blockhash_height_and_slot(sim_factory: SimFactory, client: aiohttp.ClientSession) -> None:
-    sim = await sim_factory(blockhash_ttl_blocks=150)
+    sim = await sim_factory(blockhash_ttl_blocks=150, slot_ms=60_000)  # no slot passes between the calls
     _, first = await rpc(client, sim.url, "getLatestBlockhash")
     _, height = await rpc(client, sim.url, "getBlockHeight")
     _, slot = await rpc(client, sim.url, "getSlot")

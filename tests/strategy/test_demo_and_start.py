@@ -67,12 +67,29 @@ wallet: {{keypair_path: '{tmp_path / "id.json"}'}}
             str(cfg),
             "--summary-every",
             "2",
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(11)  # startup takes a few seconds on a busy machine; then a summary every 2 s
+        # Startup takes a few seconds on a busy machine, then a summary comes every 2 s: read until
+        # three came and one counted a dry run (about 11 s idle), then stop it.
+        assert proc.stderr is not None
+        head: list[bytes] = []
+        summaries = dry = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while (summaries < 3 or not dry) and loop.time() < deadline:
+            try:
+                line = await asyncio.wait_for(proc.stderr.readline(), max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                break
+            if not line:
+                break
+            head.append(line)
+            summaries += b"event=summary" in line
+            dry += b"event=summary" in line and re.search(rb"dry run [1-9]\d*\)", line) is not None
         proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        _, rest = await asyncio.wait_for(proc.communicate(), 30)
+        err = b"".join(head) + rest
     finally:
         await sim.close()
     assert proc.returncode == 0, err.decode()[-2000:]

@@ -92,10 +92,30 @@ def active_streams(stats: dict[str, Any]) -> Counter[tuple[str, int]]:
 
 async def test_one_token_is_one_connection_on_one_ip_and_mixed_pairs_are_sent(sim: SimServer, tmp_path: Path) -> None:
     ips = [f"127.0.7.{i}" for i in range(1, 5)]
+
+    def sent_buys() -> set[str]:
+        return {b for (b, _, state), n in strategy.stats.pairs.items() if state == "sent" and n}
+
+    def served(stats: dict[str, Any], ip: str) -> int:
+        by_service = stats["requests"]["by_ip_service"].get(ip, {})
+        return sum(by_service.get(svc, {}).get("200", 0) for svc in ("ultra", "dflow", "jupiter"))
+
     async with Run(sim, tmp_path, ips, "ultra, titan", "dflow, jupiter") as (_, strategy):
-        await asyncio.sleep(3)
-        during = await sim_stats(sim)
-        await asyncio.sleep(6)
+        # What a loaded machine reaches when is not the promise: sample once every stream is open
+        # and every address has served (about 3 s), and stop once both buy providers had a pair
+        # sent and a bundle was accepted (most runs within 9 s), each with a deadline.
+        for _ in range(40):
+            await asyncio.sleep(0.25)
+            during = await sim_stats(sim)
+            if sum(during["titan"]["active_streams_by_ip"].values()) >= 4 and all(
+                served(during, ip) > 10 for ip in ips
+            ):
+                break
+        for _ in range(100):
+            await asyncio.sleep(0.25)
+            stats = await sim_stats(sim)
+            if sent_buys() == {"ultra", "titan"} and stats["sends"]["jito_bundle"]["accepted"] > 0:
+                break
     stats = await sim_stats(sim)
     titan = during["titan"]
     # One token: one connection from one address, GetInfo's 4 streams multiplexed on it (of 8 plans) ...
@@ -104,19 +124,18 @@ async def test_one_token_is_one_connection_on_one_ip_and_mixed_pairs_are_sent(si
     assert titan["active_streams_by_ip"] == {conn["ip"]: 4} and set(active_streams(during).values()) == {1}
     # ... while every address, the one holding Titan too, kept serving HTTP quotes.
     for ip in ips:
-        served = during["requests"]["by_ip_service"][ip]
-        assert sum(served.get(svc, {}).get("200", 0) for svc in ("ultra", "dflow", "jupiter")) > 10, ip
+        assert served(during, ip) > 10, ip
     # The mixed pairs produced bundles the simulator accepted ...
-    sent = {(b, s) for (b, s, state), n in strategy.stats.pairs.items() if state == "sent" and n}
-    assert {b for b, _ in sent} == {"ultra", "titan"}, strategy.stats.pairs
+    assert sent_buys() == {"ultra", "titan"}, strategy.stats.pairs
     bundles = stats["sends"]["jito_bundle"]
     assert bundles["accepted"] > 0 and set(bundles["rejected"]) <= {"already_processed"}
     # ... and they ran as merged: a failure is a lost auction or a price past a leg's minimum out
     # (6001), never the Titan or Ultra route's own WSOL close before the sell (InvalidAccountData,
-    # as main merged them); a landing made its min profit, so the wallet never loses.
+    # as main merged them); a landing made its min profit, so the wallet never loses. (Whether any
+    # fails in a few seconds is chance: only their kind is checked.)
     failures = stats["chain"]["failures_by_error"]
     allowed = {"auction: outbid"} | {f"{r}: 6001 SlippageToleranceExceeded" for r in ("jupiter", "dflow", "titan")}
-    assert failures and set(failures) <= allowed, failures
+    assert set(failures) <= allowed, failures
     assert stats["chain"]["pnl"]["total_lamports"] >= 20_000 * bundles["landed"]
 
 
