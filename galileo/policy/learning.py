@@ -47,12 +47,14 @@ is all that must be learnt, never the shape.
 longest refusal run seen (a box's length), and a window's period: from the first send to when
 its first spent budget came back, or between its first two returns (up to 120 s; a fixed
 window's pace above its rate runs clean until the window's budget is spent). A refusal run of more
-than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: the
-bracket closes at 3 % and is tried again every 300 s at most, and a pace below the refused one is
-guarded against late arrivals as a told pace is (below), with the refused pace's one-second
-budget (rounded down, never below the pace's own +0.5 %): without it a host that stalls 40 ms
-every few seconds boxes the learnt pace again and again, each box read as an overshoot that
-pulls what was proved down (0.92-0.95 of N·R in virtual time, 0.96-0.98 guarded).
+than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: a pace
+below the refused one is guarded against late arrivals as a told pace is (below), with the
+refused pace's one-second budget (rounded down, never below the pace's own +0.5 %): without it a
+host that stalls 40 ms every few seconds boxes the learnt pace again and again, each box read as
+an overshoot that pulls what was proved down (0.92-0.95 of N·R in virtual time, 0.96-0.98
+guarded). Guarded, the bracket closes at 1.5 % (3 % before the guard: jitter boxed paces closer),
+the converged pace keeps half the margin, and the bracket is tested again after 300 s, each failed
+test doubling that up to 1200 s (a test costs a box: 5 s of the pace, 1.7 % every 300 s).
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
 request (requests reach the upstream with some jitter; a one-second window forgives little). One
@@ -108,7 +110,7 @@ class PaceRules:
     eps: float = 0.01  # the search stops when hi / lo is within this
     margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
-    dear_eps: float = 0.03  # ... or this, where an overshoot is dear (a penalty box)
+    dear_eps: float = 0.015  # ... or this, where an overshoot is dear (a penalty box; guarded against late arrivals)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
@@ -117,7 +119,8 @@ class PaceRules:
     max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
     max_reprobe: float = 240.0  # ... doubling after each failed test, up to this;
-    dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear
+    dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear (a box), doubling up to
+    dear_max_reprobe: float = 1200.0  # ... this: each test past the bracket costs a box (5 s of 20/s: 1.7 % at 300 s)
     idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
@@ -404,7 +407,9 @@ class RateLearner:
             self.rate = math.sqrt(self.lo * self.hi)
         elif self.converged_at is None:
             self.converged_at = now
-            self.rate = self.lo * (1 - self.margin)
+            # A pace guarded against late arrivals (under a box) needs half the margin.
+            guarded = self.arrivals is not None and self.arrivals.span > 0
+            self.rate = self.lo * (1 - (self.margin / 2 if guarded else self.margin))
         elif now - self.converged_at >= self.reprobe_every:
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
@@ -510,6 +515,9 @@ class RateLearner:
         self.clean_from(now, now + cooled)
         self.converged_at = None
 
+    def _max_reprobe(self) -> float:
+        return self.rules.dear_max_reprobe if self.dear else self.rules.max_reprobe
+
     def _hold_refused(self, now: float, sent_at: float, cooled: float) -> Heard:
         r = self.rules
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
@@ -538,7 +546,7 @@ class RateLearner:
             if fell_to is not None and exact:
                 self.lo = min(self.lo, fell_to)  # the limit fell: to what it is now
             if self.converged_at is not None:
-                self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
+                self.reprobe_every = min(self._max_reprobe(), 2 * self.reprobe_every)
                 self.margin = min(r.max_margin, 2 * self.margin)  # refused below the bracket: jitter
         else:
             self.hi = min(self.hi, self.rate)
@@ -547,8 +555,9 @@ class RateLearner:
                 self.lo = fell_to  # the budget stayed spent and gave less: what we proved was not so
             elif measured is not None:
                 self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
-            if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * r.eps):
-                self.reprobe_every = min(r.max_reprobe, 2 * self.reprobe_every)
+            eps = r.dear_eps if self.dear else r.eps
+            if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * eps):
+                self.reprobe_every = min(self._max_reprobe(), 2 * self.reprobe_every)  # a test past the bracket failed
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step

@@ -6,6 +6,7 @@ Throughput against whole limiter shapes is in test_pacing_zoo.py and test_pacing
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 
@@ -307,8 +308,9 @@ def test_an_api_key_makes_one_budget_for_every_ip_and_each_lane_carries_its_shar
 
 def test_a_converged_pace_keeps_a_margin_that_doubles_when_refused_there() -> None:
     """Arrival jitter refuses a pace right at the limit now and then: converged, it keeps 1 % below the
-    highest proven pace, and each refusal there doubles that (up to 4 %)."""
-    learner = RateLearner(PACE, 0.0)
+    highest proven pace, and each refusal there doubles that (up to 4 %). (Unguarded: the test's
+    10 s steps read as a penalty box, and a pace guarded against late arrivals keeps half of it.)"""
+    learner = RateLearner(dataclasses.replace(PACE, arrival_window=0.0), 0.0)
     learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.9, 19.9, 20.05
     t = 0.0
 
@@ -394,3 +396,25 @@ def test_a_keyed_budget_is_never_dissolved() -> None:
         book.record("10.0.0.2", "u", "rate_limited", now + 0.01, sent_at=now)
     group = book.group("u")
     assert group is not None and group.phase == "hold" and book.get("10.0.0.1", "u").grouped
+
+
+def test_under_a_box_each_failed_test_past_the_bracket_doubles_the_wait_for_the_next_up_to_20_minutes() -> None:
+    """A test just past the bracket costs a box where overshooting is dear (5 s of the pace: 1.7 % every
+    300 s); each failed one doubles the wait for the next, up to 1200 s, where a rate-only limit's stop at 240 s."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.lo, learner.hi, learner.dear = "hold", 19.7, 20.0, True
+    learner.reprobe_every = PACE.dear_reprobe
+    waits = []
+    t = 100.0
+    for _ in range(4):
+        learner.rate, learner.converged_at = learner.hi * (1 + PACE.dear_eps), None  # the test past the bracket
+        t += 10.0
+        assert learner.refused(t, t - 0.05, None, 0.0) == "refusal"
+        waits.append(learner.reprobe_every)
+        learner.run_start = None  # the box ended
+    assert waits == [600.0, 1200.0, 1200.0, 1200.0]
+    plain = RateLearner(PACE, 0.0)
+    plain.phase, plain.lo, plain.hi, plain.rate = "hold", 19.7, 19.9, 19.9 * (1 + PACE.eps)
+    plain.reprobe_every = PACE.max_reprobe
+    plain.refused(10.0, 9.95, None, 0.0)
+    assert plain.reprobe_every == PACE.max_reprobe

@@ -71,7 +71,9 @@ def test_a_penalty_box_is_tripped_a_few_times_while_learning_and_not_after(retry
     run = learned(f"penalty:20/1s,box=5s,retry_after={retry_after}", "50", seconds=warmup + 60, warmup=warmup)
     assert run.ratio(len(IPS) * 20.0) >= 0.9
     assert run.share_429 <= 0.01
-    assert run.penalties <= 6 * len(IPS)  # learning: a few per IP ...
+    # Learning: a few per IP (without Retry-After 6 a piece with the bracket closing at 3 %, one more in
+    # all at 1.5 %, the step that closes it tried above the limit) ...
+    assert run.penalties <= 6.5 * len(IPS)
     assert run.penalties_counted <= 1  # ... then (almost) none
 
 
