@@ -129,7 +129,7 @@ class PaceRules:
 
 
 PACE = PaceRules()
-SLACK = 0.005  # a learnt pace under a box is guarded only this far below a window's budget
+SLACK = 0.005  # a learnt pace under a box guards a window's budget of at least its own count and this much more
 
 
 class RateLearner:
