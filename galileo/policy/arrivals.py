@@ -77,8 +77,10 @@ class ArrivalGuard:
         if i < 0 or not self.span or len(self._lat) < MIN_SAMPLES:
             return None
         late = self._took[i] - self._usual  # nan (not answered yet) compares false
+        if not late > 0:
+            return None
         left = self.budget * SPENT_MEMORY - self._decayed(now)
-        if not late > 0 or left <= 0:
+        if left <= 0:
             return None
         return min(self._sent[i] + late + self.window + MARGIN, slot + left)
 

@@ -93,6 +93,7 @@ class PaceRules:
     told_floor: float = 0.965  # ... and refusals (send jitter) trim it to no less than this share
     arrival_window: float = 1.0  # a told pace holds the send one such window after a late arrival (0: never) ...
     arrival_budget: float = 0.008  # ... for at most this share of the time (see galileo.policy.arrivals)
+    guard_slack: float = 0.005  # a learnt pace under a box guards a window's budget of at least its own count +this
     probe: float = 1.0  # requests/s while a first refusal run without Retry-After lasts
     overdrive: float = 1.5  # measuring: pace at this many times the success rate of the last second
     stall: float = 1.0  # measuring: seconds without a refusal, saturated, before the pace doubles
@@ -109,6 +110,7 @@ class PaceRules:
     max_step: float = 1.0  # ... up to this
     eps: float = 0.01  # the search stops when hi / lo is within this
     margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
+    guarded_margin: float = 0.5  # ... this share of it where guarded against late arrivals (under a box) ...
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
     dear_eps: float = 0.015  # ... or this, where an overshoot is dear (a penalty box; guarded against late arrivals)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
@@ -129,7 +131,6 @@ class PaceRules:
 
 
 PACE = PaceRules()
-SLACK = 0.005  # a learnt pace under a box guards a window's budget of at least its own count and this much more
 
 
 class RateLearner:
@@ -233,8 +234,8 @@ class RateLearner:
             # A window's budget is the refused pace's, rounded down, but never so few that the pace
             # itself would send them within a window (+0.5 %): the guard would hold every send a
             # little, a cap below the pace (a refusal a stall caused can put hi that low).
-            w = self.rules.arrival_window
-            budget = max(math.floor(self.hi * w + 1e-9), math.ceil((1 + SLACK) * self.rate * w)) / w
+            w, slack = self.rules.arrival_window, self.rules.guard_slack
+            budget = max(math.floor(self.hi * w + 1e-9), math.ceil((1 + slack) * self.rate * w)) / w
         if self.arrivals is None and budget is not None:
             self.arrivals = ArrivalGuard(budget, self.rules.arrival_window, self.rules.arrival_budget)
         elif self.arrivals is not None:
@@ -396,7 +397,7 @@ class RateLearner:
         r = self.rules
         self.lo = max(self.lo, self.rate)
         self.between_proven = True
-        eps = r.dear_eps if self.dear else r.eps
+        eps = self._eps()
         if self.lo >= self.hi or (not self.hi_refused and self.lo * (1 + eps) >= self.hi):
             self.hi = math.inf  # a refused rate now runs clean (the limit rose), or the guess was low
         self.stepped_at = now
@@ -407,9 +408,8 @@ class RateLearner:
             self.rate = math.sqrt(self.lo * self.hi)
         elif self.converged_at is None:
             self.converged_at = now
-            # A pace guarded against late arrivals (under a box) needs half the margin.
-            guarded = self.arrivals is not None and self.arrivals.span > 0
-            self.rate = self.lo * (1 - (self.margin / 2 if guarded else self.margin))
+            guarded = self.arrivals is not None and self.arrivals.span > 0  # (under a box)
+            self.rate = self.lo * (1 - self.margin * (r.guarded_margin if guarded else 1.0))
         elif now - self.converged_at >= self.reprobe_every:
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
@@ -515,6 +515,10 @@ class RateLearner:
         self.clean_from(now, now + cooled)
         self.converged_at = None
 
+    def _eps(self) -> float:
+        """How close the bracket closes: closer where overshooting is cheap."""
+        return self.rules.dear_eps if self.dear else self.rules.eps
+
     def _max_reprobe(self) -> float:
         return self.rules.dear_max_reprobe if self.dear else self.rules.max_reprobe
 
@@ -555,7 +559,7 @@ class RateLearner:
                 self.lo = fell_to  # the budget stayed spent and gave less: what we proved was not so
             elif measured is not None:
                 self.lo = max(self.lo, min(measured, self.hi / (1 + r.eps)))
-            eps = r.dear_eps if self.dear else r.eps
+            eps = self._eps()
             if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * eps):
                 self.reprobe_every = min(self._max_reprobe(), 2 * self.reprobe_every)  # a test past the bracket failed
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
