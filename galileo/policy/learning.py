@@ -3,7 +3,8 @@
 A :class:`RateLearner` paces one budget (an IP's at one upstream, or one every IP shares) with
 GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, with no burst
 tolerance; a send the event loop made up to 2 ms late keeps the schedule (the next one comes
-that much sooner), a later one starts a new schedule (a one-token bucket forgives no two sends
+that much sooner; under a learnt concurrency cap, up to one interval late: see
+:mod:`galileo.policy.pacing`), a later one starts a new schedule (a one-token bucket forgives no two sends
 much closer than its interval). A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
 token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ
 is all that must be learnt, never the shape.
@@ -85,7 +86,8 @@ Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 class PaceRules:
     """Every number pacing runs on. :data:`PACE` holds the defaults the farm uses."""
 
-    catch_up: float = 0.002  # seconds: a send late by up to this keeps the pace's schedule
+    catch_up: float = 0.002  # seconds: a send late by up to this keeps the pace's schedule ...
+    capped_credit: float = 1.0  # ... and under a learnt concurrency cap, up to this many of its intervals
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
     queueing: float = 2.0  # answers this many times slower than the pair's floor: the upstream queues
@@ -205,7 +207,10 @@ class RateLearner:
                 at = hold
         return None if now >= at else at
 
-    def dispatched(self, now: float) -> None:
+    def dispatched(self, now: float, capped: bool = False) -> None:
+        """A request went at ``now``. ``capped``: the pair has a learnt concurrency cap, which bunches
+        sends as answers free its slots; a send it held late keeps up to ``capped_credit`` intervals
+        of the schedule, so the pace does not hold back the next slot the cap frees as well."""
         self.sends += 1
         if self.first_sent is None:
             self.first_sent = now
@@ -215,8 +220,11 @@ class RateLearner:
         if self.phase != "open":
             # A send the loop made a little late keeps the schedule (the next comes that much
             # sooner); later than ``catch_up`` it starts a new one.
-            late = now - self.tat
-            self.tat = (self.tat if 0 < late <= self.rules.catch_up else max(self.tat, now)) + 1.0 / self.rate
+            late, interval = now - self.tat, 1.0 / self.rate
+            if capped:
+                self.tat = max(self.tat, now - self.rules.capped_credit * interval) + interval
+            else:
+                self.tat = (self.tat if 0 < late <= self.rules.catch_up else max(self.tat, now)) + interval
 
     def _repace(self, now: float, cooled: float = 0.0) -> None:
         """A new pace: its first slot is one interval after the last send (never two sends closer)."""

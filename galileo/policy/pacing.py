@@ -12,6 +12,10 @@ requests in flight:
   bucket that delays, a server that slows under load) is not pushed into ever longer waits;
 * **a concurrency cap**, when the refusals say the limit is on requests being served, not on
   their rate (:mod:`galileo.policy.concurrency`); the rate learner then starts over under it.
+  A cap frees its slots as answers come, in bunches: a send it held past the pace's slot keeps
+  one interval of the schedule (the next may go at once), so the pace does not hold back the
+  slot the cap frees next as well (told R = K / latency, 150 ms, 16 addresses, one 20 s window
+  each: 0.896 of it without, 0.942 with).
 
 A **shared budget** (an API key's, or a global one) is paced by one learner for the upstream
 (the :class:`PaceBook`'s group), fed by every IP's refusals: more IPs must not be used to
@@ -134,7 +138,7 @@ class Pacer:
                 self._light.add(now)
         self.inflight += 1
         if not self.grouped:
-            self.learner.dispatched(now)
+            self.learner.dispatched(now, capped=self.cap is not None)
 
     def blocked(self, now: float) -> None:
         """A request waited for this pair. Held by a learnt cap, not the pace, it says nothing of the
