@@ -8,9 +8,7 @@ answer gets a *held* count (give or take one: an answer crossing the network as 
 arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
 a refusal finds more held than successes usually do; under a rate limit refusals and successes
 find the same. Three of the last four refusals above the median success (of at least 6 at the
-pace) make a cap of one more than what successes found held most often, or than their median if
-that is more (a pace near the cap's rate fills its slots unevenly: many successes come after a slot
-freed, and the median alone read a cap of 4 as 3 in virtual time). A false one (a rate limit ρ at latency L keeps
+pace) make a cap of one more than that median. A false one (a rate limit ρ at latency L keeps
 about ρ·L in flight, so at a steady pace the two can look alike) costs little as long as the pace
 stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
 rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
@@ -19,7 +17,7 @@ rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 
 __all__ = ["CapFinder"]
 
@@ -66,12 +64,6 @@ class CapFinder:
         usual = sorted(self._held)[len(self._held) // 2]
         self.votes.append(self.held(sent_at, floor) > usual)
         if sum(self.votes) >= EVIDENCE:
-            self.cap = max(usual, _mode(self._held)) + 1
+            self.cap = usual + 1
             return True
         return False
-
-
-def _mode(held: deque[int]) -> int:
-    """What successes found held most often (the larger of a tie)."""
-    counts = Counter(held)
-    return max(counts, key=lambda k: (counts[k], k))

@@ -438,20 +438,3 @@ def test_under_a_concurrency_cap_a_send_the_cap_held_keeps_one_interval_of_the_s
     assert capped.next_at(t) is None
     capped.dispatched(t, capped=True)
     assert capped.next_at(t) == pytest.approx(t + interval)
-
-
-def test_a_cap_is_what_successes_most_often_found_held_plus_one_not_their_median() -> None:
-    """A told pace near the cap's rate fills its slots unevenly: many successes find fewer held than the
-    cap allows (a slot freed before they came). The median then reads one low (a cap of 3 for 4, 0.72 of
-    what it allows in virtual time); the count successes found most often reads it right."""
-    caps = CapFinder()
-    steps = [0.1, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.3, 0.3, 0.1, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
-    sent, found = 0.0, []
-    for step in [0.0, *steps]:  # each served 0.35 s: the gaps leave some finding 0, 1 or 2 held
-        sent = round(sent + step, 3)
-        found.append(caps.held(sent, 0.3))
-        caps.ok(sent_at=sent, now=sent + 0.35, pace=10.0, floor=0.3)
-    assert sorted(found) == [0, *[1] * 6, *[2] * 4, *[3] * 10]  # median 2, most often 3
-    assert caps.held(sent + 0.01, 0.3) == 4  # sent just after the last, it finds 4 served: refused
-    assert [caps.refused(sent + 0.01, 0.3, paced=True) for _ in range(3)] == [False, False, True]
-    assert caps.cap == 4

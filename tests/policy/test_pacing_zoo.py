@@ -83,17 +83,6 @@ def test_a_concurrency_cap_is_found_and_kept() -> None:
     assert run.share_429 <= 0.01
 
 
-def test_a_told_rate_that_is_really_a_concurrency_cap_keeps_the_caps_slots_full() -> None:
-    """Told R = K / latency, a pace that keeps about K in flight: the cap is found from the refusals
-    and the pairs then carry K each (the cap used to be read one low here: 0.72 of K / latency)."""
-    rate = 4 / 0.05
-    policy = FarmPolicy(known_rates={limitsim.UPSTREAM: rate}, rng=random.Random(3))
-    run = simulate(SimUpstream("concurrency:4", latency="50", seed=3), IPS, seconds=60.0, warmup=30.0, policy=policy)
-    assert run.ratio(len(IPS) * rate) >= 0.93, run.ratio(len(IPS) * rate)
-    assert run.share_429 <= 0.01, run.share_429
-    assert [policy.pacing.get(ip, limitsim.UPSTREAM, 0.0).cap for ip in IPS] == [4] * len(IPS)
-
-
 @pytest.mark.parametrize("prior", [True, False])
 @pytest.mark.parametrize("n", [4, 16])
 def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(n: int, prior: bool) -> None:
