@@ -16,7 +16,10 @@ reset between them, each on addresses of its own):
   same buy and sell quotes (it does not land).
 
 After a warm-up (long enough to learn the shape: seconds for a bucket, minutes for a 60 s
-window) the simulator's own counts are taken over the counted window: Jupiter (and DFlow)
+window; 10 s for told pacing and the baseline, which have nothing to learn, except told pacing
+under a concurrency cap: it is told R = K / latency, and finds the cap from refusals as learned
+pacing does, a refusal every few seconds at a told pace, so it gets the cap's warm-up) the
+simulator's own counts are taken over the counted window: Jupiter (and DFlow)
 ok/s over N·R (quotes and the swap-instructions of each opportunity: both spend the budget),
 the share of 429s, penalty-box entries, and Jito sends accepted per second over
 ``min(offered, N × regions × R_jito)`` (offered: what the lander sent or shed). R is what the
@@ -101,7 +104,7 @@ class PipelinePlan:
     extra: tuple[tuple[str, int, int, str], ...] = ()  # (limit name, latency, N, engine) beyond the grid
     engine: str = "blind"
     jito_rate: float = 5.0  # per (IP, region)
-    told_warmup: float = 10.0  # told pacing and the baseline learn nothing: a short warm-up
+    told_warmup: float = 10.0  # told pacing and the baseline learn nothing (but a cap): a short warm-up
     limits_by_name: dict[str, Limit] = field(default_factory=dict)
 
     def cells(self) -> list[tuple[Limit, int, int, str]]:
@@ -304,7 +307,8 @@ async def _engine_run(
             stop = asyncio.Event()
             task = asyncio.create_task(engine.run(stop))
             try:
-                await asyncio.sleep(plan.told_warmup if told else max(lim.warmup, MULTI_WARMUP if multi else 0.0))
+                learns = max(lim.warmup, MULTI_WARMUP if multi else 0.0)
+                await asyncio.sleep(max(plan.told_warmup, lim.warmup if lim.cap else 0.0) if told else learns)
                 procs = [me, *me.children(recursive=True)]
                 w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
                 quotes0, batches0 = Counter(engine.stats.quotes), engine.stats.batches_started
