@@ -191,7 +191,8 @@ async def test_concurrency_cap_releases_on_completion_and_on_disconnect(
     assert body["requests"]["by_ip_service"]["127.0.0.2"]["rpc"] == {"cancelled": 1, "429": 1, "200": 1}
     assert body["limits"]["concurrency_refusals"] == {"rpc": 1}
     held = body["limits"]["held"]["rpc"]  # three admitted; the cancelled one held its slot until its client left
-    assert held["admitted"] == 3 and 0 < held["seconds"] < time.monotonic() - started
+    # Each hold lies within the test's time; B's overlapped the cancelled one's, so only their sum is bounded.
+    assert held["admitted"] == 3 and 0 < held["seconds"] < 3 * (time.monotonic() - started)
     assert len(limiter) == 0
 
 
