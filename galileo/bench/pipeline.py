@@ -310,8 +310,11 @@ async def _engine_run(
             stop = asyncio.Event()
             task = asyncio.create_task(engine.run(stop))
             try:
-                learns = max(lim.warmup, MULTI_WARMUP if multi else 0.0)
-                await asyncio.sleep(max(plan.told_warmup, lim.warmup if lim.cap else 0.0) if told else learns)
+                if not told:
+                    warmup = max(lim.warmup, MULTI_WARMUP if multi else 0.0)
+                else:  # nothing to learn, but a cap: it is told R = K / latency, and finds K as learned does
+                    warmup = max(plan.told_warmup, lim.warmup) if lim.cap else plan.told_warmup
+                await asyncio.sleep(warmup)
                 procs = [me, *me.children(recursive=True)]
                 w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
                 quotes0, batches0 = Counter(engine.stats.quotes), engine.stats.batches_started

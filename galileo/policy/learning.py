@@ -218,12 +218,11 @@ class RateLearner:
         if self.arrivals is not None:
             self.arrivals.dispatched(now, self.tat)
         if self.phase != "open":
-            # A send the loop made a little late keeps the schedule (the next comes that much
-            # sooner); later than ``catch_up`` it starts a new one.
-            late, interval = now - self.tat, 1.0 / self.rate
-            if capped:
+            interval = 1.0 / self.rate
+            if capped:  # held by the cap: up to ``capped_credit`` intervals of the schedule kept
                 self.tat = max(self.tat, now - self.rules.capped_credit * interval) + interval
-            else:
+            else:  # made a little late by the loop: the schedule kept; later than ``catch_up``, a new one
+                late = now - self.tat
                 self.tat = (self.tat if 0 < late <= self.rules.catch_up else max(self.tat, now)) + interval
 
     def _repace(self, now: float, cooled: float = 0.0) -> None:
