@@ -206,6 +206,11 @@ class HubCore:
                     self._queued -= 1
                     self._send_job(job, choice, now)
                     continue
+                if choice.expire:
+                    self._queued -= 1
+                    waited = f"{now - job.submitted:.3f}s"
+                    self._finish(job, Outcome(result="expired", error=f"too little time left after {waited} queued"), None)
+                    continue
                 held.append(entry)
                 if choice.until is not None:
                     wake = min(wake, choice.until)

@@ -147,10 +147,14 @@ class Blocked:
     ``until``: when it may be possible (a cooldown or pacing slot ends), or None to wait for a
     change (a credit returns, a worker registers). ``upstream_wide``: every job of this
     upstream is blocked the same way, so the hub stops looking at the rest of its queue.
+    ``expire``: this job will never be worth sending (too little of its time is left): the hub
+    ends it now, ``expired``, instead of keeping it at the head of the queue, where it would hold
+    back the jobs behind it until its deadline.
     """
 
     until: float | None = None
     upstream_wide: bool = True
+    expire: bool = False
 
 
 class Policy(Protocol):

@@ -45,7 +45,9 @@ log = logging.getLogger("galileo.policy")
 SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per job
 # A job left with less than this share of its timeout (it waited in the queue behind more than
 # the upstreams' budget) is not dispatched: it would spend a pacing slot, time out at the
-# upstream and cool an innocent IP. It expires in the queue instead, at its deadline.
+# upstream and cool an innocent IP. It expires now instead: held to its deadline at the head of
+# the queue (the soonest deadline first), such jobs filled the hub's scan of the queue and the
+# pacing slots they passed up went unused (64 addresses on one key: 0.86 of its budget).
 MIN_LEFT_SHARE = 0.25
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds
@@ -158,7 +160,7 @@ class FarmPolicy:
         spec = job.spec
         upstream = job.upstream
         if job.deadline - now < MIN_LEFT_SHARE * spec.timeout:
-            return Blocked(upstream_wide=False)  # starved by the queue: let it expire, not time out upstream
+            return Blocked(upstream_wide=False, expire=True)  # starved by the queue: expire, not time out upstream
         shared = self.pacing.group(upstream)
         if shared is not None and (at := shared.next_at(now)) is not None:
             shared.blocked(now)

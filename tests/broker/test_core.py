@@ -314,3 +314,30 @@ async def test_a_dispatch_too_large_for_the_wire_ends_its_job(
     core.too_large(w.peer, job, "9000000 bytes, over the 8388608-byte frame limit")
     assert fut.result().result == "rejected" and "too large" in fut.result().error
     assert w.info is not None and not w.info.inflight  # its credit is back
+
+
+# --- jobs the queue starved ----------------------------------------------------------------
+
+
+async def test_jobs_left_too_little_time_expire_at_once_instead_of_standing_before_a_fresh_one() -> None:
+    """At the head of the queue (the soonest deadline first), starved jobs held to their deadlines
+    filled the hub's scan and the pacing slot they passed up went unused."""
+    from galileo.policy.allocator import FarmPolicy
+
+    clock, transport = ManualClock(), MemoryTransport()
+    core = HubCore(FarmPolicy(known_rates={"u": 1.0}), transport, clock=clock, heartbeat_interval=HB)
+    w = MemoryWorker(core, transport, "10.0.0.1", capacity=256).register()
+    old = [core.submit(spec(timeout=4.0)) for _ in range(70)]
+    fresh = core.submit(spec(timeout=100.0))
+    core.pump()
+    (first,) = w.jobs()  # the pace: one a second
+    w.reply(first)
+    clock.advance(3.1)  # the old ones have 0.9 s of their 4 s left: sent now, they would time out upstream
+    core.pump()
+    (sent,) = w.jobs()
+    w.reply(sent)
+    core.pump()
+    assert fresh.done() and fresh.result().result == "ok"  # the pace's slot went to the one that can use it
+    ended = [f.result() for f in old if f.done()]
+    assert len(ended) == 70 and sum(o.result == "expired" for o in ended) == 69  # one went at 0 s
+    assert core.counts["expired"] == 69 and core.queued == 0

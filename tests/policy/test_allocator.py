@@ -281,3 +281,4 @@ def test_a_job_that_waited_out_most_of_its_time_in_the_queue_is_not_dispatched_t
     assert isinstance(p.pick(starved, ws, 9.4), WorkerInfo)  # 0.6 of its 2 s left: worth sending
     held = p.pick(starved, ws, 9.6)  # 0.4 s left: it would time out at the upstream and cool the IP
     assert isinstance(held, Blocked) and not held.upstream_wide  # other jobs of the upstream still go
+    assert held.expire  # and the hub ends it now: held to its deadline it would stand in their way
