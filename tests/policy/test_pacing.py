@@ -247,6 +247,24 @@ def _first_window(learner: RateLearner) -> float:
     return 4.0
 
 
+def test_a_success_that_raced_the_first_refusal_does_not_end_its_run() -> None:
+    """Many IPs' opening burst on one budget: a request sent just after the first refused one, on
+    another path, is admitted first. Its success says nothing of when the budget came back: only
+    one sent after the refusal was heard ends the run (here 100 in the first second, back at 4 s)."""
+    learner = RateLearner(PACE, 0.0)
+    for i in range(100):
+        learner.dispatched(i / 100)
+        learner.ok(i / 100 + 0.05, i / 100)
+    learner.dispatched(1.0)
+    learner.dispatched(1.001)  # raced: sent after the refused one, admitted before it
+    learner.refused(1.05, 1.0, retry_after=3.0, cooled=3.0)
+    learner.ok(1.06, 1.001)
+    assert learner.phase == "learn" and learner.first_run  # not a run of 1 ms: 100/s, then 10 000/s
+    learner.dispatched(4.0)
+    learner.ok(4.05, 4.0)
+    assert learner.phase == "hold" and learner.windowed and learner.lo == pytest.approx(0.98 * 100 / 4.0)
+
+
 def test_a_windows_second_return_measures_it_over_one_whole_window() -> None:
     """Met late in a 5 s window of 100, the first estimate is 25/s; the next window, spent once
     between the budget's two returns (100 in 5 s), says 20/s: the pace drops to 98 % of it, and the
