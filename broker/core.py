@@ -208,8 +208,8 @@ class HubCore:
                     continue
                 if choice.expire:
                     self._queued -= 1
-                    waited = f"{now - job.submitted:.3f}s"
-                    self._finish(job, Outcome(result="expired", error=f"too little time left after {waited} queued"), None)
+                    waited = f"too little time left after {now - job.submitted:.3f}s queued"
+                    self._finish(job, Outcome(result="expired", error=waited), None)
                     continue
                 held.append(entry)
                 if choice.until is not None:
