@@ -207,9 +207,7 @@ class HubCore:
                     self._send_job(job, choice, now)
                     continue
                 if choice.expire:
-                    self._queued -= 1
-                    waited = f"too little time left after {now - job.submitted:.3f}s queued"
-                    self._finish(job, Outcome(result="expired", error=waited), None)
+                    self._end_queued(job, f"too little time left after {now - job.submitted:.3f}s queued")
                     continue
                 held.append(entry)
                 if choice.until is not None:
@@ -227,9 +225,12 @@ class HubCore:
     def _expire(self, queue: list[tuple[float, int, Job]], now: float) -> None:
         while queue and queue[0][0] <= now:
             _, _, job = heapq.heappop(queue)
-            self._queued -= 1
-            waited = f"{now - job.submitted:.3f}s"
-            self._finish(job, Outcome(result="expired", error=f"deadline passed while queued ({waited})"), None)
+            self._end_queued(job, f"deadline passed while queued ({now - job.submitted:.3f}s)")
+
+    def _end_queued(self, job: Job, why: str) -> None:
+        """``job``, taken off its queue, never went: it ends ``expired``."""
+        self._queued -= 1
+        self._finish(job, Outcome(result="expired", error=why), None)
 
     def _send_job(self, job: Job, worker: WorkerInfo, now: float) -> None:
         msg = Dispatch(

@@ -47,7 +47,7 @@ SAMPLE = 4  # eligible IPs compared per pick: least loaded among them, O(1) per 
 # the upstreams' budget) is not dispatched: it would spend a pacing slot, time out at the
 # upstream and cool an innocent IP. It expires now instead: held to its deadline at the head of
 # the queue (the soonest deadline first), such jobs filled the hub's scan of the queue and the
-# pacing slots they passed up went unused (64 addresses on one key: 0.86 of its budget).
+# pacing slots they passed up went unused.
 MIN_LEFT_SHARE = 0.25
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds

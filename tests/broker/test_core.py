@@ -13,6 +13,7 @@ from broker.jobs import HttpRequest
 from broker.protocol import Disconnect, Drain, Outcome
 from broker.testing import LeastLoadedPolicy, ManualClock, MemoryTransport, MemoryWorker
 from broker.types import JobSpec
+from galileo.policy.allocator import FarmPolicy
 
 HB = 1.0
 KEY_A = b"A" * 40  # principals of remote hosts: their z85 public keys
@@ -322,8 +323,6 @@ async def test_a_dispatch_too_large_for_the_wire_ends_its_job(
 async def test_jobs_left_too_little_time_expire_at_once_instead_of_standing_before_a_fresh_one() -> None:
     """At the head of the queue (the soonest deadline first), starved jobs held to their deadlines
     filled the hub's scan and the pacing slot they passed up went unused."""
-    from galileo.policy.allocator import FarmPolicy
-
     clock, transport = ManualClock(), MemoryTransport()
     core = HubCore(FarmPolicy(known_rates={"u": 1.0}), transport, clock=clock, heartbeat_interval=HB)
     w = MemoryWorker(core, transport, "10.0.0.1", capacity=256).register()
