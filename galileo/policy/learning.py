@@ -40,7 +40,9 @@ is all that must be learnt, never the shape.
   A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
   proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 %, or to the
   rate measured since the last refusal if the budget stayed spent all along (no pace proven
-  meanwhile, little of it cooling; the time a short Retry-After made us cool not counted), and
+  meanwhile, little of it cooling; the time a short Retry-After made us cool not counted) while
+  we kept the pace (sent 85 % of it: a farm short of CPU sends late and less, and what it got
+  then is its own rate, not the budget's), and
   proofs take twice as long from then on (up to 8x).
   Refusals before the next success belong to the same spent budget and count once.
 
@@ -71,6 +73,7 @@ second's budget after it until a second after it was logged (:mod:`galileo.polic
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -130,9 +133,11 @@ class PaceRules:
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
     fill: float = 0.97  # ... and only if its sends over the clean run came to this share of it (one spared)
     spent_once: float = 1.25  # successes between a window's first two returns within this many first windows': one
+    kept: float = 0.85  # a measured fall is believed only if our sends between came to this share of the pace
 
 
 PACE = PaceRules()
+SENT_KEPT = 512  # send times kept: more than a pace keeps in flight while a refusal comes back
 
 
 class RateLearner:
@@ -179,6 +184,8 @@ class RateLearner:
         self.cycles = 0
         self.last_refusal_sent = -math.inf
         self.between_oks = 0  # successes sent since the last refusal that was news
+        self.sends_through = 0  # requests dispatched, ever, up to that refusal's (itself included)
+        self.sent_times: deque[float] = deque(maxlen=SENT_KEPT)  # when the latest requests went
         self.between_idle = 0.0
         self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
         self.between_said = False  # ... or any Retry-After: the cooling was the upstream's word, not our backoff
@@ -213,6 +220,7 @@ class RateLearner:
         sends as answers free its slots; a send it held late keeps up to ``capped_credit`` intervals
         of the schedule, so the pace does not hold back the next slot the cap frees as well."""
         self.sends += 1
+        self.sent_times.append(now)
         if self.first_sent is None:
             self.first_sent = now
         self.last_sent = now
@@ -471,6 +479,7 @@ class RateLearner:
             heard = self._hold_refused(now, sent_at, cooled)
         self.last_refusal_sent = sent_at
         self.between_oks = 0
+        self.sends_through = self._sent_through(sent_at)
         self.between_idle = cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
         self.between_said = retry_after is not None
@@ -528,6 +537,16 @@ class RateLearner:
         self.clean_from(now, now + cooled)
         self.converged_at = None
 
+    def _sent_through(self, sent_at: float) -> int:
+        """Requests dispatched, ever, up to the one sent at ``sent_at`` (those in flight after it not
+        counted: up to :data:`SENT_KEPT` of them)."""
+        later = 0
+        for t in reversed(self.sent_times):
+            if t <= sent_at:
+                break
+            later += 1
+        return self.sends - later
+
     def _eps(self) -> float:
         """How close the bracket closes: closer where overshooting is cheap."""
         return self.rules.dear_eps if self.dear else self.rules.eps
@@ -555,7 +574,11 @@ class RateLearner:
             sending = elapsed - (self.between_idle if self.between_said and not self.between_told else 0.0)
             fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven
-            exact = close and (self.between_told or self.between_idle < r.idle_share * elapsed)
+            # ... and only if we sent at the pace meanwhile (cooling aside): a farm short of CPU sends
+            # late and less, and what it got then is its own rate, not the budget's.
+            sent = self._sent_through(sent_at) - self.sends_through
+            kept = sent >= r.kept * self.rate * (elapsed - self.between_idle)
+            exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
             self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
             self.hi, self.hi_refused = self.rate, True

@@ -265,6 +265,30 @@ def test_a_success_that_raced_the_first_refusal_does_not_end_its_run() -> None:
     assert learner.phase == "hold" and learner.windowed and learner.lo == pytest.approx(0.98 * 100 / 4.0)
 
 
+@pytest.mark.parametrize(("sends", "fell"), [(19, True), (14, False)])
+def test_a_budget_measured_as_fallen_only_if_the_pace_was_kept_meanwhile(sends: int, fell: bool) -> None:
+    """Two refusals at a proven pace close together: what the budget admitted between, over the time
+    not spent cooling, is what it has fallen to (14 in 0.95 s). Only if we sent at the pace meanwhile,
+    though: a farm short of CPU (64 addresses on 2 cores) sent 14 and got 14, its own rate, not the
+    budget's; taken for it, one such refusal cut a learnt 20/s to 18.5. Then the pace is only trimmed."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 20.0, 20.0, 20.4
+    learner.dispatched(10.0)
+    assert learner.refused(10.05, 10.0, 1.0, 1.0) == "surprise"  # cools 1 s, as the farm honours Retry-After
+    pace = learner.rate
+    for i in range(sends):  # from 11.05 to 11.95: at the pace (19), or short of it (14)
+        t = 11.05 + i * 0.9 / (sends - 1)
+        learner.dispatched(t)
+        if i < 14:  # 14 admitted either way
+            learner.ok(t + 0.05, t)
+    learner.dispatched(11.95)
+    assert learner.refused(12.0, 11.95, 1.0, 1.0) == "surprise"
+    if fell:
+        assert learner.lo == pytest.approx(PACE.set_point * 14 / 0.95)
+    else:
+        assert learner.lo == pytest.approx(pace * PACE.trim)
+
+
 def test_a_windows_second_return_measures_it_over_one_whole_window() -> None:
     """Met late in a 5 s window of 100, the first estimate is 25/s; the next window, spent once
     between the budget's two returns (100 in 5 s), says 20/s: the pace drops to 98 % of it, and the
