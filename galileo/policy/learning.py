@@ -73,7 +73,7 @@ second's budget after it until a second after it was logged (:mod:`galileo.polic
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from dataclasses import dataclass
 from typing import Literal
 
@@ -137,7 +137,7 @@ class PaceRules:
 
 
 PACE = PaceRules()
-SENT_KEPT = 512  # send times kept: more than a pace keeps in flight while a refusal comes back
+SENT_KEPT = 128  # send times kept (1 KiB a pair): more than a pace keeps in flight while a refusal comes back
 
 
 class RateLearner:
@@ -185,7 +185,8 @@ class RateLearner:
         self.last_refusal_sent = -math.inf
         self.between_oks = 0  # successes sent since the last refusal that was news
         self.sends_through = 0  # requests dispatched, ever, up to that refusal's (itself included)
-        self.sent_times: deque[float] = deque(maxlen=SENT_KEPT)  # when the latest requests went
+        self.sent_times = array("d", [-math.inf]) * SENT_KEPT  # when the latest requests went: a ring, the
+        # newest at sends % SENT_KEPT
         self.between_idle = 0.0
         self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
         self.between_said = False  # ... or any Retry-After: the cooling was the upstream's word, not our backoff
@@ -219,8 +220,8 @@ class RateLearner:
         """A request went at ``now``. ``capped``: the pair has a learnt concurrency cap, which bunches
         sends as answers free its slots; a send it held late keeps up to ``capped_credit`` intervals
         of the schedule, so the pace does not hold back the next slot the cap frees as well."""
+        self.sent_times[self.sends % SENT_KEPT] = now
         self.sends += 1
-        self.sent_times.append(now)
         if self.first_sent is None:
             self.first_sent = now
         self.last_sent = now
@@ -540,10 +541,8 @@ class RateLearner:
     def _sent_through(self, sent_at: float) -> int:
         """Requests dispatched, ever, up to the one sent at ``sent_at`` (those in flight after it not
         counted: up to :data:`SENT_KEPT` of them)."""
-        later = 0
-        for t in reversed(self.sent_times):
-            if t <= sent_at:
-                break
+        later, times = 0, self.sent_times
+        while later < min(self.sends, SENT_KEPT) and times[(self.sends - 1 - later) % SENT_KEPT] > sent_at:
             later += 1
         return self.sends - later
 
