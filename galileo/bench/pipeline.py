@@ -28,7 +28,8 @@ without latency); for a keyed limit the budget B is the key's, whatever N (R = B
 
 The simulator, the farm and the baseline share this machine's cores: each run reports the
 CPU each used (percent of one core) over the counted window, so a cell bound by the
-simulator's CPU is visible as such.
+simulator's CPU is visible as such. The simulator is scheduled ahead of the clients where the OS
+allows it (``simulator_scheduling`` in the report; see :mod:`galileo.bench.simproc`).
 """
 
 from __future__ import annotations
@@ -456,6 +457,13 @@ async def pipeline(quick: bool = False, plan: PipelinePlan | None = None, cells:
     chosen = select(plan, cells)
     results: dict[str, dict[str, Any]] = {}
     async with sim_process(seed=21) as sim:
+        if sim.scheduling == "shared":
+            print(
+                "bench: pipeline: the simulator could not be scheduled ahead of the clients (not root, no"
+                " CAP_SYS_NICE): where the cores are busy, its limiters count its own waits for one as bursts",
+                file=sys.stderr,
+                flush=True,
+            )
         await sim.control({"limiters": {"rpc": "none", "tip_floor": "none"}})
         for k, (name, (lim, latency, n, engine)) in enumerate(chosen):
             cell = await _cell(sim, lim, latency, n, engine, plan, k)
@@ -464,7 +472,12 @@ async def pipeline(quick: bool = False, plan: PipelinePlan | None = None, cells:
             results[name] = cell
             print(f"bench: pipeline: {name}: {_line(cell)}", file=sys.stderr, flush=True)  # hours: say how it goes
     summary = _summary(results)
-    return {"cells": results, "summary": summary, "targets": [] if quick else _targets(summary)}
+    return {
+        "cells": results,
+        "summary": summary,
+        "targets": [] if quick else _targets(summary),
+        "simulator_scheduling": sim.scheduling,
+    }
 
 
 def _line(cell: dict[str, Any]) -> str:

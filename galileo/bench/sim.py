@@ -234,7 +234,7 @@ async def sim(quick: bool = False, plan: SimBenchPlan | None = None) -> dict[str
         "on": {"quotes": [], "bundles": [], "mixed": []},
         "off": {"quotes": [], "bundles": [], "mixed": []},
     }
-    async with sim_process(seed=13) as sim_proc, _load_processes(2) as (quoter, bundler):
+    async with sim_process(seed=13, prioritise=False) as sim_proc, _load_processes(2) as (quoter, bundler):
         await sim_proc.control({"auction_contention": 0.0})
         for _ in range(plan.rounds):
             for setting in ("on", "off"):
