@@ -10,7 +10,12 @@ addresses on 2 cores a told pace met 0.2-0.8 % 429s, each a second of Retry-Afte
 us (root, or ``CAP_SYS_NICE``; the kernel's real-time throttle keeps 5 % of each second for
 the rest), else :data:`PRIORITY` nice steps ahead of the bench, else shared; with real-time
 scheduling three told runs there met no 429 in their counted windows. :attr:`SimProcess.scheduling`
-says which, and reports carry it.
+says which, and the pipeline's report carries it.
+
+async with sim_process(rate_limit=20, seed=1) as sim:
+    await sim.reset_stats()
+    ...  # point jobs at sim.url
+    stats = await sim.stats()
 """
 
 from __future__ import annotations
@@ -100,10 +105,10 @@ async def sim_process(
 
 def _schedule_first(pid: int) -> Scheduling:
     """Schedule ``pid`` ahead of this process's children as far as the OS allows."""
-    with contextlib.suppress(PermissionError, ProcessLookupError, AttributeError, OSError):
+    with contextlib.suppress(OSError, AttributeError):  # refused (EPERM), or no such call on this OS
         os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(1))
         return "realtime"
-    with contextlib.suppress(PermissionError, ProcessLookupError, AttributeError, OSError):
+    with contextlib.suppress(OSError, AttributeError):  # refused (EPERM), or no such call on this OS
         os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) - PRIORITY)
         return "nice"
     return "shared"
