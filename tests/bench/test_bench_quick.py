@@ -142,6 +142,8 @@ def test_titan_streams_quoted_on_one_connection_within_the_limits(report: dict[s
 def test_the_pipeline_ran_the_engine_its_told_twin_and_the_baseline_against_one_limiter(report: dict[str, Any]) -> None:
     (cell,) = report["scenarios"]["pipeline"]["cells"].values()
     assert cell["binds"] and cell["budget"] == cell["ips"] * cell["rate_per_ip"]
+    # how the simulator was scheduled against the clients (tests/bench/test_simproc.py checks the OS agrees)
+    assert report["scenarios"]["pipeline"]["simulator_scheduling"] in ("realtime", "nice", "shared")
     for policy in ("learned", "told", "baseline"):
         run = cell[policy]
         assert run["ok_per_s"] > 0 and 0 < run["ok_ratio"] <= 1.5 and 0 <= run["share_429"] <= 1, policy
