@@ -465,6 +465,7 @@ class RateLearner:
         if self.run_start is None:
             self.run_start = sent_at
         heard: Heard = "refusal"
+        through = self._sent_through(sent_at)  # requests sent up to this one, for the pace kept until the next
         if self.phase == "open":
             self._first(now, sent_at, retry_after, cooled)
         elif self.phase == "learn":
@@ -477,10 +478,10 @@ class RateLearner:
             self.clean_from(now, now + cooled)
             self._repace(now, cooled)
         else:
-            heard = self._hold_refused(now, sent_at, cooled)
+            heard = self._hold_refused(now, sent_at, cooled, through)
         self.last_refusal_sent = sent_at
         self.between_oks = 0
-        self.sends_through = self._sent_through(sent_at)
+        self.sends_through = through
         self.between_idle = cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
         self.between_said = retry_after is not None
@@ -553,7 +554,8 @@ class RateLearner:
     def _max_reprobe(self) -> float:
         return self.rules.dear_max_reprobe if self.dear else self.rules.max_reprobe
 
-    def _hold_refused(self, now: float, sent_at: float, cooled: float) -> Heard:
+    def _hold_refused(self, now: float, sent_at: float, cooled: float, through: int) -> Heard:
+        """A refusal at a held pace; ``through``: requests sent up to it (see :meth:`_sent_through`)."""
         r = self.rules
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
         self.settled = now - self.stepped_at  # how long the pace had held when refused
@@ -575,7 +577,7 @@ class RateLearner:
             close = elapsed <= 2 * self.trust() and not self.between_proven
             # ... and only if we sent at the pace meanwhile (cooling aside): a farm short of CPU sends
             # late and less, and what it got then is its own rate, not the budget's.
-            sent = self._sent_through(sent_at) - self.sends_through
+            sent = through - self.sends_through
             kept = sent >= r.kept * self.rate * (elapsed - self.between_idle)
             exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
