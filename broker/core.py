@@ -233,6 +233,12 @@ class HubCore:
         self._finish(job, Outcome(result="expired", error=why), None)
 
     def _send_job(self, job: Job, worker: WorkerInfo, now: float) -> None:
+        worker.inflight[job.id] = job
+        job.sent_at = now
+        job.hold = 0.0
+        job.lag_at_send = self.lag_total
+        job.tried.append(worker.ip)
+        self.policy.on_dispatch(job, worker, now)  # it may plan the send a little later (job.hold)
         msg = Dispatch(
             job_id=job.id,
             attempt=job.attempt,
@@ -240,12 +246,8 @@ class HubCore:
             upstream=job.upstream,
             timeout=max(0.001, job.deadline - now),
             payload=job.spec.payload,
+            hold=job.hold,
         )
-        worker.inflight[job.id] = job
-        job.sent_at = now
-        job.lag_at_send = self.lag_total
-        job.tried.append(worker.ip)
-        self.policy.on_dispatch(job, worker, now)
         self._send(worker, msg, now)
 
     def _send(self, worker: WorkerInfo, msg: Message, now: float) -> None:

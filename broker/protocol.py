@@ -169,7 +169,8 @@ class Event(msgspec.Struct, tag="event", kw_only=True):
 
 
 class Dispatch(msgspec.Struct, tag="job", kw_only=True):
-    """Run this job. ``timeout`` is the whole budget left for it, in seconds."""
+    """Run this job. ``timeout`` is the whole budget left for it, in seconds, ``hold`` included:
+    the seconds to wait before sending it (its pacing slot is that far off)."""
 
     job_id: int
     attempt: int
@@ -177,6 +178,7 @@ class Dispatch(msgspec.Struct, tag="job", kw_only=True):
     upstream: str
     timeout: float
     payload: JobPayload
+    hold: float = 0.0
 
 
 class Drain(msgspec.Struct, tag="drain", kw_only=True):

@@ -52,7 +52,8 @@ class Job:
     future: asyncio.Future[JobOutcome]
     attempt: int = 0
     tried: list[str] = field(default_factory=list)  # IPs of earlier attempts
-    sent_at: float = 0.0
+    sent_at: float = 0.0  # when it was dispatched
+    hold: float = 0.0  # ... and how long its worker holds it before sending (the policy's plan: its pacing slot)
     lag_at_send: float = 0.0  # the hub's own accumulated loop lag when it was sent (see HubCore.tick)
 
     @property

@@ -5,7 +5,12 @@ GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, wi
 tolerance; a send the event loop made up to 2 ms late keeps the schedule (the next one comes
 that much sooner; under a learnt concurrency cap, up to one interval late: see
 :mod:`galileo.policy.pacing`), a later one starts a new schedule (a one-token bucket forgives no two sends
-much closer than its interval). A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
+much closer than its interval). On a told pace the hub picks a job up to 10 ms before its slot
+and its worker holds it until the slot (:data:`galileo.policy.allocator.LEAD`), so a coordinator that wakes
+late seldom makes a send late; the send is counted at its slot, and a 429 of a request committed
+before the last one was heard is an echo even if its worker sent it after.
+
+A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
 token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ
 is all that must be learnt, never the shape.
 
@@ -449,11 +454,14 @@ class RateLearner:
         a measurement was still refilling, before the search began): the same event, not news."""
         return sent_at < self.episode or sent_at < self.settle_until
 
-    def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
-        """A 429. ``cooled``: seconds the pair now cools (0: none). Says whether it was news, and a surprise."""
+    def refused(
+        self, now: float, sent_at: float, retry_after: float | None, cooled: float, decided: float | None = None
+    ) -> Heard:
+        """A 429. ``cooled``: seconds the pair now cools (0: none). Says whether it was news, and a surprise.
+        ``decided``: when the request was committed, if before ``sent_at`` (its worker held it)."""
         if self.arrivals is not None:
             self.arrivals.answered(now, sent_at)
-        if self.is_echo(sent_at):
+        if self.is_echo(sent_at if decided is None else decided):
             return "echo"
         self.episode = now
         self.refusals += 1

@@ -171,13 +171,16 @@ class Pacer:
         if not self.grouped:
             learner.ok(now, sent_at)
 
-    def refused(self, now: float, sent_at: float, retry_after: float | None, cooled: float) -> Heard:
+    def refused(
+        self, now: float, sent_at: float, retry_after: float | None, cooled: float, decided: float | None = None
+    ) -> Heard:
         """A 429 on the pair (not grouped): the concurrency cap's, or news for its rate learner."""
         learner = self.learner
-        if not learner.is_echo(sent_at) and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
+        echo = learner.is_echo(sent_at if decided is None else decided)
+        if not echo and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
             learner.unbound()  # the refusals it learnt from were the cap's: search on, under the cap
             return "refusal"
-        return learner.refused(now, sent_at, retry_after, cooled)
+        return learner.refused(now, sent_at, retry_after, cooled, decided)
 
 
 class _Group:
@@ -257,10 +260,10 @@ class PaceBook:
         p = self.get(ip, upstream, now)
         at = p.next_at(now)
         g = self._groups.get(upstream)
-        if g is not None and at is None:
-            at = g.learner.next_at(now)
-            if at is not None:
+        if g is not None and at != math.inf and (shared := g.learner.next_at(now)) is not None:
+            if at is None:
                 g.learner.blocked(now)
+            at = shared if at is None else max(at, shared)  # both paces hold
         return at
 
     def dispatched(self, ip: str, upstream: str, now: float) -> None:
@@ -292,8 +295,11 @@ class PaceBook:
         *,
         retry_after: float | None = None,
         cooled: float = 0.0,
+        decided: float | None = None,
     ) -> None:
-        """Learn from one answer. ``cooled``: seconds the pair now cools for it (0: none)."""
+        """Learn from one answer. ``cooled``: seconds the pair now cools for it (0: none). ``decided``:
+        when the request was dispatched, if its worker held it until ``sent_at`` (a 429 is news only
+        if the farm committed the request after the last one came)."""
         p = self.get(ip, upstream, now)
         p.answered()
         sent = now if sent_at is None else sent_at
@@ -305,11 +311,11 @@ class PaceBook:
                 g.learner.ok(now, sent)
         elif result == "rate_limited":
             if g is not None and not self._own_limit(p, g.learner, upstream):
-                g.learner.refused(now, sent, retry_after, cooled)
+                g.learner.refused(now, sent, retry_after, cooled, decided)
                 if g.got is not None and g.learner.rate < DISSOLVE * g.got:
                     self._dissolve(upstream, now)
             else:
-                self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled), now)
+                self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled, decided), now)
 
     def _own_limit(self, p: Pacer, shared: RateLearner, upstream: str) -> bool:
         """A pair told a rate of its own, in a told shared budget, whose own pace binds before its share

@@ -13,7 +13,7 @@ from broker.jobs import HttpRequest
 from broker.protocol import Disconnect, Drain, Outcome
 from broker.testing import LeastLoadedPolicy, ManualClock, MemoryTransport, MemoryWorker
 from broker.types import JobSpec
-from galileo.policy.allocator import FarmPolicy
+from galileo.policy.allocator import LEAD, FarmPolicy
 
 HB = 1.0
 KEY_A = b"A" * 40  # principals of remote hosts: their z85 public keys
@@ -340,3 +340,27 @@ async def test_jobs_left_too_little_time_expire_at_once_instead_of_standing_befo
     ended = [f.result() for f in old if f.done()]
     assert len(ended) == 70 and sum(o.result == "expired" for o in ended) == 69  # one went at 0 s
     assert core.counts["expired"] == 69 and core.queued == 0
+
+
+async def test_a_job_picked_just_before_its_pacing_slot_leaves_with_a_hold_that_takes_it_to_the_slot() -> None:
+    """The hub wakes LEAD before a paced pair's slot; woken late (here 4 ms, more than the pace's
+    catch_up), it sends the job at once with the rest of the wait as its hold. Its timeout is the
+    whole budget left, hold included, and the pace's next slot is counted from this one's."""
+    clock, transport = ManualClock(), MemoryTransport()
+    core = HubCore(FarmPolicy(known_rates={"u": 2.0}), transport, clock=clock, heartbeat_interval=HB)
+    w = MemoryWorker(core, transport, "10.0.0.1", capacity=8).register()
+    futures = [core.submit(spec(timeout=5.0)) for _ in range(3)]
+    start, interval = clock.now, 1 / 1.96
+    wake = core.pump()
+    (first,) = w.jobs()
+    assert first.hold == 0.0
+    assert wake == pytest.approx(start + interval - LEAD)
+    clock.now = wake + 0.004
+    wake = core.pump()
+    (held,) = w.jobs()
+    assert held.hold == pytest.approx(start + interval - clock.now)  # 6 ms: it reaches the slot
+    assert held.timeout == pytest.approx(start + 5.0 - clock.now)
+    assert wake == pytest.approx(start + 2 * interval - LEAD)  # the schedule is kept
+    for job in (first, held):
+        w.reply(job)
+    assert [f.result().result for f in futures[:2]] == ["ok", "ok"]

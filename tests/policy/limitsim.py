@@ -8,8 +8,10 @@ as under the round-trip engine's pipeline). The upstream side is anything with
 simulator's own limiter objects (``galileo.sim.limiter``) and its latency model, and a test
 may bring shapes of its own.
 
-A request leaves the coordinator at dispatch, reaches the upstream ``send`` seconds later
-(``send_jitter`` of scheduling noise on top), is judged there, and its answer comes back
+A request leaves the coordinator at dispatch (its worker holds it ``job.hold`` seconds more, up
+to its pacing slot), reaches the upstream ``send`` seconds later (``send_jitter`` of scheduling
+noise on top), is judged there when it arrives, in the order requests arrive (the answers and
+releases in between come first), and its answer comes back
 ``delay`` seconds after that. ``stalls=(every, length)``: once in each ``every`` seconds (at a
 seeded random moment) the upstream stops reading for ``length`` seconds, and judges what arrived
 meanwhile when it resumes, all at once (a host that descheduled it, a busy event loop). The
@@ -156,7 +158,7 @@ def simulate(
     events: list[tuple[float, int, int, Any]] = []  # (time, seq, kind, payload)
     seq = itertools.count()
     ids = itertools.count(1)
-    ANSWER, RELEASE, WAKE, OFFER = 0, 1, 2, 3
+    ANSWER, RELEASE, WAKE, OFFER, ARRIVE = 0, 1, 2, 3, 4
     wake_at = math.inf
     backlog = math.inf if demand is None else 0.0
     per_second: dict[int, list[int]] = {}
@@ -184,17 +186,21 @@ def simulate(
             job.sent_at = now
             choice.inflight[job.id] = job
             policy.on_dispatch(job, choice, now)
-            arrival = now + send + rng.expovariate(1 / send_jitter) if send_jitter else now + send
-            arrival = judged_at(arrival)
-            reply = upstream.arrive(choice.ip, arrival)
-            if reply.penalty:
-                run.penalties += 1
-                run.penalties_counted += arrival >= warmup
-            leaves = arrival + reply.delay
-            if reply.ok:
-                heapq.heappush(events, (leaves, next(seq), RELEASE, choice.ip))
-            heapq.heappush(events, (leaves + send, next(seq), ANSWER, (job, choice, reply)))
+            went = now + job.hold  # the worker holds a job planned for a later slot until then
+            arrival = went + send + rng.expovariate(1 / send_jitter) if send_jitter else went + send
+            # The upstream judges it when it arrives, after what happens meanwhile (answers, releases).
+            heapq.heappush(events, (judged_at(arrival), next(seq), ARRIVE, (job, choice)))
             run.max_inflight = max(run.max_inflight, len(choice.inflight))
+
+    def arrive(arrival: float, job: Job, w: WorkerInfo) -> None:
+        reply = upstream.arrive(w.ip, arrival)
+        if reply.penalty:
+            run.penalties += 1
+            run.penalties_counted += arrival >= warmup
+        leaves = arrival + reply.delay
+        if reply.ok:
+            heapq.heappush(events, (leaves, next(seq), RELEASE, w.ip))
+        heapq.heappush(events, (leaves + send, next(seq), ANSWER, (job, w, reply)))
 
     seconds += START
     warmup += START
@@ -211,6 +217,9 @@ def simulate(
             next_second += 1.0
         if kind == RELEASE:
             upstream.release(payload, now)
+            continue
+        if kind == ARRIVE:
+            arrive(now, *payload)
             continue
         if kind == WAKE:
             if now >= wake_at:

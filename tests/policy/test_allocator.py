@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import Counter
 
@@ -11,8 +12,9 @@ import pytest
 from broker.jobs import HttpRequest
 from broker.protocol import Outcome
 from broker.types import Blocked, Job, JobSpec, WorkerInfo
-from galileo.policy.allocator import FarmPolicy
+from galileo.policy.allocator import LEAD, FarmPolicy
 from galileo.policy.hashing import hrw_rank
+from galileo.policy.learning import PACE
 from tests.conftest import fake_worker
 
 
@@ -178,7 +180,8 @@ def test_bundles_spread_over_every_ip_with_budget_for_the_region_then_wait_for_t
     assert sorted(w.ip for w in picked if isinstance(w, WorkerInfo)) == sorted(ips)
     blocked = send(p, ws, "jito:ny|bundle-16", 0.0)
     assert isinstance(blocked, Blocked) and blocked.upstream_wide  # every IP spent: no other send can go either
-    assert blocked.until == pytest.approx(1 / 0.98)  # the earliest next slot, paced at 98 % of 1/s
+    # the earliest next slot, paced at 98 % of 1/s (woken LEAD before it: the worker holds the send)
+    assert blocked.until == pytest.approx(1 / 0.98 - LEAD)
     assert isinstance(send(p, ws, "jito:ny|bundle-16", 1.021), WorkerInfo)
 
 
@@ -230,8 +233,40 @@ def test_pacing_blocks_a_pair_and_marks_it_saturated() -> None:
     assert isinstance(first, WorkerInfo)
     p.on_dispatch(job(), first, 0.0)
     blocked = p.pick(job(), ws, 0.0)
-    assert isinstance(blocked, Blocked) and blocked.until == pytest.approx(1 / 1.96)
+    assert isinstance(blocked, Blocked) and blocked.until == pytest.approx(1 / 1.96 - LEAD)
     assert p.pacing.get("1.1.1.1", "jupiter").saturated(0.1)
+
+
+@pytest.mark.parametrize("late", [0.0, 0.004, 0.009])
+def test_a_pair_whose_slot_is_near_takes_its_job_and_its_worker_holds_it_so_a_late_wake_keeps_the_pace(
+    late: float,
+) -> None:
+    """The hub wakes LEAD before a paced pair's slot. Woken up to LEAD late, it still dispatches before
+    the slot: the job's hold takes it there, and the pace's schedule is kept. Without the lead, a wake
+    more than the pace's catch_up late starts a new schedule, and the pace loses the lateness."""
+    interval = 1 / (0.98 * 10.0)
+
+    def send_times(lead: float) -> list[float]:
+        p = FarmPolicy(known_rates={"jupiter": 10.0}, rng=random.Random(1), lead=lead)
+        ws = pool(worker("1.1.1.1"))
+        now, went = 0.0, []
+        for _ in range(20):
+            choice = p.pick(job(), ws, now)
+            while not isinstance(choice, WorkerInfo):
+                assert isinstance(choice, Blocked) and choice.until is not None and choice.until > now
+                now = choice.until + late  # the loop wakes this late, every time
+                choice = p.pick(job(), ws, now)
+            j = job()
+            p.on_dispatch(j, choice, now)
+            assert 0.0 <= j.hold <= lead + 1e-9
+            went.append(now + j.hold)
+        return went
+
+    held = send_times(LEAD)
+    assert [b - a for a, b in itertools.pairwise(held)] == pytest.approx([interval] * 19)
+    plain = send_times(0.0)
+    step = interval if late <= PACE.catch_up else interval + late
+    assert [b - a for a, b in itertools.pairwise(plain)] == pytest.approx([step] * 19)
 
 
 def test_a_pair_held_back_by_its_learnt_cap_is_not_saturated_so_its_pace_is_not_proven_faster() -> None:

@@ -188,6 +188,17 @@ def test_429s_of_requests_already_in_flight_are_echoes() -> None:
     assert learner.refusals == 1
 
 
+def test_a_429_of_a_request_its_worker_held_past_the_last_one_is_an_echo_if_it_was_dispatched_before() -> None:
+    """A job picked up to ``lead`` before its slot leaves its worker then: sent after the last 429 was
+    heard, but committed before the farm could react to it. It is the same event, not news."""
+    learner = RateLearner(PACE, 0.0)
+    assert learner.refused(1.0, 0.9, None, 0.0) == "refusal"
+    assert learner.refused(1.2, 1.004, None, 0.0, decided=0.996) == "echo"
+    assert learner.refusals == 1
+    assert learner.refused(1.3, 1.1, None, 0.0, decided=1.095) == "refusal"  # committed after: news
+    assert learner.refusals == 2
+
+
 def send_at_pace(learner: RateLearner, start: float, end: float) -> None:
     """Demand fills the pace from ``start`` to ``end``: every slot it gives is taken."""
     t = start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -38,12 +39,17 @@ async def server() -> AsyncIterator[str]:
     async def broken(request: web.Request) -> web.Response:
         return web.Response(status=503, text="down")
 
+    async def when(request: web.Request) -> web.Response:
+        ARRIVALS.append(time.monotonic())
+        return web.json_response({"at": ARRIVALS[-1]})
+
     app = web.Application()
     app.router.add_get("/whoami", whoami)
     app.router.add_get("/slow", slow)
     app.router.add_get("/limited", limited)
     app.router.add_get("/big", big)
     app.router.add_get("/broken", broken)
+    app.router.add_get("/when", when)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -53,17 +59,22 @@ async def server() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-def job(payload: HttpRequest, timeout: float = 2.0) -> Dispatch:
-    return Dispatch(job_id=1, attempt=0, kind="http", upstream="t", timeout=timeout, payload=payload)
+ARRIVALS: list[float] = []  # when /when was asked (the server runs in this process: the same clock)
 
 
-async def run(ip: str | None, payload: HttpRequest, timeout: float = 2.0, secrets: SecretPolicy | None = None):  # type: ignore[no-untyped-def]
+def job(payload: HttpRequest, timeout: float = 2.0, hold: float = 0.0) -> Dispatch:
+    return Dispatch(job_id=1, attempt=0, kind="http", upstream="t", timeout=timeout, payload=payload, hold=hold)
+
+
+async def run(  # type: ignore[no-untyped-def]
+    ip: str | None, payload: HttpRequest, timeout: float = 2.0, secrets: SecretPolicy | None = None, hold: float = 0.0
+):
     """``payload`` run as a worker whose config lists its secret for its URL (unless ``secrets`` says otherwise)."""
     if secrets is None and payload.secret is not None:
         secrets = SecretPolicy(headers={payload.secret.env: [str(origin(payload.url))]})
     session = BoundSession(ip)
     try:
-        return await Executor(session, lambda e: None, secrets).execute(job(payload, timeout))
+        return await Executor(session, lambda e: None, secrets).execute(job(payload, timeout, hold))
     finally:
         await session.close()
 
@@ -151,3 +162,18 @@ async def test_connection_refused_is_a_network_error() -> None:
 async def test_default_route_slot_binds_nothing(server: str) -> None:
     out = await run(None, HttpRequest(url=f"{server}/whoami"))
     assert out.result == "ok" and json.loads(out.value.body)["remote"] == "127.0.0.1"  # type: ignore[union-attr]
+
+
+async def test_a_held_job_leaves_no_sooner_than_its_hold(server: str) -> None:
+    """The hub sends a job picked just before its pacing slot with the rest of the wait as its hold."""
+    ARRIVALS.clear()
+    start = time.monotonic()
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/when"), hold=0.05)
+    assert out.result == "ok" and ARRIVALS and ARRIVALS[0] - start >= 0.05
+
+
+async def test_a_hold_past_the_jobs_timeout_times_out_and_sends_nothing(server: str) -> None:
+    """A bogus hold (a peer's, or a clock gone wrong) cannot keep a job past its budget."""
+    ARRIVALS.clear()
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/when"), timeout=0.2, hold=60.0)
+    assert out.result == "timeout" and ARRIVALS == []
