@@ -163,8 +163,8 @@ class Executor:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(dispatch.timeout):  # the hold counts: a bogus one times out
-                hold = dispatch.hold
-                if hold > 0:  # its pacing slot is that far off
+                hold = dispatch.hold if dispatch.hold > 0 else 0.0  # NaN or negative: none
+                if hold:  # its pacing slot is that far off
                     await asyncio.sleep(hold + TIMER_SLACK)
                     start = time.perf_counter()
                 return await fn(ctx, dispatch.payload, max(0.001, dispatch.timeout - hold))
