@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable
 
@@ -21,11 +22,13 @@ import zmq
 
 from broker.core import LOCAL, HubCore, Peer
 from broker.outbox import Outbox
-from broker.protocol import HEARTBEAT_INTERVAL, Message, ProtocolError, decode_batch
+from broker.protocol import HEARTBEAT_INTERVAL, Message, ProtocolError, VersionError, decode_batch
 from broker.sockets import FramePump, UserIdFramePump, curve_server, make_router
 from broker.types import Policy, WorkerInfo
 
 __all__ = ["Hub"]
+
+log = logging.getLogger("broker.hub")
 
 
 class Hub(HubCore):
@@ -136,6 +139,9 @@ class Hub(HubCore):
             return
         try:
             msgs = decode_batch(frames[1])
+        except VersionError as exc:
+            self._other_version(exc)
+            return
         except ProtocolError:
             self.bad_frames["undecodable"] += 1
             return
@@ -153,10 +159,19 @@ class Hub(HubCore):
             return
         try:
             msgs = decode_batch(frames[1])
+        except VersionError as exc:
+            self._other_version(exc)
+            return
         except ProtocolError:
             self.bad_frames["undecodable"] += 1
             return
         self.receive((via, frames[0]), msgs, principal)
+
+    def _other_version(self, exc: VersionError) -> None:
+        """A frame of another release's protocol: counted, and said once (a flood logs one line)."""
+        if not self.bad_frames["other_version"]:
+            log.error("%s; its frames are dropped", exc)
+        self.bad_frames["other_version"] += 1
 
     # --- the loop ----------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from broker.protocol import (
     ProtocolError,
     Ready,
     Result,
+    VersionError,
     decode_batch,
 )
 from broker.sockets import FramePump, curve_client, make_dealer
@@ -108,6 +109,7 @@ class WorkerLink:
         self.hb_interval = heartbeat_interval
         self.peer_alive = peer_alive
         self.bad_frames = 0
+        self._version_logged = False
         self.registrations = 0
         self.unsendable = 0
         self._pump: FramePump | None = None
@@ -251,6 +253,12 @@ class WorkerLink:
             return
         try:
             msgs = decode_batch(frames[0])
+        except VersionError as exc:
+            if not self._version_logged:  # a flood logs one line
+                self._version_logged = True
+                log.error("%s; the coordinator's frames are dropped", exc)
+            self.bad_frames += 1
+            return
         except ProtocolError:
             self.bad_frames += 1
             return

@@ -1,9 +1,9 @@
 """The coordinator <-> worker protocol: typed messages, msgpack, two frames.
 
-Every ZeroMQ message is one frame: ``b"GLW1"`` (the version, so a peer from another version
-or random bytes are recognised and counted, never guessed at) followed by a msgpack array of
-messages, each a tagged union. Messages to the same peer within one event-loop iteration
-travel together (see :mod:`broker.outbox`): a ZeroMQ send costs tens of microseconds on a
+Every ZeroMQ message is one frame: ``b"GLW2"`` (the version, so a peer from another version
+or random bytes are recognised and counted, never guessed at; another version is logged once)
+followed by a msgpack array of messages, each a tagged union. Messages to the same peer within
+one event-loop iteration travel together (see :mod:`broker.outbox`): a ZeroMQ send costs tens of microseconds on a
 small machine, encoding one more message in a batch costs well under one. Encoders and
 decoders are built once per process and reused.
 
@@ -43,13 +43,15 @@ __all__ = [
     "Result",
     "ResultName",
     "UpstreamStats",
+    "VersionError",
     "decode",
     "decode_batch",
     "encode",
     "encode_batch",
 ]
 
-HEADER: Final = b"GLW1"
+# GLW1 until round 25: its workers know no Dispatch.hold, and would send a held job up to 10 ms early.
+HEADER: Final = b"GLW2"
 HEARTBEAT_INTERVAL: Final = 1.0  # seconds, from each side's event loop
 HEARTBEAT_LIVENESS: Final = 3  # intervals without a message before a peer is dead
 
@@ -198,6 +200,10 @@ class ProtocolError(ValueError):
     """A frame that is not a message of this protocol version."""
 
 
+class VersionError(ProtocolError):
+    """A frame of another version of this protocol: a peer running another release of galileo."""
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Message])
 MAX_BATCH = 1024  # messages per frame; a longer array is not ours
@@ -213,6 +219,10 @@ def encode_batch(msgs: list[Message]) -> bytes:
 def decode_batch(frame: bytes) -> list[Message]:
     """The messages in one frame. Raises :class:`ProtocolError` for anything else."""
     if not frame.startswith(HEADER):
+        if len(frame) > len(HEADER) and frame[:3] == HEADER[:3]:
+            theirs = bytes(frame[:4])
+            why = f"a peer speaks protocol {theirs!r}, this side {HEADER!r}: run one galileo release everywhere"
+            raise VersionError(why)
         raise ProtocolError(f"bad header {frame[:8]!r}")
     try:
         msgs: list[Message] = _decoder.decode(memoryview(frame)[len(HEADER) :])

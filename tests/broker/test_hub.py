@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -137,7 +138,9 @@ async def test_dead_worker_requeues_idempotent_jobs_and_loses_the_others(
     healthy.close()
 
 
-async def test_garbage_frames_are_counted_and_ignored(env: tuple[Hub, str, zmq.asyncio.Context]) -> None:
+async def test_garbage_frames_are_counted_and_ignored(
+    env: tuple[Hub, str, zmq.asyncio.Context], caplog: pytest.LogCaptureFixture
+) -> None:
     hub, endpoint, actx = env
     raw = actx.socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
@@ -148,10 +151,17 @@ async def test_garbage_frames_are_counted_and_ignored(env: tuple[Hub, str, zmq.a
     await raw.send_multipart([HEADER + b"\x91\x81\xa4type\xa5weird"])  # unknown message type
     await raw.send_multipart([HEADER + b"\x90"])  # an empty batch
     await raw.send_multipart([HEADER + b"\x91\x81\xa4type\xa2hb"])  # a valid heartbeat from a stranger
-    for _ in range(200):
-        if sum(hub.bad_frames.values()) >= 6:
-            break
-        await asyncio.sleep(0.005)
+    with caplog.at_level(logging.ERROR, logger="broker.hub"):
+        for _ in range(2):  # a heartbeat from a worker of another release, twice: logged once
+            await raw.send_multipart([b"GLW1\x91\x81\xa4type\xa2hb"])
+        for _ in range(200):
+            if sum(hub.bad_frames.values()) >= 8:
+                break
+            await asyncio.sleep(0.005)
+    assert hub.bad_frames["other_version"] == 2
+    assert [r.getMessage() for r in caplog.records].count(
+        "a peer speaks protocol b'GLW1', this side b'GLW2': run one galileo release everywhere; its frames are dropped"
+    ) == 1
     assert hub.bad_frames["undecodable"] == 4
     assert hub.bad_frames["framing"] == 1
     assert hub.bad_frames["unknown_worker"] == 1

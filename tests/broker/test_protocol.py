@@ -16,6 +16,7 @@ from broker.protocol import (
     Ready,
     Result,
     UpstreamStats,
+    VersionError,
     decode,
     decode_batch,
     encode,
@@ -72,3 +73,13 @@ def test_a_batch_carries_many_messages_in_order() -> None:
         raise AssertionError("decode() accepted a batch of several")
     except ProtocolError:
         pass
+
+
+def test_a_frame_of_another_release_says_so() -> None:
+    """GLW1 workers know no ``Dispatch.hold``: they would send a held job early, so they are refused."""
+    old = b"GLW1" + encode_batch(MESSAGES[:1])[len(HEADER) :]
+    with pytest.raises(VersionError, match="run one galileo release everywhere"):
+        decode_batch(old)
+    with pytest.raises(ProtocolError) as caught:
+        decode_batch(b"XYZ1" + old[4:])
+    assert not isinstance(caught.value, VersionError)

@@ -14,6 +14,7 @@ from typing import Any
 import zmq
 
 from broker.jobs import HttpRequest
+from broker.protocol import HEADER
 from broker.types import JobSpec
 from galileo.farm.control import control_request
 from galileo.farm.coordinator import Farm
@@ -97,8 +98,8 @@ async def test_garbage_frames_are_counted_and_the_farm_keeps_serving(make_farm: 
         s.setsockopt(zmq.LINGER, 2000)  # deliver the garbage before closing
         s.connect(f"ipc://{farm.runtime_dir / name}")
         s.send_multipart([os.urandom(40)])
-        s.send_multipart([b"GLW1\xc1\xff\x00"])
-        s.send_multipart([b"GLW1\x91\x81\xa4type\xa7unknown"])
+        s.send_multipart([HEADER + b"\xc1\xff\x00"])
+        s.send_multipart([HEADER + b"\x91\x81\xa4type\xa7unknown"])
         s.send_multipart([b"GLC1", b"\x93\x01"])
         s.close()
     ctx.term()
