@@ -65,7 +65,7 @@ STATE_SERIES: Series = {
     ),
 }
 # The hub's reasons for dropping a frame (broker/hub.py), exported at 0 until one happens.
-BAD_FRAME_REASONS = ("framing", "undecodable", "wrong_direction", "unknown_worker", "bad_ready")
+BAD_FRAME_REASONS = ("framing", "undecodable", "other_version", "wrong_direction", "unknown_worker", "bad_ready")
 
 
 def family(series: Series, name: str) -> CounterMetricFamily | GaugeMetricFamily:
