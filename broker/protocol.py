@@ -3,9 +3,9 @@
 Every ZeroMQ message is one frame: ``b"GLW2"`` (the version, so a peer from another version
 or random bytes are recognised and counted, never guessed at; another version is logged once)
 followed by a msgpack array of messages, each a tagged union. Messages to the same peer within
-one event-loop iteration travel together (see :mod:`broker.outbox`): a ZeroMQ send costs tens of microseconds on a
-small machine, encoding one more message in a batch costs well under one. Encoders and
-decoders are built once per process and reused.
+one event-loop iteration travel together (see :mod:`broker.outbox`): a ZeroMQ send costs tens of
+microseconds on a small machine, encoding one more message in a batch costs well under one.
+Encoders and decoders are built once per process and reused.
 
 Worker -> coordinator: :class:`Ready`, :class:`Heartbeat`, :class:`Result`, :class:`Bye`,
 :class:`Event`. Coordinator -> worker: :class:`Dispatch`, :class:`Heartbeat`,

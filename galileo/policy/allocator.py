@@ -287,11 +287,14 @@ class FarmPolicy:
     def on_dispatch(self, job: Job, worker: WorkerInfo, now: float) -> None:
         """A job left for ``worker``. Picked up to ``lead`` before its pair's slot, it is planned at the
         slot: its worker holds it until then (``job.hold``), and the pace counts the send there."""
-        at = self.pacing.next_at(worker.ip, job.upstream, now)
-        if at is not None and now < at and at - self._lead(self.pacing.get(worker.ip, job.upstream, now)) <= now:
-            job.hold = at - now
-            now = at
-        self.pacing.dispatched(worker.ip, job.upstream, now)
+        ip, upstream = worker.ip, job.upstream
+        lead = self._lead(self.pacing.get(ip, upstream, now))
+        if lead:  # a learnt pace is never led: its slot need not be read again
+            at = self.pacing.next_at(ip, upstream, now)
+            if at is not None and now < at and at - lead <= now:
+                job.hold = at - now
+                now = at
+        self.pacing.dispatched(ip, upstream, now)
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:
         ip, upstream = worker.ip, job.upstream
