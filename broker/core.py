@@ -39,6 +39,7 @@ from dataclasses import replace
 from typing import Final, Protocol
 
 from broker.auth import fingerprint
+from broker.parking import Entry, Parking, pin_of
 from broker.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -120,7 +121,8 @@ class HubCore:
         self._owners: dict[str, bytes] = {}  # worker id -> the principal it belongs to
         self._per_key: Counter[bytes] = Counter()
         self._revoked: set[bytes] = set()
-        self._queues: dict[str, list[tuple[float, int, Job]]] = {}
+        self._queues: dict[str, list[Entry]] = {}
+        self._parking = Parking()  # queued jobs that wait for one IP, asked again when it may take them
         self._queued = 0
         self._ids = itertools.count(1)
         self._seq = itertools.count()
@@ -159,8 +161,10 @@ class HubCore:
             self._finish(job, Outcome(result="rejected", error=f"queue full ({self.max_queued} jobs)"), None)
         elif not self.workers and self.expected_workers == 0:
             self._finish(job, Outcome(result="rejected", error="no IP at all: the farm has no workers"), None)
-        elif job.upstream not in self._queues and isinstance(
-            choice := self.policy.pick(job, self.workers, now), WorkerInfo
+        elif (
+            job.upstream not in self._queues
+            and job.upstream not in self._parking
+            and isinstance(choice := self.policy.pick(job, self.workers, now), WorkerInfo)
         ):
             self._send_job(job, choice, now)  # nothing queued ahead of it: dispatch now, not an iteration later
         else:
@@ -180,7 +184,10 @@ class HubCore:
         return self._queued
 
     def queued_by_upstream(self) -> dict[str, int]:
-        return {k: len(v) for k, v in self._queues.items() if v}
+        counts = {k: len(v) for k, v in self._queues.items() if v}
+        for upstream in self._parking.upstreams():
+            counts[upstream] = counts.get(upstream, 0) + self._parking.count(upstream)
+        return counts
 
     @property
     def connections(self) -> list[WorkerInfo]:
@@ -191,41 +198,57 @@ class HubCore:
 
     def pump(self) -> float:
         """Dispatch what can be dispatched. Returns when to pump again if nothing else happens
-        (a cooldown or pacing slot ends, a queued job's deadline), ``inf`` for never."""
+        (a cooldown or pacing slot ends, a queued job's deadline), ``inf`` for never.
+
+        A job the policy says waits for its IP alone is parked (:mod:`broker.parking`): it is
+        asked about again when that IP may take it, not at every pump."""
         now = self.clock()
         wake = float("inf")
-        for upstream in list(self._queues):
-            queue = self._queues[upstream]
-            self._expire(queue, now)
-            held: list[tuple[float, int, Job]] = []
+        parking = self._parking
+        for upstream in list(dict.fromkeys([*self._queues, *parking.upstreams()])):
+            queue = self._queues.setdefault(upstream, [])
+            parking.release_due(upstream, queue, now)
+            self._expire(upstream, queue, now)
+            held: list[Entry] = []
             while queue and len(held) < _QUEUE_SCAN_LIMIT:
                 entry = heapq.heappop(queue)
                 job = entry[2]
+                pin = pin_of(job)
+                if pin is not None and parking.joins(upstream, pin, entry):
+                    continue  # its IP is already known to wait: nothing to ask
                 choice = self.policy.pick(job, self.workers, now)
                 if isinstance(choice, WorkerInfo):
                     self._queued -= 1
                     self._send_job(job, choice, now)
-                    continue
-                if choice.expire:
+                elif choice.expire:
                     self._end_queued(job, f"too little time left after {now - job.submitted:.3f}s queued")
+                elif pin is not None and choice.pinned == pin[0]:
+                    parking.park(upstream, pin, entry, choice.until, now)
                     continue
-                held.append(entry)
-                if choice.until is not None:
-                    wake = min(wake, choice.until)
-                if choice.upstream_wide:
-                    break
+                else:
+                    held.append(entry)
+                    if choice.until is not None:
+                        wake = min(wake, choice.until)
+                    if choice.upstream_wide:
+                        break
+                    continue
+                if pin is not None:
+                    parking.left(upstream, pin, job, queue)  # its bucket's next job takes its place
             for entry in held:
                 heapq.heappush(queue, entry)
+            wake = min(wake, parking.wake(upstream))
             if queue:
                 wake = min(wake, queue[0][0])  # the head's deadline: expire it on time
             else:
                 del self._queues[upstream]
         return wake
 
-    def _expire(self, queue: list[tuple[float, int, Job]], now: float) -> None:
+    def _expire(self, upstream: str, queue: list[Entry], now: float) -> None:
         while queue and queue[0][0] <= now:
             _, _, job = heapq.heappop(queue)
             self._end_queued(job, f"deadline passed while queued ({now - job.submitted:.3f}s)")
+            if (pin := pin_of(job)) is not None:
+                self._parking.left(upstream, pin, job, queue)
 
     def _end_queued(self, job: Job, why: str) -> None:
         """``job``, taken off its queue, never went: it ends ``expired``."""
@@ -291,6 +314,7 @@ class HubCore:
         if w is None or w.state == "draining":
             return
         w.state = "draining"
+        self._parking.wake_ip(w.ip)
         self._send(w, Drain(reason=reason), self.clock())
 
     def reserve(self, worker_id: str, principal: bytes = LOCAL) -> None:
@@ -355,8 +379,9 @@ class HubCore:
             self._on_result(worker, msg, now)
         elif isinstance(msg, Heartbeat):
             worker.loop_lag_ms = msg.loop_lag_ms
-            if msg.draining:
+            if msg.draining and worker.state != "draining":
                 worker.state = "draining"
+                self._parking.wake_ip(worker.ip)
             worker.rss = msg.rss
             worker.bad_frames = msg.bad_frames
             if msg.stats is not None:
@@ -429,6 +454,7 @@ class HubCore:
         self._per_key[principal] += 1
         self._own(wid, principal)
         self.policy.on_worker_up(w, now)
+        self._parking.wake_ip(w.ip)
         log.info("worker ready", extra={"worker_id": wid, "local_ip": w.ip, "pid": w.pid, "host": w.host})
         for hook in self.worker_up_hooks:
             hook(w, "ready")
@@ -466,6 +492,7 @@ class HubCore:
             return
         del worker.inflight[msg.job_id]
         worker.done += 1
+        self._parking.wake_ip(worker.ip)  # a credit came back and the policy learnt something
         outcome = msg.outcome
         self.policy.on_outcome(job, worker, outcome, now)
         for hook in self.attempt_hooks:
@@ -523,6 +550,7 @@ class HubCore:
                 gave_up = Outcome(result="expired", error=f"{w.ip}: no result by the deadline")
                 self.policy.on_outcome(job, w, gave_up, now)  # the policy counts its in-flight jobs too
                 self._finish(job, gave_up, w)
+                self._parking.wake_ip(w.ip)
                 freed = True
         if self._queued or freed:
             self.on_pump_due()
@@ -541,6 +569,7 @@ class HubCore:
             self.transport.forget(peer)
         now = self.clock()
         self.policy.on_worker_down(w, now)
+        self._parking.wake_ip(w.ip)
         expected = graceful or w.state == "draining" or self._closing  # it was leaving anyway
         level = logging.INFO if expected else logging.WARNING
         log.log(level, "worker gone: %s", reason, extra={"worker_id": w.worker_id, "local_ip": w.ip, "pid": w.pid})
@@ -581,6 +610,8 @@ class HubCore:
         for queue in self._queues.values():
             for _, _, job in queue:
                 self._finish(job, Outcome(result="cancelled", error=reason), None)
+        for job in self._parking.drain():
+            self._finish(job, Outcome(result="cancelled", error=reason), None)
         self._queues.clear()
         self._queued = 0
         now = self.clock()

@@ -41,9 +41,9 @@ class LeastLoadedPolicy:
             mine = [w for w in workers.values() if w.ip == pinned]
             if mine:
                 free = [w for w in mine if w.credit > 0]
-                return free[0] if free else Blocked(upstream_wide=False)
+                return free[0] if free else Blocked(upstream_wide=False, pinned=pinned)
             if spec.require_ip is not None:
-                return Blocked(upstream_wide=False)
+                return Blocked(upstream_wide=False, pinned=pinned)
         candidates = [w for w in workers.values() if w.credit > 0]
         if spec.avoid_ip is not None and any(w.ip != spec.avoid_ip for w in candidates):
             candidates = [w for w in candidates if w.ip != spec.avoid_ip]

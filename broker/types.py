@@ -151,11 +151,16 @@ class Blocked:
     ``expire``: this job will never be worth sending (too little of its time is left): the hub
     ends it now, ``expired``, instead of keeping it at the head of the queue, where it would hold
     back the jobs behind it until its deadline.
+    ``pinned``: the job waits for this IP alone (its ``require_ip``, or its ``prefer_ip`` while
+    that IP is eligible), and so does every job pinned the same way to it, until ``until`` or
+    until something happens to that IP (an answer, its worker coming, going or draining). The
+    hub then parks them and asks again only then (:mod:`broker.parking`). None: no such promise.
     """
 
     until: float | None = None
     upstream_wide: bool = True
     expire: bool = False
+    pinned: str | None = None
 
 
 class Policy(Protocol):

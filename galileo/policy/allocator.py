@@ -197,18 +197,18 @@ class FarmPolicy:
         if spec.require_ip is not None:
             mine = self._worker_at(spec.require_ip, workers)
             if mine is None:
-                return Blocked(upstream_wide=False)
+                return Blocked(upstream_wide=False, pinned=spec.require_ip)
             at = self._ready_at(mine, upstream, now)
             if at is None:
                 return mine
-            return Blocked(until=None if at == float("inf") else at, upstream_wide=False)
+            return Blocked(until=None if at == float("inf") else at, upstream_wide=False, pinned=mine.ip)
         if spec.prefer_ip is not None:
             mine = self._worker_at(spec.prefer_ip, workers)
             if mine is not None and self.eligible(mine, upstream, now):
                 at = self._ready_at(mine, upstream, now)
                 if at is None:
                     return mine
-                return Blocked(until=None if at == float("inf") else at, upstream_wide=False)
+                return Blocked(until=None if at == float("inf") else at, upstream_wide=False, pinned=mine.ip)
         if spec.hash_key is not None:
             return self._pick_hashed(spec.hash_key, workers, upstream, now)
         return self._pick_least_loaded(workers, upstream, now, spec.avoid_ip)

@@ -1,0 +1,163 @@
+"""Queued jobs that wait for one IP, set aside until that IP may take them.
+
+A sell leg stays on its buy leg's IP (``prefer_ip``), a re-send on its own (``require_ip``).
+When the policy answers that such a job waits for its IP alone (:attr:`Blocked.pinned`), asking
+again at every pump tells nothing new until that IP's slot comes or something happens to it. At
+64 addresses the hub asked tens of thousands of times a second, most of the coordinator's CPU.
+
+So the hub parks such a job in its IP's *bucket* (one per upstream, IP and kind of pin), and
+asks again only when the bucket is due:
+
+* the policy's ``until`` comes (the IP's pacing slot or cooldown ends);
+* something happens to that IP (:meth:`Parking.wake_ip`: a result, a worker registering,
+  leaving or draining), since a returned credit or a lesson learnt may free it early;
+* the bucket's earliest deadline comes, so a parked job expires on time;
+* :data:`RECHECK` passes, a bound on how stale an answer gets if the policy changes its mind
+  for a reason the hub does not see (an IP unsuspended by its operator).
+
+A job pinned the same way to a parked IP joins its bucket without asking. A due bucket puts its
+earliest job (its *head*) back in the upstream's queue, in deadline order with the others; when
+that job leaves the queue (dispatched or ended), the next one goes in, so a bucket whose IP takes
+several jobs in one pump gives them all, and one that is still waiting costs one question.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from broker.types import Job
+
+__all__ = ["RECHECK", "Entry", "Parking", "pin_of"]
+
+Entry = tuple[float, int, Job]  # (deadline, sequence, job): an upstream queue's heap entry
+Key = tuple[str, bool]  # (IP, required): require_ip and prefer_ip jobs wait apart
+
+RECHECK = 0.25  # seconds a bucket waits at most between two questions
+
+
+def pin_of(job: Job) -> Key | None:
+    """The IP ``job`` waits for, and whether it must have it; None when it takes any IP."""
+    spec = job.spec
+    if spec.require_ip is not None:
+        return (spec.require_ip, True)
+    if spec.prefer_ip is not None:
+        return (spec.prefer_ip, False)
+    return None
+
+
+class _Bucket:
+    __slots__ = ("entries", "head", "wake")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []  # a heap, by deadline; the head is out of it while queued
+        self.head: Job | None = None  # the bucket's job in the queue, None while parked
+        self.wake = float("inf")  # when to ask again, while parked
+
+
+class Parking:
+    """Every upstream's parked buckets. The hub keeps parked jobs in its count of queued ones."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, dict[Key, _Bucket]] = {}
+        self._wake: dict[str, float] = {}  # per upstream: no parked bucket is due before then
+
+    def __contains__(self, upstream: object) -> bool:
+        return upstream in self._buckets
+
+    def upstreams(self) -> list[str]:
+        return list(self._buckets)
+
+    def wake(self, upstream: str) -> float:
+        """When the earliest of ``upstream``'s parked buckets is due (inf: none is parked)."""
+        return self._wake.get(upstream, float("inf"))
+
+    def count(self, upstream: str) -> int:
+        """Jobs of ``upstream`` set aside (not counting heads in the queue)."""
+        return sum(len(b.entries) for b in self._buckets.get(upstream, {}).values())
+
+    def release_due(self, upstream: str, queue: list[Entry], now: float) -> None:
+        """Put the head of each of ``upstream``'s due buckets back in ``queue``."""
+        buckets = self._buckets.get(upstream)
+        if buckets is None or self._wake.get(upstream, float("inf")) > now:
+            return
+        soonest = float("inf")
+        for bucket in buckets.values():
+            if bucket.head is not None:
+                continue
+            if bucket.wake <= now:
+                self._put_head(bucket, queue)
+            elif bucket.wake < soonest:
+                soonest = bucket.wake
+        self._wake[upstream] = soonest
+
+    def joins(self, upstream: str, key: Key, entry: Entry) -> bool:
+        """True when ``entry``'s IP already waits (its bucket is parked, or its head is queued and is
+        not this job): the job joins the bucket and the policy is not asked."""
+        buckets = self._buckets.get(upstream)
+        if buckets is None:
+            return False
+        bucket = buckets.get(key)
+        if bucket is None or bucket.head is entry[2]:
+            return False
+        heapq.heappush(bucket.entries, entry)
+        if bucket.head is None:
+            self._wake_at(upstream, bucket, min(bucket.wake, bucket.entries[0][0]))
+        return True
+
+    def park(self, upstream: str, key: Key, entry: Entry, until: float | None, now: float) -> None:
+        """The policy says ``entry``'s job waits for its IP alone, until ``until`` (None: a change)."""
+        buckets = self._buckets.setdefault(upstream, {})
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = _Bucket()
+        heapq.heappush(bucket.entries, entry)
+        bucket.head = None
+        wake = now + RECHECK
+        if until is not None and until < wake:
+            wake = until
+        self._wake_at(upstream, bucket, min(wake, bucket.entries[0][0]))
+
+    def left(self, upstream: str, key: Key, job: Job, queue: list[Entry]) -> None:
+        """``job`` left ``queue`` (dispatched or ended): if it was its bucket's head, the next job of
+        the bucket takes its place in the queue."""
+        buckets = self._buckets.get(upstream)
+        if buckets is None:
+            return
+        bucket = buckets.get(key)
+        if bucket is None or bucket.head is not job:
+            return
+        if bucket.entries:
+            self._put_head(bucket, queue)
+            return
+        del buckets[key]
+        if not buckets:
+            del self._buckets[upstream]
+            self._wake.pop(upstream, None)
+
+    def wake_ip(self, ip: str) -> None:
+        """Something happened to ``ip`` (an answer came, its worker came, went or drains): its
+        buckets are due at the next pump."""
+        for upstream, buckets in self._buckets.items():
+            for key in ((ip, True), (ip, False)):
+                bucket = buckets.get(key)
+                if bucket is not None and bucket.head is None:
+                    bucket.wake = float("-inf")
+                    self._wake[upstream] = float("-inf")
+
+    def drain(self) -> list[Job]:
+        """Every parked job (heads in a queue excepted), forgotten here."""
+        jobs = [entry[2] for buckets in self._buckets.values() for b in buckets.values() for entry in b.entries]
+        self._buckets.clear()
+        self._wake.clear()
+        return jobs
+
+    def _put_head(self, bucket: _Bucket, queue: list[Entry]) -> None:
+        entry = heapq.heappop(bucket.entries)
+        bucket.head = entry[2]
+        bucket.wake = float("inf")
+        heapq.heappush(queue, entry)
+
+    def _wake_at(self, upstream: str, bucket: _Bucket, wake: float) -> None:
+        bucket.wake = wake
+        if wake < self._wake.get(upstream, float("inf")):
+            self._wake[upstream] = wake

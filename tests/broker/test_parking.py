@@ -1,0 +1,204 @@
+"""Jobs that wait for one IP are parked, and asked about again only when that IP may take them.
+
+The hub core on the in-memory transport with a manual clock: each test pumps as often as it
+likes (as answers arriving for other IPs would make the driver do) and counts the policy's
+questions, or checks that parking changed nothing a job is promised.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.core import HubCore
+from broker.jobs import HttpRequest
+from broker.parking import RECHECK
+from broker.protocol import Dispatch
+from broker.testing import LeastLoadedPolicy, ManualClock, MemoryTransport, MemoryWorker
+from broker.types import Blocked, Job, JobSpec, WorkerInfo
+from galileo.policy.allocator import LEAD, FarmPolicy
+
+HB = 1.0
+
+
+def spec(**kw: object) -> JobSpec:
+    return JobSpec(HttpRequest(url="http://127.0.0.1/"), upstream="u", **kw)  # type: ignore[arg-type]
+
+
+class Counting(FarmPolicy):
+    """The farm's policy, counting how often the hub asks it."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.asked = 0
+
+    def pick(self, job: Job, workers: dict[str, WorkerInfo], now: float) -> WorkerInfo | Blocked:
+        self.asked += 1
+        return super().pick(job, workers, now)
+
+
+def farm(
+    rate: float | None, ips: list[str], capacity: int = 64
+) -> tuple[HubCore, Counting, ManualClock, list[MemoryWorker]]:
+    """A hub with ``ips``' workers; ``rate``: the pace each IP is told (None: none, learnt)."""
+    clock, transport = ManualClock(), MemoryTransport()
+    policy = Counting(known_rates=None if rate is None else {"u": rate})
+    core = HubCore(policy, transport, clock=clock, heartbeat_interval=HB)
+    workers = [MemoryWorker(core, transport, ip, capacity=capacity).register() for ip in ips]
+    return core, policy, clock, workers
+
+
+async def test_sell_legs_waiting_for_their_paced_ips_are_asked_about_once_per_slot_not_at_every_pump() -> None:
+    """8 IPs told 2/s, each with 6 jobs preferring it; the hub pumped every millisecond for 2 s.
+    Asked at every pump, that was 48 questions a pump (96,000 in all)."""
+    ips = [f"10.0.0.{i}" for i in range(1, 9)]
+    core, policy, clock, workers = farm(2.0, ips)
+    futures = [core.submit(spec(prefer_ip=ip, timeout=30.0)) for ip in ips for _ in range(6)]
+    sent: list[tuple[float, str]] = []
+    for _ in range(2000):
+        core.pump()
+        for w in workers:
+            for job in w.jobs():
+                sent.append((clock.now, w.ready.ip))
+                w.reply(job)
+        clock.advance(0.001)
+    assert sorted({ip for _, ip in sent}) == ips
+    per_ip = {ip: [t for t, i in sent if i == ip] for ip in ips}
+    assert all(len(ts) == 4 for ts in per_ip.values())  # the pace: at 0, 0.51, 1.02, 1.53 s
+    # A question per slot and per answer (32 each), and per bucket and re-check (8 x 8): 145 here.
+    assert policy.asked < 200
+    assert core.queued == 16 and core.queued_by_upstream() == {"u": 16}
+    assert sum(f.done() for f in futures) == 32
+
+
+async def test_a_parked_job_leaves_at_its_slot_with_its_hold_as_if_asked_at_every_pump() -> None:
+    """Parking changes when the policy is asked, not what it answers: pumped only when the hub's
+    wake says, the job goes at its slot less the lead, with the rest of the wait as its hold."""
+    core, _, clock, (w,) = farm(2.0, ["10.0.0.1"])
+    start, interval = clock.now, 1 / 1.96
+    futures = [core.submit(spec(require_ip="10.0.0.1", timeout=5.0)) for _ in range(3)]
+    wake = core.pump()
+    (first,) = w.jobs()
+    sent: list[tuple[float, Dispatch]] = []
+    while len(sent) < 2:
+        assert wake > clock.now
+        clock.now = wake
+        wake = core.pump()
+        sent += [(clock.now, d) for d in w.jobs()]
+    assert [t - start for t, _ in sent] == pytest.approx([interval - LEAD, 2 * interval - LEAD])
+    assert [d.hold for _, d in sent] == pytest.approx([LEAD, LEAD])
+    for job in (first, *(d for _, d in sent)):
+        w.reply(job)
+    assert [f.result().result for f in futures] == ["ok"] * 3
+
+
+async def test_an_answer_from_a_busy_ip_frees_its_parked_job_at_the_next_pump() -> None:
+    """No pace, capacity 1: the job waits for a credit, with no time to wake at. The answer for the
+    job in flight is the event that frees it."""
+    core, policy, clock, (w,) = farm(None, ["10.0.0.1"], capacity=1)
+    futures = [core.submit(spec(prefer_ip="10.0.0.1")) for _ in range(3)]
+    assert core.pump() == pytest.approx(clock.now + RECHECK)  # nothing to wait for but a re-check
+    (first,) = w.jobs()
+    asked = policy.asked
+    for _ in range(10):
+        clock.advance(0.001)
+        core.pump()
+    assert policy.asked == asked and w.jobs() == []  # parked: not asked again
+    w.reply(first)
+    core.pump()
+    (second,) = w.jobs()
+    w.reply(second)
+    core.pump()
+    (third,) = w.jobs()
+    w.reply(third)
+    assert [f.result().result for f in futures] == ["ok"] * 3
+
+
+async def test_parked_jobs_do_not_hide_the_queue_behind_them_from_a_free_ip() -> None:
+    """100 jobs for a paced IP, queued ahead of one for any IP. The hub looks at 64 held jobs per
+    pump: without parking, the last one never reached a second IP that had nothing to do."""
+    core, _, clock, (a, b) = farm(1.0, ["10.0.0.1", "10.0.0.2"])
+    a_jobs = [core.submit(spec(require_ip="10.0.0.1", timeout=10.0)) for _ in range(100)]
+    core.pump()
+    assert len(a.jobs()) == 1 and b.jobs() == []
+    clock.advance(0.5)  # both IPs' slots are a second apart: b's comes again at 1 s
+    anyone = core.submit(spec(timeout=20.0))
+    clock.advance(0.6)
+    core.pump()
+    assert [d.job_id for d in b.jobs()] != []  # the job for any IP went to the free one
+    assert anyone.done() is False  # dispatched, not yet answered
+    assert sum(f.done() for f in a_jobs) == 0
+
+
+async def test_a_parked_job_expires_at_its_deadline_with_one_outcome() -> None:
+    core, _, clock, (w,) = farm(0.1, ["10.0.0.1"])  # a slot every 10 s
+    first = core.submit(spec(require_ip="10.0.0.1", timeout=20.0))
+    late = core.submit(spec(require_ip="10.0.0.1", timeout=3.0))
+    core.pump()
+    assert len(w.jobs()) == 1
+    clock.advance(0.5)
+    wake = core.pump()
+    assert wake <= clock.now + RECHECK  # it is looked at again well before its deadline
+    clock.advance(2.6)
+    core.pump()
+    assert late.done() and late.result().result == "expired"
+    assert core.queued == 0 and core.counts["expired"] == 1
+    assert not first.done()
+
+
+async def test_closing_cancels_parked_jobs_exactly_once() -> None:
+    core, _, _, (w,) = farm(1.0, ["10.0.0.1"])
+    futures = [core.submit(spec(prefer_ip="10.0.0.1")) for _ in range(5)]
+    core.pump()
+    (sent,) = w.jobs()
+    assert core.queued == 4
+    core.begin_close()
+    assert [f.result().result for f in futures[1:]] == ["cancelled"] * 4
+    assert core.queued == 0 and core.counts["cancelled"] == 4
+    w.reply(sent)
+    assert futures[0].result().result == "ok"
+
+
+async def test_a_preferred_ip_that_starts_draining_lets_its_parked_jobs_go_elsewhere() -> None:
+    """A sell leg waits for its buy leg's IP only while that IP is eligible. The worker's
+    heartbeat saying it drains is an event on that IP: its parked jobs are asked about again."""
+    core, _, clock, (a, b) = farm(1.0, ["10.0.0.1", "10.0.0.2"])
+    futures = [core.submit(spec(prefer_ip="10.0.0.1", timeout=10.0)) for _ in range(2)]
+    core.pump()
+    assert len(a.jobs()) == 1
+    clock.advance(0.1)
+    a.beat(draining=True)
+    core.pump()
+    assert len(b.jobs()) == 1  # not 0.9 s later, at a's next slot
+    assert not futures[1].done()
+
+
+class Stubborn(LeastLoadedPolicy):
+    """Says a job pinned to an IP waits for it until told otherwise, by a means the hub cannot see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = False
+        self.asked = 0
+
+    def pick(self, job: Job, workers: dict[str, WorkerInfo], now: float) -> WorkerInfo | Blocked:
+        self.asked += 1
+        if self.open:
+            return next(iter(workers.values()))
+        return Blocked(upstream_wide=False, pinned=job.spec.require_ip)
+
+
+async def test_a_parked_answer_is_asked_again_within_the_recheck_whatever_happens() -> None:
+    clock, transport = ManualClock(), MemoryTransport()
+    policy = Stubborn()
+    core = HubCore(policy, transport, clock=clock, heartbeat_interval=HB)
+    w = MemoryWorker(core, transport, "10.0.0.1").register()
+    future = core.submit(spec(require_ip="10.0.0.1", timeout=10.0))
+    core.pump()
+    asked = policy.asked
+    policy.open = True  # an operator unsuspended the IP, say
+    clock.advance(RECHECK / 2)
+    core.pump()
+    assert policy.asked == asked and w.jobs() == []
+    clock.advance(RECHECK / 2)
+    core.pump()
+    assert len(w.jobs()) == 1 and not future.done()
