@@ -5,6 +5,9 @@ When the policy answers that such a job waits for its IP alone (:attr:`Blocked.p
 again at every pump tells nothing new until that IP's slot comes or something happens to it. At
 64 addresses the hub asked tens of thousands of times a second, most of the coordinator's CPU.
 
+(:class:`galileo.policy.allocator.FarmPolicy` makes that promise for a cooldown, a worker without
+credit, a missing worker and a told pace, not for a learnt pace: see its ``_wait_for``.)
+
 So the hub parks such a job in its IP's *bucket* (one per upstream, IP and kind of pin), and
 asks again only when the bucket is due:
 

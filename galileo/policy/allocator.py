@@ -201,17 +201,29 @@ class FarmPolicy:
             at = self._ready_at(mine, upstream, now)
             if at is None:
                 return mine
-            return Blocked(until=None if at == float("inf") else at, upstream_wide=False, pinned=mine.ip)
+            return self._wait_for(mine, upstream, now, at)
         if spec.prefer_ip is not None:
             mine = self._worker_at(spec.prefer_ip, workers)
             if mine is not None and self.eligible(mine, upstream, now):
                 at = self._ready_at(mine, upstream, now)
                 if at is None:
                     return mine
-                return Blocked(until=None if at == float("inf") else at, upstream_wide=False, pinned=mine.ip)
+                return self._wait_for(mine, upstream, now, at)
         if spec.hash_key is not None:
             return self._pick_hashed(spec.hash_key, workers, upstream, now)
         return self._pick_least_loaded(workers, upstream, now, spec.avoid_ip)
+
+    def _wait_for(self, w: WorkerInfo, upstream: str, now: float, at: float) -> Blocked:
+        """A job waits for ``w``'s IP alone, until ``at``. The hub may park it (``pinned``) unless a
+        learnt pace is what holds it: asked at every pump, as before parking, a learnt pace on a 5 s
+        fixed window at 64 addresses and 300 ms learnt 0.865-0.912 of N·R parked, 0.925-0.965 not."""
+        until = None if at == float("inf") else at
+        learnt = (
+            len(w.inflight) < w.capacity
+            and self.eligible(w, upstream, now)
+            and not self._lead(self.pacing.get(w.ip, upstream, now))
+        )
+        return Blocked(until=until, upstream_wide=False, pinned=None if learnt else w.ip)
 
     def _worker_at(self, ip: str, workers: dict[str, WorkerInfo]) -> WorkerInfo | None:
         """The first of ``workers`` on ``ip``, in O(1) while the pool stands still.

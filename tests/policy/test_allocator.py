@@ -317,3 +317,36 @@ def test_a_job_that_waited_out_most_of_its_time_in_the_queue_is_not_dispatched_t
     held = p.pick(starved, ws, 9.6)  # 0.4 s left: it would time out at the upstream and cool the IP
     assert isinstance(held, Blocked) and not held.upstream_wide  # other jobs of the upstream still go
     assert held.expire  # and the hub ends it now: held to its deadline it would stand in their way
+
+
+def test_a_job_waiting_for_its_ip_may_be_parked_unless_a_learnt_pace_holds_it() -> None:
+    """``Blocked.pinned`` lets the hub park a job until its IP may take it (broker/parking.py): a
+    cooldown, a busy worker, a told pace. A learnt pace keeps being asked at every pump, as it was
+    learnt (parked, it learnt a 5 s fixed window worse at 64 addresses)."""
+    p = FarmPolicy(rng=random.Random(1))
+    w = worker("1.1.1.1", capacity=64)
+    ws = pool(w)
+    sent = job(require_ip="1.1.1.1")
+    assert p.pick(sent, ws, 0.0) is w
+    p.on_dispatch(sent, w, 0.0)
+    sent.sent_at = 0.0
+    p.on_outcome(sent, w, Outcome(result="rate_limited", status=429, retry_after=1.0), 0.3)
+    cooling = p.pick(job(require_ip="1.1.1.1"), ws, 0.5)
+    assert isinstance(cooling, Blocked) and cooling.until == pytest.approx(1.3)
+    assert cooling.pinned == "1.1.1.1" and not cooling.upstream_wide  # parked until the cooldown ends
+    nxt = job(require_ip="1.1.1.1")
+    assert p.pick(nxt, ws, 1.5) is w
+    p.on_dispatch(nxt, w, 1.5)
+    paced = p.pick(job(require_ip="1.1.1.1"), ws, 1.5)
+    assert isinstance(paced, Blocked) and paced.until is not None and paced.until > 1.5
+    assert paced.pinned is None and not paced.upstream_wide  # a learnt pace: not parked
+    w.inflight.update({i: job() for i in range(64)})
+    busy = p.pick(job(require_ip="1.1.1.1"), ws, 1.5)
+    assert busy == Blocked(until=None, upstream_wide=False, pinned="1.1.1.1")  # parked until a credit returns
+    told = FarmPolicy(known_rates={"jupiter": 2.0})
+    t = worker("1.1.1.2")
+    assert told.pick(job(prefer_ip="1.1.1.2"), pool(t), 0.0) is t
+    told.on_dispatch(job(), t, 0.0)
+    held = told.pick(job(prefer_ip="1.1.1.2"), pool(t), 0.0)
+    assert isinstance(held, Blocked) and held.until == pytest.approx(1 / 1.96 - LEAD)
+    assert held.pinned == "1.1.1.2" and not held.upstream_wide  # a told pace: parked until its slot
