@@ -2,11 +2,11 @@
 
 A sell leg stays on its buy leg's IP (``prefer_ip``), a re-send on its own (``require_ip``).
 When the policy answers that such a job waits for its IP alone (:attr:`Blocked.pinned`), asking
-again at every pump tells nothing new until that IP's slot comes or something happens to it. At
-64 addresses the hub asked tens of thousands of times a second, most of the coordinator's CPU.
+again at every pump tells nothing new until that wait ends or something happens to the IP, and
+costs a question per job and pump.
 
 (:class:`galileo.policy.allocator.FarmPolicy` makes that promise for a cooldown, a worker without
-credit, a missing worker and a told pace, not for a learnt pace: see its ``_wait_for``.)
+credit and a missing worker, not for a pace: see its ``_wait_for``.)
 
 So the hub parks such a job in its IP's *bucket* (one per upstream, IP and kind of pin), and
 asks again only when the bucket is due:

@@ -214,16 +214,14 @@ class FarmPolicy:
         return self._pick_least_loaded(workers, upstream, now, spec.avoid_ip)
 
     def _wait_for(self, w: WorkerInfo, upstream: str, now: float, at: float) -> Blocked:
-        """A job waits for ``w``'s IP alone, until ``at``. The hub may park it (``pinned``) unless a
-        learnt pace is what holds it: asked at every pump, as before parking, a learnt pace on a 5 s
-        fixed window at 64 addresses and 300 ms learnt 0.865-0.912 of N·R parked, 0.925-0.965 not."""
+        """A job waits for ``w``'s IP alone, until ``at``. The hub may park it (``pinned``) when a
+        cooldown, a worker without credit or a missing worker holds it, not a pace: a paced pair's
+        jobs are asked about at every pump, as before parking. At 64 addresses and 300 ms, parked, a
+        learnt pace on a 5 s fixed window learnt 0.865-0.912 of N·R against 0.925-0.965, and a told
+        pace under a penalty box met 13-23 boxes a run against 1-5 (see docs/networking/multi_ip.md)."""
         until = None if at == float("inf") else at
-        learnt = (
-            len(w.inflight) < w.capacity
-            and self.eligible(w, upstream, now)
-            and not self._lead(self.pacing.get(w.ip, upstream, now))
-        )
-        return Blocked(until=until, upstream_wide=False, pinned=None if learnt else w.ip)
+        paced = len(w.inflight) < w.capacity and self.eligible(w, upstream, now)
+        return Blocked(until=until, upstream_wide=False, pinned=None if paced else w.ip)
 
     def _worker_at(self, ip: str, workers: dict[str, WorkerInfo]) -> WorkerInfo | None:
         """The first of ``workers`` on ``ip``, in O(1) while the pool stands still.
