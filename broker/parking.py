@@ -6,12 +6,12 @@ again at every pump tells nothing new until that wait ends or something happens 
 costs a question per job and pump.
 
 (:class:`galileo.policy.allocator.FarmPolicy` makes that promise for a cooldown, a worker without
-credit and a missing worker, not for a pace: see its ``_wait_for``.)
+credit and a missing worker, not for a pace: see its ``_pick_pinned``.)
 
 So the hub parks such a job in its IP's *bucket* (one per upstream, IP and kind of pin), and
 asks again only when the bucket is due:
 
-* the policy's ``until`` comes (the IP's pacing slot or cooldown ends);
+* the policy's ``until`` comes (the IP's cooldown ends, say);
 * something happens to that IP (:meth:`Parking.wake_ip`: a result, a worker registering,
   leaving or draining), since a returned credit or a lesson learnt may free it early;
 * the bucket's earliest deadline comes, so a parked job expires on time;

@@ -159,11 +159,19 @@ class FarmPolicy:
 
         Else when it might (inf: when a job returns or the worker is ready again).
         """
+        until = self._held_until(w, upstream, now)
+        return until if until is not None else self._paced_until(w, upstream, now)
+
+    def _held_until(self, w: WorkerInfo, upstream: str, now: float) -> float | None:
+        """None when ``w`` is eligible for ``upstream`` and has credit; else until when not (inf: when
+        a job returns or the worker is ready again)."""
         until = self._ineligible_until(w, upstream, now)
         if until is not None:
             return until
-        if len(w.inflight) >= w.capacity:
-            return float("inf")
+        return float("inf") if len(w.inflight) >= w.capacity else None
+
+    def _paced_until(self, w: WorkerInfo, upstream: str, now: float) -> float | None:
+        """None when the pair's pace lets it send now (or within its lead); else when it will."""
         at = self.pacing.next_at(w.ip, upstream, now)
         if at is None:
             return None
@@ -198,30 +206,29 @@ class FarmPolicy:
             mine = self._worker_at(spec.require_ip, workers)
             if mine is None:
                 return Blocked(upstream_wide=False, pinned=spec.require_ip)
-            at = self._ready_at(mine, upstream, now)
-            if at is None:
-                return mine
-            return self._wait_for(mine, upstream, now, at)
+            return self._pick_pinned(mine, upstream, now)
         if spec.prefer_ip is not None:
             mine = self._worker_at(spec.prefer_ip, workers)
             if mine is not None and self.eligible(mine, upstream, now):
-                at = self._ready_at(mine, upstream, now)
-                if at is None:
-                    return mine
-                return self._wait_for(mine, upstream, now, at)
+                return self._pick_pinned(mine, upstream, now)
         if spec.hash_key is not None:
             return self._pick_hashed(spec.hash_key, workers, upstream, now)
         return self._pick_least_loaded(workers, upstream, now, spec.avoid_ip)
 
-    def _wait_for(self, w: WorkerInfo, upstream: str, now: float, at: float) -> Blocked:
-        """A job waits for ``w``'s IP alone, until ``at``. The hub may park it (``pinned``) when a
-        cooldown, a worker without credit or a missing worker holds it, not a pace: a paced pair's
-        jobs are asked about at every pump, as before parking. At 64 addresses and 300 ms, parked, a
-        learnt pace on a 5 s fixed window learnt 0.865-0.912 of N·R against 0.925-0.965, and a told
-        pace under a penalty box met 13-23 boxes a run against 1-5 (see docs/networking/multi_ip.md)."""
-        until = None if at == float("inf") else at
-        paced = len(w.inflight) < w.capacity and self.eligible(w, upstream, now)
-        return Blocked(until=until, upstream_wide=False, pinned=None if paced else w.ip)
+    def _pick_pinned(self, w: WorkerInfo, upstream: str, now: float) -> WorkerInfo | Blocked:
+        """``w`` if it may take the job now, else how long the job waits for its IP alone. The hub
+        may park it (``pinned``) while a cooldown or a worker without credit holds it, not a pace: a
+        paced pair's jobs are asked about at every pump, as before parking. At 64 addresses and
+        300 ms, parked, a learnt pace on a 5 s fixed window learnt 0.865-0.912 of N·R against
+        0.925-0.965, and a told pace under a penalty box met 13-23 boxes a run against 1-5 (see
+        docs/networking/multi_ip.md)."""
+        held = self._held_until(w, upstream, now)
+        if held is not None:
+            return Blocked(until=None if held == float("inf") else held, upstream_wide=False, pinned=w.ip)
+        at = self._paced_until(w, upstream, now)
+        if at is None:
+            return w
+        return Blocked(until=None if at == float("inf") else at, upstream_wide=False)
 
     def _worker_at(self, ip: str, workers: dict[str, WorkerInfo]) -> WorkerInfo | None:
         """The first of ``workers`` on ``ip``, in O(1) while the pool stands still.

@@ -1,7 +1,7 @@
 """Jobs that wait for one IP are parked, and asked about again only when that IP may take them.
 
 The farm's policy parks a job held by a cooldown, a busy worker or a missing one, not by a pace
-(see ``FarmPolicy._wait_for``), so these tests wait on those.
+(see ``FarmPolicy._pick_pinned``), so these tests wait on those.
 
 The hub core on the in-memory transport with a manual clock: each test pumps as often as it
 likes (as answers arriving for other IPs would make the driver do) and counts the policy's
