@@ -139,6 +139,7 @@ class PaceRules:
     fill: float = 0.97  # ... and only if its sends over the clean run came to this share of it (one spared)
     spent_once: float = 1.25  # successes between a window's first two returns within this many first windows': one
     kept: float = 0.85  # a measured fall is believed only if our sends between came to this share of the pace
+    dear_share: float = 0.2  # ... over the time between, waits included, if its wait came to this share of its cycle
 
 
 PACE = PaceRules()
@@ -486,7 +487,7 @@ class RateLearner:
             self.clean_from(now, now + cooled)
             self._repace(now, cooled)
         else:
-            heard = self._hold_refused(now, sent_at, cooled, through)
+            heard = self._hold_refused(now, sent_at, cooled, through, retry_after or 0.0)
         self.last_refusal_sent = sent_at
         self.between_oks = 0
         self.sends_through = through
@@ -562,8 +563,9 @@ class RateLearner:
     def _max_reprobe(self) -> float:
         return self.rules.dear_max_reprobe if self.dear else self.rules.max_reprobe
 
-    def _hold_refused(self, now: float, sent_at: float, cooled: float, through: int) -> Heard:
-        """A refusal at a held pace; ``through``: requests sent up to it (see :meth:`_sent_through`)."""
+    def _hold_refused(self, now: float, sent_at: float, cooled: float, through: int, wait: float) -> Heard:
+        """A refusal at a held pace; ``through``: requests sent up to it (see :meth:`_sent_through`);
+        ``wait``: its Retry-After (0: none)."""
         r = self.rules
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
         self.settled = now - self.stepped_at  # how long the pace had held when refused
@@ -571,16 +573,27 @@ class RateLearner:
         # it, and the rate itself if the budget stayed spent: the refusals came close together
         # (within two trust periods, no pace proven between) and little of the time between went
         # cooling (or the cooling ended when a Retry-After said the budget was back).
-        # Over the whole time between it is a lower bound (raises lo). Where a short Retry-After made us
-        # cool, over the time not spent cooling it is an upper one (a bucket refills meanwhile), the one
-        # to lower lo by: a rounded-up second after a refusal from arrival jitter would otherwise read as
-        # a budget that fell by a second's worth.
+        # Over the whole time between it is a lower bound (raises lo). Where a Retry-After made us cool,
+        # over the time not spent cooling it is an upper one, the one to lower lo by: a bucket refills
+        # meanwhile, so a rounded-up second after a refusal from arrival jitter would read as a budget
+        # that fell by a second's worth; and a long wait for a window to end counts the spent window's
+        # tail, so two limits at once (20/s and 600/min: refused mid-window at 20/s, then again at the
+        # end of the next window at 10.15/s) read as 6.6/s, not 10 (0.83 of it in virtual time, 1.00 now).
+        # Unless this refusal's own wait is long too (``long_wait``, and a fifth or more of the time
+        # since the last one's ended: ``dear_share``): a box again, or a window overshot by a quarter.
+        # A box empties the window it guards, and the time since it ended holds that window's whole
+        # budget whatever the pace (20/s and a box over 100 in 10 s: 100 in 7 s at 14/s read as 14/s,
+        # and the box came back 72 times); over the whole time between, boxes included, it is the lower
+        # bound to climb from. A pace 4 % over a minute's window waits 2.5 s of 60 (to the window's
+        # end): there the upper one holds.
         elapsed = sent_at - self.last_refusal_sent
         measured = fell_to = None
         exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
-            sending = elapsed - (self.between_idle if self.between_said and not self.between_told else 0.0)
+            sending = elapsed - self.between_idle
+            boxed = self.between_told and wait >= max(r.long_wait, r.dear_share * (wait + sending))  # (see above)
+            sending = elapsed if not self.between_said or boxed else sending
             fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven
             # ... and only if we sent at the pace meanwhile (cooling aside): a farm short of CPU sends

@@ -491,3 +491,31 @@ def test_under_a_concurrency_cap_a_send_the_cap_held_keeps_one_interval_of_the_s
     assert capped.next_at(t) is None
     capped.dispatched(t, capped=True)
     assert capped.next_at(t) == pytest.approx(t + interval)
+
+
+@pytest.mark.parametrize(("wait", "box"), [(1.0, False), (10.0, True)])
+def test_after_a_long_wait_the_next_refusal_s_own_wait_says_what_the_time_between_measures(
+    wait: float, box: bool
+) -> None:
+    """A proven 10/s is refused with a long Retry-After (20 s: a window spent early, or a box) and
+    cools; then it runs 10 s at its pace, 100 admitted, and is refused again. Refused with a short
+    wait (a window's end), the 100 came in the 10 s of sending: the pace is only trimmed, not cut
+    to 100 over the 30 s between (a minute's window under a second's limit read so fell to two
+    thirds). Refused with a wait as long as its sending again (a box), the 30 s between, box
+    included, is the lower bound it climbs back from: the time since a box ended holds its
+    window's whole budget at any pace."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 10.0, 10.0, 10.2
+    learner.dispatched(10.0)
+    assert learner.refused(10.05, 10.0, 20.0, 20.0) == "surprise"
+    pace = learner.rate
+    for i in range(100):
+        t = 30.0 + i * 0.1
+        learner.dispatched(t)
+        learner.ok(t + 0.05, t)
+    learner.dispatched(40.0)
+    assert learner.refused(40.05, 40.0, wait, wait) == "surprise"
+    if box:
+        assert learner.lo == pytest.approx(PACE.set_point * 100 / 30.0)
+    else:
+        assert learner.lo == pytest.approx(pace * PACE.trim)
