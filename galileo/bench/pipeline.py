@@ -135,16 +135,19 @@ CAP = Limit("concurrency", "concurrency:4", None, warmup=120, counted=30, cap=4)
 KEYED = Limit("keyed", "sliding:300/10s,scope=key", 30.0, warmup=120, counted=40, keyed=True)
 SLIDING60 = Limit("sliding60", "sliding:1200/60s", 20.0, warmup=420, counted=120)
 KEYED60 = Limit("keyed60", "sliding:600/60s,scope=key", 10.0, warmup=420, counted=120, keyed=True)
+# Two limits at once, a second's and a minute's (the simulator stacks them with &): R is the minute's.
+STACKED = Limit("stacked", "bucket:20/1s,burst=0.1 & fixed:600/60s", 10.0, warmup=420, counted=120)
 
 FULL = PipelinePlan(
     limits=(BUCKET, FIXED, SLIDING, PENALTY, CAP, KEYED),
     extra=(
         ("sliding60", 50, 16, "blind"),
         ("keyed60", 50, 16, "blind"),
+        ("stacked", 50, 16, "blind"),
         ("bucket", 50, 4, "multi_leg"),
         ("bucket", 150, 16, "multi_leg"),
     ),
-    limits_by_name={"sliding60": SLIDING60, "keyed60": KEYED60},
+    limits_by_name={"sliding60": SLIDING60, "keyed60": KEYED60, "stacked": STACKED},
 )
 QUICK = PipelinePlan(
     limits=(Limit("bucket", "bucket:20/1s,burst=0.1", 20.0, warmup=3, counted=3),),

@@ -9,7 +9,7 @@ import typer
 from galileo.cli._common import fail
 from galileo.sim.config import ALL, FAULT_KINDS, NO_LIMIT, SimConfig, parse_fault_spec, split_target, validate_config
 from galileo.sim.latency import parse_latency
-from galileo.sim.limitspec import parse_limiter
+from galileo.sim.limitspec import parse_limiters
 
 __all__ = ["sim"]
 
@@ -21,7 +21,7 @@ def _limiters(items: list[str]) -> dict[str, str]:
     for item in items:
         target, text = split_target(item)
         if text != NO_LIMIT:
-            parse_limiter(text, target)
+            parse_limiters(text, target)
         out[target] = text
     return out
 
@@ -59,7 +59,8 @@ def sim(
         metavar="TARGET=SPEC",
         help=f"A limiter for TARGET ({_TARGETS}); repeatable. SPEC: bucket:RATE/PERIOD[,burst=S], "
         "fixed:N/W, sliding:N/W, penalty:N/W,box=P, concurrency:K or none; options scope=ip|ip+region|key|global "
-        "and retry_after=yes|no. E.g. jupiter=sliding:50/10s,scope=key; jito=bucket:5/1s,burst=0.05.",
+        "and retry_after=yes|no; stack limits with & (every one must admit). E.g. jupiter=sliding:50/10s,scope=key; "
+        "jito=bucket:5/1s,burst=0.05; dflow='bucket:20/1s & fixed:600/60s'.",
         show_default=False,
     ),
     latency_ms: list[str] | None = typer.Option(

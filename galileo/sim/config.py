@@ -8,7 +8,7 @@ import re
 import msgspec
 
 from galileo.sim.latency import parse_latency
-from galileo.sim.limitspec import SHAPES, parse_limiter
+from galileo.sim.limitspec import SHAPES, parse_limiters
 from galileo.sim.prices import MAX_HOLD_SLOTS
 
 __all__ = [
@@ -155,7 +155,7 @@ def validate_config(config: SimConfig) -> list[str]:
         problem = target_problem(target)
         if problem is None and text.strip() != NO_LIMIT:
             try:
-                parse_limiter(text, target)
+                parse_limiters(text, target)
             except ValueError as exc:
                 problem = str(exc)
         if problem is not None:

@@ -26,7 +26,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from galileo.sim.limitspec import SCOPES, SHAPES, LimiterSpec, Scope, Shape, parse_limiter
+from galileo.sim.limitspec import SCOPES, SHAPES, LimiterSpec, Scope, Shape, parse_limiter, parse_limiters
 
 __all__ = [
     "SCOPES",
@@ -45,6 +45,7 @@ __all__ = [
     "TokenBucket",
     "build",
     "parse_limiter",
+    "parse_limiters",
     "retry_after_header",
 ]
 

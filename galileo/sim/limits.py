@@ -1,8 +1,8 @@
 """Which limiter and which latency answer each service bucket, and whose budget a request spends.
 
 A request to bucket ``jito:ny`` takes the first target set among ``jito:ny``, ``jito`` and
-``all`` (then the ``rate_limit`` / ``latency_ms`` shorthands). One limiter serves one
-(target, service) pair, so ``all`` still gives every service a budget of its own and ``jito``
+``all`` (then the ``rate_limit`` / ``latency_ms`` shorthands). One limiter (or one stack of them,
+``A & B``) serves one (target, service) pair, so ``all`` still gives every service a budget of its own and ``jito``
 serves every region that has no target of its own. Reconfiguring keeps every limiter whose spec
 did not change, with its state.
 """
@@ -18,7 +18,7 @@ from aiohttp import web
 from galileo.sim.config import ALL, NO_LIMIT, SimConfig
 from galileo.sim.latency import LatencyModel, LatencySpec, parse_latency
 from galileo.sim.limiter import Limiter, build
-from galileo.sim.limitspec import LimiterSpec, default_scope, parse_limiter
+from galileo.sim.limitspec import LimiterSpec, default_scope, parse_limiters
 
 __all__ = ["Route", "ServiceLimits", "api_key_of", "budget_key"]
 
@@ -27,17 +27,18 @@ _MAX_ROUTES = 4096  # regions come from the URL: bound the cache
 
 
 class Route:
-    """What one bucket resolves to: its service and region, its limiter and latency (or None)."""
+    """What one bucket resolves to: its service and region, its limiters (every one must admit a
+    request, in order; none: unlimited) and latency (or None)."""
 
-    __slots__ = ("label", "latency", "limiter", "region", "service")
+    __slots__ = ("label", "latency", "limiters", "region", "service")
 
     def __init__(
-        self, service: str, region: str, label: str, limiter: Limiter | None, latency: LatencyModel | None
+        self, service: str, region: str, label: str, limiters: tuple[Limiter, ...], latency: LatencyModel | None
     ) -> None:
         self.service = service
         self.region = region
         self.label = label
-        self.limiter = limiter
+        self.limiters = limiters
         self.latency = latency
 
 
@@ -71,6 +72,10 @@ def budget_key(limiter: Limiter, route: Route, ip: str, request: web.BaseRequest
     return ("key", key) if key else ("ip", ip)
 
 
+def _specs(stack: tuple[Limiter, ...]) -> tuple[LimiterSpec, ...]:
+    return tuple(lim.spec for lim in stack)
+
+
 def _label(target: str, service: str) -> str:
     return service if target in (ALL, SHORTHAND) else target
 
@@ -81,7 +86,7 @@ class ServiceLimits:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self._wall_offset = time.time() - time.monotonic()
-        self._limiters: dict[tuple[str, str], Limiter] = {}
+        self._limiters: dict[tuple[str, str], tuple[Limiter, ...]] = {}
         self._latency: dict[tuple[str, str], LatencyModel] = {}
         self._routes: dict[str, Route] = {}
 
@@ -97,7 +102,7 @@ class ServiceLimits:
         self._limiters = {
             k: v
             for k, v in self._limiters.items()
-            if self._wins(config.limiters, *k) and self._limiter_spec(*k) == v.spec
+            if self._wins(config.limiters, *k) and self._limiter_specs(*k) == _specs(v)
         }
         self._latency = {
             k: v
@@ -132,16 +137,16 @@ class ServiceLimits:
                 return target
         return None
 
-    def _limiter_spec(self, target: str, service: str) -> LimiterSpec | None:
+    def _limiter_specs(self, target: str, service: str) -> tuple[LimiterSpec, ...]:
         if target == SHORTHAND:
             rate = self.config.rate_limit
             if rate is None:
-                return None
-            return LimiterSpec("bucket", rate, 1.0, self.config.burst_seconds, scope=default_scope(service))
+                return ()
+            return (LimiterSpec("bucket", rate, 1.0, self.config.burst_seconds, scope=default_scope(service)),)
         text = self.config.limiters.get(target)
         if text is None or text.strip() == NO_LIMIT:
-            return None
-        return parse_limiter(text, target if target != ALL else service)
+            return ()
+        return parse_limiters(text, target if target != ALL else service)
 
     def _latency_spec(self, target: str, service: str) -> LatencySpec | None:
         if target == SHORTHAND:
@@ -152,12 +157,10 @@ class ServiceLimits:
     def _resolve(self, bucket: str) -> Route:
         service, _, region = bucket.partition(":")
         target = self._target(self.config.limiters, bucket, service) or SHORTHAND
-        limiter = self._limiters.get((target, service))
-        spec = self._limiter_spec(target, service)
-        if spec is None:
-            limiter = None
-        elif limiter is None or limiter.spec != spec:
-            limiter = self._limiters[(target, service)] = build(spec)
+        limiters = self._limiters.get((target, service), ())
+        specs = self._limiter_specs(target, service)
+        if _specs(limiters) != specs:
+            limiters = self._limiters[(target, service)] = tuple(build(spec) for spec in specs)
         lat_target = self._target(self.config.latency, bucket, service) or SHORTHAND
         latency = self._latency.get((lat_target, service))
         lat_spec = self._latency_spec(lat_target, service)
@@ -166,11 +169,17 @@ class ServiceLimits:
         elif latency is None or latency.spec != lat_spec:
             stream = f"{lat_target}/{service}"
             latency = self._latency[(lat_target, service)] = LatencyModel(lat_spec, self.config.seed, stream)
-        return Route(service, region, _label(target, service), limiter, latency)
+        return Route(service, region, _label(target, service), limiters, latency)
 
     def describe(self) -> dict[str, Any]:
-        """The limiters holding state now: spec, keys held, keys evicted (for /sim/stats)."""
+        """The limiters holding state now: spec (a stack's joined with &), keys held, keys evicted (for
+        /sim/stats; a stack's summed over its limits)."""
         return {
-            _label(target, service): {"spec": str(lim.spec), "keys": len(lim), "evicted": lim.evicted}
-            for (target, service), lim in sorted(self._limiters.items())
+            _label(target, service): {
+                "spec": " & ".join(str(lim.spec) for lim in stack),
+                "keys": sum(len(lim) for lim in stack),
+                "evicted": sum(lim.evicted for lim in stack),
+            }
+            for (target, service), stack in sorted(self._limiters.items())
+            if stack
         }

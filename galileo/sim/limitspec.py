@@ -9,6 +9,11 @@
 
 Every shape takes ``scope=ip|ip+region|key|global`` and ``retry_after=yes|no``. Durations are
 seconds, with an optional unit: ``10``, ``10s``, ``500ms``, ``1m``.
+
+Limits stack with ``&``, as APIs with a per-second and a per-minute quota, or a per-IP rate under
+a per-key one, do: ``bucket:20/1s & fixed:600/60s`` admits a request only if every limit does,
+each with its own scope, and a request one limit refuses still spends what the ones before it
+admitted (:func:`parse_limiters`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-__all__ = ["SCOPES", "SHAPES", "LimiterSpec", "Scope", "Shape", "default_scope", "parse_limiter"]
+__all__ = ["SCOPES", "SHAPES", "LimiterSpec", "Scope", "Shape", "default_scope", "parse_limiter", "parse_limiters"]
 
 Shape = Literal["bucket", "fixed", "sliding", "penalty", "concurrency"]
 Scope = Literal["ip", "ip+region", "key", "global"]
@@ -28,6 +33,7 @@ MAX_LOGGED = 100_000  # sliding and penalty keep one float per request in the wi
 MAX_COUNT = 1_000_000_000
 MAX_WINDOW = 3600.0
 MAX_BOX = 86_400.0
+MAX_STACK = 4  # limits stacked with & on one target
 _YES = {"yes": True, "true": True, "1": True, "on": True, "no": False, "false": False, "0": False, "off": False}
 
 
@@ -159,3 +165,14 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     if burst > MAX_WINDOW or box > MAX_BOX:
         raise ValueError(f"{text!r}: burst is at most {MAX_WINDOW:g}s and box at most {MAX_BOX:g}s")
     return LimiterSpec(shape, limit, window, burst, box, scope, _YES[retry])
+
+
+def parse_limiters(text: str, target: str | None = None) -> tuple[LimiterSpec, ...]:
+    """The limits ``text`` stacks with ``&`` (one or more, each as :func:`parse_limiter` reads it),
+    judged in the order written. ValueError names the part that is wrong."""
+    parts = [part.strip() for part in text.split("&")]
+    if len(parts) > MAX_STACK:
+        raise ValueError(f"{text!r}: at most {MAX_STACK} limits stacked with &")
+    if len(parts) > 1 and not all(parts):
+        raise ValueError(f"{text!r}: an empty limit next to & (write A & B)")
+    return tuple(parse_limiter(part, target) for part in parts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from aiohttp import web
 
 from galileo.sim.errors import error_body, json_response, uses_jsonrpc
 from galileo.sim.faults import SLOW_BODY_SECONDS, TIMEOUT_HOLD_SECONDS, Fault, reset_connection
-from galileo.sim.limiter import retry_after_header
+from galileo.sim.limiter import Limiter, retry_after_header
 from galileo.sim.limits import api_key_of, budget_key
 from galileo.sim.state import COUNTED, SimState, state_of
 
@@ -108,23 +108,28 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
         body = error_body(service, 401, await _rpc_id(request, service))
         await _sleep(delay)
         return json_response(body, 401)
-    limiter = route.limiter
-    if limiter is None:
+    if not route.limiters:
         return await _admitted(request, handler, state, ip, bucket, delay)
-    key = budget_key(limiter, route, ip, request)
-    decision = limiter.admit(key, state.limits.now())
-    if not decision.ok:
-        state.stats.refusal(ip, bucket, decision.reason)
-        body = error_body(service, 429, await _rpc_id(request, service))
-        await _sleep(delay)
-        headers = {"Retry-After": retry_after_header(decision)} if limiter.spec.retry_after else None
-        return json_response(body, 429, headers)
     admitted = state.limits.now()
+    taken: list[tuple[Limiter, Hashable]] = []
+    for limiter in route.limiters:  # a stack: every limit must admit; a refused request still spent the
+        key = budget_key(limiter, route, ip, request)  # rate budgets before it (only slots are given back)
+        decision = limiter.admit(key, admitted)
+        if not decision.ok:
+            for held, held_key in taken:
+                held.release(held_key, admitted)
+            state.stats.refusal(ip, bucket, decision.reason)
+            body = error_body(service, 429, await _rpc_id(request, service))
+            await _sleep(delay)
+            headers = {"Retry-After": retry_after_header(decision)} if limiter.spec.retry_after else None
+            return json_response(body, 429, headers)
+        taken.append((limiter, key))
     try:
         return await _admitted(request, handler, state, ip, bucket, delay)
     finally:
         now = state.limits.now()
-        limiter.release(key, now)  # answered, failed, or cancelled by a client that left
+        for limiter, key in taken:
+            limiter.release(key, now)  # answered, failed, or cancelled by a client that left
         state.stats.served(bucket, now - admitted)
 
 

@@ -15,6 +15,7 @@ from galileo.sim.limiter import (
     TokenBucket,
     build,
     parse_limiter,
+    parse_limiters,
     retry_after_header,
 )
 from galileo.sim.limitspec import LimiterSpec
@@ -73,6 +74,29 @@ def test_parse_and_canonical_text(text: str, target: str | None, canonical: str)
 def test_bad_specs_say_what_is_wrong(text: str) -> None:
     with pytest.raises(ValueError, match=r".+"):
         parse_limiter(text)
+
+
+def test_limits_stack_with_an_ampersand_each_with_its_own_scope() -> None:
+    stack = parse_limiters("bucket:20/1s,burst=0.1 & sliding:600/60s,scope=key", "jupiter")
+    assert [str(spec) for spec in stack] == [
+        "bucket:20/1s,burst=0.1s,scope=ip",
+        "sliding:600/60s,scope=key",
+    ]
+    assert parse_limiters("sliding:5/1s", "jito") == (parse_limiter("sliding:5/1s", "jito"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("bucket:20/1s &", "empty limit"),
+        ("& fixed:5/1s", "empty limit"),
+        ("fixed:1/1s & fixed:2/1s & fixed:3/1s & fixed:4/1s & fixed:5/1s", "at most 4"),
+        ("bucket:20/1s & fixed:5/1s,burst=1", "burst= is for bucket only"),
+    ],
+)
+def test_a_bad_stack_says_which_part_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_limiters(text)
 
 
 def test_spec_numbers() -> None:

@@ -172,7 +172,7 @@ async def test_concurrency_cap_releases_on_completion_and_on_disconnect(
 ) -> None:
     sim = await sim_factory(limiters={"rpc": "concurrency:1"}, latency={"rpc": "60000"})
     a, b = bound("127.0.0.2"), bound("127.0.0.3")
-    limiter = sim.state.limits.route("rpc").limiter
+    (limiter,) = sim.state.limits.route("rpc").limiters
     assert isinstance(limiter, ConcurrencyCap)
     started = time.monotonic()
     hanging = asyncio.create_task(rpc(a, sim.url, "getSlot"))  # holds A's only slot for 60 s
@@ -245,3 +245,27 @@ def test_limiter_clock_is_wall_time_so_fixed_windows_match_the_stats_seconds() -
     first = limits.now()
     assert abs(first - time.time()) < 1.0  # fixed:N/1s resets on the whole seconds /sim/stats counts in
     assert limits.now() >= first
+
+
+async def test_stacked_limits_each_judge_with_their_own_scope_and_give_back_only_slots(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """``sliding:3/60s & sliding:2/60s,scope=global``: a per-IP limit under one shared by every IP.
+    A's two requests spend the shared budget, so B's first is refused by it (its Retry-After, a
+    whole minute), though B's own limit had room. Then ``concurrency:1 & sliding:1/60s`` on RPC:
+    refused by the window, a request gives back the cap's slot, so the next is refused by the
+    window again, not by the cap."""
+    sim = await sim_factory(
+        limiters={"jupiter": "sliding:3/60s & sliding:2/60s,scope=global", "rpc": "concurrency:1 & sliding:1/60s"}
+    )
+    a, b = bound("127.0.0.2"), bound("127.0.0.3")
+    call, _ = SERVICES["jupiter"]
+    assert [(await call(a, sim.url))[0] for _ in range(2)] == [200, 200]
+    status, _, headers = await call(b, sim.url)
+    assert status == 429 and 58 <= int(headers["Retry-After"]) <= 60
+    rpc_call, _ = SERVICES["rpc"]
+    assert [(await rpc_call(a, sim.url))[0] for _ in range(3)] == [200, 429, 429]
+    limits = (await stats(a, sim))["limits"]
+    assert limits["refused"]["jupiter"] == {"limit": 1}
+    assert limits["refused"]["rpc"] == {"limit": 2}  # never the cap's: each refusal gave its slot back
+    assert limits["limiters"]["jupiter"]["spec"] == "sliding:3/60s,scope=ip & sliding:2/60s,scope=global"
