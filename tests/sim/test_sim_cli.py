@@ -57,6 +57,8 @@ def test_help() -> None:
         ["--limiter", "jupiter=sliding:50"],
         ["--limiter", "jito=bucket:5/1s,burst=0.05,scope=ip+regoin"],
         ["--limiter", "jito:=fixed:1/1s"],
+        ["--limiter", "dflow=bucket:20/1s &"],
+        ["--limiter", "dflow=bucket:20/1s & fixed:600"],
         ["--latency-ms", "jupiter=-1"],
         ["--latency-ms", "150,spike=2:10"],
         ["--stats-seconds", "0"],

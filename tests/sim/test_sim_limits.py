@@ -210,6 +210,7 @@ async def test_limiters_and_latency_at_run_time(sim: SimServer, client: aiohttp.
     bad = [
         ({"limiters": {"jupyter": "sliding:1/1s"}}, "limiters.jupyter: unknown target"),
         ({"limiters": {"rpc": "sliding:1"}}, "limiters.rpc: "),
+        ({"limiters": {"dflow": "bucket:20/1s & fixed:600"}}, "limiters.dflow: fixed: expected N/W"),
         ({"limiters": ["rpc"]}, "limiters: expected an object"),
         ({"latency": {"rpc": "-5"}}, "latency.rpc: "),
         ({"latency": {"jito:": "5"}}, "latency.jito:: unknown target"),
