@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import errno
+import re
 import time
+from collections.abc import Mapping
 
 import aiohttp
 from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError, HttpProcessingError
 
 from broker.protocol import Outcome
 
-__all__ = ["classify_exception", "classify_status", "parse_retry_after"]
+__all__ = ["classify_exception", "classify_status", "parse_retry_after", "retry_after_of"]
 
 _BIND_ERRNOS = {errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES, errno.EPERM}
 MAX_RETRY_AFTER = 300.0  # Envoy discards larger values; a bogus header must not park an IP for hours
@@ -41,6 +43,39 @@ def parse_retry_after(value: str | None) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+_RESET_HEADERS = ("RateLimit-Reset", "X-RateLimit-Reset", "X-Rate-Limit-Reset")
+_RATELIMIT_T = re.compile(r"(?:^|;)\s*t\s*=\s*(\d+(?:\.\d+)?)")
+_EPOCH = 1e9  # a reset above this many seconds is a Unix time (GitHub's X-RateLimit-Reset), not a delay
+
+
+def retry_after_of(headers: Mapping[str, str]) -> str | None:
+    """When a refused request may be sent again, as a ``Retry-After`` value: that header, or where an
+    upstream sends none, the reset of its rate-limit headers: ``RateLimit-Reset`` (seconds),
+    ``X-RateLimit-Reset`` (seconds, or a Unix time in seconds or milliseconds) or the ``t=`` of a
+    ``RateLimit`` field (draft-ietf-httpapi-ratelimit-headers). None when there is none of them."""
+    value = headers.get("Retry-After")
+    if value:
+        return value
+    for name in _RESET_HEADERS:
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value.strip())
+            except ValueError:
+                continue
+            if seconds > 1000 * _EPOCH:  # milliseconds since the epoch
+                seconds = seconds / 1000 - time.time()
+            elif seconds > _EPOCH:
+                seconds -= time.time()
+            return f"{seconds:.3f}"
+    field = headers.get("RateLimit")
+    if field:
+        found = _RATELIMIT_T.search(field)
+        if found:
+            return found.group(1)
+    return None
 
 
 def classify_status(status: int, retry_after: str | None, latency: float, detail: str = "") -> Outcome | None:

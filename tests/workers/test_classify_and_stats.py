@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from workers.classify import classify_status, parse_retry_after
+from workers.classify import classify_status, parse_retry_after, retry_after_of
 from workers.stats import RollingStats
 
 
@@ -24,6 +26,31 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("99999") == 300.0  # a bogus header cannot park an IP for a day
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "3", "RateLimit-Reset": "9"}, 3.0),  # Retry-After first
+        ({"RateLimit-Reset": "9"}, 9.0),  # IETF draft (Kong, Envoy): seconds
+        ({"X-RateLimit-Reset": "4"}, 4.0),
+        ({"X-Rate-Limit-Reset": "1.5"}, 1.5),
+        ({"RateLimit": '"default";r=0;t=12', "RateLimit-Policy": '"default";q=100;w=60'}, 12.0),  # draft-08
+        ({"X-RateLimit-Reset": "junk", "RateLimit-Reset": "5"}, 5.0),  # unreadable: the next one
+        ({"RateLimit": '"default";r=0'}, None),
+        ({}, None),
+    ],
+)
+def test_a_429_without_retry_after_takes_its_rate_limit_reset(headers: dict[str, str], seconds: float | None) -> None:
+    assert parse_retry_after(retry_after_of(headers)) == seconds
+
+
+def test_a_rate_limit_reset_as_a_unix_time_is_a_delay_from_now() -> None:
+    at = time.time() + 30
+    for value in (f"{at:.0f}", f"{at * 1000:.0f}"):  # seconds (GitHub), milliseconds
+        got = parse_retry_after(retry_after_of({"X-RateLimit-Reset": value}))
+        assert got is not None and 28 <= got <= 31, (value, got)
+    assert parse_retry_after(retry_after_of({"X-RateLimit-Reset": f"{time.time() - 60:.0f}"})) == 0.0  # past
 
 
 def test_rolling_window_counts_and_percentiles() -> None:

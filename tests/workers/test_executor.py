@@ -33,6 +33,9 @@ async def server() -> AsyncIterator[str]:
     async def limited(request: web.Request) -> web.Response:
         return web.json_response({"error": "Too Many Requests"}, status=429, headers={"Retry-After": "2"})
 
+    async def reset(request: web.Request) -> web.Response:  # a proxy that says when, but not in Retry-After
+        return web.json_response({"error": "Too Many Requests"}, status=429, headers={"RateLimit-Reset": "7"})
+
     async def big(request: web.Request) -> web.Response:
         return web.Response(body=b"x" * 5000)
 
@@ -47,6 +50,7 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/whoami", whoami)
     app.router.add_get("/slow", slow)
     app.router.add_get("/limited", limited)
+    app.router.add_get("/reset", reset)
     app.router.add_get("/big", big)
     app.router.add_get("/broken", broken)
     app.router.add_get("/when", when)
@@ -146,6 +150,11 @@ async def test_budget_becomes_a_timeout(server: str) -> None:
 async def test_429_with_retry_after(server: str) -> None:
     out = await run("127.0.0.2", HttpRequest(url=f"{server}/limited"))
     assert out.result == "rate_limited" and out.status == 429 and out.retry_after == 2.0
+
+
+async def test_429_with_only_a_rate_limit_reset_header(server: str) -> None:
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/reset"))
+    assert out.result == "rate_limited" and out.retry_after == 7.0
 
 
 async def test_5xx_is_an_http_error_and_large_bodies_are_refused(server: str) -> None:

@@ -25,7 +25,7 @@ from broker.logs import register_secret
 from broker.protocol import Event, Outcome
 from broker.results import ResultValue
 from workers.body import MAX_BODY, BodyError, read_body
-from workers.classify import classify_exception, classify_status, parse_retry_after
+from workers.classify import classify_exception, classify_status, parse_retry_after, retry_after_of
 from workers.executor import JobContext, client_timeout, handler, secret_headers
 from workers.session import family_mismatch
 
@@ -247,7 +247,7 @@ def failed_reply(reply: Reply) -> Outcome | None:
             error=f"HTTP {reply.status}: redirect to {where[:200]} not followed",
         )
     detail = error_detail(reply.body)
-    out = classify_status(reply.status, reply.headers.get("Retry-After"), reply.latency, detail)
+    out = classify_status(reply.status, retry_after_of(reply.headers), reply.latency, detail)
     assert out is not None  # status >= 400
     if out.result == "rate_limited" and out.retry_after is None:
         out.retry_after = retry_after_in(detail)
@@ -263,5 +263,5 @@ def decode_json(decoder: msgspec.json.Decoder[T], reply: Reply, what: str) -> T 
 
 
 def parse_retry_header(reply: Reply) -> float | None:
-    """Retry-After of ``reply`` in seconds."""
-    return parse_retry_after(reply.headers.get("Retry-After"))
+    """Retry-After of ``reply`` in seconds (or its rate-limit headers' reset: see ``retry_after_of``)."""
+    return parse_retry_after(retry_after_of(reply.headers))
