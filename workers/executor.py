@@ -118,7 +118,7 @@ async def run_http(ctx: JobContext, req: HttpRequest, budget: float) -> Outcome:
                 result="decode_error", status=resp.status, latency=time.perf_counter() - start, error=str(exc)
             )
         latency = time.perf_counter() - start
-        failed = classify_status(resp.status, retry_after_of(resp.headers), latency)
+        failed = classify_status(resp.status, retry_after_of(resp.headers) if resp.status == 429 else None, latency)
         if failed is not None:
             return failed
         return Outcome(

@@ -247,7 +247,8 @@ def failed_reply(reply: Reply) -> Outcome | None:
             error=f"HTTP {reply.status}: redirect to {where[:200]} not followed",
         )
     detail = error_detail(reply.body)
-    out = classify_status(reply.status, retry_after_of(reply.headers), reply.latency, detail)
+    retry = retry_after_of(reply.headers) if reply.status == 429 else None
+    out = classify_status(reply.status, retry, reply.latency, detail)
     assert out is not None  # status >= 400
     if out.result == "rate_limited" and out.retry_after is None:
         out.retry_after = retry_after_in(detail)
