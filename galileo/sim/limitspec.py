@@ -7,7 +7,8 @@
     penalty:N/W,box=P                over N in any W puts the caller in a box for P: all refused
     concurrency:K                    at most K requests in flight
 
-Every shape takes ``scope=ip|ip+region|key|global`` and ``retry_after=yes|no``. Durations are
+Every shape takes ``scope=ip|ip+region|key|global`` and ``retry_after=yes|no|reset`` (``reset``:
+the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``). Durations are
 seconds, with an optional unit: ``10``, ``10s``, ``500ms``, ``1m``.
 
 Limits stack with ``&``, as APIs with a per-second and a per-minute quota, or a per-IP rate under
@@ -54,6 +55,7 @@ class LimiterSpec:
     box: float = 0.0
     scope: Scope = "ip"
     retry_after: bool = True
+    reset_header: bool = False  # says when in RateLimit-Reset instead of Retry-After (retry_after=reset)
 
     @property
     def rate(self) -> float:
@@ -75,6 +77,8 @@ class LimiterSpec:
         if self.shape == "penalty":
             text += f",box={self.box:g}s"
         text += f",scope={self.scope}"
+        if self.reset_header:
+            return text + ",retry_after=reset"
         return text if self.retry_after else text + ",retry_after=no"
 
 
@@ -154,8 +158,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     if scope not in SCOPES:
         raise ValueError(f"{text!r}: scope {scope!r} is not one of {', '.join(SCOPES)}")
     retry = fields.get("retry_after", "yes").lower()
-    if retry not in _YES:
-        raise ValueError(f"{text!r}: retry_after must be yes or no")
+    if retry not in _YES and retry != "reset":
+        raise ValueError(f"{text!r}: retry_after must be yes, no or reset")
     if shape == "concurrency":
         limit, window = float(_count(args, "concurrency")), 1.0
     else:
@@ -164,6 +168,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     box = _seconds(fields["box"], "box") if "box" in fields else 0.0
     if burst > MAX_WINDOW or box > MAX_BOX:
         raise ValueError(f"{text!r}: burst is at most {MAX_WINDOW:g}s and box at most {MAX_BOX:g}s")
+    if retry == "reset":
+        return LimiterSpec(shape, limit, window, burst, box, scope, True, reset_header=True)
     return LimiterSpec(shape, limit, window, burst, box, scope, _YES[retry])
 
 

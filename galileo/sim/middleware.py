@@ -121,7 +121,10 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
             state.stats.refusal(ip, bucket, decision.reason)
             body = error_body(service, 429, await _rpc_id(request, service))
             await _sleep(delay)
-            headers = {"Retry-After": retry_after_header(decision)} if limiter.spec.retry_after else None
+            headers = None
+            if limiter.spec.retry_after:
+                name = "RateLimit-Reset" if limiter.spec.reset_header else "Retry-After"
+                headers = {name: retry_after_header(decision)}
             return json_response(body, 429, headers)
         taken.append((limiter, key))
     try:

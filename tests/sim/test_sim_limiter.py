@@ -40,6 +40,7 @@ def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]
         ("penalty:5/1s,box=2", "rpc", "penalty:5/1s,box=2s,scope=ip"),
         ("concurrency:4, retry-after=no", None, "concurrency:4,scope=ip,retry_after=no"),
         ("sliding:3/500ms,scope=key,retry_after=yes", "ultra", "sliding:3/0.5s,scope=key"),
+        ("fixed:600/60s,retry_after=reset", None, "fixed:600/60s,scope=ip,retry_after=reset"),
     ],
 )
 def test_parse_and_canonical_text(text: str, target: str | None, canonical: str) -> None:

@@ -16,6 +16,7 @@ from galileo.sim.errors import JITO_RATE_LIMITED
 from galileo.sim.limiter import ConcurrencyCap
 from galileo.sim.limits import ServiceLimits
 from tests.sim.sim_helpers import SOL, USDC, SessionFactory, SimFactory, rpc
+from workers.classify import parse_retry_after, retry_after_of
 
 QUOTE = {"inputMint": SOL, "outputMint": USDC, "amount": "1000000000"}
 TOO_MANY = {"error": "Too Many Requests"}
@@ -270,3 +271,18 @@ async def test_stacked_limits_each_judge_with_their_own_scope_and_give_back_only
     assert limits["refused"]["jupiter"] == {"limit": 1}
     assert limits["refused"]["rpc"] == {"limit": 2}  # never the cap's: each refusal gave its slot back
     assert limits["limiters"]["jupiter"]["spec"] == "sliding:3/60s,scope=ip & sliding:2/60s,scope=global"
+
+
+async def test_a_limit_may_say_when_in_rate_limit_reset_and_the_workers_read_it(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """``retry_after=reset``: the refusal carries ``RateLimit-Reset`` and no ``Retry-After``, as many
+    proxies answer; the workers read it as they read ``Retry-After``."""
+    sim = await sim_factory(limiters={"jupiter": "sliding:1/60s,retry_after=reset"})
+    client = bound("127.0.0.2")
+    call, _ = SERVICES["jupiter"]
+    assert (await call(client, sim.url))[0] == 200
+    status, _, headers = await call(client, sim.url)
+    assert status == 429 and "Retry-After" not in headers and 59 <= int(headers["RateLimit-Reset"]) <= 60
+    seconds = parse_retry_after(retry_after_of(headers))
+    assert seconds is not None and 59 <= seconds <= 60
