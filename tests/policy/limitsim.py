@@ -35,7 +35,7 @@ from broker.protocol import Outcome
 from broker.types import Job, JobSpec, WorkerInfo
 from galileo.policy.allocator import FarmPolicy
 from galileo.sim.latency import LatencyModel, parse_latency
-from galileo.sim.limiter import Limiter, build, parse_limiter, retry_after_header
+from galileo.sim.limiter import Limiter, build, parse_limiters, retry_after_header
 from tests.conftest import fake_worker
 
 __all__ = ["Reply", "Run", "SimUpstream", "Upstream", "simulate"]
@@ -66,7 +66,9 @@ class SimUpstream:
 
     ``scope`` is read from the spec: per IP, or one budget (``key``, ``global``) for every IP.
     A refusal carries ``Retry-After`` as the simulator's header says it (whole seconds, at
-    least 1) unless the spec has ``retry_after=no``.
+    least 1) unless the spec has ``retry_after=no``. Limits stack with ``&`` as the simulator's
+    do: every one must admit, a refused request still spent the rate budgets before it (only
+    slots are given back), and the refusing limit says what the refusal carries.
     """
 
     def __init__(
@@ -77,30 +79,33 @@ class SimUpstream:
         seed: int = 1,
         per_ip: dict[str, str] | None = None,
     ) -> None:
-        self.spec = parse_limiter(spec)
-        self.limiter = build(self.spec)
-        self.per_ip = {ip: build(text) for ip, text in (per_ip or {}).items()}
-        self.retry = {ip: parse_limiter(text).retry_after for ip, text in (per_ip or {}).items()}
+        self.stack = [(build(one), one.scope in ("key", "global"), one.retry_after) for one in parse_limiters(spec)]
+        self.per_ip = {  # an IP's own limits, keyed by that IP whatever their scope
+            ip: [(build(one), False, one.retry_after) for one in parse_limiters(text)]
+            for ip, text in (per_ip or {}).items()
+        }
         self.latency = LatencyModel(parse_latency(latency), seed, "u")
-        self.shared = self.spec.scope in ("key", "global")
 
-    def _limiter(self, ip: str) -> tuple[Limiter, Hashable, bool]:
-        if ip in self.per_ip:
-            return self.per_ip[ip], ip, self.retry[ip]
-        return self.limiter, ("k" if self.shared else ip), self.spec.retry_after
+    def _limits(self, ip: str) -> list[tuple[Limiter, Hashable, bool]]:
+        stack = self.per_ip.get(ip, self.stack)
+        return [(limiter, "k" if shared else ip, retry) for limiter, shared, retry in stack]
 
     def arrive(self, ip: str, now: float) -> Reply:
-        limiter, key, retry = self._limiter(ip)
-        d = limiter.admit(key, now)
         delay = self.latency.sample()
-        if d.ok:
-            return Reply(True, delay)
-        ra = float(retry_after_header(d)) if retry else None
-        return Reply(False, delay, ra, d.reason == "penalty")
+        taken: list[tuple[Limiter, Hashable]] = []
+        for limiter, key, retry in self._limits(ip):
+            d = limiter.admit(key, now)
+            if not d.ok:
+                for held, held_key in taken:
+                    held.release(held_key, now)
+                ra = float(retry_after_header(d)) if retry else None
+                return Reply(False, delay, ra, d.reason == "penalty")
+            taken.append((limiter, key))
+        return Reply(True, delay)
 
     def release(self, ip: str, now: float) -> None:
-        limiter, key, _ = self._limiter(ip)
-        limiter.release(key, now)
+        for limiter, key, _ in self._limits(ip):
+            limiter.release(key, now)
 
 
 @dataclass

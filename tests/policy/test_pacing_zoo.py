@@ -10,13 +10,12 @@ window: successes per second over the budget, the share of 429s, penalty-box ent
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import pytest
 
 from galileo.policy.allocator import FarmPolicy
 from tests.policy import limitsim
-from tests.policy.limitsim import Reply, SimUpstream, simulate
+from tests.policy.limitsim import SimUpstream, simulate
 
 IPS = [f"10.0.0.{i}" for i in range(1, 5)]
 
@@ -125,28 +124,12 @@ def test_a_told_key_budget_is_paced_as_one_from_the_first_request(spec: str, bud
     assert run.share_429 == 0 and run.penalties == 0, (run.share_429, run.penalties)
 
 
-class _KeyAndIp:
-    """Two limits on every request: one per IP, and one the API key shares over every IP."""
-
-    def __init__(self, per_ip: str, key: str) -> None:
-        self.per_ip = SimUpstream(per_ip, latency="50", seed=3)
-        self.key = SimUpstream(key, seed=4)
-
-    def arrive(self, ip: str, now: float) -> Reply:
-        mine = self.per_ip.arrive(ip, now)
-        return mine if not mine.ok else replace(self.key.arrive(ip, now), delay=mine.delay)
-
-    def release(self, ip: str, now: float) -> None:
-        self.per_ip.release(ip, now)
-        self.key.release(ip, now)
-
-
 @pytest.mark.parametrize("n", [4, 16])
 def test_a_told_key_budget_and_a_told_rate_per_ip_both_hold(n: int) -> None:
     """20/s per IP and 100/s per key: at 4 IPs the IPs' 80/s binds, at 16 the key's 100/s; no 429 either way."""
     ips = [f"10.0.3.{i}" for i in range(1, n + 1)]
     policy = FarmPolicy(known_rates={"u": 20.0}, known_shared={"u": 100.0}, rng=random.Random(1))
-    upstream = _KeyAndIp("bucket:20/1s,burst=0.1", "sliding:1000/10s,scope=key")
+    upstream = SimUpstream("bucket:20/1s,burst=0.1 & sliding:1000/10s,scope=key", latency="50", seed=3)
     run = simulate(upstream, ips, seconds=30.0, warmup=5.0, policy=policy)
     budget = min(20.0 * n, 100.0)
     assert 0.97 <= run.ratio(budget) <= 1.0, run.ratio(budget)
@@ -160,7 +143,7 @@ def test_a_refusal_by_an_ips_own_told_limit_does_not_hold_back_the_other_ips() -
     seeds, 0.91-0.92 now (each 429 still costs its own IP the Retry-After's second)."""
     ips = [f"10.0.3.{i}" for i in range(1, 5)]
     policy = FarmPolicy(known_rates={"u": 20.0}, known_shared={"u": 100.0}, rng=random.Random(1))
-    upstream = _KeyAndIp("bucket:20/1s,burst=0.1", "sliding:1000/10s,scope=key")
+    upstream = SimUpstream("bucket:20/1s,burst=0.1 & sliding:1000/10s,scope=key", latency="50", seed=3)
     run = simulate(upstream, ips, seconds=120.0, warmup=10.0, policy=policy, send_jitter=0.01, seed=2)
     assert sum(run.limited.values()) > 0  # the IPs' own limits did refuse
     shared = policy.pacing.group("u")
