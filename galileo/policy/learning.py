@@ -591,15 +591,15 @@ class RateLearner:
         exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
-            sending = elapsed - self.between_idle
-            boxed = self.between_told and wait >= max(r.long_wait, r.dear_share * (wait + sending))  # (see above)
-            sending = elapsed if not self.between_said or boxed else sending
+            active = elapsed - self.between_idle  # not spent cooling
+            boxed = self.between_told and wait >= max(r.long_wait, r.dear_share * (wait + active))  # (see above)
+            sending = active if self.between_said and not boxed else elapsed
             fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven
             # ... and only if we sent at the pace meanwhile (cooling aside): a farm short of CPU sends
             # late and less, and what it got then is its own rate, not the budget's.
             sent = through - self.sends_through
-            kept = sent >= r.kept * self.rate * (elapsed - self.between_idle)
+            kept = sent >= r.kept * self.rate * active
             exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
             self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer

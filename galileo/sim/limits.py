@@ -1,9 +1,9 @@
 """Which limiter and which latency answer each service bucket, and whose budget a request spends.
 
 A request to bucket ``jito:ny`` takes the first target set among ``jito:ny``, ``jito`` and
-``all`` (then the ``rate_limit`` / ``latency_ms`` shorthands). One limiter (or one stack of them,
-``A & B``) serves one (target, service) pair, so ``all`` still gives every service a budget of its own and ``jito``
-serves every region that has no target of its own. Reconfiguring keeps every limiter whose spec
+``all`` (then the ``rate_limit`` / ``latency_ms`` shorthands). One limiter (or one stack of
+them, ``A & B``) serves one (target, service) pair, so ``all`` still gives every service a budget
+of its own and ``jito`` serves every region that has no target of its own. Reconfiguring keeps every limiter whose spec
 did not change, with its state.
 """
 

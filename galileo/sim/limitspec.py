@@ -168,9 +168,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     box = _seconds(fields["box"], "box") if "box" in fields else 0.0
     if burst > MAX_WINDOW or box > MAX_BOX:
         raise ValueError(f"{text!r}: burst is at most {MAX_WINDOW:g}s and box at most {MAX_BOX:g}s")
-    if retry == "reset":
-        return LimiterSpec(shape, limit, window, burst, box, scope, True, reset_header=True)
-    return LimiterSpec(shape, limit, window, burst, box, scope, _YES[retry])
+    reset = retry == "reset"
+    return LimiterSpec(shape, limit, window, burst, box, scope, reset or _YES[retry], reset_header=reset)
 
 
 def parse_limiters(text: str, target: str | None = None) -> tuple[LimiterSpec, ...]:
