@@ -1,4 +1,5 @@
-"""The limiter zoo: token bucket, fixed window, sliding log, penalty box and concurrency cap.
+"""The limiter zoo: token bucket, fixed window, sliding log, sliding window counter, penalty box
+and concurrency cap.
 
 Pure policy with an injected clock: ``admit(key, now)`` answers a ``Decision`` and
 ``release(key, now)`` ends a request that was admitted. The simulator keys each limiter by its
@@ -39,6 +40,7 @@ __all__ = [
     "LimiterSpec",
     "PenaltyBox",
     "Reason",
+    "RollingWindow",
     "Scope",
     "Shape",
     "SlidingLog",
@@ -201,6 +203,56 @@ class FixedWindow(Limiter):
         return state.index < math.floor((now + EPS) / self.window)
 
 
+class _Counts:
+    __slots__ = ("count", "index", "last")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.count = 0  # admitted in window ``index``
+        self.last = 0  # admitted in window ``index - 1``
+
+
+class RollingWindow(Limiter):
+    """The sliding window counter (as Cloudflare, Kong and many Redis recipes count): windows are
+    ``[k*W, (k+1)*W)``, and a request passes when this window's count plus the last window's,
+    weighted by the share of the last window still inside ``(now - W, now]``, is below ``limit``.
+    Two counters per caller instead of a log; a burst at a window's end is still refused well
+    into the next window, and a steady pace at the rate is refused now and then."""
+
+    __slots__ = ("limit", "window")
+
+    def __init__(self, spec: LimiterSpec, max_keys: int = MAX_KEYS) -> None:
+        super().__init__(spec, max_keys)
+        self.limit = int(spec.limit)
+        self.window = spec.window
+
+    def admit(self, key: Hashable, now: float) -> Decision:
+        index = math.floor((now + EPS) / self.window)
+        c = self._states.get(key)
+        if c is None:
+            c = _Counts(index)
+            self._remember(key, c, now)
+        assert isinstance(c, _Counts)
+        if c.index != index:
+            c.last = c.count if c.index == index - 1 else 0
+            c.index, c.count = index, 0
+        start = index * self.window
+        room = self.limit - c.count  # what the last window's weighted count must stay under
+        if room > 0 and c.last * (1.0 - min(1.0, (now - start) / self.window)) < room:
+            c.count += 1
+            return ADMIT
+        if room > 0:  # later in this window, once enough of the last one has slid out
+            wait = start + self.window * (1.0 - room / c.last) - now
+        else:  # in the next one, once enough of this one has
+            wait = start + self.window * (2.0 - self.limit / c.count) - now
+        return Decision(False, max(0.0, wait), "limit")
+
+    def _idle(self, state: object, now: float) -> bool:
+        assert isinstance(state, _Counts)
+        index = math.floor((now + EPS) / self.window)
+        return state.index < index - 1 or (state.index < index and state.count == 0)
+
+
 class _Log:
     """The times of the last ``limit`` admitted requests, in a ring (oldest at ``head`` once full)."""
 
@@ -325,6 +377,7 @@ _SHAPES: dict[str, type[Limiter]] = {
     "bucket": TokenBucket,
     "fixed": FixedWindow,
     "sliding": SlidingLog,
+    "rolling": RollingWindow,
     "penalty": PenaltyBox,
     "concurrency": ConcurrencyCap,
 }

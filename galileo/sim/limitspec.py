@@ -4,6 +4,8 @@
                                      rate (default 1), at least one token
     fixed:N/W                        N requests per window of W, windows reset on multiples of W
     sliding:N/W                      at most N requests in any W
+    rolling:N/W                      under N: this window's count plus the last window's, weighted by
+                                     the share of it still in the last W (sliding window counter)
     penalty:N/W,box=P                over N in any W puts the caller in a box for P: all refused
     concurrency:K                    at most K requests in flight
 
@@ -25,7 +27,7 @@ from typing import Literal, get_args
 
 __all__ = ["SCOPES", "SHAPES", "LimiterSpec", "Scope", "Shape", "default_scope", "parse_limiter", "parse_limiters"]
 
-Shape = Literal["bucket", "fixed", "sliding", "penalty", "concurrency"]
+Shape = Literal["bucket", "fixed", "sliding", "rolling", "penalty", "concurrency"]
 Scope = Literal["ip", "ip+region", "key", "global"]
 SHAPES: tuple[Shape, ...] = get_args(Shape)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -43,7 +45,7 @@ class LimiterSpec:
     """One limiter shape with its numbers, who shares a budget (``scope``) and whether refusals
     carry ``Retry-After``.
 
-    ``limit``: tokens per ``window`` (bucket), requests per ``window`` (fixed, sliding,
+    ``limit``: tokens per ``window`` (bucket), requests per ``window`` (fixed, sliding, rolling,
     penalty) or requests in flight (concurrency). ``burst``: bucket capacity in seconds of
     rate. ``box``: seconds in the penalty box.
     """

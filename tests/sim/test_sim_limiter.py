@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from galileo.sim.limiter import (
     Decision,
     FixedWindow,
     PenaltyBox,
+    RollingWindow,
     SlidingLog,
     TokenBucket,
     build,
@@ -41,6 +44,7 @@ def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]
         ("concurrency:4, retry-after=no", None, "concurrency:4,scope=ip,retry_after=no"),
         ("sliding:3/500ms,scope=key,retry_after=yes", "ultra", "sliding:3/0.5s,scope=key"),
         ("fixed:600/60s,retry_after=reset", None, "fixed:600/60s,scope=ip,retry_after=reset"),
+        ("rolling:100/1m,scope=key", None, "rolling:100/60s,scope=key"),
     ],
 )
 def test_parse_and_canonical_text(text: str, target: str | None, canonical: str) -> None:
@@ -221,6 +225,49 @@ def test_sliding_log_never_exceeds_n_in_any_window(n: int, window: int, gaps: li
         assert sum(1 for t in passed[i:] if t < start + window - 1e-6) <= n
 
 
+# --- sliding window counter ---------------------------------------------------------------
+
+
+def test_rolling_window_weights_the_last_window() -> None:
+    rolling = build("rolling:10/10s")
+    assert isinstance(rolling, RollingWindow)
+    assert admitted(rolling, [5.0] * 11) == [5.0] * 10  # ten in window 0, none in the window before
+    # Window 1 weighs window 0's ten by the share of it still in reach: 9.5 at 10.5 s.
+    assert admitted(rolling, [10.5, 10.5]) == [10.5]
+    assert rolling.admit("k", 10.5) == Decision(False, pytest.approx(0.5), "limit")  # 1 + 9.5 until 11
+    assert admitted(rolling, [11.01, 11.01]) == [11.01]
+    assert admitted(rolling, [19.05] * 10) == [19.05] * 8  # 0.95 weighed, so ten counted in window 1
+    assert rolling.admit("k", 19.05) == Decision(False, pytest.approx(0.95), "limit")  # until window 2
+    assert admitted(rolling, [20.5, 20.5]) == [20.5]  # which weighs those ten as window 1 did
+    assert rolling.admit("k", 20.5).retry_after == pytest.approx(0.5)
+    assert admitted(rolling, [40.0] * 11) == [40.0] * 10  # two windows on, nothing is weighed
+
+
+def test_rolling_window_admits_a_steady_pace_under_its_rate_and_holds_one_over_it() -> None:
+    under, over = build("rolling:50/5s"), build("rolling:50/5s")
+    steady = [i / 9.8 for i in range(9 * 98)]  # 9.8/s for 90 s against 10/s
+    assert admitted(under, steady) == steady
+    double = [i / 20 for i in range(20 * 90)]
+    passed = admitted(over, double)
+    assert 17 * 50 <= len(passed) <= 18 * 50  # 18 windows; the first starts with nothing weighed
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 10), window=st.integers(1, 60), gaps=st.lists(st.floats(0, 3), max_size=150))
+def test_rolling_window_retry_after_is_exact(n: int, window: int, gaps: list[float]) -> None:
+    """A refusal's wait is when the same caller, asking nothing in between, passes: not sooner."""
+    rolling = build(LimiterSpec("rolling", n, float(window)))
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        decision = rolling.admit("k", now)
+        if not decision.ok:
+            early, late = copy.deepcopy(rolling), copy.deepcopy(rolling)
+            if decision.retry_after > 1e-3:
+                assert not early.admit("k", now + decision.retry_after - 1e-3).ok
+            assert late.admit("k", now + decision.retry_after + 1e-7).ok
+
+
 # --- penalty box ---------------------------------------------------------------------------
 
 
@@ -264,7 +311,7 @@ def test_concurrency_cap_counts_in_flight_and_releases() -> None:
 
 
 def test_release_is_harmless_for_rate_shapes() -> None:
-    for text in ("bucket:1/1s", "fixed:1/1s", "sliding:1/1s", "penalty:1/1s,box=1"):
+    for text in ("bucket:1/1s", "fixed:1/1s", "sliding:1/1s", "rolling:1/1s", "penalty:1/1s,box=1"):
         limiter = build(text)
         assert limiter.admit("k", 0.0).ok
         limiter.release("k", 0.1)  # does not give the request back
@@ -274,7 +321,7 @@ def test_release_is_harmless_for_rate_shapes() -> None:
 # --- bounded memory ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["bucket:1/1s", "fixed:2/1s", "sliding:3/1s", "penalty:3/1s,box=1"])
+@pytest.mark.parametrize("text", ["bucket:1/1s", "fixed:2/1s", "sliding:3/1s", "rolling:3/0.5s", "penalty:3/1s,box=1"])
 def test_idle_keys_are_forgotten(text: str) -> None:
     limiter = build(text)
     for i in range(50_000):  # a new caller every 100 µs, each idle again within ~1 s
