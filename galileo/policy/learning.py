@@ -62,7 +62,8 @@ host that stalls 40 ms every few seconds boxes the learnt pace again and again, 
 an overshoot that pulls what was proved down (0.92-0.95 of N·R in virtual time, 0.96-0.98
 guarded). Guarded, the bracket closes at 1.5 % (3 % before the guard: jitter boxed paces closer),
 the converged pace keeps half the margin, and the bracket is tested again after 300 s, each failed
-test doubling that up to 1200 s (a test costs a box: 5 s of the pace, 1.7 % every 300 s).
+test doubling that up to 1200 s (a test costs a box: 5 s of the pace, 1.7 % every 300 s); a longer
+box waits as long for 1.7 %: 60 times its length (1800 s for 30 s), up to 4 times that.
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
 request (requests reach the upstream with some jitter; a one-second window forgives little). One
@@ -132,7 +133,8 @@ class PaceRules:
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
     max_reprobe: float = 240.0  # ... doubling after each failed test, up to this;
     dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear (a box), doubling up to
-    dear_max_reprobe: float = 1200.0  # ... this: each test past the bracket costs a box (5 s of 20/s: 1.7 % at 300 s)
+    dear_max_reprobe: float = 1200.0  # ... this: each test past the bracket costs a box (5 s of 20/s: 1.7 % at 300 s);
+    box_tests: float = 60.0  # ... and a learnt pace's at least this many times its box's length (30 s: 1800 s)
     idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
@@ -343,7 +345,7 @@ class RateLearner:
         near = self.lo > 0 or self.told is not None  # a told pace is near the limit from the start
         if self.phase == "hold" and near and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
-            self.reprobe_every = max(self.reprobe_every, r.dear_reprobe)
+            self.reprobe_every = max(self.reprobe_every, self._dear_reprobe())
             if self.told is not None:
                 self._trim_told()
                 self._repace(now)
@@ -560,8 +562,20 @@ class RateLearner:
         """How close the bracket closes: closer where overshooting is cheap."""
         return self.rules.dear_eps if self.dear else self.rules.eps
 
+    def _dear_reprobe(self) -> float:
+        """How long a pace under a box stays converged before the bracket is tested again. A learnt
+        one's test past it costs a box, so the longer the box, the rarer the test: at most 1/60 of
+        the time boxed (a 30 s box tested every 300 s cost 10 % of the pace). A told pace is never
+        tested: this is how long its trimmed pace holds before 98 % is tried again."""
+        r = self.rules
+        if self.told is not None:
+            return r.dear_reprobe
+        return max(r.dear_reprobe, r.box_tests * min(self.scale, r.max_scale))
+
     def _max_reprobe(self) -> float:
-        return self.rules.dear_max_reprobe if self.dear else self.rules.max_reprobe
+        if not self.dear:
+            return self.rules.max_reprobe
+        return max(self.rules.dear_max_reprobe, 4 * self._dear_reprobe())
 
     def _hold_refused(self, now: float, sent_at: float, cooled: float, through: int, wait: float) -> Heard:
         """A refusal at a held pace; ``through``: requests sent up to it (see :meth:`_sent_through`);

@@ -473,6 +473,30 @@ def test_under_a_box_each_failed_test_past_the_bracket_doubles_the_wait_for_the_
     assert plain.reprobe_every == PACE.max_reprobe
 
 
+def test_under_a_long_box_the_bracket_is_tested_as_rarely_as_the_box_is_long() -> None:
+    """A test past the bracket costs a box, so a learnt pace under a 30 s box waits 60 boxes' length
+    (1800 s) before one, not the 300 s a 5 s box gets, and each failed test doubles it up to 4x that;
+    a told pace is never tested: its trim holds the 300 s as before."""
+    waits = {}
+    for box, told in ((30.0, None), (5.0, None), (30.0, 10.0)):
+        learner = RateLearner(PACE, 0.0, told=told)
+        if told is None:
+            learner.phase, learner.lo, learner.hi, learner.rate = "hold", 9.7, 10.0, 9.7
+        t = 100.0
+        learner.refused(t, t - 0.05, None, 0.0)  # over the limit: boxed ...
+        learner.ok(t + box, t + box - 0.05)  # ... for the box's length
+        assert learner.dear, (box, told)
+        waits[(box, told)] = learner.reprobe_every
+        learner.converged_at, learner.lo, learner.hi = None, 9.7, 9.8
+        learner.rate = 9.8 * (1 + PACE.dear_eps)  # the test past the bracket, refused
+        learner.refused(t + 2 * box, t + 2 * box - 0.05, None, 0.0)
+        waits[(box, told, "failed")] = learner.reprobe_every
+    assert waits[(30.0, None)] == pytest.approx(1800.0, rel=0.01)
+    assert waits[(30.0, None, "failed")] == pytest.approx(3600.0, rel=0.01)
+    assert waits[(5.0, None)] == PACE.dear_reprobe
+    assert waits[(30.0, 10.0)] == PACE.dear_reprobe
+
+
 def test_under_a_concurrency_cap_a_send_the_cap_held_keeps_one_interval_of_the_schedule() -> None:
     """A cap frees its slots in bunches (answers come together): a send it held late would otherwise
     start a new schedule, and the pace hold back the next slot as well. Under a cap the schedule keeps
