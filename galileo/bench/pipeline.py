@@ -135,6 +135,8 @@ CAP = Limit("concurrency", "concurrency:4", None, warmup=120, counted=30, cap=4)
 KEYED = Limit("keyed", "sliding:300/10s,scope=key", 30.0, warmup=120, counted=40, keyed=True)
 SLIDING60 = Limit("sliding60", "sliding:1200/60s", 20.0, warmup=420, counted=120)
 KEYED60 = Limit("keyed60", "sliding:600/60s,scope=key", 10.0, warmup=420, counted=120, keyed=True)
+# The sliding window counter (Cloudflare's, Kong's): this window's count and the last one's, weighted.
+ROLLING = Limit("rolling", "rolling:200/10s", 20.0, warmup=120, counted=40)
 # Two limits at once, a second's and a minute's (the simulator stacks them with &): R is the minute's.
 STACKED = Limit("stacked", "bucket:20/1s,burst=0.1 & fixed:600/60s", 10.0, warmup=420, counted=120)
 
@@ -144,10 +146,11 @@ FULL = PipelinePlan(
         ("sliding60", 50, 16, "blind"),
         ("keyed60", 50, 16, "blind"),
         ("stacked", 50, 16, "blind"),
+        ("rolling", 150, 16, "blind"),
         ("bucket", 50, 4, "multi_leg"),
         ("bucket", 150, 16, "multi_leg"),
     ),
-    limits_by_name={"sliding60": SLIDING60, "keyed60": KEYED60, "stacked": STACKED},
+    limits_by_name={"sliding60": SLIDING60, "keyed60": KEYED60, "stacked": STACKED, "rolling": ROLLING},
 )
 QUICK = PipelinePlan(
     limits=(Limit("bucket", "bucket:20/1s,burst=0.1", 20.0, warmup=3, counted=3),),
