@@ -47,8 +47,8 @@ is all that must be learnt, never the shape.
   rate measured since the last refusal if the budget stayed spent all along (no pace proven
   meanwhile, little of it cooling; the time a short Retry-After made us cool not counted) while
   we kept the pace (sent 85 % of it: a farm short of CPU sends late and less, and what it got
-  then is its own rate, not the budget's), and
-  proofs take twice as long from then on (up to 8x).
+  then is its own rate, not the budget's), and, if ``lo`` had run clean for the trust time (not
+  only an estimate or a measurement), proofs take twice as long from then on (up to 8x).
   Refusals before the next success belong to the same spent budget and count once.
 
 ``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
@@ -171,6 +171,7 @@ class RateLearner:
         self.windowed = False  # a first refusal run of long_wait, or one of window_run while paced: a window, a box
         self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
+        self.lo_proven = False  # lo ran clean for trust, not only an estimate or a measurement of the rate
         self.estimate: float | None = None
         self.lo = 0.0
         self.hi = math.inf
@@ -402,6 +403,7 @@ class RateLearner:
         if measured < self.hi:
             self.hi, self.hi_refused = measured, False  # the window's rate: searched past if it runs clean
         self.lo = self.rate = lo
+        self.lo_proven = False
         self.gain = self.rules.step
         self.converged_at = None
         self.clean_from(now, now)
@@ -419,11 +421,13 @@ class RateLearner:
 
     def _reset(self, now: float) -> None:
         self.phase, self.rate, self.recent = "open", math.inf, []
+        self.lo_proven = False
         self.lo, self.hi, self.estimate, self.span_start = 0.0, math.inf, None, None
 
     def _proven(self, now: float) -> None:
         """The pace ran clean and saturated for ``trust``: it is safe; choose the next one."""
         r = self.rules
+        self.lo_proven = self.lo_proven or self.rate >= self.lo
         self.lo = max(self.lo, self.rate)
         self.between_proven = True
         eps = self._eps()
@@ -543,6 +547,7 @@ class RateLearner:
         self.estimate = estimate
         self.phase = "hold"
         self.lo, self.hi = max(r.min_rate, r.set_point * estimate), upper
+        self.lo_proven = False
         self.rate = self.lo
         self._repace(now, cooled)
         self.settle_until = now + cooled + min(self.scale, r.max_scale)
@@ -582,6 +587,7 @@ class RateLearner:
         ``wait``: its Retry-After (0: none)."""
         r = self.rules
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
+        lo_before = self.lo
         self.settled = now - self.stepped_at  # how long the pace had held when refused
         # Between two refusals the budget admitted at most its rate: what we got is a lower bound of
         # it, and the rate itself if the budget stayed spent: the refusals came close together
@@ -616,7 +622,8 @@ class RateLearner:
             kept = sent >= r.kept * self.rate * active
             exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
         if surprise:
-            self.doubt = min(r.max_doubt, 2 * self.doubt)  # what we proved was not so: prove longer
+            if self.lo_proven:  # what we proved was not so: prove longer (an estimate's miss is not a proof's)
+                self.doubt = min(r.max_doubt, 2 * self.doubt)
             self.hi, self.hi_refused = self.rate, True
             self.lo = self.rate * r.trim
             if fell_to is not None and exact:
@@ -634,6 +641,8 @@ class RateLearner:
             eps = self._eps()
             if self.converged_at is None and self.lo > 0 and self.hi <= self.lo * (1 + 2 * eps):
                 self.reprobe_every = min(self._max_reprobe(), 2 * self.reprobe_every)  # a test past the bracket failed
+        if self.lo != lo_before:
+            self.lo_proven = False
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step

@@ -223,6 +223,34 @@ def test_a_search_brackets_the_limit_and_settles_within_one_percent() -> None:
     assert 19.6 <= learner.lo <= 20.0 and 20.0 < learner.hi <= 20.4
 
 
+def test_a_refusal_at_a_pace_only_estimated_does_not_make_proofs_take_longer() -> None:
+    """A refusal at a proven pace doubles how long the next proof takes (what we proved was not so). A
+    refusal at a first estimate does not: without Retry-After a 60 s fixed window met late in it
+    reads 2-3x its rate, each trim or measurement down from there doubled the doubt, and the pace
+    then climbed back to the window's rate in steps of 8 windows (0.897 of it in the zoo's 60 s
+    window test, 0.952 without that)."""
+
+    def refused_at_lo(prove: bool) -> RateLearner:
+        learner = RateLearner(PACE, 0.0)
+        learner._hold(10.0, 9.0 / PACE.set_point, 9.05, PACE.step, 0.0)  # a first estimate: lo 9.0
+        assert (learner.phase, learner.rate, learner.doubt) == ("hold", pytest.approx(9.0), 1.0)
+        t = 10.0
+        if prove:  # saturated and clean for the trust time: proven, converged just under it
+            while t < 10.0 + 2 * learner.trust():
+                learner.blocked(t)
+                learner.dispatched(t)
+                learner.ok(t + 0.05, t)
+                t += 1 / learner.rate
+            assert learner.rate < learner.lo == pytest.approx(9.0)
+        t += 1.0
+        learner.dispatched(t)
+        assert learner.refused(t + 0.05, t, None, 0.0) == "surprise"
+        return learner
+
+    assert refused_at_lo(prove=False).doubt == 1.0
+    assert refused_at_lo(prove=True).doubt == 2.0
+
+
 def test_a_pace_its_demand_never_filled_is_not_proven() -> None:
     """Jobs in pairs make a pair saturated (one of each pair waits for the pace) while it sends half its
     pace: clean at 10/s says nothing of a step to 20/s, so the step is not proven and the pace does not

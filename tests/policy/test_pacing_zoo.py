@@ -60,11 +60,10 @@ def test_fixed_sliding_and_rolling_windows_from_1_to_60_s(
 ) -> None:
     ips = IPS[:2] if seconds > 300 else IPS  # minutes of 60 s windows: two IPs show it as well as four
     run = learned(f"{spec},retry_after={retry_after}", "50", seconds=seconds, warmup=warmup, ips=ips)
-    # A 60 s fixed window or window counter that never says when it resets are the shapes learnt
-    # short of 0.9 (docs/networking/multi_ip.md): the backoff finds each reset late and what it saw
-    # of a partial first window overstates the rate.
-    least = 0.85 if spec.endswith("00/60s") and spec != "sliding:600/60s" and retry_after == "no" else 0.9
-    assert run.ratio(len(ips) * rate) >= least, run.ratio(len(ips) * rate)
+    # Without Retry-After a 60 s fixed window or window counter was learnt to 0.897 and 0.898 here
+    # while a refusal at a first estimate (overstated by a partial first window) doubled the proofs'
+    # trust as a refusal at a proven pace does; now 0.952 and 0.989 (docs/networking/multi_ip.md).
+    assert run.ratio(len(ips) * rate) >= 0.9, run.ratio(len(ips) * rate)
     assert run.share_429 <= 0.01, run.share_429
 
 
