@@ -45,7 +45,8 @@ def bench(
         metavar="PATTERN",
         help="pipeline only: run just the matrix cells named so, shell-style, repeatable "
         "(e.g. --cell '*-150ms-n16' --cell 'keyed-*'). Cells are <limit>-<latency>ms-n<N>[-multi]; limits: "
-        "bucket, fixed, sliding, penalty, concurrency, keyed, and sliding60, keyed60 at 50 ms, N=16.",
+        "bucket, fixed, sliding, penalty, concurrency, keyed; and sliding60, keyed60, stacked at 50 ms, "
+        "rolling at 150 ms, N=16.",
         show_default=False,
     ),
 ) -> None:
