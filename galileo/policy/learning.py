@@ -36,7 +36,8 @@ is all that must be learnt, never the shape.
   ``trust`` seconds, and, a step above ``lo``, filled: its sends came to 97 % of it, so a pace that
   bursts of demand kept saturated while it sent far less is not taken for safe), ``hi`` the lowest
   refused. With no ``hi`` the pace gallops, each proven step twice the last (up to +100 %);
-  with both it bisects; once ``hi / lo`` is within 1 %
+  with both it bisects (towards a ``hi`` only guessed, never refused, for 2 steps: then past it);
+  once ``hi / lo`` is within 1 %
   (3 % where overshooting is dear) it stays a margin below ``lo`` and after 60 s tries 1 % above ``hi``
   (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
   Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
@@ -120,6 +121,7 @@ class PaceRules:
     start_step: float = 0.25  # ... or above a lower bound
     max_step: float = 1.0  # ... up to this
     eps: float = 0.01  # the search stops when hi / lo is within this
+    guess_steps: int = 2  # ... or, where hi is only a guess (never refused), after this many steps towards it
     margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
     guarded_margin: float = 0.5  # ... this share of it where guarded against late arrivals (under a box) ...
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
@@ -176,6 +178,7 @@ class RateLearner:
         self.lo = 0.0
         self.hi = math.inf
         self.hi_refused = True  # hi is a pace that was refused (not a guess)
+        self.guess_steps = 0  # bisection steps taken towards a guessed hi
         self.gain = rules.step
         self.clean_since = now
         self.sends = 0  # requests dispatched, ever
@@ -357,7 +360,7 @@ class RateLearner:
                 # What it admitted over the time until its budget came back is a lower bound of its
                 # rate (exact for a window; a bucket wastes refill while we wait, a box longer).
                 # Without Retry-After it came back after the last refused probe: an upper bound for
-                # a window, a guess for a box (searched past if a pace at it runs clean).
+                # a window, a guess for a box (searched past after ``guess_steps`` steps towards it).
                 upper = math.inf
                 if not self.first_told and self.last_refusal_sent > start:
                     upper = self.first_oks / (self.last_refusal_sent - start)
@@ -365,7 +368,7 @@ class RateLearner:
                 self.period = sent_at - start  # a window's length or so: a pace must outlast one to be proven
                 self.windowed = run >= r.long_wait  # the limiter remembers seconds (a window, a box)
                 self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
-                self.hi_refused = False
+                self.hi_refused, self.guess_steps = False, 0
                 if self.windowed and self.first_told:  # (a return the backoff found is late by its step)
                     self.first_return = (sent_at, self.oks)
             else:
@@ -401,7 +404,7 @@ class RateLearner:
         if lo == self.lo or (lo > self.lo and lo * (1 + self.rules.eps) >= self.hi):
             return  # nothing to change, or a pace refused since says less
         if measured < self.hi:
-            self.hi, self.hi_refused = measured, False  # the window's rate: searched past if it runs clean
+            self.hi, self.hi_refused, self.guess_steps = measured, False, 0  # the window's rate: searched past if clean
         self.lo = self.rate = lo
         self.lo_proven = False
         self.gain = self.rules.step
@@ -431,7 +434,8 @@ class RateLearner:
         self.lo = max(self.lo, self.rate)
         self.between_proven = True
         eps = self._eps()
-        if self.lo >= self.hi or (not self.hi_refused and self.lo * (1 + eps) >= self.hi):
+        guessed_past = self.lo * (1 + eps) >= self.hi or self.guess_steps >= r.guess_steps
+        if self.lo >= self.hi or (not self.hi_refused and guessed_past):
             self.hi = math.inf  # a refused rate now runs clean (the limit rose), or the guess was low
         self.stepped_at = now
         if math.isinf(self.hi):
@@ -439,6 +443,7 @@ class RateLearner:
             self.gain = min(2 * self.gain, r.max_step)
         elif self.hi > self.lo * (1 + eps):
             self.rate = math.sqrt(self.lo * self.hi)
+            self.guess_steps += not self.hi_refused
         elif self.converged_at is None:
             self.converged_at = now
             guarded = self.arrivals is not None and self.arrivals.span > 0  # (under a box)

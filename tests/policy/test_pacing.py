@@ -251,6 +251,29 @@ def test_a_refusal_at_a_pace_only_estimated_does_not_make_proofs_take_longer() -
     assert refused_at_lo(prove=True).doubt == 2.0
 
 
+def test_a_guessed_upper_end_is_searched_towards_for_two_steps_then_past() -> None:
+    """Without Retry-After the first run's guess at hi (admitted over the time until the last refused
+    probe) bounds a window's rate, but a 30 s box over 100 per 10 s reads 3/s: bisecting up to it
+    until within 1 % took 6-7 steps of a box's length each. Two steps towards it, then past it."""
+    learner = RateLearner(PACE, 0.0)
+    learner._hold(10.0, 2.2 / PACE.set_point, 4.16, PACE.start_step, 0.0)
+    learner.hi_refused = False  # as the first run leaves a guess
+    paces = []
+    t = 10.0
+    for _ in range(4):
+        start = t
+        while t < start + learner.trust() + 0.5:  # saturated and clean until proven
+            learner.blocked(t)
+            learner.dispatched(t)
+            learner.ok(t + 0.05, t)
+            t += 1 / learner.rate
+        paces.append((round(learner.rate, 2), learner.hi))
+    assert paces[0] == (pytest.approx(3.02, abs=0.01), 4.16)  # the geometric mean, twice ...
+    assert paces[1][1] == 4.16 and paces[1][0] > paces[0][0]
+    assert paces[2] == (pytest.approx(paces[1][0] * (1 + PACE.start_step), rel=0.01), math.inf)  # ... then past
+    assert paces[3][0] > paces[2][0]
+
+
 def test_a_pace_its_demand_never_filled_is_not_proven() -> None:
     """Jobs in pairs make a pair saturated (one of each pair waits for the pace) while it sends half its
     pace: clean at 10/s says nothing of a step to 20/s, so the step is not proven and the pace does not
