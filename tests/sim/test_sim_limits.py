@@ -105,6 +105,24 @@ async def test_refusal_without_retry_after(sim_factory: SimFactory, bound: Sessi
     assert status == 429 and headers["Retry-After"] in ("59", "60")
 
 
+async def test_a_window_counter_refuses_over_real_http_until_its_weighted_count_falls(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """rolling:N/W over HTTP: N pass, the next is refused with the wait its two counters give (here
+    the rest of the hour: the last hour weighs nothing, and this one's two must slide out)."""
+    sim = await sim_factory(limiters={"jupiter": "rolling:2/3600s"})
+    client = bound("127.0.0.2")
+    call, body = SERVICES["jupiter"]
+    assert [(await call(client, sim.url))[0] for _ in range(2)] == [200, 200]
+    status, got, headers = await call(client, sim.url)
+    to_the_hour = 3600 - time.time() % 3600
+    assert (status, got) == (429, body)
+    assert abs(int(headers["Retry-After"]) - to_the_hour) <= 2
+    limits = (await stats(client, sim))["limits"]
+    assert limits["refused"]["jupiter"] == {"limit": 1}
+    assert limits["limiters"]["jupiter"]["spec"] == "rolling:2/3600s,scope=ip"
+
+
 async def test_two_ips_sharing_one_key_get_one_budget(sim_factory: SimFactory, bound: SessionFactory) -> None:
     sim = await sim_factory(limiters={"jupiter": "sliding:4/60s,scope=key"})
     a, b, c = bound("127.0.0.2"), bound("127.0.0.3"), bound("127.0.0.4")
