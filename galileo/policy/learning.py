@@ -443,7 +443,8 @@ class RateLearner:
             self.gain = min(2 * self.gain, r.max_step)
         elif self.hi > self.lo * (1 + eps):
             self.rate = math.sqrt(self.lo * self.hi)
-            self.guess_steps += not self.hi_refused
+            if not self.hi_refused:
+                self.guess_steps += 1
         elif self.converged_at is None:
             self.converged_at = now
             guarded = self.arrivals is not None and self.arrivals.span > 0  # (under a box)
