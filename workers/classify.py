@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError, HttpProc
 
 from broker.protocol import Outcome
 
-__all__ = ["classify_exception", "classify_status", "parse_retry_after", "retry_after_of"]
+__all__ = ["classify_exception", "classify_status", "parse_retry_after", "retry_after_of", "said_when"]
 
 _BIND_ERRNOS = {errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES, errno.EPERM}
 MAX_RETRY_AFTER = 300.0  # Envoy discards larger values; a bogus header must not park an IP for hours
@@ -78,6 +78,17 @@ def retry_after_of(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def said_when(status: int, headers: Mapping[str, str]) -> str | None:
+    """When the upstream said to come back, for the statuses that may say it: a 429 (``Retry-After``
+    or its rate-limit headers' reset, :func:`retry_after_of`) and a 503 (``Retry-After``, which
+    RFC 9110 gives it for how long the service is expected to be unavailable). None otherwise."""
+    if status == 429:
+        return retry_after_of(headers)
+    if status == 503:
+        return headers.get("Retry-After")
+    return None
+
+
 def classify_status(status: int, retry_after: str | None, latency: float, detail: str = "") -> Outcome | None:
     """The outcome for a non-2xx status, or None for success statuses."""
     if status < 400:
@@ -93,7 +104,8 @@ def classify_status(status: int, retry_after: str | None, latency: float, detail
         )
     if status in (408, 504):
         return Outcome(result="timeout", status=status, latency=latency, error=f"HTTP {status}{tail}")
-    return Outcome(result="http_error", status=status, latency=latency, error=f"HTTP {status}{tail}")
+    when = parse_retry_after(retry_after) if status == 503 else None  # unavailable, for this long
+    return Outcome(result="http_error", status=status, latency=latency, retry_after=when, error=f"HTTP {status}{tail}")
 
 
 def _not_http(exc: BaseException) -> str | None:

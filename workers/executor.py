@@ -22,7 +22,7 @@ from broker.logs import register_secret
 from broker.protocol import Dispatch, Event, Outcome
 from broker.results import HttpResponse
 from workers.body import BodyError, read_body
-from workers.classify import classify_exception, classify_status, retry_after_of
+from workers.classify import classify_exception, classify_status, said_when
 from workers.secrets import SecretPolicy
 from workers.session import BoundSession, family_mismatch
 
@@ -118,7 +118,7 @@ async def run_http(ctx: JobContext, req: HttpRequest, budget: float) -> Outcome:
                 result="decode_error", status=resp.status, latency=time.perf_counter() - start, error=str(exc)
             )
         latency = time.perf_counter() - start
-        failed = classify_status(resp.status, retry_after_of(resp.headers) if resp.status == 429 else None, latency)
+        failed = classify_status(resp.status, said_when(resp.status, resp.headers), latency)
         if failed is not None:
             return failed
         return Outcome(

@@ -10,7 +10,8 @@ the IP for every upstream until a rescan finds the address bindable again. Every
 the streak.
 
 Two things change a 429's cooldown. A ``Retry-After`` is honoured exactly: the upstream said
-when, so the pair cools that long, neither jittered nor doubled. And a *paced* pair (its
+when, so the pair cools that long, neither jittered nor doubled (so does a 503's, from the first
+one: how long the service expects to be unavailable, RFC 9110). And a *paced* pair (its
 pacer has met the limit and paces it) takes its first 429 in a row as news for the pacer,
 not as a reason to stop: on a bucket of two tokens a 500 ms pause would throw away ten
 tokens' worth of refill. Only refusal after refusal (a spent window, a penalty box, a ban)
@@ -119,8 +120,8 @@ class CooldownBook:
         streak = cd.streaks.get(reason, 0) + 1
         cd.streaks[reason] = streak
         threshold = rule.threshold + (paced and reason == "rate_limited")
-        if retry_after is not None and reason == "rate_limited":
-            duration = retry_after  # the upstream said when: exactly that
+        if retry_after is not None and reason in ("rate_limited", "server_error"):
+            duration = retry_after  # the upstream said when (a 429's, or a 503's): exactly that
         elif streak < threshold:
             return None
         else:

@@ -58,6 +58,16 @@ def test_retry_after_is_honoured() -> None:
     assert started == ("rate_limited", 7.0)
 
 
+def test_a_503_that_says_when_cools_that_long_from_the_first_one() -> None:
+    """RFC 9110: a 503's Retry-After is how long the service expects to be unavailable. The pair cools
+    exactly that long at once; a 503 that says nothing still cools only when it repeats."""
+    b = book()
+    assert b.record("ip", "u", "http_error", 503, 12.0, now=0.0) == ("server_error", 12.0)
+    assert b.cooling_until("ip", "u", 1.0) == 12.0
+    assert b.cooling_until("ip", "v", 1.0) is None
+    assert b.record("ip", "w", "http_error", 503, None, now=0.0) is None
+
+
 def test_successes_decay_the_streak() -> None:
     b = book(1)
     for t in range(4):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from workers.classify import classify_status, parse_retry_after, retry_after_of
+from workers.classify import classify_status, parse_retry_after, retry_after_of, said_when
 from workers.stats import RollingStats
 
 
@@ -17,6 +17,17 @@ from workers.stats import RollingStats
 def test_status_classes(status: int, result: str | None) -> None:
     out = classify_status(status, None, 0.01)
     assert (out.result if out else None) == result
+
+
+def test_a_503_says_when_in_retry_after_only_and_other_errors_never_do() -> None:
+    headers = {"Retry-After": "6", "RateLimit-Reset": "9"}
+    assert said_when(503, {"RateLimit-Reset": "9"}) is None  # a rate limit's reset is a 429's word
+    assert said_when(503, headers) == "6" and said_when(429, headers) == "6"
+    assert said_when(500, headers) is None and said_when(200, headers) is None
+    out = classify_status(503, "6", 0.01)
+    assert out is not None and (out.result, out.retry_after) == ("http_error", 6.0)
+    out = classify_status(502, "6", 0.01)
+    assert out is not None and out.retry_after is None
 
 
 def test_retry_after_forms() -> None:

@@ -42,6 +42,10 @@ async def server() -> AsyncIterator[str]:
     async def broken(request: web.Request) -> web.Response:
         return web.Response(status=503, text="down")
 
+    async def unavailable(request: web.Request) -> web.Response:  # down, and says for how long
+        status = int(request.query.get("status", "503"))
+        return web.Response(status=status, text="down", headers={"Retry-After": "9", "RateLimit-Reset": "4"})
+
     async def when(request: web.Request) -> web.Response:
         ARRIVALS.append(time.monotonic())
         return web.json_response({"at": ARRIVALS[-1]})
@@ -53,6 +57,7 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/reset", reset)
     app.router.add_get("/big", big)
     app.router.add_get("/broken", broken)
+    app.router.add_get("/unavailable", unavailable)
     app.router.add_get("/when", when)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -161,6 +166,15 @@ async def test_5xx_is_an_http_error_and_large_bodies_are_refused(server: str) ->
     assert (await run("127.0.0.2", HttpRequest(url=f"{server}/broken"))).status == 503
     out = await run("127.0.0.2", HttpRequest(url=f"{server}/big", max_body=1000))
     assert out.result == "decode_error" and "exceeds" in out.error
+
+
+async def test_a_503_carries_its_retry_after_and_no_other_error_status_does(server: str) -> None:
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/unavailable"))
+    assert (out.result, out.status, out.retry_after) == ("http_error", 503, 9.0)
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/unavailable?status=500"))
+    assert (out.result, out.status, out.retry_after) == ("http_error", 500, None)
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/broken"))  # a 503 that says nothing
+    assert (out.status, out.retry_after) == (503, None)
 
 
 async def test_connection_refused_is_a_network_error() -> None:

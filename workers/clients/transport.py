@@ -25,7 +25,7 @@ from broker.logs import register_secret
 from broker.protocol import Event, Outcome
 from broker.results import ResultValue
 from workers.body import MAX_BODY, BodyError, read_body
-from workers.classify import classify_exception, classify_status, parse_retry_after, retry_after_of
+from workers.classify import classify_exception, classify_status, parse_retry_after, retry_after_of, said_when
 from workers.executor import JobContext, client_timeout, handler, secret_headers
 from workers.session import family_mismatch
 
@@ -247,8 +247,7 @@ def failed_reply(reply: Reply) -> Outcome | None:
             error=f"HTTP {reply.status}: redirect to {where[:200]} not followed",
         )
     detail = error_detail(reply.body)
-    retry = retry_after_of(reply.headers) if reply.status == 429 else None
-    out = classify_status(reply.status, retry, reply.latency, detail)
+    out = classify_status(reply.status, said_when(reply.status, reply.headers), reply.latency, detail)
     assert out is not None  # status >= 400
     if out.result == "rate_limited" and out.retry_after is None:
         out.retry_after = retry_after_in(detail)
