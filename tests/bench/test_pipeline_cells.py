@@ -22,6 +22,7 @@ def test_patterns_pick_cells_by_name_in_the_plans_order() -> None:
         "concurrency-150ms-n16",
         "keyed-150ms-n16",
         "keyed60-50ms-n16",
+        "rolling-150ms-n16",
     ]
     (name, (limit, latency, n, engine)), *_ = select(FULL, ["bucket-150ms-n16-multi"])
     assert (name, limit.name, latency, n, engine) == ("bucket-150ms-n16-multi", "bucket", 150, 16, "multi_leg")
