@@ -137,6 +137,11 @@ SLIDING60 = Limit("sliding60", "sliding:1200/60s", 20.0, warmup=420, counted=120
 KEYED60 = Limit("keyed60", "sliding:600/60s,scope=key", 10.0, warmup=420, counted=120, keyed=True)
 # The sliding window counter (Cloudflare's, Kong's): this window's count and the last one's, weighted.
 ROLLING = Limit("rolling", "rolling:200/10s", 20.0, warmup=120, counted=40)
+# Limits that never say when (no Retry-After): the backoff finds each return, so learning takes longer
+# (virtual time, 16 IPs at 150 ms, two seeds: the 5 s window 0.987-0.988 of N·R after 180 s; the box
+# 0.985-0.986 after 240 s, 0.908-0.985 after 180 s, with 5-6 boxes per IP while it learns).
+FIXED_NORETRY = Limit("fixed-noretry", "fixed:100/5s,retry_after=no", 20.0, warmup=180, counted=40)
+PENALTY_NORETRY = Limit("penalty-noretry", "penalty:20/1s,box=5s,retry_after=no", 20.0, warmup=240, counted=40)
 # Two limits at once, a second's and a minute's (the simulator stacks them with &): R is the minute's.
 STACKED = Limit("stacked", "bucket:20/1s,burst=0.1 & fixed:600/60s", 10.0, warmup=420, counted=120)
 
@@ -147,10 +152,12 @@ FULL = PipelinePlan(
         ("keyed60", 50, 16, "blind"),
         ("stacked", 50, 16, "blind"),
         ("rolling", 150, 16, "blind"),
+        ("fixed-noretry", 150, 16, "blind"),
+        ("penalty-noretry", 150, 16, "blind"),
         ("bucket", 50, 4, "multi_leg"),
         ("bucket", 150, 16, "multi_leg"),
     ),
-    limits_by_name={"sliding60": SLIDING60, "keyed60": KEYED60, "stacked": STACKED, "rolling": ROLLING},
+    limits_by_name={lim.name: lim for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY)},
 )
 QUICK = PipelinePlan(
     limits=(Limit("bucket", "bucket:20/1s,burst=0.1", 20.0, warmup=3, counted=3),),

@@ -46,7 +46,7 @@ def bench(
         help="pipeline only: run just the matrix cells named so, shell-style, repeatable "
         "(e.g. --cell '*-150ms-n16' --cell 'keyed-*'). Cells are <limit>-<latency>ms-n<N>[-multi]; limits: "
         "bucket, fixed, sliding, penalty, concurrency, keyed; and sliding60, keyed60, stacked at 50 ms, "
-        "rolling at 150 ms, N=16.",
+        "rolling, fixed-noretry, penalty-noretry (no Retry-After) at 150 ms, N=16.",
         show_default=False,
     ),
 ) -> None:
