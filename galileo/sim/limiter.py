@@ -167,11 +167,12 @@ class TokenBucket(Limiter):
 
 
 class _Window:
-    __slots__ = ("count", "index")
+    __slots__ = ("count", "index", "last")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.count = 0
+        self.count = 0  # admitted in window ``index``
+        self.last = 0  # admitted in window ``index - 1`` (the window counter weighs it)
 
 
 class FixedWindow(Limiter):
@@ -184,7 +185,8 @@ class FixedWindow(Limiter):
         self.limit = int(spec.limit)
         self.window = spec.window
 
-    def admit(self, key: Hashable, now: float) -> Decision:
+    def _window_of(self, key: Hashable, now: float) -> tuple[_Window, int]:
+        """``key``'s counts, moved on to the window ``now`` is in, and that window's index."""
         index = math.floor((now + EPS) / self.window)
         w = self._states.get(key)
         if w is None:
@@ -192,7 +194,12 @@ class FixedWindow(Limiter):
             self._remember(key, w, now)
         assert isinstance(w, _Window)
         if w.index != index:
+            w.last = w.count if w.index == index - 1 else 0
             w.index, w.count = index, 0
+        return w, index
+
+    def admit(self, key: Hashable, now: float) -> Decision:
+        w, index = self._window_of(key, now)
         if w.count < self.limit:
             w.count += 1
             return ADMIT
@@ -203,39 +210,17 @@ class FixedWindow(Limiter):
         return state.index < math.floor((now + EPS) / self.window)
 
 
-class _Counts:
-    __slots__ = ("count", "index", "last")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.count = 0  # admitted in window ``index``
-        self.last = 0  # admitted in window ``index - 1``
-
-
-class RollingWindow(Limiter):
+class RollingWindow(FixedWindow):
     """The sliding window counter (as Cloudflare, Kong and many Redis recipes count): windows are
     ``[k*W, (k+1)*W)``, and a request passes when this window's count plus the last window's,
     weighted by the share of the last window still inside ``(now - W, now]``, is below ``limit``.
     Two counters per caller instead of a log; a burst at a window's end is still refused well
     into the next window, and a steady pace at the rate is refused now and then."""
 
-    __slots__ = ("limit", "window")
-
-    def __init__(self, spec: LimiterSpec, max_keys: int = MAX_KEYS) -> None:
-        super().__init__(spec, max_keys)
-        self.limit = int(spec.limit)
-        self.window = spec.window
+    __slots__ = ()
 
     def admit(self, key: Hashable, now: float) -> Decision:
-        index = math.floor((now + EPS) / self.window)
-        c = self._states.get(key)
-        if c is None:
-            c = _Counts(index)
-            self._remember(key, c, now)
-        assert isinstance(c, _Counts)
-        if c.index != index:
-            c.last = c.count if c.index == index - 1 else 0
-            c.index, c.count = index, 0
+        c, index = self._window_of(key, now)
         start = index * self.window
         room = self.limit - c.count  # what the last window's weighted count must stay under
         if room > 0 and c.last * (1.0 - min(1.0, (now - start) / self.window)) < room:
@@ -248,7 +233,7 @@ class RollingWindow(Limiter):
         return Decision(False, max(0.0, wait), "limit")
 
     def _idle(self, state: object, now: float) -> bool:
-        assert isinstance(state, _Counts)
+        assert isinstance(state, _Window)
         index = math.floor((now + EPS) / self.window)
         return state.index < index - 1 or (state.index < index and state.count == 0)
 
