@@ -69,7 +69,8 @@ WorkerHook = Callable[[WorkerInfo, str], None]
 EventHook = Callable[[Job, WorkerInfo, Event], None]
 
 _RETRY_ON = frozenset({"bind_error"})  # local-origin failures another IP will not have
-_QUEUE_SCAN_LIMIT = 64  # jobs with their own affinity looked at per upstream and pump
+_QUEUE_SCAN_LIMIT = 64  # jobs with their own affinity asked about and held per upstream and pump ...
+_QUEUE_HELD_LIMIT = 1024  # ... and held in all (those whose IP's pace already said wait are not asked)
 _RESULT_GRACE = 2.0  # seconds past its deadline a dispatched job waits for a result: the worker times out first
 MAX_WORKERS_PER_KEY = 256  # registered processes per remote key: bounded memory whatever a host sends
 _MAX_STATS = 256  # upstreams of a worker's rolling stats kept
@@ -201,7 +202,9 @@ class HubCore:
         (a cooldown or pacing slot ends, a queued job's deadline), ``inf`` for never.
 
         A job the policy says waits for its IP alone is parked (:mod:`broker.parking`): it is
-        asked about again when that IP may take it, not at every pump."""
+        asked about again when that IP may take it, not at every pump. A job pinned to an IP whose
+        pace said wait stays queued, and neither it nor the IP's other jobs are asked about until
+        the wait is over or something happens to the IP."""
         now = self.clock()
         wake = float("inf")
         parking = self._parking
@@ -210,12 +213,18 @@ class HubCore:
             parking.release_due(upstream, queue, now)
             self._expire(upstream, queue, now)
             held: list[Entry] = []
-            while queue and len(held) < _QUEUE_SCAN_LIMIT:
+            stayed = 0  # jobs the policy was asked about and held
+            while queue and stayed < _QUEUE_SCAN_LIMIT and len(held) < _QUEUE_HELD_LIMIT:
                 entry = heapq.heappop(queue)
                 job = entry[2]
                 pin = pin_of(job)
-                if pin is not None and parking.joins(upstream, pin, entry):
-                    continue  # its IP is already known to wait: nothing to ask
+                if pin is not None:
+                    if parking.joins(upstream, pin, entry):
+                        continue  # its IP is already known to wait: nothing to ask
+                    if (paced := parking.paced_until(upstream, pin, now)) is not None:
+                        held.append(entry)  # its IP's pace said wait: so it says to this job too
+                        wake = min(wake, paced)
+                        continue
                 choice = self.policy.pick(job, self.workers, now)
                 if isinstance(choice, WorkerInfo):
                     self._queued -= 1
@@ -227,12 +236,16 @@ class HubCore:
                     continue
                 else:
                     held.append(entry)
+                    stayed += 1
+                    if pin is not None and not choice.upstream_wide:
+                        parking.pace(upstream, pin, choice.until, now)
                     if choice.until is not None:
                         wake = min(wake, choice.until)
                     if choice.upstream_wide:
                         break
                     continue
                 if pin is not None:
+                    parking.went(upstream, pin)
                     parking.left(upstream, pin, job, queue)  # its bucket's next job takes its place
             for entry in held:
                 heapq.heappush(queue, entry)
