@@ -203,8 +203,8 @@ class HubCore:
 
         A job the policy says waits for its IP alone is parked (:mod:`broker.parking`): it is
         asked about again when that IP may take it, not at every pump. A job pinned to an IP whose
-        pace said wait stays queued, and neither it nor the IP's other jobs are asked about until
-        the wait is over or something happens to the IP."""
+        pace said wait stays queued, the IP's later jobs wait behind it out of the queue, and it is
+        not asked about again until the wait is over or something happens to the IP."""
         now = self.clock()
         wake = float("inf")
         parking = self._parking
@@ -239,6 +239,7 @@ class HubCore:
                     stayed += 1
                     if pin is not None and not choice.upstream_wide:
                         parking.pace(upstream, pin, choice.until, now)
+                        parking.line_up(upstream, pin, job)
                     if choice.until is not None:
                         wake = min(wake, choice.until)
                     if choice.upstream_wide:

@@ -8,12 +8,13 @@ costs a question per job and pump.
 (:class:`galileo.policy.allocator.FarmPolicy` makes that promise for a cooldown, a worker without
 credit and a missing worker, not for a pace: see its ``_pick_pinned``.)
 
-A job whose IP's *pace* (or anything else without that promise) says wait stays in the queue,
-but the hub does not ask about that IP's jobs again until the wait's ``until`` (at most
-:data:`RECHECK` away), something happens to the IP, or one of its jobs goes: until then the policy
-would say the same to each of them. Asked at every pump, jobs behind paces cost 29 questions per
-job sent at 64 addresses on 2 cores (the coordinator's largest cost), and the scan's 64 questions
-a pump did not reach every IP's jobs, so slots went by unused.
+A job whose IP's *pace* (or anything else without that promise) says wait stays in the queue, as
+its bucket's head (:meth:`Parking.line_up`): the jobs pinned the same way that come after it wait in
+the bucket, out of the queue's scans, and the hub does not ask about the head again until the
+wait's ``until`` (at most :data:`RECHECK` away), something happens to the IP, or one of its jobs
+goes: until then the policy would say the same to each of them. Asked at every pump, jobs behind
+paces cost 29 questions per job sent at 64 addresses on 2 cores (the coordinator's largest cost),
+and the scan's 64 questions a pump did not reach every IP's jobs.
 
 So the hub parks such a job in its IP's *bucket* (one per upstream, IP and kind of pin), and
 asks again only when the bucket is due:
@@ -154,11 +155,20 @@ class Parking:
 
     def pace(self, upstream: str, key: Key, until: float | None, now: float) -> None:
         """The policy said a job pinned to ``key`` waits for its IP's pace, until ``until`` (None: a
-        change, such as an answer freeing a slot under a concurrency cap). Its jobs stay queued, and
-        are asked about again at ``until``, after :data:`RECHECK` at most, or as soon as something
-        happens to the IP (:meth:`wake_ip`) or a job of the upstream goes there."""
+        change, such as an answer freeing a slot under a concurrency cap). It is asked about again
+        at ``until``, after :data:`RECHECK` at most, or as soon as something happens to the IP
+        (:meth:`wake_ip`) or a job pinned the same way goes (:meth:`went`)."""
         wake = now + RECHECK
         self._paced.setdefault(upstream, {})[key] = wake if until is None or until > wake else until
+
+    def line_up(self, upstream: str, key: Key, job: Job) -> None:
+        """``job``, in the queue, waits for its IP's pace: it stays there as its bucket's head, and the
+        jobs pinned the same way that come after it wait in the bucket behind it, out of the queue's
+        scans, each taking its place there when the one before it leaves (:meth:`left`)."""
+        buckets = self._buckets.setdefault(upstream, {})
+        if key not in buckets:
+            bucket = buckets[key] = _Bucket()
+            bucket.head = job
 
     def went(self, upstream: str, key: Key) -> None:
         """A job pinned to ``key`` was dispatched: the next one is asked about."""

@@ -283,3 +283,22 @@ async def test_a_job_waiting_for_its_ip_is_asked_about_again_when_its_ip_answers
     clock.advance(RECHECK)
     core.pump()
     assert policy.asked == asked + 1 and w.jobs() == []
+
+
+async def test_jobs_behind_one_ips_pace_do_not_hide_a_free_ip_from_the_hub() -> None:
+    """2,000 jobs wait for one IP's pace (told 10/s), all due before a job for another, free IP:
+    that job still goes at the first pump. Behind its pace, an IP's first job stays in the queue and
+    the rest wait behind it out of the queue's scans, so a pump looks at each waiting IP once."""
+    core, policy, clock, (busy, free) = farm(10.0, ["10.0.0.1", "10.0.0.2"])
+    for _ in range(2000):
+        core.submit(spec(prefer_ip="10.0.0.1", timeout=30.0))
+    other = core.submit(spec(prefer_ip="10.0.0.2", timeout=60.0))
+    wake = core.pump()
+    assert len(busy.jobs()) == 1 and len(free.jobs()) == 1 and not other.done()
+    # The first job went as it was submitted; the second was asked about then and at the pump.
+    assert core.queued == 1999 and policy.asked <= 4
+    for _ in range(3):  # at each slot: the head goes, and the next one is asked about
+        clock.now = wake
+        wake = core.pump()
+        assert len(busy.jobs()) == 1
+    assert core.queued == 1996 and policy.asked <= 4 + 2 * 3
