@@ -238,8 +238,7 @@ class HubCore:
                     held.append(entry)
                     stayed += 1
                     if pin is not None and not choice.upstream_wide:
-                        parking.pace(upstream, pin, choice.until, now)
-                        parking.line_up(upstream, pin, job)
+                        parking.pace(upstream, pin, job, choice.until, now)
                     if choice.until is not None:
                         wake = min(wake, choice.until)
                     if choice.upstream_wide:

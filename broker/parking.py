@@ -9,7 +9,7 @@ costs a question per job and pump.
 credit and a missing worker, not for a pace: see its ``_pick_pinned``.)
 
 A job whose IP's *pace* (or anything else without that promise) says wait stays in the queue, as
-its bucket's head (:meth:`Parking.line_up`): the jobs pinned the same way that come after it wait in
+its bucket's head (:meth:`Parking.pace`): the jobs pinned the same way that come after it wait in
 the bucket, out of the queue's scans, and the hub does not ask about the head again until the
 wait's ``until`` (at most :data:`RECHECK` away), something happens to the IP, or one of its jobs
 goes: until then the policy would say the same to each of them. Asked at every pump, jobs behind
@@ -153,25 +153,24 @@ class Parking:
         until = None if paced is None else paced.get(key)
         return until if until is not None and now < until else None
 
-    def pace(self, upstream: str, key: Key, until: float | None, now: float) -> None:
-        """The policy said a job pinned to ``key`` waits for its IP's pace, until ``until`` (None: a
-        change, such as an answer freeing a slot under a concurrency cap). It is asked about again
-        at ``until``, after :data:`RECHECK` at most, or as soon as something happens to the IP
-        (:meth:`wake_ip`) or a job pinned the same way goes (:meth:`went`)."""
+    def pace(self, upstream: str, key: Key, job: Job, until: float | None, now: float) -> None:
+        """The policy said ``job``, in the queue and pinned to ``key``, waits for its IP's pace, until
+        ``until`` (None: a change, such as an answer freeing a slot under a concurrency cap).
+
+        It stays in the queue as its bucket's head, and the jobs pinned the same way that come after
+        it wait in the bucket behind it, out of the queue's scans, each taking its place there when
+        the one before it leaves (:meth:`left`). It is asked about again at ``until``, after
+        :data:`RECHECK` at most, or as soon as something happens to the IP (:meth:`wake_ip`) or a
+        job pinned the same way leaves the queue (:meth:`went`)."""
         wake = now + RECHECK
         self._paced.setdefault(upstream, {})[key] = wake if until is None or until > wake else until
-
-    def line_up(self, upstream: str, key: Key, job: Job) -> None:
-        """``job``, in the queue, waits for its IP's pace: it stays there as its bucket's head, and the
-        jobs pinned the same way that come after it wait in the bucket behind it, out of the queue's
-        scans, each taking its place there when the one before it leaves (:meth:`left`)."""
         buckets = self._buckets.setdefault(upstream, {})
         if key not in buckets:
             bucket = buckets[key] = _Bucket()
             bucket.head = job
 
     def went(self, upstream: str, key: Key) -> None:
-        """A job pinned to ``key`` was dispatched: the next one is asked about."""
+        """A job pinned to ``key`` left the queue (dispatched or ended): the next one is asked about."""
         paced = self._paced.get(upstream)
         if paced is not None:
             paced.pop(key, None)
