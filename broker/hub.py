@@ -134,16 +134,8 @@ class Hub(HubCore):
 
     def _on_frames(self, frames: list[bytes], via: int = 0) -> None:
         """A frame from a local socket: :meth:`receive` for ``LOCAL``, inlined (it runs per frame)."""
-        if len(frames) != 2:
-            self.bad_frames["framing"] += 1
-            return
-        try:
-            msgs = decode_batch(frames[1])
-        except VersionError as exc:
-            self._other_version(exc)
-            return
-        except ProtocolError:
-            self.bad_frames["undecodable"] += 1
+        msgs = self._decode(frames)
+        if msgs is None:
             return
         if LOCAL in self._revoked:
             self.bad_frames["revoked_key"] += len(msgs)
@@ -154,24 +146,24 @@ class Hub(HubCore):
             self._on_message(peer, LOCAL, msg, now)
 
     def _on_frames_from(self, frames: list[bytes], principal: bytes, via: int = 0) -> None:
+        msgs = self._decode(frames)
+        if msgs is not None:
+            self.receive((via, frames[0]), msgs, principal)
+
+    def _decode(self, frames: list[bytes]) -> list[Message] | None:
+        """A frame's messages, or None when it has none to give (counted by why)."""
         if len(frames) != 2:
             self.bad_frames["framing"] += 1
-            return
+            return None
         try:
-            msgs = decode_batch(frames[1])
-        except VersionError as exc:
-            self._other_version(exc)
-            return
+            return decode_batch(frames[1])
+        except VersionError as exc:  # another release's protocol: said once (a flood logs one line)
+            if not self.bad_frames["other_version"]:
+                log.error("%s; its frames are dropped", exc)
+            self.bad_frames["other_version"] += 1
         except ProtocolError:
             self.bad_frames["undecodable"] += 1
-            return
-        self.receive((via, frames[0]), msgs, principal)
-
-    def _other_version(self, exc: VersionError) -> None:
-        """A frame of another release's protocol: counted, and said once (a flood logs one line)."""
-        if not self.bad_frames["other_version"]:
-            log.error("%s; its frames are dropped", exc)
-        self.bad_frames["other_version"] += 1
+        return None
 
     # --- the loop ----------------------------------------------------------------------
 
