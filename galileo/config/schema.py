@@ -100,12 +100,13 @@ class FarmConfig(_Section):
 
     Local workers always use an ipc socket in ``runtime_dir``. ``listen`` opens a tcp
     endpoint for workers on other hosts; it requires CURVE keys (``galileo keys gen``).
-    ``ips_per_process`` (default 1) lets one local worker process serve several IPs, each
-    still its own worker; ``auto`` keeps about 4 processes per CPU.
+    ``ips_per_process`` lets one local worker process serve several IPs, each still its own
+    worker: ``auto`` (the default) keeps a process per IP up to 4 per CPU, then groups them so
+    that there are about 4 processes per CPU; a number sets it, 1 is a process per IP always.
     """
 
     runtime_dir: str = ""
-    ips_per_process: Annotated[int | str, Check(_ips_per_process)] = 1
+    ips_per_process: Annotated[int | str, Check(_ips_per_process)] = "auto"
     listen: Annotated[str, Check(_zmq_endpoint)] | None = None
     server_secret_key_path: str | None = None
     authorized_keys_dir: str | None = None

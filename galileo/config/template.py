@@ -31,10 +31,11 @@ farm:
   # Empty: $XDG_RUNTIME_DIR/galileo, or /tmp/galileo-$UID.
   runtime_dir: ""
   # How many addresses each local worker process serves (each is still its own worker, with
-  # its own bound session). 1: a process per address. auto: about 4 processes per CPU, for
-  # hosts with many more addresses than cores, where a process woken per request costs more
-  # CPU than the requests themselves.
-  ips_per_process: 1
+  # its own bound session). auto: a process per address up to 4 per CPU, then about 4
+  # processes per CPU (64 addresses on 2 CPUs: 8 processes of 8), since on a host with many
+  # more addresses than cores a process woken per request costs more CPU than the request
+  # itself. A number sets it; 1: a process per address, always.
+  ips_per_process: auto
   # A tcp endpoint for workers on other hosts (`galileo farm join`). Requires CURVE:
   # generate keys with `galileo keys gen`, put the coordinator's secret key file in
   # server_secret_key_path and each allowed worker's public key file in authorized_keys_dir.

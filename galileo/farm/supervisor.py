@@ -66,12 +66,21 @@ class Slot:
     retire_reason: str = ""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as ``taskset`` or a container's cpuset
+    leaves it), not every CPU the host has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def per_process(setting: int | str, ips: int, cpus: int | None = None) -> int:
     """How many IPs each worker process serves: ``setting`` itself, or for ``"auto"`` enough that
     there are about 4 processes per CPU (one process per IP up to that)."""
     if isinstance(setting, int):
         return max(1, setting)
-    return max(1, math.ceil(ips / (4 * (cpus or os.cpu_count() or 1))))
+    return max(1, math.ceil(ips / (4 * (cpus or usable_cpus()))))
 
 
 class Supervisor:
@@ -87,7 +96,7 @@ class Supervisor:
         log_format: str = "kv",
         clock: Callable[[], float] = time.monotonic,
         secrets: SecretPolicy | None = None,
-        ips_per_process: int | str = 1,
+        ips_per_process: int | str = "auto",
     ) -> None:
         self.hub = hub
         self.ips_per_process = ips_per_process

@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from broker.jobs import HttpRequest
 from broker.types import JobSpec
 from galileo.farm.coordinator import Farm
-from galileo.farm.supervisor import per_process
+from galileo.farm.supervisor import per_process, usable_cpus
 from tests.farm.conftest import Recorder, loopback
 
 Make = Callable[..., Any]
@@ -50,6 +52,26 @@ def test_auto_keeps_about_four_processes_per_cpu() -> None:
     assert [per_process("auto", n, cpus=2) for n in (1, 8, 9, 16, 64)] == [1, 1, 2, 2, 8]
     assert [per_process("auto", n, cpus=16) for n in (8, 64, 65)] == [1, 1, 2]
     assert per_process(3, 64, cpus=2) == 3 and per_process(1, 64, cpus=1) == 1
+
+
+def test_auto_counts_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host of 64 CPUs that runs the farm under ``taskset -c 0,1`` (or a cpuset of 2) has 2."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert usable_cpus() == 2
+    assert per_process("auto", 64) == 8
+
+
+async def test_by_default_a_host_past_four_addresses_per_cpu_shares_processes(
+    make_farm: Make, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one CPU: 4 processes at most
+    ips = loopback(6, start=200)
+    farm: Farm = await make_farm(ips)  # farm.ips_per_process not set
+    by_ip = pids(farm)
+    assert sorted(by_ip) == ips
+    assert len(set(by_ip.values())) == 3  # 2 addresses to a process
+    await one_each(farm, recorder, ips, "/default")
 
 
 async def test_six_ips_in_two_processes_each_sends_from_its_own_address(make_farm: Make, recorder: Recorder) -> None:
