@@ -151,7 +151,8 @@ async def saturation(quick: bool = False, n_ips: int = 4) -> dict[str, Any]:
             try:
                 async with farm:
                     await farm.wait_ready()
-                    pids = [os.getpid(), *(w.pid for w in farm.hub.workers.values())]
+                    # Workers may share a process (farm.ips_per_process): count each process once.
+                    pids = [os.getpid(), *sorted({w.pid for w in farm.hub.workers.values()})]
                     farm_side, client = _Side(via_farm, pids), _Side(direct, [os.getpid()])
                     for side in (farm_side, client):
                         await _drive(side.submit, warm, concurrency)
@@ -202,13 +203,14 @@ async def scale(quick: bool = False) -> dict[str, Any]:
                 ready = await farm.wait_ready(timeout=60)
                 elapsed = time.perf_counter() - t0
                 await asyncio.sleep(0.5 if quick else 1.0)  # let every worker settle into its steady state
-                worker_pids = [w.pid for w in farm.hub.workers.values()]
+                worker_pids = sorted({w.pid for w in farm.hub.workers.values()})  # shared processes once
                 fs_pid = farm.supervisor.forkserver.proc.pid if farm.supervisor.forkserver.proc else None
                 row: dict[str, Any] = {
                     "workers": n,
                     "ready": ready,
                     "ready_s": round(elapsed, 3),
-                    "pss_per_worker_mb": round(pss_of(worker_pids) / max(1, len(worker_pids)) / 2**20, 2),
+                    "processes": len(worker_pids),
+                    "pss_per_worker_mb": round(pss_of(worker_pids) / max(1, len(farm.hub.workers)) / 2**20, 2),
                     "pss_coordinator_mb": round(pss_of([os.getpid()]) / 2**20, 1),
                     "pss_forkserver_mb": round(pss_of([fs_pid]) / 2**20, 1) if fs_pid else None,
                 }
