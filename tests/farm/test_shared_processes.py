@@ -65,7 +65,7 @@ def test_auto_counts_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPat
 async def test_by_default_a_host_past_four_addresses_per_cpu_shares_processes(
     make_farm: Make, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one CPU: 4 processes at most
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one CPU: about 4 processes
     ips = loopback(6, start=200)
     farm: Farm = await make_farm(ips)  # farm.ips_per_process not set
     by_ip = pids(farm)
