@@ -151,8 +151,7 @@ async def saturation(quick: bool = False, n_ips: int = 4) -> dict[str, Any]:
             try:
                 async with farm:
                     await farm.wait_ready()
-                    # Workers may share a process (farm.ips_per_process): count each process once.
-                    pids = [os.getpid(), *sorted({w.pid for w in farm.hub.workers.values()})]
+                    pids = [os.getpid(), *_worker_processes(farm)]
                     farm_side, client = _Side(via_farm, pids), _Side(direct, [os.getpid()])
                     for side in (farm_side, client):
                         await _drive(side.submit, warm, concurrency)
@@ -182,6 +181,11 @@ async def saturation(quick: bool = False, n_ips: int = 4) -> dict[str, Any]:
     }
 
 
+def _worker_processes(farm: Farm) -> list[int]:
+    """The pids of the farm's worker processes, each once: workers may share one (farm.ips_per_process)."""
+    return sorted({w.pid for w in farm.hub.workers.values()})
+
+
 def _cpu(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return float(t.user + t.system)
@@ -203,7 +207,7 @@ async def scale(quick: bool = False) -> dict[str, Any]:
                 ready = await farm.wait_ready(timeout=60)
                 elapsed = time.perf_counter() - t0
                 await asyncio.sleep(0.5 if quick else 1.0)  # let every worker settle into its steady state
-                worker_pids = sorted({w.pid for w in farm.hub.workers.values()})  # shared processes once
+                worker_pids = _worker_processes(farm)
                 fs_pid = farm.supervisor.forkserver.proc.pid if farm.supervisor.forkserver.proc else None
                 row: dict[str, Any] = {
                     "workers": n,
