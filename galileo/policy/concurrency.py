@@ -12,6 +12,12 @@ pace) make a cap of one more than that median. A false one (a rate limit ρ at l
 about ρ·L in flight, so at a steady pace the two can look alike) costs little as long as the pace
 stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
 rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
+
+A refusal whose ``Retry-After`` is seconds long (2 s or more) is not put to it
+(:meth:`Pacer.refused`): it says when a spent budget comes back (a window, a penalty box), where a
+cap's slot frees as soon as an answer leaves. A box tripped by a bunch of sends finds more held
+than the successes did, just as a cap's refusal does: without this, 7 of 64 pairs under a 5 s box
+at 300 ms found caps that were not there.
 """
 
 from __future__ import annotations

@@ -455,8 +455,12 @@ class RateLearner:
         self.clean_from(now, now)
         self._repace(now)
 
-    def unbound(self) -> None:
-        """The refusals so far were another limit's (a concurrency cap's): no refused pace is known."""
+    def unbound(self, now: float) -> None:
+        """The refusals so far were another limit's (a concurrency cap's): no refused pace is known.
+        The one that said so (at ``now``) was news all the same: refusals of requests sent before it
+        are its echoes, not news for the pace (taken for news, a box's echoes read as a rate fallen
+        to a quarter: the box's seconds counted as sending time)."""
+        self.episode = max(self.episode, now)
         self.hi = math.inf
         self.gain = self.rules.step
         self.converged_at = None

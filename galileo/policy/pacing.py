@@ -177,8 +177,12 @@ class Pacer:
         """A 429 on the pair (not grouped): the concurrency cap's, or news for its rate learner."""
         learner = self.learner
         echo = learner.is_echo(sent_at if decided is None else decided)
-        if not echo and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
-            learner.unbound()  # the refusals it learnt from were the cap's: search on, under the cap
+        # A Retry-After of seconds says when a spent budget comes back (a window, a box): a slot frees
+        # when an answer leaves, so such a refusal is no cap's, though a box tripped by a bunch of
+        # sends finds more in flight than usual, as a cap's refusal does.
+        timed = retry_after is not None and retry_after >= self.rules.long_wait
+        if not echo and not timed and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
+            learner.unbound(now)  # the refusals it learnt from were the cap's: search on, under the cap
             return "refusal"
         return learner.refused(now, sent_at, retry_after, cooled, decided)
 

@@ -86,7 +86,7 @@ def test_a_learnt_pace_is_guarded_only_under_a_box_and_never_capped_by_it() -> N
     assert lr.arrivals.span == 0 and lr.arrivals.hold(3.0, 3.0) is None
     lr.rate, lr.hi = 19.0, 20.6
     lr._repace(4.0)
-    lr.unbound()  # another limit's refusals: no refused pace known
+    lr.unbound(4.0)  # another limit's refusals: no refused pace known
     assert lr.arrivals.span == 0
 
 

@@ -18,7 +18,7 @@ from broker.types import Job, JobSpec, WorkerInfo
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.concurrency import CapFinder
 from galileo.policy.learning import PACE, RateLearner
-from galileo.policy.pacing import PaceBook
+from galileo.policy.pacing import PaceBook, Pacer
 from tests.conftest import fake_worker
 
 
@@ -396,6 +396,37 @@ def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
     for i in range(20):
         rate.ok(sent_at=i / 10, now=i / 10 + 0.3, pace=10.0, floor=0.3)
     assert not any(rate.refused(sent, 0.3, paced=True) for sent in (1.7, 1.8, 1.9, 2.0)) and rate.cap is None
+
+
+def _held_three(retry_after: float) -> tuple[Pacer, list[str]]:
+    """A pair paced at 10/s, each success served 0.3 s (so each found 2 held), then three refusals
+    that each found 3 held, saying ``retry_after``; what the pair made of each."""
+    p = Pacer(PACE, 0.0, told=10.0)
+    p.floor = 0.3
+    for i in range(20):
+        p.caps.ok(sent_at=i / 10, now=i / 10 + 0.3, pace=10.0, floor=0.3)
+    return p, [p.refused(sent + 0.0001, sent, retry_after, 0.0) for sent in (1.95, 1.96, 1.97)]
+
+
+def test_a_refusal_that_says_when_in_seconds_is_no_concurrency_caps() -> None:
+    """A box (or a window) tripped by a bunch of sends finds more in flight than the successes did, as
+    a cap's refusal does; but its Retry-After of seconds says when a spent budget comes back, and a
+    cap's slot frees when an answer leaves. Under a 5 s box at 64 addresses and 300 ms, 7 of 64 pairs
+    found such a false cap; its pace then fell to a quarter and took past the warm-up to climb back."""
+    boxed, _ = _held_three(retry_after=5.0)
+    assert boxed.cap is None
+    capped, _ = _held_three(retry_after=1.0)  # a rounded-up second: a cap's may say that much
+    assert capped.cap == 3
+
+
+def test_the_refusal_that_finds_a_cap_makes_those_in_flight_with_it_echoes() -> None:
+    """The refusal that showed the cap went to the cap, not the pace; a refusal of a request sent
+    before it came is the same event all the same, not news for the pace."""
+    p, heard = _held_three(retry_after=1.0)
+    assert p.cap == 3 and heard[-1] == "refusal"
+    p.ok(1.975, 1.955)  # a success ends the refusal run
+    assert p.refused(1.98, 1.965, 1.0, 0.0) == "echo"  # sent before the cap's refusal came back
+    assert p.refused(1.99, 1.975, 1.0, 0.0) != "echo"  # sent after it: news
 
 
 def test_an_api_key_makes_one_budget_for_every_ip_and_each_lane_carries_its_share() -> None:
