@@ -20,6 +20,7 @@ from galileo.bench._util import temp_runtime
 from galileo.bench.simproc import sim_process
 from galileo.config import GalileoConfig, parse_config
 from galileo.farm.coordinator import Farm
+from galileo.farm.heap import frozen_heap
 from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
@@ -92,17 +93,18 @@ async def blind_run(n_ips: int, latency_ms: float, *, seconds: float, warmup: fl
                     raise RuntimeError(f"{n_ips} workers were not ready within 30 s")
                 strategy = RoundTripEngine(farm, cfg, wallet, Shape.blind(cfg))
                 stop = asyncio.Event()
-                task = asyncio.create_task(strategy.run(stop))
-                try:
-                    await asyncio.sleep(warmup)
-                    before, t0 = _counts(strategy), time.monotonic()
-                    stats0 = await sim.stats()
-                    await asyncio.sleep(seconds - warmup)
-                    after, t1 = _counts(strategy), time.monotonic()
-                    stats1 = await sim.stats()
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(task, 30)
+                with frozen_heap():  # as galileo farm start does
+                    task = asyncio.create_task(strategy.run(stop))
+                    try:
+                        await asyncio.sleep(warmup)
+                        before, t0 = _counts(strategy), time.monotonic()
+                        stats0 = await sim.stats()
+                        await asyncio.sleep(seconds - warmup)
+                        after, t1 = _counts(strategy), time.monotonic()
+                        stats1 = await sim.stats()
+                    finally:
+                        stop.set()
+                        await asyncio.wait_for(task, 30)
     window = t1 - t0
     per_s = {k: round((after[k] - before[k]) / window, 2) for k in after}
     jupiter = {

@@ -51,6 +51,7 @@ from galileo.bench._util import stop_process, target, temp_runtime
 from galileo.bench.simproc import SimProcess, sim_process
 from galileo.config import GalileoConfig, parse_config
 from galileo.farm.coordinator import Farm
+from galileo.farm.heap import frozen_heap
 from galileo.strategy.engine import RoundTripEngine, Shape
 from galileo.tx import ephemeral_keypair, write_keypair
 
@@ -322,23 +323,24 @@ async def _engine_run(
             shape = Shape.multi_leg(cfg) if multi else Shape.blind(cfg)
             engine = RoundTripEngine(farm, cfg, wallet, shape)
             stop = asyncio.Event()
-            task = asyncio.create_task(engine.run(stop))
-            try:
-                if not told:
-                    warmup = max(lim.warmup, MULTI_WARMUP if multi else 0.0)
-                else:  # nothing to learn, but a cap: it is told R = K / latency, and finds K as learned does
-                    warmup = max(plan.told_warmup, lim.warmup) if lim.cap else plan.told_warmup
-                await asyncio.sleep(warmup)
-                procs = [me, *me.children(recursive=True)]
-                w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
-                quotes0, batches0 = Counter(engine.stats.quotes), engine.stats.batches_started
-                await asyncio.sleep(lim.counted)
-                w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
-                quotes = engine.stats.quotes - quotes0
-                batches = engine.stats.batches_started - batches0
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 60)
+            with frozen_heap():  # as galileo farm start does
+                task = asyncio.create_task(engine.run(stop))
+                try:
+                    if not told:
+                        warmup = max(lim.warmup, MULTI_WARMUP if multi else 0.0)
+                    else:  # nothing to learn, but a cap: it is told R = K / latency, and finds K as learned does
+                        warmup = max(plan.told_warmup, lim.warmup) if lim.cap else plan.told_warmup
+                    await asyncio.sleep(warmup)
+                    procs = [me, *me.children(recursive=True)]
+                    w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
+                    quotes0, batches0 = Counter(engine.stats.quotes), engine.stats.batches_started
+                    await asyncio.sleep(lim.counted)
+                    w.mark(await sim.stats(), _cpu([sim_proc]), _cpu(procs), _offered(engine), _cpu([me]))
+                    quotes = engine.stats.quotes - quotes0
+                    batches = engine.stats.batches_started - batches0
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 60)
     budget = r * n * len(services)
     out = _result(w, ips, services, budget, n * len(REGIONS) * jito_rate)
     # The engine's own count over the window: a low cell says whether quotes failed or were never sent.

@@ -21,6 +21,7 @@ from solders.keypair import Keypair
 from galileo.config import GalileoConfig
 from galileo.farm import systemd
 from galileo.farm.coordinator import Farm
+from galileo.farm.heap import frozen_heap
 from galileo.farm.reload import load_config_isolated
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ async def run_farm(
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     tasks: list[asyncio.Task[Any]] = []
     strategies: list[RoundTripEngine] = []
+    heap = contextlib.ExitStack()
     try:
         if cfg.bot.prometheus.enable:
             host, port = await farm.metrics.serve(cfg.bot.prometheus.listen)
@@ -117,6 +119,7 @@ async def run_farm(
         tasks.append(asyncio.create_task(systemd.watchdog_loop(), name="watchdog"))
 
         strategies = enabled_engines(farm, cfg, wallet, metrics=farm.metrics) if wallet is not None else []
+        heap.enter_context(frozen_heap())  # start-up is built: out of the collector's full passes
         for strat in strategies:
             tasks.append(asyncio.create_task(strat.run(stop), name=f"strategy-{strat.name}"))
             if summary_every > 0:
@@ -145,6 +148,7 @@ async def run_farm(
         await farm.stop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        heap.close()
 
 
 async def _unless_stopped(aw: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
