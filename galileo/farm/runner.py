@@ -132,6 +132,7 @@ async def run_farm(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
     finally:
+        heap.close()  # the collector's passes cover everything again: what the farm leaves is freed
         stop.set()
         systemd.stopping("draining")
         for r in list(reloads):
@@ -148,7 +149,6 @@ async def run_farm(
         await farm.stop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        heap.close()
 
 
 async def _unless_stopped(aw: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
