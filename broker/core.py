@@ -70,7 +70,7 @@ EventHook = Callable[[Job, WorkerInfo, Event], None]
 
 _RETRY_ON = frozenset({"bind_error"})  # local-origin failures another IP will not have
 _QUEUE_SCAN_LIMIT = 64  # jobs with their own affinity asked about and held per upstream and pump ...
-_QUEUE_HELD_LIMIT = 1024  # ... and held in all (those whose IP's pace already said wait are not asked)
+_QUEUE_HELD_LIMIT = 1024  # ... and held in all (a job whose IP's pace already said wait is parked, not held)
 _RESULT_GRACE = 2.0  # seconds past its deadline a dispatched job waits for a result: the worker times out first
 MAX_WORKERS_PER_KEY = 256  # registered processes per remote key: bounded memory whatever a host sends
 _MAX_STATS = 256  # upstreams of a worker's rolling stats kept
@@ -222,8 +222,8 @@ class HubCore:
                     if parking.joins(upstream, pin, entry):
                         continue  # its IP is already known to wait: nothing to ask
                     if (paced := parking.paced_until(upstream, pin, now)) is not None:
-                        held.append(entry)  # its IP's pace said wait: so it says to this job too
-                        wake = min(wake, paced)
+                        # Its IP's pace said wait, so it says to this job too: set aside until then.
+                        parking.park(upstream, pin, entry, paced, now)
                         continue
                 choice = self.policy.pick(job, self.workers, now)
                 if isinstance(choice, WorkerInfo):

@@ -8,13 +8,17 @@ costs a question per job and pump.
 (:class:`galileo.policy.allocator.FarmPolicy` makes that promise for a cooldown, a worker without
 credit and a missing worker, not for a pace: see its ``_pick_pinned``.)
 
-A job whose IP's *pace* (or anything else without that promise) says wait stays in the queue, as
-its bucket's head (:meth:`Parking.pace`): the jobs pinned the same way that come after it wait in
-the bucket, out of the queue's scans, and the hub does not ask about the head again until the
-wait's ``until`` (at most :data:`RECHECK` away), something happens to the IP, or one of its jobs
-goes: until then the policy would say the same to each of them. Asked at every pump, jobs behind
-paces cost 29 questions per job sent at 64 addresses on 2 cores (the coordinator's largest cost),
-and the scan's 64 questions a pump did not reach every IP's jobs.
+A job whose IP's *pace* (or anything else without that promise) says wait stays in the queue for
+that pump, as its bucket's head (:meth:`Parking.pace`): the jobs pinned the same way that come
+after it wait in the bucket, out of the queue's scans, and the hub does not ask about the head
+again until the wait's ``until`` (at most :data:`RECHECK` away), something happens to the IP, or
+one of its jobs goes: until then the policy would say the same to each of them. Asked at every
+pump, jobs behind paces cost 29 questions per job sent at 64 addresses on 2 cores (the
+coordinator's largest cost), and the scan's 64 questions a pump did not reach every IP's jobs. At
+the next pump that finds it still waiting (:meth:`Parking.paced_until`) the head is parked until
+then too: left in the queue, every IP's head was popped and pushed back at each pump, a pump's
+cost growing with the IPs and the pumps with the jobs (a third of the coordinator's time at 64
+addresses and 300 ms).
 
 So the hub parks such a job in its IP's *bucket* (one per upstream, IP and kind of pin), and
 asks again only when the bucket is due:
@@ -148,7 +152,8 @@ class Parking:
 
     def paced_until(self, upstream: str, key: Key, now: float) -> float | None:
         """When ``key``'s IP may take the next of its jobs, if its pace said so and that is still to
-        come: until then the policy would say the same to any of them, and is not asked."""
+        come: until then the policy would say the same to any of them, and is not asked (the hub
+        parks the job until then)."""
         paced = self._paced.get(upstream)
         until = None if paced is None else paced.get(key)
         return until if until is not None and now < until else None
@@ -157,11 +162,12 @@ class Parking:
         """The policy said ``job``, in the queue and pinned to ``key``, waits for its IP's pace, until
         ``until`` (None: a change, such as an answer freeing a slot under a concurrency cap).
 
-        It stays in the queue as its bucket's head, and the jobs pinned the same way that come after
-        it wait in the bucket behind it, out of the queue's scans, each taking its place there when
-        the one before it leaves (:meth:`left`). It is asked about again at ``until``, after
-        :data:`RECHECK` at most, or as soon as something happens to the IP (:meth:`wake_ip`) or a
-        job pinned the same way leaves the queue (:meth:`went`)."""
+        It stays in the queue as its bucket's head (until the next pump parks it: :meth:`paced_until`),
+        and the jobs pinned the same way that come after it wait in the bucket behind it, out of the
+        queue's scans, each taking its place there when the one before it leaves (:meth:`left`). It
+        is asked about again at ``until``, after :data:`RECHECK` at most, or as soon as something
+        happens to the IP (:meth:`wake_ip`) or a job pinned the same way leaves the queue
+        (:meth:`went`)."""
         wake = now + RECHECK
         self._paced.setdefault(upstream, {})[key] = wake if until is None or until > wake else until
         buckets = self._buckets.setdefault(upstream, {})

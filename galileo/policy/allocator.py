@@ -218,8 +218,8 @@ class FarmPolicy:
     def _pick_pinned(self, w: WorkerInfo, upstream: str, now: float) -> WorkerInfo | Blocked:
         """``w`` if it may take the job now, else how long the job waits for its IP alone. The hub
         may park it (``pinned``) while a cooldown or a worker without credit holds it, not a pace: a
-        paced pair's jobs stay in the queue, and the hub asks about the pair's next one at its slot
-        (or when something happens to the IP; see :mod:`broker.parking`). At 64 addresses and
+        paced pair's next job stays in the queue for that pump, and the hub asks about it again at
+        its slot (or when something happens to the IP; see :mod:`broker.parking`). At 64 addresses and
         300 ms, parked, a learnt pace on a 5 s fixed window learnt 0.865-0.912 of N·R against
         0.925-0.965, and a told pace under a penalty box met 13-23 boxes a run against 1-5 (see
         docs/networking/multi_ip.md)."""

@@ -2,7 +2,8 @@
 
 The farm's policy parks a job held by a cooldown, a busy worker or a missing one, not by a pace
 (see ``FarmPolicy._pick_pinned``), so most of these tests wait on those. A job held by a pace
-stays queued, and is not asked about again before its slot (the last tests).
+stays queued for one pump, is parked from the next, and is not asked about again before its slot
+(the last tests).
 
 The hub core on the in-memory transport with a manual clock: each test pumps as often as it
 likes (as answers arriving for other IPs would make the driver do) and counts the policy's
@@ -302,3 +303,28 @@ async def test_jobs_behind_one_ips_pace_do_not_hide_a_free_ip_from_the_hub() -> 
         wake = core.pump()
         assert len(busy.jobs()) == 1
     assert core.queued == 1996 and policy.asked <= 4 + 2 * 3
+
+
+async def test_a_pump_before_the_slots_looks_at_no_job_waiting_for_a_pace() -> None:
+    """64 IPs told 10/s, each with 3 jobs preferring it. Once a pace has said wait, the IP's next job
+    is set aside with the rest until its slot: the pumps in between pop nothing off the queue and
+    ask nothing (kept in the queue, each IP's next job was popped and pushed back at every pump: a
+    pump's cost grew with the IPs, and pumps with the jobs, N² in all)."""
+    ips = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(64)]
+    core, policy, clock, workers = farm(10.0, ips)
+    for ip in ips:
+        for _ in range(3):
+            core.submit(spec(prefer_ip=ip, timeout=30.0))
+    wake = core.pump()  # each IP's first job goes; its second is asked about, and waits for the slot
+    assert all(len(w.jobs()) == 1 for w in workers)
+    clock.advance(0.001)
+    core.pump()
+    asked = policy.asked
+    for _ in range(20):
+        clock.advance(0.001)
+        core.pump()
+        assert core._queues.get("u", []) == [] and core.queued == 2 * len(ips)
+    assert policy.asked == asked
+    clock.now = wake  # the slot: each IP's second job goes (led, held by its worker until the slot)
+    core.pump()
+    assert all(len(w.jobs()) == 1 for w in workers) and core.queued == len(ips)
