@@ -271,7 +271,7 @@ class HubCore:
     def _send_job(self, job: Job, worker: WorkerInfo, now: float) -> None:
         worker.inflight[job.id] = job
         job.sent_at = now
-        job.hold = 0.0
+        job.hold = job.gap = 0.0
         job.lag_at_send = self.lag_total
         job.tried.append(worker.ip)
         self.policy.on_dispatch(job, worker, now)  # it may plan the send a little later (job.hold)
@@ -283,6 +283,7 @@ class HubCore:
             timeout=max(0.001, job.deadline - now),
             payload=job.spec.payload,
             hold=job.hold,
+            gap=job.gap,
         )
         self._send(worker, msg, now)
 

@@ -172,7 +172,9 @@ class Event(msgspec.Struct, tag="event", kw_only=True):
 
 class Dispatch(msgspec.Struct, tag="job", kw_only=True):
     """Run this job. ``timeout`` is the whole budget left for it, in seconds, ``hold`` included:
-    the seconds to wait before sending it (its pacing slot is that far off)."""
+    the seconds to wait before sending it (its pacing slot is that far off). ``gap``: the least
+    time after this worker's previous send to ``upstream`` before this one goes (0: none), so that
+    jobs that reached a worker together (the OS held it up) still leave it spaced."""
 
     job_id: int
     attempt: int
@@ -181,6 +183,7 @@ class Dispatch(msgspec.Struct, tag="job", kw_only=True):
     timeout: float
     payload: JobPayload
     hold: float = 0.0
+    gap: float = 0.0
 
 
 class Drain(msgspec.Struct, tag="drain", kw_only=True):

@@ -54,6 +54,7 @@ class Job:
     tried: list[str] = field(default_factory=list)  # IPs of earlier attempts
     sent_at: float = 0.0  # when it was dispatched
     hold: float = 0.0  # ... and how long its worker holds it before sending (the policy's plan: its pacing slot)
+    gap: float = 0.0  # ... and at least this long after its worker's last send to the upstream (0: no such floor)
     lag_at_send: float = 0.0  # the hub's own accumulated loop lag when it was sent (see HubCore.tick)
 
     @property

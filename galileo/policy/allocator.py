@@ -304,14 +304,21 @@ class FarmPolicy:
 
     def on_dispatch(self, job: Job, worker: WorkerInfo, now: float) -> None:
         """A job left for ``worker``. Picked up to ``lead`` before its pair's slot, it is planned at the
-        slot: its worker holds it until then (``job.hold``), and the pace counts the send there."""
+        slot: its worker holds it until then (``job.hold``), and the pace counts the send there. On a
+        pace of its own told rate, the job also carries the told interval (``job.gap``): its worker
+        sends no two of the pair's jobs closer than that (but for its timers' jitter), however late
+        it read them, so what queued while the OS held it up goes at the told rate, not in a bunch."""
         ip, upstream = worker.ip, job.upstream
-        lead = self._lead(self.pacing.get(ip, upstream, now))
+        pacer = self.pacing.get(ip, upstream, now)
+        lead = self._lead(pacer)
         if lead:  # a learnt pace is never led: its slot need not be read again
             at = self.pacing.next_at(ip, upstream, now)
             if at is not None and now < at and at - lead <= now:
                 job.hold = at - now
                 now = at
+            told = pacer.learner.told
+            if told and not pacer.grouped and pacer.cap is None:  # (a cap's freed slots may go at once)
+                job.gap = 1.0 / told  # its worker sends no two closer than the told rate allows
         self.pacing.dispatched(ip, upstream, now)
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:

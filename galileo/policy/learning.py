@@ -8,7 +8,8 @@ that much sooner; under a learnt concurrency cap, up to one interval late: see
 much closer than its interval). On a told pace the hub picks a job up to 10 ms before its slot
 and its worker holds it until the slot (:data:`galileo.policy.allocator.LEAD`), so a coordinator that wakes
 late seldom makes a send late; the send is counted at its slot, and a 429 of a request committed
-before the last one was heard is an echo even if its worker sent it after.
+before the last one was heard is an echo even if its worker sent it after. The worker also sends no
+two of a pair's jobs closer than its told rate allows (``Dispatch.gap``), however late it read them.
 
 A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
 token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ

@@ -350,3 +350,23 @@ def test_a_job_waiting_for_its_ip_may_be_parked_unless_a_pace_holds_it() -> None
     held = told.pick(job(prefer_ip="1.1.1.2"), pool(t), 0.0)
     assert isinstance(held, Blocked) and held.until == pytest.approx(1 / 1.96 - LEAD)
     assert held.pinned is None and not held.upstream_wide  # a told pace: not parked either
+
+
+def test_a_job_on_its_pairs_told_pace_carries_the_told_interval_for_its_worker_to_keep() -> None:
+    """Told 10/s, a pair's job carries 0.1 s as its gap: its worker sends no two of the pair's jobs
+    closer than that, however late it read them. A learnt pace, a pair under a learnt cap (its freed
+    slots may go at once) and a told budget shared by every IP carry none."""
+    told = FarmPolicy(known_rates={"jupiter": 10.0}, rng=random.Random(1))
+    w = worker("1.1.1.1")
+    j = job()
+    told.on_dispatch(j, w, 0.0)
+    assert j.gap == pytest.approx(0.1)
+    told.pacing.get("1.1.1.1", "jupiter", 0.0).caps.cap = 2
+    told.on_dispatch(capped := job(), w, 1.0)
+    assert capped.gap == 0.0
+    learnt = FarmPolicy(rng=random.Random(1))
+    learnt.on_dispatch(j2 := job(), w, 0.0)
+    assert j2.gap == 0.0
+    shared = FarmPolicy(known_shared={"jupiter": 10.0}, rng=random.Random(1))
+    shared.on_dispatch(j3 := job(), w, 0.0)
+    assert j3.gap == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -200,3 +201,67 @@ async def test_a_hold_past_the_jobs_timeout_times_out_and_sends_nothing(server: 
     ARRIVALS.clear()
     out = await run("127.0.0.2", HttpRequest(url=f"{server}/when"), timeout=0.2, hold=60.0)
     assert out.result == "timeout" and ARRIVALS == []
+
+
+async def test_jobs_that_reach_a_worker_together_leave_it_one_gap_apart(server: str) -> None:
+    """Three jobs of one upstream read at once (the OS held the worker up while they queued), each
+    with the told interval as its gap: they reach the upstream spaced by it, not in a bunch; a job
+    of another upstream, or one with no gap (a NaN is none), is not held back by them."""
+    ARRIVALS.clear()
+    session = BoundSession("127.0.0.2")
+    ex = Executor(session, lambda e: None)
+
+    def spaced(upstream: str, gap: float) -> Dispatch:
+        return Dispatch(
+            job_id=1,
+            attempt=0,
+            kind="http",
+            upstream=upstream,
+            timeout=2.0,
+            payload=HttpRequest(url=f"{server}/when"),
+            gap=gap,
+        )
+
+    try:
+        start = time.monotonic()
+        outs = await asyncio.gather(*(ex.execute(spaced("t", 0.05)) for _ in range(3)))
+        assert [o.result for o in outs] == ["ok"] * 3
+        arrivals = sorted(ARRIVALS)
+        assert arrivals[0] - start < 0.05  # the first goes at once
+        assert all(b - a >= 0.05 - 0.002 for a, b in itertools.pairwise(arrivals))  # the timer's ms rounding
+        ARRIVALS.clear()
+        start = time.monotonic()
+        other, plain = await asyncio.gather(ex.execute(spaced("u", 0.05)), ex.execute(spaced("t", float("nan"))))
+        assert other.result == plain.result == "ok" and all(a - start < 0.05 for a in ARRIVALS)
+    finally:
+        await session.close()
+
+
+async def test_a_gap_past_the_jobs_timeout_times_out_and_sends_nothing(server: str) -> None:
+    """A bogus gap is a bogus hold: the job's budget still bounds it."""
+    ARRIVALS.clear()
+    session = BoundSession("127.0.0.2")
+    ex = Executor(session, lambda e: None)
+    try:
+        first = Dispatch(
+            job_id=1,
+            attempt=0,
+            kind="http",
+            upstream="t",
+            timeout=2.0,
+            payload=HttpRequest(url=f"{server}/when"),
+            gap=60.0,
+        )
+        second = Dispatch(
+            job_id=2,
+            attempt=0,
+            kind="http",
+            upstream="t",
+            timeout=0.2,
+            payload=HttpRequest(url=f"{server}/when"),
+            gap=60.0,
+        )
+        assert (await ex.execute(first)).result == "ok"
+        assert (await ex.execute(second)).result == "timeout" and len(ARRIVALS) == 1
+    finally:
+        await session.close()
