@@ -14,7 +14,10 @@ noise on top), is judged there when it arrives, in the order requests arrive (th
 releases in between come first), and its answer comes back
 ``delay`` seconds after that. ``stalls=(every, length)``: once in each ``every`` seconds (at a
 seeded random moment) the upstream stops reading for ``length`` seconds, and judges what arrived
-meanwhile when it resumes, all at once (a host that descheduled it, a busy event loop). The
+meanwhile when it resumes, all at once (a host that descheduled it, a busy event loop).
+``worker_stalls=(every, length)``: the same for each worker (each at moments of its own): a job
+dispatched to it meanwhile is read when it resumes, then held (``job.hold``) and spaced after its
+last send (``job.gap``, as :class:`workers.executor.Executor` spaces them). The
 clock starts at ``START`` (a monotonic clock is never 0, and the hub reads a ``sent_at`` of 0 as
 "never sent"); times in a :class:`Run` are relative.
 """
@@ -25,6 +28,7 @@ import heapq
 import itertools
 import math
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from galileo.policy.allocator import FarmPolicy
 from galileo.sim.latency import LatencyModel, parse_latency
 from galileo.sim.limiter import Limiter, build, parse_limiters, retry_after_header
 from tests.conftest import fake_worker
+from workers.executor import GAP_SLACK
 
 __all__ = ["Reply", "Run", "SimUpstream", "Upstream", "simulate"]
 
@@ -150,6 +155,7 @@ def simulate(
     demand: Callable[[float], float] | None = None,
     on_second: Callable[[float, FarmPolicy], Any] | None = None,
     stalls: tuple[float, float] | None = None,
+    worker_stalls: tuple[float, float] | None = None,
 ) -> Run:
     """Keep the farm saturated for ``seconds`` of virtual time; count after ``warmup``.
 
@@ -168,13 +174,27 @@ def simulate(
     backlog = math.inf if demand is None else 0.0
     per_second: dict[int, list[int]] = {}
 
+    def stalled(at: float, every: float, length: float, salt: int) -> float:
+        """When a reader stalled once per ``every`` (at a moment seeded by ``salt``) reads ``at``."""
+        k = math.floor((at - START) / every)
+        start = START + k * every + random.Random(salt * 1_000_003 + k).uniform(0, every - length)
+        return start + length if start <= at < start + length else at
+
     def judged_at(arrival: float) -> float:
-        if stalls is None:
-            return arrival
-        every, length = stalls
-        k = math.floor((arrival - START) / every)
-        start = START + k * every + random.Random(seed * 1_000_003 + k).uniform(0, every - length)
-        return start + length if start <= arrival < start + length else arrival
+        return arrival if stalls is None else stalled(arrival, *stalls, seed)
+
+    last_sent: dict[str, float] = {}
+
+    def leaves_worker(job: Job, w: WorkerInfo, now: float) -> float:
+        """When ``w``'s worker sends ``job``, dispatched ``now``: read (after its stall), held, spaced."""
+        read = now if worker_stalls is None else stalled(now, *worker_stalls, zlib.crc32(f"{seed}/{w.ip}".encode()))
+        went = read + job.hold
+        if job.gap > 0:
+            last = last_sent.get(w.ip)
+            if last is not None and last + job.gap - went > job.gap * GAP_SLACK:
+                went = last + job.gap
+            last_sent[w.ip] = went
+        return went
 
     def pump(now: float) -> None:
         nonlocal wake_at, backlog
@@ -191,7 +211,7 @@ def simulate(
             job.sent_at = now
             choice.inflight[job.id] = job
             policy.on_dispatch(job, choice, now)
-            went = now + job.hold  # the worker holds a job planned for a later slot until then
+            went = leaves_worker(job, choice, now)  # held until its slot, spaced after its last send
             arrival = went + send + rng.expovariate(1 / send_jitter) if send_jitter else went + send
             # The upstream judges it when it arrives, after what happens meanwhile (answers, releases).
             heapq.heappush(events, (judged_at(arrival), next(seq), ARRIVE, (job, choice)))

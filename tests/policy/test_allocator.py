@@ -366,7 +366,11 @@ def test_a_job_on_its_pairs_told_pace_carries_the_told_interval_for_its_worker_t
     assert capped.gap == 0.0
     learnt = FarmPolicy(rng=random.Random(1))
     learnt.on_dispatch(j2 := job(), w, 0.0)
-    assert j2.gap == 0.0
+    assert j2.gap == 0.0  # no pace yet
+    learner = learnt.pacing.get("1.1.1.1", "jupiter", 0.0).learner
+    learner.phase, learner.lo, learner.rate = "hold", 18.0, 17.8
+    learnt.on_dispatch(j4 := job(), w, 1.0)
+    assert j4.gap == 0.0  # nor a learnt one
     shared = FarmPolicy(known_shared={"jupiter": 10.0}, rng=random.Random(1))
     shared.on_dispatch(j3 := job(), w, 0.0)
     assert j3.gap == 0.0
