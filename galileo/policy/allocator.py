@@ -324,7 +324,7 @@ class FarmPolicy:
     @staticmethod
     def _spacing(pacer: Pacer) -> float:
         """The rate a pair's worker may send what queued in it at (0: as it comes): its own told
-        rate. None under a learnt concurrency cap (its freed slots may go at once) or a shared
+        rate. 0 under a learnt concurrency cap (its freed slots may go at once) or a shared
         budget (its pace is every IP's). Nor on a learnt pace, yet: spaced at the fastest pace it
         proved (or tried) it held 0.944 of N·R with workers held up against 0.653, but the one run
         on a 5 s window without any read 0.836 (see docs/networking/multi_ip.md)."""
