@@ -305,10 +305,9 @@ class FarmPolicy:
     def on_dispatch(self, job: Job, worker: WorkerInfo, now: float) -> None:
         """A job left for ``worker``. Picked up to ``lead`` before its pair's slot, it is planned at the
         slot: its worker holds it until then (``job.hold``), and the pace counts the send there. On a
-        pace of its own told rate, the job also carries the told interval (``job.gap``, see
-        :meth:`_spacing`): its worker sends no two of the pair's jobs closer than that (but for its
-        timers' jitter), however late it read them, so what queued while the OS held it up goes at
-        the told rate, not in a bunch."""
+        pace of its own, the job also carries an interval (``job.gap``, see :meth:`_spacing`): its
+        worker sends no two of the pair's jobs closer than that (but for its timers' jitter), however
+        late it read them, so what queued while the OS held it up goes at that rate, not in a bunch."""
         ip, upstream = worker.ip, job.upstream
         pacer = self.pacing.get(ip, upstream, now)
         lead = self._lead(pacer)
@@ -323,15 +322,19 @@ class FarmPolicy:
 
     @staticmethod
     def _spacing(pacer: Pacer) -> float:
-        """The rate a pair's worker may send what queued in it at (0: as it comes): its own told
-        rate. 0 under a learnt concurrency cap (its freed slots may go at once) or a shared
-        budget (its pace is every IP's). Nor on a learnt pace, yet: spaced at the fastest pace it
-        proved (or tried) it held 0.944 of N·R with workers held up against 0.653, but the one run
-        on a 5 s window without any read 0.836 (see docs/networking/multi_ip.md)."""
+        """The rate a pair's worker may send what queued in it at (0: as it comes): its told rate; or
+        the fastest pace it proved, or the pace it tries, whichever is faster (a learnt pace keeps a
+        margin below what it proved, so what queued catches up; a pace being tried is not held back).
+        0 while nothing is known (no pace yet, or still measuring the limit), under a learnt
+        concurrency cap (its freed slots may go at once) or a shared budget (its pace is every IP's)."""
         learner = pacer.learner
-        if learner.told is None or pacer.grouped or pacer.cap is not None:
+        if pacer.grouped or pacer.cap is not None:
             return 0.0
-        return learner.told
+        if learner.told is not None:
+            return learner.told
+        if learner.phase != "hold" or not math.isfinite(learner.rate):
+            return 0.0
+        return max(learner.lo, learner.rate)
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:
         ip, upstream = worker.ip, job.upstream

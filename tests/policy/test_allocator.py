@@ -354,8 +354,8 @@ def test_a_job_waiting_for_its_ip_may_be_parked_unless_a_pace_holds_it() -> None
 
 def test_a_job_on_its_pairs_told_pace_carries_the_told_interval_for_its_worker_to_keep() -> None:
     """Told 10/s, a pair's job carries 0.1 s as its gap: its worker sends no two of the pair's jobs
-    closer than that, however late it read them. A learnt pace, a pair under a learnt cap (its freed
-    slots may go at once) and a told budget shared by every IP carry none."""
+    closer than that, however late it read them. A pair with no pace yet, one under a learnt cap (its
+    freed slots may go at once) and a told budget shared by every IP carry none."""
     told = FarmPolicy(known_rates={"jupiter": 10.0}, rng=random.Random(1))
     w = worker("1.1.1.1")
     j = job()
@@ -367,10 +367,24 @@ def test_a_job_on_its_pairs_told_pace_carries_the_told_interval_for_its_worker_t
     learnt = FarmPolicy(rng=random.Random(1))
     learnt.on_dispatch(j2 := job(), w, 0.0)
     assert j2.gap == 0.0  # no pace yet
-    learner = learnt.pacing.get("1.1.1.1", "jupiter", 0.0).learner
-    learner.phase, learner.lo, learner.rate = "hold", 18.0, 17.8
-    learnt.on_dispatch(j4 := job(), w, 1.0)
-    assert j4.gap == 0.0  # nor a learnt one
     shared = FarmPolicy(known_shared={"jupiter": 10.0}, rng=random.Random(1))
     shared.on_dispatch(j3 := job(), w, 0.0)
     assert j3.gap == 0.0
+
+
+def test_a_job_on_a_learnt_pace_carries_the_interval_of_the_fastest_pace_proved_or_tried() -> None:
+    """Converged a margin below what it proved (18/s), a pair's worker may send what queued at 18/s,
+    so it catches up; trying 19/s, at that, so the try is not held back; still measuring the limit,
+    as it comes (nothing is known yet)."""
+    p = FarmPolicy(rng=random.Random(1))
+    w = worker("1.1.1.1")
+    learner = p.pacing.get("1.1.1.1", "jupiter", 0.0).learner
+    learner.phase, learner.lo, learner.rate = "hold", 18.0, 17.8
+    p.on_dispatch(converged := job(), w, 0.0)
+    assert converged.gap == pytest.approx(1 / 18)
+    learner.rate = 19.0
+    p.on_dispatch(trying := job(), w, 1.0)
+    assert trying.gap == pytest.approx(1 / 19)
+    learner.phase = "learn"
+    p.on_dispatch(measuring := job(), w, 2.0)
+    assert measuring.gap == 0.0

@@ -3,16 +3,15 @@
 Virtual time (:mod:`tests.policy.limitsim`), 8 IPs at 150 ms on a token bucket of two tokens (20/s,
 0.1 s of burst): each worker stops reading for 150 ms once every 8 s, at moments of its own, and
 reads what was dispatched to it meanwhile all at once (64 workers share 2 cores in the bench). The
-farm's policy gives each job of a pair on its own told pace the told interval, and the worker spaces
-its sends by it; the same run with no interval (the workers send as they read) is the comparison.
+farm's policy gives each job of a paced pair the interval its worker keeps (told: the told rate's;
+learnt: the fastest pace proved), and the worker spaces its sends by it; the same run with no
+interval (the workers send as they read) is the comparison.
 """
 
 from __future__ import annotations
 
 import contextlib
 from unittest import mock
-
-import pytest
 
 from galileo.policy.allocator import FarmPolicy
 from tests.policy.limitsim import Run, SimUpstream, simulate
@@ -37,10 +36,10 @@ def test_what_queued_in_a_stalled_worker_goes_at_the_told_rate_so_the_bucket_ref
     assert unspaced.ratio(BUDGET) < 0.9 and unspaced.share_429 > 0.005
 
 
-@pytest.mark.xfail(strict=True, reason="a learnt pace is not spaced (FarmPolicy._spacing): 0.63 of N·R here")
-def test_a_learnt_pace_holds_when_its_workers_stall() -> None:
-    """Not yet: a learnt pace reads each refused bunch as the limit. Spaced at the fastest pace it
-    proved, it held 0.95 here, but a run on a 5 s window in the bench read 0.836 without stalls
-    (docs/networking/multi_ip.md), so it is not spaced."""
-    run = stalled_run(None, spaced=True)
-    assert run.ratio(BUDGET) >= 0.9 and run.share_429 <= 0.01
+def test_what_queued_in_a_stalled_worker_goes_at_a_learnt_pace_so_it_is_not_taken_for_the_limit() -> None:
+    """Learnt: spaced at the fastest pace it proved, the farm holds 0.95 of N·R with no 429; sent as
+    read, each refused bunch is taken for the limit (0.63, 0.7 % 429s)."""
+    spaced = stalled_run(None, spaced=True)
+    assert spaced.ratio(BUDGET) >= 0.93 and spaced.share_429 == 0.0
+    unspaced = stalled_run(None, spaced=False)
+    assert unspaced.ratio(BUDGET) < 0.75 and unspaced.share_429 > 0.005
