@@ -72,8 +72,12 @@ async def server() -> AsyncIterator[str]:
 ARRIVALS: list[float] = []  # when /when was asked (the server runs in this process: the same clock)
 
 
-def job(payload: HttpRequest, timeout: float = 2.0, hold: float = 0.0) -> Dispatch:
-    return Dispatch(job_id=1, attempt=0, kind="http", upstream="t", timeout=timeout, payload=payload, hold=hold)
+def job(
+    payload: HttpRequest, timeout: float = 2.0, hold: float = 0.0, upstream: str = "t", gap: float = 0.0
+) -> Dispatch:
+    return Dispatch(
+        job_id=1, attempt=0, kind="http", upstream=upstream, timeout=timeout, payload=payload, hold=hold, gap=gap
+    )
 
 
 async def run(  # type: ignore[no-untyped-def]
@@ -212,15 +216,7 @@ async def test_jobs_that_reach_a_worker_together_leave_it_one_gap_apart(server: 
     ex = Executor(session, lambda e: None)
 
     def spaced(upstream: str, gap: float) -> Dispatch:
-        return Dispatch(
-            job_id=1,
-            attempt=0,
-            kind="http",
-            upstream=upstream,
-            timeout=2.0,
-            payload=HttpRequest(url=f"{server}/when"),
-            gap=gap,
-        )
+        return job(HttpRequest(url=f"{server}/when"), upstream=upstream, gap=gap)
 
     try:
         start = time.monotonic()
@@ -243,24 +239,8 @@ async def test_a_gap_past_the_jobs_timeout_times_out_and_sends_nothing(server: s
     session = BoundSession("127.0.0.2")
     ex = Executor(session, lambda e: None)
     try:
-        first = Dispatch(
-            job_id=1,
-            attempt=0,
-            kind="http",
-            upstream="t",
-            timeout=2.0,
-            payload=HttpRequest(url=f"{server}/when"),
-            gap=60.0,
-        )
-        second = Dispatch(
-            job_id=2,
-            attempt=0,
-            kind="http",
-            upstream="t",
-            timeout=0.2,
-            payload=HttpRequest(url=f"{server}/when"),
-            gap=60.0,
-        )
+        first = job(HttpRequest(url=f"{server}/when"), gap=60.0)
+        second = job(HttpRequest(url=f"{server}/when"), timeout=0.2, gap=60.0)
         assert (await ex.execute(first)).result == "ok"
         assert (await ex.execute(second)).result == "timeout" and len(ARRIVALS) == 1
     finally:
