@@ -204,6 +204,7 @@ class RateLearner:
         self.between_told = False  # that cooldown was a long Retry-After: the budget came back when it said
         self.between_said = False  # ... or any Retry-After: the cooling was the upstream's word, not our backoff
         self.between_proven = False  # a pace ran clean since: the budget was not kept spent
+        self.between_own = False  # that refusal came at a pace at or under lo (a surprise): its wait was the pace's own
         self.refusals = 0
         self.first_run = False  # learning: waiting for the first refusal run to end
         self.first_oks = 0  # successes sent before the first refusal
@@ -512,6 +513,7 @@ class RateLearner:
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
         self.between_said = retry_after is not None
         self.between_proven = False
+        self.between_own = heard == "surprise"
         return heard
 
     def _trim_told(self) -> None:
@@ -611,19 +613,22 @@ class RateLearner:
         # tail, so two limits at once (20/s and 600/min: refused mid-window at 20/s, then again at the
         # end of the next window at 10.15/s) read as 6.6/s, not 10 (0.83 of it in virtual time, 1.00 now).
         # Unless this refusal's own wait is long too (``long_wait``, and a fifth or more of the time
-        # since the last one's ended: ``dear_share``): a box again, or a window overshot by a quarter.
+        # since the last one's ended: ``dear_share``) and the last one's came at this pace too (a
+        # surprise, not a test above it): the same pace boxed again, or a window overshot by a quarter.
         # A box empties the window it guards, and the time since it ended holds that window's whole
         # budget whatever the pace (20/s and a box over 100 in 10 s: 100 in 7 s at 14/s read as 14/s,
         # and the box came back 72 times); over the whole time between, boxes included, it is the lower
         # bound to climb from. A pace 4 % over a minute's window waits 2.5 s of 60 (to the window's
-        # end): there the upper one holds.
+        # end): there the upper one holds. A box a test tripped is the test's: the pace back at lo
+        # boxed 3 s after it (arrival jitter) read as 6.4/s of a 20/s box at 64 addresses, not 19.5.
         elapsed = sent_at - self.last_refusal_sent
         measured = fell_to = None
         exact = False
         if self.between_oks >= 5 and elapsed > 0:
             measured = r.set_point * self.between_oks / elapsed
             active = elapsed - self.between_idle  # not spent cooling
-            boxed = self.between_told and wait >= max(r.long_wait, r.dear_share * (wait + active))  # (see above)
+            long = wait >= max(r.long_wait, r.dear_share * (wait + active))
+            boxed = self.between_told and self.between_own and long  # (see above)
             sending = active if self.between_said and not boxed else elapsed
             fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven

@@ -533,6 +533,33 @@ def test_a_keyed_budget_is_never_dissolved() -> None:
     assert group is not None and group.phase == "hold" and book.get("10.0.0.1", "u").grouped
 
 
+@pytest.mark.parametrize("tested", [True, False])
+def test_a_box_a_test_tripped_is_not_counted_against_the_pace_back_under_it(tested: bool) -> None:
+    """Under a 5 s box, the bracket is tested at 20.1/s and boxed; the pace goes back to its proven
+    19.9/s and, 3 s after the box, is refused again (arrival jitter at 64 addresses). The box was the
+    test's: the 60 admitted in the 3 s since say 19.9 fell a little, not that 60 over the 8 s since
+    the test (7.4/s: the pace fell to a third, and took a minute to climb back). Had the refusal
+    before been at this pace too (boxed again), the whole 8 s is what it sustains, box included."""
+    learner = RateLearner(PACE, 0.0)
+    learner.arrivals = None  # the arrival guard has its own tests
+    learner.phase, learner.lo, learner.hi, learner.dear = "hold", 19.9, 20.4, True
+    learner.rate = 20.1 if tested else 19.9
+    learner.dispatched(10.0)
+    assert learner.refused(10.05, 10.0, 5.0, 5.0) == ("refusal" if tested else "surprise")
+    assert learner.rate == pytest.approx(19.5 if not tested else 19.9, rel=0.01)
+    t, sent = 15.05, 0
+    while t < 18.05:  # back at its pace after the box
+        learner.dispatched(t)
+        learner.ok(t + 0.3, t)
+        t, sent = t + 1 / 19.9, sent + 1
+    learner.dispatched(t)
+    assert learner.refused(t + 0.3, t, 5.0, 5.0) == "surprise"
+    if tested:
+        assert learner.lo >= 0.95 * 19.9, learner.lo
+    else:
+        assert learner.lo == pytest.approx(PACE.set_point * sent / (t - 10.0), rel=0.01)
+
+
 def test_under_a_box_each_failed_test_past_the_bracket_doubles_the_wait_for_the_next_up_to_20_minutes() -> None:
     """A test just past the bracket costs a box where overshooting is dear (5 s of the pace: 1.7 % every
     300 s); each failed one doubles the wait for the next, up to 1200 s, where a rate-only limit's stop at 240 s."""
