@@ -26,7 +26,7 @@ from workers.classify import classify_exception, classify_status, said_when
 from workers.secrets import SecretPolicy
 from workers.session import BoundSession, family_mismatch
 
-__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "secret_headers"]
+__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "secret_headers", "spaced_at"]
 
 log = logging.getLogger("workers.executor")
 # uvloop's timers count whole milliseconds (rounded): a held job waits this much more, so that it
@@ -40,6 +40,20 @@ TIMER_SLACK = 0.0005
 # bucket's burst (a gap of 0.9 / R did, at 64 addresses with workers held up).
 GAP_SLACK = 0.1
 MAX_SPACED = 256  # upstreams whose last spaced send a worker remembers
+
+
+def spaced_at(last: float | None, gap: float, now: float) -> float:
+    """When a spaced send that goes at ``now`` counts as sent. One that waited for its gap after
+    ``last`` counts at its slot, ``last + gap``, if it woke no later than the slack after it: a timer
+    wakes a little late each time (its own slack, the loop), and counted at each wake, those
+    lateness added up. A worker held up makes up its lag at the pace's proven rate, which a learnt
+    pace keeps 0.5-1 % above itself (0.25-0.5 ms a send at 20/s): a millisecond late a wake, the lag
+    grew instead, for ever, and its jobs came to time out in the worker. Later than the slack, or not
+    waited, it counts when it went."""
+    if last is not None and now - (last + gap) <= gap * GAP_SLACK:
+        return last + gap
+    return now
+
 
 P = TypeVar("P")
 Handler = Callable[["JobContext", Any, float], Awaitable[Outcome]]
@@ -155,16 +169,18 @@ class Executor:
 
     async def _spaced(self, upstream: str, gap: float) -> None:
         """Wait until ``gap`` has passed since this worker's last spaced send to ``upstream``, and
-        count this one as sent now. Checked again after every wait, against the sends that went
-        meanwhile: jobs read together (the OS held the worker up while they queued, or while a held
-        job slept) leave one gap apart, whichever wakes first, not in a bunch."""
+        count this one as sent (:func:`spaced_at`). Checked again after every wait, against the sends
+        that went meanwhile: jobs read together (the OS held the worker up while they queued, or while
+        a held job slept) leave one gap apart, whichever wakes first, not in a bunch."""
+        waited = False
         while (last := self._last_sent.get(upstream)) is not None and (
             wait := last + gap - time.monotonic()
         ) > gap * GAP_SLACK:
             await asyncio.sleep(wait + TIMER_SLACK)
+            waited = True
         if upstream not in self._last_sent and len(self._last_sent) >= MAX_SPACED:
             self._last_sent.clear()  # bounded whatever upstream names a coordinator sends
-        self._last_sent[upstream] = time.monotonic()
+        self._last_sent[upstream] = spaced_at(last if waited else None, gap, time.monotonic())
 
     async def execute(self, dispatch: Dispatch) -> Outcome:
         fn = HANDLERS.get(type(dispatch.payload))

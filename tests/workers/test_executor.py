@@ -17,7 +17,7 @@ from broker.jobs import HttpRequest, SecretRef
 from broker.logs import KeyValueFormatter
 from broker.protocol import Dispatch
 from broker.results import HttpResponse
-from workers.executor import Executor
+from workers.executor import GAP_SLACK, Executor, spaced_at
 from workers.secrets import SecretPolicy, origin
 from workers.session import BoundSession, _host_of, family_mismatch
 
@@ -231,6 +231,35 @@ async def test_jobs_that_reach_a_worker_together_leave_it_one_gap_apart(server: 
         assert other.result == plain.result == "ok" and all(a - start < 0.05 for a in ARRIVALS)
     finally:
         await session.close()
+
+
+def _lag_after(sends: int, counted_at: object) -> float:
+    """A worker 20 ms behind a learnt pace of 19.8/s whose proven rate (its gap) is 19.9/s, each
+    timer waking 1 ms past its slot: how far behind the last of ``sends`` jobs went."""
+    gap, interval, late = 1 / 19.9, 1 / 19.8, 0.001
+    last, lag = None, 0.0
+    for k in range(sends):
+        arrived = k * interval + (0.020 if k == 0 else 0.0)  # the first read 20 ms late, the rest on time
+        now = arrived
+        waited = last is not None and last + gap - now > gap * GAP_SLACK
+        if waited:
+            assert last is not None
+            now = last + gap + late
+        last = counted_at(last if waited else None, gap, now)  # type: ignore[operator]
+        lag = now - k * interval
+    return lag
+
+
+def test_a_worker_behind_its_pace_catches_up_though_its_timers_wake_late() -> None:
+    """Counted at its slot when it woke within the slack, a spaced send's lateness does not add up:
+    the lag shrinks by the gap's margin over the pace, 0.25 ms a send, to nothing. Counted when each
+    timer woke (1 ms late), it grew by 0.75 ms a send, for ever: a learnt pace keeps only 0.5-1 %
+    under the rate its gap allows."""
+    assert _lag_after(200, spaced_at) < 0.002
+    assert _lag_after(200, lambda last, gap, now: now) > 0.1
+    assert spaced_at(10.0, 0.05, 10.056) == 10.056  # woke later than the slack: a new schedule
+    assert spaced_at(10.0, 0.05, 10.052) == pytest.approx(10.05)  # within it: counted at its slot
+    assert spaced_at(None, 0.05, 3.0) == 3.0
 
 
 async def test_a_gap_past_the_jobs_timeout_times_out_and_sends_nothing(server: str) -> None:
