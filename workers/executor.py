@@ -26,7 +26,7 @@ from workers.classify import classify_exception, classify_status, said_when
 from workers.secrets import SecretPolicy
 from workers.session import BoundSession, family_mismatch
 
-__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "secret_headers", "spaced_at"]
+__all__ = ["HANDLERS", "Executor", "JobContext", "handler", "secret_headers", "spaced_at", "spaced_wait"]
 
 log = logging.getLogger("workers.executor")
 # uvloop's timers count whole milliseconds (rounded): a held job waits this much more, so that it
@@ -40,6 +40,13 @@ TIMER_SLACK = 0.0005
 # bucket's burst (a gap of 0.9 / R did, at 64 addresses with workers held up).
 GAP_SLACK = 0.1
 MAX_SPACED = 256  # upstreams whose last spaced send a worker remembers
+
+
+def spaced_wait(last: float, gap: float, now: float) -> float | None:
+    """How long a spaced send due at ``now`` waits for its gap after the send at ``last``: None when
+    it is due within the slack (``GAP_SLACK``), and goes at once."""
+    wait = last + gap - now
+    return wait if wait > gap * GAP_SLACK else None
 
 
 def spaced_at(last: float | None, gap: float, now: float) -> float:
@@ -174,8 +181,8 @@ class Executor:
         a held job slept) leave one gap apart, whichever wakes first, not in a bunch."""
         waited = False
         while (last := self._last_sent.get(upstream)) is not None and (
-            wait := last + gap - time.monotonic()
-        ) > gap * GAP_SLACK:
+            wait := spaced_wait(last, gap, time.monotonic())
+        ) is not None:
             await asyncio.sleep(wait + TIMER_SLACK)
             waited = True
         if upstream not in self._last_sent and len(self._last_sent) >= MAX_SPACED:

@@ -41,7 +41,7 @@ from galileo.policy.allocator import FarmPolicy
 from galileo.sim.latency import LatencyModel, parse_latency
 from galileo.sim.limiter import Limiter, build, parse_limiters, retry_after_header
 from tests.conftest import fake_worker
-from workers.executor import GAP_SLACK
+from workers.executor import spaced_at, spaced_wait
 
 __all__ = ["Reply", "Run", "SimUpstream", "Upstream", "simulate"]
 
@@ -191,9 +191,10 @@ def simulate(
         went = read + job.hold
         if job.gap > 0:
             last = last_sent.get(w.ip)
-            if last is not None and last + job.gap - went > job.gap * GAP_SLACK:
-                went = last + job.gap
-            last_sent[w.ip] = went
+            wait = None if last is None else spaced_wait(last, job.gap, went)
+            if wait is not None:
+                went += wait  # its timers wake on time here
+            last_sent[w.ip] = spaced_at(last if wait is not None else None, job.gap, went)
         return went
 
     def pump(now: float) -> None:

@@ -17,7 +17,7 @@ from broker.jobs import HttpRequest, SecretRef
 from broker.logs import KeyValueFormatter
 from broker.protocol import Dispatch
 from broker.results import HttpResponse
-from workers.executor import GAP_SLACK, Executor, spaced_at
+from workers.executor import Executor, spaced_at, spaced_wait
 from workers.secrets import SecretPolicy, origin
 from workers.session import BoundSession, _host_of, family_mismatch
 
@@ -241,7 +241,7 @@ def _lag_after(sends: int, counted_at: object) -> float:
     for k in range(sends):
         arrived = k * interval + (0.020 if k == 0 else 0.0)  # the first read 20 ms late, the rest on time
         now = arrived
-        waited = last is not None and last + gap - now > gap * GAP_SLACK
+        waited = last is not None and spaced_wait(last, gap, now) is not None
         if waited:
             assert last is not None
             now = last + gap + late
