@@ -59,8 +59,8 @@ MIN_LEFT_SHARE = 0.25
 # A pair on a told pace whose next slot is at most this far off may take its job now: the job goes
 # with the rest of the wait as its ``hold``, and the worker sends it at the slot. The coordinator
 # shares its cores with the workers and wakes late now and then (1 ms at the median, 20-35 ms at
-# p99 with 64 workers on 2 cores): a send made more than the pace's ``catch_up`` late starts a new
-# schedule and loses the lateness, 3 % of a told pace at 64 addresses and 300 ms.
+# p99 with 64 workers on 2 cores): a send made more than the pace's ``catch_up`` late loses the rest
+# of its lateness (before round 34 all of it: 3 % of a told pace at 64 addresses and 300 ms).
 LEAD = 0.010
 
 CooldownHook = Callable[[str, str, str, float], None]  # ip, upstream, reason, seconds

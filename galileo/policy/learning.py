@@ -2,10 +2,11 @@
 
 A :class:`RateLearner` paces one budget (an IP's at one upstream, or one every IP shares) with
 GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, with no burst
-tolerance; a send the event loop made up to 2 ms late keeps the schedule (the next one comes
-that much sooner; under a learnt concurrency cap, up to one interval late: see
-:mod:`galileo.policy.pacing`), a later one starts a new schedule (a one-token bucket forgives no two sends
-much closer than its interval). On a told pace the hub picks a job up to 10 ms before its slot
+tolerance; a send the event loop made late keeps up to 2 ms of the schedule (the next one comes
+that much sooner; under a learnt concurrency cap, up to one interval: see
+:mod:`galileo.policy.pacing`), and loses only what it was late past that (a one-token bucket forgives no
+two sends much closer than its interval; a late send that started a new schedule lost all its lateness,
+a few percent of a learnt pace where timers wake 3 ms late on average). On a told pace the hub picks a job up to 10 ms before its slot
 and its worker holds it until the slot (:data:`galileo.policy.allocator.LEAD`), so a coordinator that wakes
 late seldom makes a send late; the send is counted at its slot, and a 429 of a request committed
 before the last one was heard is an echo even if its worker sent it after. The worker also sends no
@@ -97,7 +98,7 @@ Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
 class PaceRules:
     """Every number pacing runs on. :data:`PACE` holds the defaults the farm uses."""
 
-    catch_up: float = 0.002  # seconds: a send late by up to this keeps the pace's schedule ...
+    catch_up: float = 0.002  # seconds: a late send keeps up to this much of the pace's schedule ...
     capped_credit: float = 1.0  # ... and under a learnt concurrency cap, up to this many of its intervals
     open_inflight: int = 8  # requests in flight a new (IP, upstream) pair starts with
     open_step: float = 0.5  # seconds saturated and not queueing before that doubles
@@ -245,9 +246,8 @@ class RateLearner:
             interval = 1.0 / self.rate
             if capped:  # held by the cap: up to ``capped_credit`` intervals of the schedule kept
                 self.tat = max(self.tat, now - self.rules.capped_credit * interval) + interval
-            else:  # made a little late by the loop: the schedule kept; later than ``catch_up``, a new one
-                late = now - self.tat
-                self.tat = (self.tat if 0 < late <= self.rules.catch_up else max(self.tat, now)) + interval
+            else:  # made late by the loop: up to ``catch_up`` of the lateness made up by the next slot
+                self.tat = max(self.tat, now - self.rules.catch_up) + interval
 
     def _repace(self, now: float, cooled: float = 0.0) -> None:
         """A new pace: its first slot is one interval after the last send (never two sends closer)."""

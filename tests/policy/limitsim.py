@@ -17,7 +17,9 @@ seeded random moment) the upstream stops reading for ``length`` seconds, and jud
 meanwhile when it resumes, all at once (a host that descheduled it, a busy event loop).
 ``worker_stalls=(every, length)``: the same for each worker (each at moments of its own): a job
 dispatched to it meanwhile is read when it resumes, then held (``job.hold``) and spaced after its
-last send (``job.gap``, as :class:`workers.executor.Executor` spaces them). The
+last send (``job.gap``, as :class:`workers.executor.Executor` spaces them). ``timers_late``: the
+mean of how late (exponentially drawn) every timer wakes, the coordinator's wake-ups for a slot and
+a worker's hold and spacing waits alike, as a busy host's do (0: on time). The
 clock starts at ``START`` (a monotonic clock is never 0, and the hub reads a ``sent_at`` of 0 as
 "never sent"); times in a :class:`Run` are relative.
 """
@@ -156,6 +158,7 @@ def simulate(
     on_second: Callable[[float, FarmPolicy], Any] | None = None,
     stalls: tuple[float, float] | None = None,
     worker_stalls: tuple[float, float] | None = None,
+    timers_late: float = 0.0,
 ) -> Run:
     """Keep the farm saturated for ``seconds`` of virtual time; count after ``warmup``.
 
@@ -173,6 +176,10 @@ def simulate(
     wake_at = math.inf
     backlog = math.inf if demand is None else 0.0
     per_second: dict[int, list[int]] = {}
+    timers = random.Random(seed * 7919 + 1)  # a stream of its own: other draws stay as they were
+
+    def late() -> float:
+        return timers.expovariate(1 / timers_late) if timers_late > 0 else 0.0
 
     def stalled(at: float, every: float, length: float, salt: int) -> float:
         """When a reader stalled once per ``every`` (at a moment seeded by ``salt``) reads ``at``."""
@@ -188,12 +195,12 @@ def simulate(
     def leaves_worker(job: Job, w: WorkerInfo, now: float) -> float:
         """When ``w``'s worker sends ``job``, dispatched ``now``: read (after its stall), held, spaced."""
         read = now if worker_stalls is None else stalled(now, *worker_stalls, zlib.crc32(f"{seed}/{w.ip}".encode()))
-        went = read + job.hold
+        went = read + job.hold + (late() if job.hold > 0 else 0.0)
         if job.gap > 0:
             last = last_sent.get(w.ip)
             wait = None if last is None else spaced_wait(last, job.gap, went)
             if wait is not None:
-                went += wait  # its timers wake on time here
+                went += wait + late()
             last_sent[w.ip] = spaced_at(last if wait is not None else None, job.gap, went)
         return went
 
@@ -206,7 +213,7 @@ def simulate(
                 until = choice.until
                 if until is not None and until < wake_at:
                     wake_at = until
-                    heapq.heappush(events, (until, next(seq), WAKE, None))
+                    heapq.heappush(events, (until + late(), next(seq), WAKE, None))
                 return
             backlog -= 1
             job.sent_at = now

@@ -94,9 +94,10 @@ def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(n: int, prior
     budget = 30.0 if prior else 20.0
     warmup = 120.0 if prior else 240.0  # told apart by the key, or by surprises on many IPs
     run = simulate(SimUpstream(spec, latency="50", seed=3), ips, seconds=warmup + 90, warmup=warmup, policy=policy)
-    # Found by surprises on 16 IPs, the key's bucket is paced at 0.978 of it (0.986 while the simulator
-    # judged each arrival when it was dispatched, out of the order they reach the upstream).
-    least = 0.975 if (n, prior) == (16, False) else 0.98
+    # Found by surprises, the key's bucket is paced at 0.976-0.998 of it over six seeds (4 IPs, mean
+    # 0.985) and 0.979-0.988 (16 IPs, mean 0.982); this seed reads 0.978 and 0.981. Before round 34,
+    # when a send more than 2 ms late started a new schedule: 0.976-0.997 and 0.965-0.993.
+    least = 0.98 if prior else 0.975
     assert least <= run.ratio(budget) <= 1.02, run.ratio(budget)
     assert run.share_429 <= 0.01, run.share_429
     assert (policy.pacing.group("u") is not None) or n == 1
