@@ -4,13 +4,14 @@ A :class:`RateLearner` paces one budget (an IP's at one upstream, or one every I
 GCRA: a request may go at ``tat``, and each moves ``tat`` on by ``1 / rate``, with no burst
 tolerance; a send the event loop made late keeps up to 2 ms of the schedule (the next one comes
 that much sooner; under a learnt concurrency cap, up to one interval: see
-:mod:`galileo.policy.pacing`), and loses only what it was late past that (a one-token bucket forgives no
-two sends much closer than its interval; a late send that started a new schedule lost all its lateness,
-a few percent of a learnt pace where timers wake 3 ms late on average). On a told pace the hub picks a job up to 10 ms before its slot
-and its worker holds it until the slot (:data:`galileo.policy.allocator.LEAD`), so a coordinator that wakes
-late seldom makes a send late; the send is counted at its slot, and a 429 of a request committed
-before the last one was heard is an echo even if its worker sent it after. The worker also sends no
-two of a pair's jobs closer than its told rate allows (``Dispatch.gap``), however late it read them.
+:mod:`galileo.policy.pacing`), and loses only what it was late past that (a one-token bucket
+forgives no two sends much closer than its interval; a late send that started a new schedule lost
+all its lateness, a few percent of a learnt pace where timers wake 3 ms late on average). On a
+told pace the hub picks a job up to 10 ms before its slot and its worker holds it until the slot
+(:data:`galileo.policy.allocator.LEAD`), so a coordinator that wakes late seldom makes a send late;
+the send is counted at its slot, and a 429 of a request committed before the last one was heard
+is an echo even if its worker sent it after. The worker also sends no two of a pair's jobs closer
+than its told rate allows (``Dispatch.gap``), however late it read them.
 
 A smooth sender at ``r <= ρ`` conforms to every limiter with a long-run rate ρ (a
 token bucket ``B + ρt`` whatever B, a fixed or sliding window of N per W with ρ = N/W), so ρ
