@@ -235,7 +235,10 @@ class RateLearner:
     def dispatched(self, now: float, capped: bool = False) -> None:
         """A request went at ``now``. ``capped``: the pair has a learnt concurrency cap, which bunches
         sends as answers free its slots; a send it held late keeps up to ``capped_credit`` intervals
-        of the schedule, so the pace does not hold back the next slot the cap frees as well."""
+        of the schedule, so the pace does not hold back the next slot the cap frees as well. Else a
+        send that a request waited for (the pace held one back since the last send) and the loop made
+        late keeps up to ``catch_up`` of the lateness; one that came after the pace sat idle, none."""
+        waited_for = self.last_blocked >= self.last_sent > -math.inf
         self.sent_times[self.sends % SENT_KEPT] = now
         self.sends += 1
         if self.first_sent is None:
@@ -248,7 +251,7 @@ class RateLearner:
             if capped:  # held by the cap: up to ``capped_credit`` intervals of the schedule kept
                 self.tat = max(self.tat, now - self.rules.capped_credit * interval) + interval
             else:  # made late by the loop: up to ``catch_up`` of the lateness made up by the next slot
-                self.tat = max(self.tat, now - self.rules.catch_up) + interval
+                self.tat = max(self.tat, now - (self.rules.catch_up if waited_for else 0.0)) + interval
 
     def _repace(self, now: float, cooled: float = 0.0) -> None:
         """A new pace: its first slot is one interval after the last send (never two sends closer)."""

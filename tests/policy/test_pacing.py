@@ -608,10 +608,12 @@ def test_under_a_long_box_the_bracket_is_tested_as_rarely_as_the_box_is_long() -
 
 
 def test_a_send_the_loop_made_late_keeps_catch_up_of_the_schedule_however_late_it_was() -> None:
-    """Timers wake late on a busy host. A send up to ``catch_up`` late keeps its schedule; a later one
-    keeps ``catch_up`` of it too (it used to start a new schedule and lose all its lateness, which at
-    64 addresses on 2 cores cost a learnt pace percents). Never are two sends closer than the
-    interval less ``catch_up``, and never does the schedule run ahead of one send per interval."""
+    """Timers wake late on a busy host. A send a request waited for (the pace held one back since the
+    last send) keeps up to ``catch_up`` of its schedule however late the loop made it (it used to
+    start a new schedule past ``catch_up`` and lose all its lateness, which at 64 addresses on 2
+    cores cost a learnt pace percents). Never are two sends closer than the interval less
+    ``catch_up``, never does the schedule run ahead of one send per interval, and a send after the
+    pace sat idle (no request waited) keeps nothing."""
     learner = RateLearner(PACE, 0.0, told=10.0)
     learner.arrivals = None  # the arrival guard has its own tests
     interval = 1 / learner.rate
@@ -621,6 +623,7 @@ def test_a_send_the_loop_made_late_keeps_catch_up_of_the_schedule_however_late_i
     for late in lates:
         slot = learner.next_at(went[-1])
         assert slot is not None
+        learner.blocked(went[-1])  # a request asked at once, and waits for the slot
         went.append(slot + late)  # the loop wakes this late for the slot
         learner.dispatched(went[-1])
     gaps = [b - a for a, b in itertools.pairwise(went)]
@@ -630,11 +633,14 @@ def test_a_send_the_loop_made_late_keeps_catch_up_of_the_schedule_however_late_i
     lost = sum(max(0.0, late - PACE.catch_up) for late in lates[:-1])
     assert lost == pytest.approx(0.051)
     assert went[-1] == pytest.approx(6 * interval + lost + lates[-1])
+    # Idle: no request came until 5 s later; the send then is late for nothing, and keeps nothing.
+    learner.dispatched(went[-1] + 5.0)
+    assert learner.next_at(went[-1] + 5.0) == pytest.approx(went[-1] + 5.0 + interval)
 
 
 def test_under_a_concurrency_cap_a_send_the_cap_held_keeps_one_interval_of_the_schedule() -> None:
     """A cap frees its slots in bunches (answers come together): a send it held late would otherwise
-    keep only ``catch_up`` of the schedule, and the pace hold back the next slot as well. Under a cap
+    keep at most ``catch_up`` of the schedule, and the pace hold back the next slot as well. Under a cap
     the schedule keeps up to one interval: never more than one send sooner than the pace's own spacing."""
     capped, plain = RateLearner(PACE, 0.0, told=10.0), RateLearner(PACE, 0.0, told=10.0)
     capped.arrivals = plain.arrivals = None  # the arrival guard has its own tests
@@ -643,7 +649,7 @@ def test_under_a_concurrency_cap_a_send_the_cap_held_keeps_one_interval_of_the_s
         learner.dispatched(0.0, capped=cap)
         learner.dispatched(interval + 0.08, capped=cap)  # held 80 ms past its slot
     assert capped.next_at(interval + 0.08) == pytest.approx(2 * interval)  # its own slot still
-    assert plain.next_at(interval + 0.08) == pytest.approx(2 * interval + 0.08 - PACE.catch_up)  # catch_up kept
+    assert plain.next_at(interval + 0.08) == pytest.approx(2 * interval + 0.08)  # nothing waited: nothing kept
     # Held far longer, it catches up one send, and no more: the third goes one interval after the second.
     t = 10.0
     capped.dispatched(t, capped=True)
