@@ -272,6 +272,7 @@ class HubCore:
         worker.inflight[job.id] = job
         job.sent_at = now
         job.hold = job.gap = 0.0
+        job.cap = 0
         job.lag_at_send = self.lag_total
         job.tried.append(worker.ip)
         self.policy.on_dispatch(job, worker, now)  # it may plan the send a little later (job.hold)
@@ -284,6 +285,7 @@ class HubCore:
             payload=job.spec.payload,
             hold=job.hold,
             gap=job.gap,
+            cap=job.cap,
         )
         self._send(worker, msg, now)
 

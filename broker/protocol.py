@@ -1,6 +1,6 @@
 """The coordinator <-> worker protocol: typed messages, msgpack, two frames.
 
-Every ZeroMQ message is one frame: ``b"GLW2"`` (the version, so a peer from another version
+Every ZeroMQ message is one frame: ``b"GLW3"`` (the version, so a peer from another version
 or random bytes are recognised and counted, never guessed at; another version is logged once)
 followed by a msgpack array of messages, each a tagged union. Messages to the same peer within
 one event-loop iteration travel together (see :mod:`broker.outbox`): a ZeroMQ send costs tens of
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 # GLW1 until round 25: its workers know no Dispatch.hold, and would send a held job up to 10 ms early.
-HEADER: Final = b"GLW2"
+HEADER: Final = b"GLW3"
 HEARTBEAT_INTERVAL: Final = 1.0  # seconds, from each side's event loop
 HEARTBEAT_LIVENESS: Final = 3  # intervals without a message before a peer is dead
 
@@ -94,6 +94,7 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     retry_after: float | None = None  # seconds, from Retry-After or the upstream's body
     error: str = ""  # one line a person can act on; never a secret
     value: ResultValue | None = None  # the decoded answer when result == "ok"
+    waited: float = 0.0  # seconds its worker held it for a slot under its cap (Dispatch.cap) before sending it
 
 
 # Sizes no real worker comes near, so what the hub keeps of a worker stays small whatever a peer sends.
@@ -174,7 +175,10 @@ class Dispatch(msgspec.Struct, tag="job", kw_only=True):
     """Run this job. ``timeout`` is the whole budget left for it, in seconds, ``hold`` included:
     the seconds to wait before sending it (its pacing slot is that far off). ``gap``: the least
     time after this worker's previous send to ``upstream`` before this one goes (0: none), so that
-    jobs that reached a worker together (the OS held it up) still leave it spaced."""
+    jobs that reached a worker together (the OS held it up) still leave it spaced. ``cap``: send it
+    only while fewer than this many of the worker's requests to ``upstream`` are out (0: no cap),
+    so that a job sent ahead to a capped pair takes the slot the moment the worker reads an answer
+    (:mod:`workers.slots`)."""
 
     job_id: int
     attempt: int
@@ -184,6 +188,7 @@ class Dispatch(msgspec.Struct, tag="job", kw_only=True):
     payload: JobPayload
     hold: float = 0.0
     gap: float = 0.0
+    cap: int = 0
 
 
 class Drain(msgspec.Struct, tag="drain", kw_only=True):

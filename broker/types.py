@@ -55,6 +55,7 @@ class Job:
     sent_at: float = 0.0  # when it was dispatched
     hold: float = 0.0  # ... and how long its worker holds it before sending (the policy's plan: its pacing slot)
     gap: float = 0.0  # ... and at least this long after its worker's last send to the upstream (0: no such floor)
+    cap: int = 0  # ... and only while fewer than this many of its worker's requests to the upstream are out (0: any)
     lag_at_send: float = 0.0  # the hub's own accumulated loop lag when it was sent (see HubCore.tick)
 
     @property

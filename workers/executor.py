@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import msgspec
 
 from broker.jobs import HttpRequest, SecretRef
 from broker.logs import register_secret
@@ -25,6 +26,7 @@ from workers.body import BodyError, read_body
 from workers.classify import classify_exception, classify_status, said_when
 from workers.secrets import SecretPolicy
 from workers.session import BoundSession, family_mismatch
+from workers.slots import Slots
 
 __all__ = ["HANDLERS", "Executor", "JobContext", "handler", "secret_headers", "spaced_at", "spaced_wait"]
 
@@ -40,6 +42,7 @@ TIMER_SLACK = 0.0005
 # bucket's burst (a gap of 0.9 / R did, at 64 addresses with workers held up).
 GAP_SLACK = 0.1
 MAX_SPACED = 256  # upstreams whose last spaced send a worker remembers
+GATE_REPORTED = 0.0005  # a job that waited this long for a slot under its cap says so (Outcome.waited)
 
 
 def spaced_wait(last: float, gap: float, now: float) -> float | None:
@@ -173,6 +176,7 @@ class Executor:
         self.emit = emit
         self.secrets = secrets or SecretPolicy()  # none given: this worker releases no secret
         self._last_sent: dict[str, float] = {}  # upstream -> its last spaced send (monotonic)
+        self.slots = Slots()  # requests out per upstream; jobs a cap holds back (Dispatch.cap)
 
     async def _spaced(self, upstream: str, gap: float) -> None:
         """Wait until ``gap`` has passed since this worker's last spaced send to ``upstream``, and
@@ -206,18 +210,26 @@ class Executor:
                 return Outcome(result="network_error", error=mismatch)
         ctx = JobContext(self.session, dispatch, self.emit)
         start = time.perf_counter()
+        gated = 0.0  # seconds it waited for a slot under its cap
         try:
-            async with asyncio.timeout(dispatch.timeout):  # the hold and the gap count: bogus ones time out
+            async with asyncio.timeout(dispatch.timeout):  # the hold, the gap and the cap count: bogus ones time out
                 hold = dispatch.hold if dispatch.hold > 0 else 0.0  # NaN or negative: none
                 if hold:  # its pacing slot is that far off
                     await asyncio.sleep(hold + TIMER_SLACK)
                 if dispatch.gap > 0:  # and no sooner than this after the worker's last send to the upstream
                     await self._spaced(dispatch.upstream, dispatch.gap)
-                waited, start = time.perf_counter() - start, time.perf_counter()
-                return await fn(ctx, dispatch.payload, max(0.001, dispatch.timeout - waited))
+                gate = time.perf_counter()
+                await self.slots.take(dispatch.upstream, dispatch.cap)  # and while under its cap, if any
+                gated = time.perf_counter() - gate if dispatch.cap > 0 else 0.0
+                try:
+                    waited, start = time.perf_counter() - start, time.perf_counter()
+                    out = await fn(ctx, dispatch.payload, max(0.001, dispatch.timeout - waited))
+                finally:
+                    self.slots.give_back(dispatch.upstream)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
-            return classify_exception(exc, time.perf_counter() - start, self.session.ip)
+            out = classify_exception(exc, time.perf_counter() - start, self.session.ip)
+        return msgspec.structs.replace(out, waited=round(gated, 6)) if gated >= GATE_REPORTED else out

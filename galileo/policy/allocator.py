@@ -307,7 +307,9 @@ class FarmPolicy:
         slot: its worker holds it until then (``job.hold``), and the pace counts the send there. On a
         pace of its own, the job also carries an interval (``job.gap``, see :meth:`_spacing`): its
         worker sends no two of the pair's jobs closer than that (but for its timers' jitter), however
-        late it read them, so what queued while the OS held it up goes at that rate, not in a bunch."""
+        late it read them, so what queued while the OS held it up goes at that rate, not in a bunch.
+        Under a learnt concurrency cap it carries the cap (``job.cap``): its worker sends it only while
+        fewer of its requests to the upstream are out."""
         ip, upstream = worker.ip, job.upstream
         pacer = self.pacing.get(ip, upstream, now)
         lead = self._lead(pacer)
@@ -318,6 +320,8 @@ class FarmPolicy:
                 now = at
         if spacing := self._spacing(pacer):
             job.gap = 1.0 / spacing  # its worker sends no two of the pair's jobs closer
+        if pacer.cap is not None:
+            job.cap = pacer.cap  # its worker sends it only while fewer are out (it may carry more: Pacer.carried)
         self.pacing.dispatched(ip, upstream, now)
 
     @staticmethod
@@ -338,8 +342,9 @@ class FarmPolicy:
 
     def on_outcome(self, job: Job, worker: WorkerInfo, outcome: Outcome, now: float) -> None:
         ip, upstream = worker.ip, job.upstream
-        decided = job.sent_at or None  # when it was dispatched; it left its worker ``hold`` later
-        sent_at = None if decided is None else decided + job.hold
+        decided = job.sent_at or None  # when it was dispatched; it left its worker ``hold`` later ...
+        waited = outcome.waited if 0.0 < outcome.waited < math.inf else 0.0  # ... and a slot under its cap later
+        sent_at = None if decided is None else min(now, decided + job.hold + waited)
         started = None
         limited = outcome.result == "rate_limited"
         # A 429 of a request already in flight (or held by its worker) when the last one came is the

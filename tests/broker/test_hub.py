@@ -160,7 +160,7 @@ async def test_garbage_frames_are_counted_and_ignored(
             await asyncio.sleep(0.005)
     assert hub.bad_frames["other_version"] == 2
     assert [r.getMessage() for r in caplog.records].count(
-        "a peer speaks protocol b'GLW1', this side b'GLW2': run one galileo release everywhere; its frames are dropped"
+        "a peer speaks protocol b'GLW1', this side b'GLW3': run one galileo release everywhere; its frames are dropped"
     ) == 1
     assert hub.bad_frames["undecodable"] == 4
     assert hub.bad_frames["framing"] == 1

@@ -34,6 +34,9 @@ MESSAGES = [
         upstream="jupiter",
         timeout=1.5,
         payload=HttpRequest(url="http://x/", secret=SecretRef("x-api-key", "JUP_KEY")),
+        hold=0.004,
+        gap=0.05,
+        cap=4,
     ),
     Result(job_id=7, attempt=1, outcome=Outcome(result="ok", status=200, value=HttpResponse(status=200, body=b"{}"))),
 ]
@@ -76,10 +79,13 @@ def test_a_batch_carries_many_messages_in_order() -> None:
 
 
 def test_a_frame_of_another_release_says_so() -> None:
-    """GLW1 workers know no ``Dispatch.hold``: they would send a held job early, so they are refused."""
-    old = b"GLW1" + encode_batch(MESSAGES[:1])[len(HEADER) :]
-    with pytest.raises(VersionError, match="run one galileo release everywhere"):
-        decode_batch(old)
+    """GLW1 workers know no ``Dispatch.hold``: they would send a held job early; GLW2 workers know no
+    ``Dispatch.cap``: they would send a job sent ahead to a capped pair at once, over the cap. So they
+    are refused."""
+    for version in (b"GLW1", b"GLW2"):
+        old = version + encode_batch(MESSAGES[:1])[len(HEADER) :]
+        with pytest.raises(VersionError, match="run one galileo release everywhere"):
+            decode_batch(old)
     with pytest.raises(ProtocolError) as caught:
         decode_batch(b"XYZ1" + old[4:])
     assert not isinstance(caught.value, VersionError)

@@ -81,7 +81,7 @@ HUGE_BATCH = encode_batch([Heartbeat()] * 1025)  # one more than a frame may car
 NASTY = [
     b"",
     HEADER,
-    b"GLW2" + encode_batch([Heartbeat()])[4:],  # a future protocol version
+    b"GLW9" + encode_batch([Heartbeat()])[4:],  # a future protocol version
     HEADER + b"\xdd\xff\xff\xff\xff",  # an array of 4 billion messages, and nothing else
     HEADER + b"\xdf\xff\xff\xff\xff",  # a map of 4 billion pairs
     HEADER + b"\x91" * 5000 + b"\xc0",  # nesting deeper than any recursion limit

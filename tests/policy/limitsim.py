@@ -19,7 +19,11 @@ meanwhile when it resumes, all at once (a host that descheduled it, a busy event
 dispatched to it meanwhile is read when it resumes, then held (``job.hold``) and spaced after its
 last send (``job.gap``, as :class:`workers.executor.Executor` spaces them). ``timers_late``: the
 mean of how late (exponentially drawn) every timer wakes, the coordinator's wake-ups for a slot and
-a worker's hold and spacing waits alike, as a busy host's do (0: on time). The
+a worker's hold and spacing waits alike, as a busy host's do (0: on time). ``hop``: seconds from the
+coordinator to a worker and back again, each way (ZeroMQ and two event loops; 0: none): a job reaches
+its worker that long after dispatch, and an answer the coordinator that long after the worker. A job
+with a concurrency cap (``job.cap``) goes only while fewer than that many of its worker's requests
+are out (sent and not yet answered to the worker), as :mod:`workers.slots` keeps them. The
 clock starts at ``START`` (a monotonic clock is never 0, and the hub reads a ``sent_at`` of 0 as
 "never sent"); times in a :class:`Run` are relative.
 """
@@ -159,6 +163,7 @@ def simulate(
     stalls: tuple[float, float] | None = None,
     worker_stalls: tuple[float, float] | None = None,
     timers_late: float = 0.0,
+    hop: float = 0.0,
 ) -> Run:
     """Keep the farm saturated for ``seconds`` of virtual time; count after ``warmup``.
 
@@ -172,7 +177,7 @@ def simulate(
     events: list[tuple[float, int, int, Any]] = []  # (time, seq, kind, payload)
     seq = itertools.count()
     ids = itertools.count(1)
-    ANSWER, RELEASE, WAKE, OFFER, ARRIVE = 0, 1, 2, 3, 4
+    ANSWER, RELEASE, WAKE, OFFER, ARRIVE, SEND, HEARD = 0, 1, 2, 3, 4, 5, 6
     wake_at = math.inf
     backlog = math.inf if demand is None else 0.0
     per_second: dict[int, list[int]] = {}
@@ -194,6 +199,7 @@ def simulate(
 
     def leaves_worker(job: Job, w: WorkerInfo, now: float) -> float:
         """When ``w``'s worker sends ``job``, dispatched ``now``: read (after its stall), held, spaced."""
+        now += hop
         read = now if worker_stalls is None else stalled(now, *worker_stalls, zlib.crc32(f"{seed}/{w.ip}".encode()))
         went = read + job.hold + (late() if job.hold > 0 else 0.0)
         if job.gap > 0:
@@ -220,10 +226,29 @@ def simulate(
             choice.inflight[job.id] = job
             policy.on_dispatch(job, choice, now)
             went = leaves_worker(job, choice, now)  # held until its slot, spaced after its last send
-            arrival = went + send + rng.expovariate(1 / send_jitter) if send_jitter else went + send
-            # The upstream judges it when it arrives, after what happens meanwhile (answers, releases).
-            heapq.heappush(events, (judged_at(arrival), next(seq), ARRIVE, (job, choice)))
+            if job.cap > 0:  # and sent only while under its cap: decided when its worker would send it
+                heapq.heappush(events, (went, next(seq), SEND, (job, choice)))
+            else:
+                goes(went, job, choice)
             run.max_inflight = max(run.max_inflight, len(choice.inflight))
+
+    out: Counter[str] = Counter()  # per IP: requests its worker sent and has not heard the answer of
+    queued: dict[str, list[tuple[float, Job, WorkerInfo]]] = {}  # per IP: jobs its worker holds for a slot
+    waited: dict[int, float] = {}  # per job: how long its worker held it so (Outcome.waited)
+
+    def goes(went: float, job: Job, w: WorkerInfo) -> None:
+        out[w.ip] += 1
+        arrival = went + send + rng.expovariate(1 / send_jitter) if send_jitter else went + send
+        # The upstream judges it when it arrives, after what happens meanwhile (answers, releases).
+        heapq.heappush(events, (judged_at(arrival), next(seq), ARRIVE, (job, w)))
+
+    def heard(now: float, ip: str) -> None:
+        out[ip] -= 1
+        waiting = queued.get(ip)
+        if waiting:
+            due, job, w = waiting.pop(0)
+            waited[job.id] = now - due
+            goes(now, job, w)
 
     def arrive(arrival: float, job: Job, w: WorkerInfo) -> None:
         reply = upstream.arrive(w.ip, arrival)
@@ -233,7 +258,8 @@ def simulate(
         leaves = arrival + reply.delay
         if reply.ok:
             heapq.heappush(events, (leaves, next(seq), RELEASE, w.ip))
-        heapq.heappush(events, (leaves + send, next(seq), ANSWER, (job, w, reply)))
+        heapq.heappush(events, (leaves + send, next(seq), HEARD, w.ip))
+        heapq.heappush(events, (leaves + send + hop, next(seq), ANSWER, (job, w, reply)))
 
     seconds += START
     warmup += START
@@ -254,6 +280,16 @@ def simulate(
         if kind == ARRIVE:
             arrive(now, *payload)
             continue
+        if kind == SEND:
+            job, w = payload
+            if out[w.ip] >= job.cap:
+                queued.setdefault(w.ip, []).append((now, job, w))
+            else:
+                goes(now, job, w)
+            continue
+        if kind == HEARD:
+            heard(now, payload)
+            continue
         if kind == WAKE:
             if now >= wake_at:
                 wake_at = math.inf
@@ -267,10 +303,13 @@ def simulate(
             continue
         job, w, reply = payload
         del w.inflight[job.id]
+        held = waited.pop(job.id, 0.0)
         if reply.ok:
-            outcome = Outcome(result="ok", status=200, latency=reply.delay)
+            outcome = Outcome(result="ok", status=200, latency=reply.delay, waited=held)
         else:
-            outcome = Outcome(result="rate_limited", status=429, latency=reply.delay, retry_after=reply.retry_after)
+            outcome = Outcome(
+                result="rate_limited", status=429, latency=reply.delay, retry_after=reply.retry_after, waited=held
+            )
         policy.on_outcome(job, w, outcome, now)
         second = per_second.setdefault(int(now - START), [0, 0])
         second[0 if reply.ok else 1] += 1

@@ -15,6 +15,7 @@ from broker.types import Blocked, Job, JobSpec, WorkerInfo
 from galileo.policy.allocator import LEAD, FarmPolicy
 from galileo.policy.hashing import hrw_rank
 from galileo.policy.learning import PACE
+from galileo.policy.pacing import ahead
 from tests.conftest import fake_worker
 
 
@@ -272,15 +273,18 @@ def test_a_pair_whose_slot_is_near_takes_its_job_and_its_worker_holds_it_so_a_la
 
 def test_a_pair_held_back_by_its_learnt_cap_is_not_saturated_so_its_pace_is_not_proven_faster() -> None:
     """A rate limit at latency L keeps ρ·L in flight, so a cap can be found where there is none:
-    what the cap alone kept clean must not prove a faster pace (it would send in bursts)."""
+    what the cap alone kept clean must not prove a faster pace (it would send in bursts). A pair
+    with a cap of 2 carries 3: each job marked with the cap, one waiting at its worker for a slot."""
     p = FarmPolicy(known_rates={"jupiter": 100.0}, rng=random.Random(1))
     ws = pool(worker("1.1.1.1", capacity=8))
     pacer = p.pacing.get("1.1.1.1", "jupiter", 0.0)
     pacer.caps.cap = 2
-    for t in (0.0, 0.5):
+    assert pacer.carried == 3 == 2 + ahead(2)
+    for t in (0.0, 0.5, 0.55):
         w = p.pick(job(), ws, t)
         assert isinstance(w, WorkerInfo)
-        p.on_dispatch(job(), w, t)
+        p.on_dispatch(sent := job(), w, t)
+        assert sent.cap == 2
     held = p.pick(job(), ws, 0.6)
     assert isinstance(held, Blocked) and held.until is None and pacer.at_cap  # until a job returns
     assert not pacer.saturated(0.6)  # the cap held it, not the pace
@@ -389,3 +393,9 @@ def test_a_job_on_a_learnt_pace_carries_the_interval_of_the_fastest_pace_proved_
     learner.phase = "learn"
     p.on_dispatch(measuring := job(), w, 2.0)
     assert measuring.gap == 0.0
+
+
+def test_how_many_a_capped_pair_carries_past_its_cap() -> None:
+    """A quarter of its cap more, and at least one: enough that a slot its worker frees is taken at
+    once while the next job is on its way from the coordinator, who hears of the answer later."""
+    assert [ahead(k) for k in (1, 2, 4, 5, 8, 16, 17)] == [1, 1, 1, 2, 2, 4, 5]
