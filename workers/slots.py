@@ -9,10 +9,11 @@ under the cap, and the coordinator lets a capped pair carry a little more than t
 here, not at the upstream.
 
 Every request a worker sends to an upstream is counted, capped or not, from the send until its
-answer is read (or the request fails); a job waiting here is not. Waiters go first come, first
-served. A waiter stopped after it was woken (its budget ran out, the worker stops) passes the
-wake on. Memory: an entry per upstream with requests out or jobs waiting, no more than the
-worker's jobs in flight.
+answer is read (or the request fails); a job waiting here is not. Waiters are woken first come,
+first served; a woken one counts itself in when it runs, so a job that reaches the gate in between
+(its hold just ended) may take the slot first, and the woken one waits again, last. A waiter stopped
+after it was woken (its budget ran out, the worker stops) passes the wake on. Memory: an entry per
+upstream with requests out or jobs waiting, no more than the worker's jobs in flight.
 """
 
 from __future__ import annotations
