@@ -95,6 +95,9 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str = ""  # one line a person can act on; never a secret
     value: ResultValue | None = None  # the decoded answer when result == "ok"
     waited: float = 0.0  # seconds its worker held it for a slot under its cap (Dispatch.cap) before sending it
+    # When its worker sent it, on that worker's monotonic clock (0: not sent, or not said). Only ever
+    # compared with the same worker's other sends: its answer came ``latency`` after.
+    sent: float = 0.0
 
 
 # Sizes no real worker comes near, so what the hub keeps of a worker stays small whatever a peer sends.

@@ -211,6 +211,7 @@ class Executor:
         ctx = JobContext(self.session, dispatch, self.emit)
         start = time.perf_counter()
         gated = 0.0  # seconds it waited for a slot under its cap
+        sent = 0.0  # when the request went (monotonic); 0: it never did
         try:
             async with asyncio.timeout(dispatch.timeout):  # the hold, the gap and the cap count: bogus ones time out
                 hold = dispatch.hold if dispatch.hold > 0 else 0.0  # NaN or negative: none
@@ -223,6 +224,7 @@ class Executor:
                 gated = time.perf_counter() - gate if dispatch.cap > 0 else 0.0
                 try:
                     waited, start = time.perf_counter() - start, time.perf_counter()
+                    sent = time.monotonic()
                     out = await fn(ctx, dispatch.payload, max(0.001, dispatch.timeout - waited))
                 finally:
                     self.slots.give_back(dispatch.upstream)
@@ -232,4 +234,8 @@ class Executor:
             if not isinstance(exc, Exception):
                 raise
             out = classify_exception(exc, time.perf_counter() - start, self.session.ip)
-        return msgspec.structs.replace(out, waited=round(gated, 6)) if gated >= GATE_REPORTED else out
+        # When it went, on this worker's clock: the coordinator tells what the upstream was serving
+        # from it (a cap's slots), which its own clock, an extra hop each way, would blur.
+        if gated >= GATE_REPORTED:
+            return msgspec.structs.replace(out, waited=round(gated, 6), sent=sent)
+        return msgspec.structs.replace(out, sent=sent) if sent else out

@@ -364,8 +364,20 @@ class FarmPolicy:
                 paced=limited and self.pacing.paced(ip, upstream),
             )
         cooled = started[1] if started is not None and started[0] == "rate_limited" else 0.0
+        # On its worker's clock, when the request went and its answer came: a cap's slots are told from
+        # these (hop and coordinator lag left out), never against this clock.
+        went, took = outcome.sent, outcome.latency
+        span = (went, went + took) if 0.0 < went < math.inf and 0.0 <= took < math.inf else None
         self.pacing.record(
-            ip, upstream, outcome.result, now, sent_at, retry_after=outcome.retry_after, cooled=cooled, decided=decided
+            ip,
+            upstream,
+            outcome.result,
+            now,
+            sent_at,
+            retry_after=outcome.retry_after,
+            cooled=cooled,
+            decided=decided,
+            span=span,
         )
         if started is None:
             return

@@ -3,7 +3,10 @@
 A concurrency cap of K refuses a request exactly when K of the caller's requests are being
 served as it arrives; a rate limit refuses whatever is being served. What was being served
 when a request arrived is known after the fact: the pair's successes sent before it and
-answered after it (an answer leaves the upstream about ``NET`` before it reaches us). So each
+answered after it (an answer leaves the upstream about ``NET`` before it reaches its worker). Both
+times are the worker's own where it says them (``Outcome.sent`` and ``latency``): the coordinator's
+would add the hop to the worker and back and its own lag, several milliseconds on a busy host,
+against a cap's slot that frees every few (4 slots at 50 ms: one per 12 ms). So each
 answer gets a *held* count (give or take one: an answer crossing the network as a request
 arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
 a refusal finds more held than successes usually do; under a rate limit refusals and successes
@@ -32,7 +35,7 @@ LOOKED = 4
 MIN_SUCCESSES = 6  # ... of which at least this many at the same pace
 RECENT = 64  # successes whose held count is remembered
 PACE_CHANGE = 0.05  # a pace this much away from theirs makes them stale
-NET = 0.001  # seconds: about this long from an answer leaving the upstream to it reaching us
+NET = 0.001  # seconds: about this long from an answer leaving the upstream to its worker reading it
 ANSWERS = 512  # answered successes kept to count what was held
 
 
@@ -45,6 +48,7 @@ class CapFinder:
         self._answers: deque[tuple[float, float]] = deque(maxlen=ANSWERS)  # (sent, answered) of successes
         self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
         self._pace = 0.0  # the pace those successes were sent at
+        self._worker = False  # whether the times are the worker's (Outcome.sent) or the coordinator's
 
     def held(self, sent_at: float, floor: float) -> int:
         """Successes sent before ``sent_at`` and still being served when it arrived."""
@@ -56,16 +60,30 @@ class CapFinder:
             n += sent < sent_at
         return n
 
-    def ok(self, sent_at: float, now: float, pace: float, floor: float) -> None:
+    def _clock(self, worker: bool) -> None:
+        """Times on the worker's clock and the coordinator's are never compared: a change starts over."""
+        if worker != self._worker:
+            self._worker = worker
+            self._answers.clear()
+            self._held.clear()
+            self.votes.clear()
+
+    def ok(self, span: tuple[float, float], pace: float, floor: float, worker: bool = False) -> None:
+        """A success sent and answered at ``span``: on its worker's clock (``worker``), or else on ours."""
+        self._clock(worker)
         if not math.isclose(pace, self._pace, rel_tol=PACE_CHANGE):
             self._held.clear()  # a new pace: what successes found before says nothing about it
             self._pace = pace
-        self._held.append(self.held(sent_at, floor))
-        self._answers.append((sent_at, now))
+        self._held.append(self.held(span[0], floor))
+        self._answers.append(span)
 
-    def refused(self, sent_at: float, floor: float, paced: bool) -> bool:
-        """A 429 that was news, sent at ``sent_at``. True when it is the cap's doing (a cap found now counts)."""
-        if self.cap is not None or not paced or len(self._held) < MIN_SUCCESSES:
+    def refused(self, sent_at: float, floor: float, paced: bool, worker: bool = False) -> bool:
+        """A 429 that was news, sent at ``sent_at`` (on its worker's clock where ``worker``). True when
+        it is the cap's doing (a cap found now counts)."""
+        if self.cap is not None or not paced:
+            return False
+        self._clock(worker)
+        if len(self._held) < MIN_SUCCESSES:
             return False
         usual = sorted(self._held)[len(self._held) // 2]
         self.votes.append(self.held(sent_at, floor) > usual)

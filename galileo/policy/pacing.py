@@ -171,13 +171,13 @@ class Pacer:
     def answered(self) -> None:
         self.inflight = max(0, self.inflight - 1)
 
-    def ok(self, now: float, sent_at: float) -> None:
+    def ok(self, now: float, sent_at: float, span: tuple[float, float] | None = None) -> None:
         took = now - sent_at
         self.latency = took if self.latency == 0 else self.latency + LATENCY_WEIGHT * (took - self.latency)
         if sent_at in self._light:
             self._light.discard(sent_at)
             self.floor = took if self.floor == 0 else self.floor + LATENCY_WEIGHT * (took - self.floor)
-        self.caps.ok(sent_at, now, self.learner.rate, self.floor)
+        self.caps.ok(span or (sent_at, now), self.learner.rate, self.floor, worker=span is not None)
         learner = self.learner
         if self.ramping and now - self.ramped_at >= self.rules.open_step:
             if self.floor and self.latency > 2 * self.rules.queueing * self.floor:
@@ -191,7 +191,13 @@ class Pacer:
             learner.ok(now, sent_at)
 
     def refused(
-        self, now: float, sent_at: float, retry_after: float | None, cooled: float, decided: float | None = None
+        self,
+        now: float,
+        sent_at: float,
+        retry_after: float | None,
+        cooled: float,
+        decided: float | None = None,
+        span: tuple[float, float] | None = None,
     ) -> Heard:
         """A 429 on the pair (not grouped): the concurrency cap's, or news for its rate learner."""
         learner = self.learner
@@ -200,7 +206,8 @@ class Pacer:
         # when an answer leaves, so such a refusal is no cap's, though a box tripped by a bunch of
         # sends finds more in flight than usual, as a cap's refusal does.
         timed = retry_after is not None and retry_after >= self.rules.long_wait
-        if not echo and not timed and self.caps.refused(sent_at, self.floor, learner.phase != "open"):
+        went = sent_at if span is None else span[0]
+        if not echo and not timed and self.caps.refused(went, self.floor, learner.phase != "open", span is not None):
             learner.unbound(now)  # the refusals it learnt from were the cap's: search on, under the cap
             return "refusal"
         return learner.refused(now, sent_at, retry_after, cooled, decided)
@@ -319,16 +326,19 @@ class PaceBook:
         retry_after: float | None = None,
         cooled: float = 0.0,
         decided: float | None = None,
+        span: tuple[float, float] | None = None,
     ) -> None:
         """Learn from one answer. ``cooled``: seconds the pair now cools for it (0: none). ``decided``:
         when the request was dispatched, if its worker held it until ``sent_at`` (a 429 is news only
-        if the farm committed the request after the last one came)."""
+        if the farm committed the request after the last one came). ``span``: when its worker sent it
+        and heard the answer, on that worker's clock (:class:`CapFinder` counts the slots held from
+        these where it has them)."""
         p = self.get(ip, upstream, now)
         p.answered()
         sent = now if sent_at is None else sent_at
         g = self._groups.get(upstream)
         if result == "ok":
-            p.ok(now, sent)
+            p.ok(now, sent, span)
             self._count_ok(upstream, now)
             if g is not None:
                 g.learner.ok(now, sent)
@@ -338,7 +348,7 @@ class PaceBook:
                 if g.got is not None and g.learner.rate < DISSOLVE * g.got:
                     self._dissolve(upstream, now)
             else:
-                self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled, decided), now)
+                self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled, decided, span), now)
 
     def _own_limit(self, p: Pacer, shared: RateLearner, upstream: str) -> bool:
         """A pair told a rate of its own, in a told shared budget, whose own pace binds before its share

@@ -23,7 +23,10 @@ a worker's hold and spacing waits alike, as a busy host's do (0: on time). ``hop
 coordinator to a worker and back again, each way (ZeroMQ and two event loops; 0: none): a job reaches
 its worker that long after dispatch, and an answer the coordinator that long after the worker. A job
 with a concurrency cap (``job.cap``) goes only while fewer than that many of its worker's requests
-are out (sent and not yet answered to the worker), as :mod:`workers.slots` keeps them. The
+are out (sent and not yet answered to the worker), as :mod:`workers.slots` keeps them. Each outcome
+says when its worker sent it and how long the answer took to come back to the worker
+(``Outcome.sent``, ``latency``), as a worker does; ``says_sent=False``: neither (the upstream's delay
+as latency), as before round 35. The
 clock starts at ``START`` (a monotonic clock is never 0, and the hub reads a ``sent_at`` of 0 as
 "never sent"); times in a :class:`Run` are relative.
 """
@@ -164,6 +167,7 @@ def simulate(
     worker_stalls: tuple[float, float] | None = None,
     timers_late: float = 0.0,
     hop: float = 0.0,
+    says_sent: bool = True,
 ) -> Run:
     """Keep the farm saturated for ``seconds`` of virtual time; count after ``warmup``.
 
@@ -236,8 +240,11 @@ def simulate(
     queued: dict[str, list[tuple[float, Job, WorkerInfo]]] = {}  # per IP: jobs its worker holds for a slot
     waited: dict[int, float] = {}  # per job: how long its worker held it so (Outcome.waited)
 
+    went_at: dict[int, float] = {}  # per job: when its worker sent it (Outcome.sent)
+
     def goes(went: float, job: Job, w: WorkerInfo) -> None:
         out[w.ip] += 1
+        went_at[job.id] = went
         arrival = went + send + rng.expovariate(1 / send_jitter) if send_jitter else went + send
         # The upstream judges it when it arrives, after what happens meanwhile (answers, releases).
         heapq.heappush(events, (judged_at(arrival), next(seq), ARRIVE, (job, w)))
@@ -304,11 +311,13 @@ def simulate(
         job, w, reply = payload
         del w.inflight[job.id]
         held = waited.pop(job.id, 0.0)
+        went = went_at.pop(job.id)
+        sent, took = (went, now - hop - went) if says_sent else (0.0, reply.delay)  # as its worker saw it
         if reply.ok:
-            outcome = Outcome(result="ok", status=200, latency=reply.delay, waited=held)
+            outcome = Outcome(result="ok", status=200, latency=took, waited=held, sent=sent)
         else:
             outcome = Outcome(
-                result="rate_limited", status=429, latency=reply.delay, retry_after=reply.retry_after, waited=held
+                result="rate_limited", status=429, latency=took, retry_after=reply.retry_after, waited=held, sent=sent
             )
         policy.on_outcome(job, w, outcome, now)
         second = per_second.setdefault(int(now - START), [0, 0])

@@ -43,3 +43,24 @@ def test_jobs_sent_ahead_to_a_capped_pair_take_each_slot_the_moment_it_frees(
     assert sent.ok_per_s / ceiling >= least and sent.share_429 == 0.0, (sent.ok_per_s / ceiling, sent.share_429)
     kept = capped_run(False, latency)
     assert kept.ok_per_s / ceiling < without, kept.ok_per_s / ceiling
+
+
+def _caps_found(says_sent: bool) -> tuple[Run, list[int | None]]:
+    upstream = SimUpstream("concurrency:4", latency="50", seed=1)
+    policy = FarmPolicy(rng=random.Random(1))
+    run = simulate(
+        upstream, IPS, seconds=150, warmup=90, policy=policy, hop=0.002, timers_late=0.001, says_sent=says_sent
+    )
+    return run, [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS]
+
+
+def test_a_cap_is_counted_on_the_workers_clock_not_across_the_hop() -> None:
+    """What a refusal found being served is counted from when its worker sent each request and heard
+    each answer (``Outcome.sent``, ``latency``). Counted on the coordinator's clock, every answer
+    comes a hop and a late wake-up later (2 ms each way, timers 1 ms late, against a slot that frees
+    every 12.5 ms): successes seem to find more held than they did, and the caps it finds are wrong
+    (10, 12 and 66 for a cap of 4 with this seed), which leaves the pairs to the rate learner."""
+    run, caps = _caps_found(says_sent=True)
+    assert caps == [4, 4, 4, 4] and run.ok_per_s / CEILING >= 0.95 and run.share_429 == 0.0, (caps, run.ok_per_s)
+    blurred, caps = _caps_found(says_sent=False)
+    assert any(cap != 4 for cap in caps) and blurred.ok_per_s / CEILING < 0.9, (caps, blurred.ok_per_s)

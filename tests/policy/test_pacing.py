@@ -387,7 +387,7 @@ def test_a_windows_second_return_after_little_demand_measures_nothing() -> None:
 def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
     caps = CapFinder()
     for i in range(20):  # one sent every 0.1 s, each served 0.3 s: each success found 2 still served
-        caps.ok(sent_at=i / 10, now=i / 10 + 0.3, pace=10.0, floor=0.3)
+        caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
     # Sent between those, a request found 3 being served: under a cap of 3, refused for it.
     assert caps.held(1.95, 0.3) == 3
     assert not caps.refused(1.95, 0.3, paced=True) and not caps.refused(1.96, 0.3, paced=True)
@@ -395,7 +395,7 @@ def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
     # A rate limit refuses whatever is served: refusals that found what successes found prove nothing.
     rate = CapFinder()
     for i in range(20):
-        rate.ok(sent_at=i / 10, now=i / 10 + 0.3, pace=10.0, floor=0.3)
+        rate.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
     assert not any(rate.refused(sent, 0.3, paced=True) for sent in (1.7, 1.8, 1.9, 2.0)) and rate.cap is None
 
 
@@ -405,7 +405,7 @@ def _held_three(retry_after: float) -> tuple[Pacer, list[str]]:
     p = Pacer(PACE, 0.0, told=10.0)
     p.floor = 0.3
     for i in range(20):
-        p.caps.ok(sent_at=i / 10, now=i / 10 + 0.3, pace=10.0, floor=0.3)
+        p.caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
     return p, [p.refused(sent + 0.0001, sent, retry_after, 0.0) for sent in (1.95, 1.96, 1.97)]
 
 
@@ -428,6 +428,47 @@ def test_the_refusal_that_finds_a_cap_makes_those_in_flight_with_it_echoes() -> 
     p.ok(1.975, 1.955)  # a success ends the refusal run
     assert p.refused(1.98, 1.965, 1.0, 0.0) == "echo"  # sent before the cap's refusal came back
     assert p.refused(1.99, 1.975, 1.0, 0.0) != "echo"  # sent after it: news
+
+
+def test_a_cap_finder_never_compares_a_workers_clock_with_the_coordinators() -> None:
+    """Times on a worker's clock (``Outcome.sent``) start a finder over that had the coordinator's:
+    what it held is forgotten, so no count mixes the two."""
+    caps = CapFinder()
+    for i in range(20):
+        caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
+    assert caps.held(1.95, 0.3) == 3
+    caps.ok((5000.0, 5000.3), pace=10.0, floor=0.3, worker=True)  # another clock altogether
+    assert caps.held(1.95, 0.3) == 0 and caps.held(5000.1, 0.3) == 1
+    assert not caps.refused(5000.1, 0.3, paced=True, worker=True)  # too few successes on this clock yet
+
+
+@pytest.mark.parametrize(
+    ("sent", "latency", "span"),
+    [
+        (7.5, 0.25, (7.5, 7.75)),  # a worker's times: passed on as they are
+        (0.0, 0.25, None),  # none said
+        (math.nan, 0.25, None),  # a peer's nonsense: the coordinator's own clock instead
+        (math.inf, 0.25, None),
+        (-3.0, 0.25, None),
+        (7.5, math.nan, None),
+        (7.5, -1.0, None),
+    ],
+)
+def test_an_outcomes_worker_times_reach_the_pace_only_when_they_make_sense(
+    sent: float, latency: float, span: tuple[float, float] | None
+) -> None:
+    policy = FarmPolicy(rng=random.Random(1))
+    w = worker("1.1.1.1")
+    seen: list[tuple[float, float] | None] = []
+    record = policy.pacing.record
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(kwargs["span"])  # type: ignore[arg-type]
+        record(*args, **kwargs)  # type: ignore[arg-type]
+
+    policy.pacing.record = spy  # type: ignore[method-assign]
+    policy.on_outcome(job(10.0), w, Outcome(result="ok", status=200, latency=latency, sent=sent), 10.3)
+    assert seen == [span]
 
 
 def test_an_api_key_makes_one_budget_for_every_ip_and_each_lane_carries_its_share() -> None:

@@ -224,11 +224,24 @@ async def test_a_held_job_leaves_no_sooner_than_its_hold(server: str) -> None:
     assert out.result == "ok" and ARRIVALS and ARRIVALS[0] - start >= 0.05
 
 
+async def test_an_outcome_says_when_its_request_went_on_the_workers_clock(server: str) -> None:
+    """``Outcome.sent`` is when the request left (after its hold), and ``latency`` later its answer was
+    in: the server (same host, same monotonic clock) saw it arrive in between. The coordinator tells
+    a cap's slots from these, not from its own clock."""
+    ARRIVALS.clear()
+    start = time.monotonic()
+    out = await run("127.0.0.2", HttpRequest(url=f"{server}/when"), hold=0.05)
+    assert out.result == "ok" and len(ARRIVALS) == 1
+    assert start + 0.05 <= out.sent <= ARRIVALS[0] <= out.sent + out.latency <= time.monotonic()
+    limited = await run(None, HttpRequest(url=f"{server}/limited"))
+    assert limited.result == "rate_limited" and limited.sent > start  # a refusal says it too
+
+
 async def test_a_hold_past_the_jobs_timeout_times_out_and_sends_nothing(server: str) -> None:
     """A bogus hold (a peer's, or a clock gone wrong) cannot keep a job past its budget."""
     ARRIVALS.clear()
     out = await run("127.0.0.2", HttpRequest(url=f"{server}/when"), timeout=0.2, hold=60.0)
-    assert out.result == "timeout" and ARRIVALS == []
+    assert out.result == "timeout" and ARRIVALS == [] and out.sent == 0.0  # never sent: says no time
 
 
 async def test_jobs_that_reach_a_worker_together_leave_it_one_gap_apart(server: str) -> None:
