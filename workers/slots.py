@@ -9,11 +9,12 @@ under the cap, and the coordinator lets a capped pair carry a little more than t
 here, not at the upstream.
 
 Every request a worker sends to an upstream is counted, capped or not, from the send until its
-answer is read (or the request fails); a job waiting here is not. Waiters are woken first come,
-first served; a woken one counts itself in when it runs, so a job that reaches the gate in between
-(its hold just ended) may take the slot first, and the woken one waits again, last. A waiter stopped
-after it was woken (its budget ran out, the worker stops) passes the wake on. Memory: an entry per
-upstream with requests out or jobs waiting, no more than the worker's jobs in flight.
+answer is read (or the request fails); a job waiting here is not. Waiters go first come, first
+served: a slot that comes back while jobs wait is handed to the first of them, still counted, so a
+job that reaches the gate before the woken one runs (its hold just ended) cannot take it and send
+the woken one to the back. A waiter stopped after it was handed a slot (its budget ran out, the
+worker stops) hands it on. Memory: an entry per upstream with requests out or jobs waiting, no more
+than the worker's jobs in flight.
 """
 
 from __future__ import annotations
@@ -32,45 +33,44 @@ class Slots:
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
     async def take(self, upstream: str, cap: int) -> None:
-        """Wait until fewer than ``cap`` requests to ``upstream`` are out (0 or less: no cap), then
-        count one more. Pair every return with :meth:`give_back`."""
-        while 0 < cap <= self.out.get(upstream, 0):
-            woken = asyncio.get_running_loop().create_future()
-            queue = self._waiting.setdefault(upstream, deque())
-            queue.append(woken)
-            try:
-                await woken
-            except BaseException:
-                if woken.done() and not woken.cancelled():  # woken, then stopped: the slot is another's
-                    self._wake(upstream)
-                elif woken in queue:  # stopped while it waited: it waits no more
-                    queue.remove(woken)
-                    if not queue and self._waiting.get(upstream) is queue:
-                        del self._waiting[upstream]
-                raise
-        self.out[upstream] = self.out.get(upstream, 0) + 1
+        """Wait until fewer than ``cap`` requests to ``upstream`` are out (0 or less: no cap), or a
+        slot is handed over, counting one more. Pair every return with :meth:`give_back`."""
+        if not 0 < cap <= self.out.get(upstream, 0):
+            self.out[upstream] = self.out.get(upstream, 0) + 1
+            return
+        handed = asyncio.get_running_loop().create_future()
+        queue = self._waiting.setdefault(upstream, deque())
+        queue.append(handed)
+        try:
+            await handed  # the slot comes counted: give_back left it so
+        except BaseException:
+            if handed.done() and not handed.cancelled():  # handed a slot, then stopped: on to the next
+                self.give_back(upstream)
+            elif handed in queue:  # stopped while it waited: it waits no more
+                queue.remove(handed)
+                if not queue and self._waiting.get(upstream) is queue:
+                    del self._waiting[upstream]
+            raise
 
     def give_back(self, upstream: str) -> None:
-        """A request to ``upstream`` came back (or failed): its slot is free for the first waiter."""
+        """A request to ``upstream`` came back (or failed): its slot goes to the first waiter, still
+        counted, or is free."""
+        queue = self._waiting.get(upstream)
+        while queue:
+            handed = queue.popleft()
+            if not handed.done():
+                handed.set_result(None)
+                if not queue:
+                    del self._waiting[upstream]
+                return
+        if queue is not None:
+            del self._waiting[upstream]
         n = self.out.get(upstream, 0) - 1
         if n > 0:
             self.out[upstream] = n
         else:
             self.out.pop(upstream, None)
-        self._wake(upstream)
 
     def waiting(self, upstream: str) -> int:
         """Jobs waiting for a slot of ``upstream``."""
         return len(self._waiting.get(upstream, ()))
-
-    def _wake(self, upstream: str) -> None:
-        queue = self._waiting.get(upstream)
-        if queue is None:
-            return
-        while queue:
-            woken = queue.popleft()
-            if not woken.done():
-                woken.set_result(None)
-                break
-        if not queue:
-            del self._waiting[upstream]

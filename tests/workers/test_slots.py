@@ -59,3 +59,20 @@ async def test_a_waiter_stopped_while_it_waits_leaves_the_queue() -> None:
     assert slots.waiting("u") == 0 and slots._waiting == {}  # nothing kept for jobs that are gone
     slots.give_back("u")
     assert slots.out == {}
+
+
+async def test_a_slot_that_comes_back_goes_to_the_first_waiter_not_to_a_job_arriving_meanwhile() -> None:
+    """Handed over, still counted: a job reaching the gate after the slot came back, before the woken
+    waiter runs, waits its turn (counting the woken one in when it ran let such a job take the slot
+    and sent the woken one to the back of the queue, again and again under a steady stream)."""
+    slots = Slots()
+    await slots.take("u", 1)
+    first = asyncio.create_task(slots.take("u", 1))
+    await _settle()
+    slots.give_back("u")  # the first waiter's now, though it has not run yet
+    assert slots.out == {"u": 1}
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(slots.take("u", 1), 0.05)  # arrived meanwhile: waits, and gives up
+    assert first.done() and slots.out == {"u": 1} and slots.waiting("u") == 0
+    slots.give_back("u")
+    assert slots.out == {} and slots._waiting == {}
