@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from galileo.policy import pacing
+from galileo.policy import concurrency, pacing
 from galileo.policy.allocator import FarmPolicy
 from tests.policy.limitsim import Run, SimUpstream, simulate
 
@@ -64,3 +64,36 @@ def test_a_cap_is_counted_on_the_workers_clock_not_across_the_hop() -> None:
     assert caps == [4, 4, 4, 4] and run.ok_per_s / CEILING >= 0.95 and run.share_429 == 0.0, (caps, run.ok_per_s)
     blurred, caps = _caps_found(says_sent=False)
     assert any(cap != 4 for cap in caps) and blurred.ok_per_s / CEILING < 0.9, (caps, blurred.ok_per_s)
+
+
+def _told_capped(over: bool) -> tuple[Run, list[int | None]]:
+    """16 IPs told R = K / latency under a cap of 4 at 300 ms (as the bench tells them)."""
+    ips = [f"10.0.1.{i}" for i in range(1, 17)]
+    upstream = SimUpstream("concurrency:4", latency="300", seed=1)
+    policy = FarmPolicy(known_rates={"u": 4 / 0.3}, rng=random.Random(1))
+    with mock.patch.object(concurrency, "MIN_OVER", concurrency.MIN_OVER if over else 10**9):
+        run = simulate(upstream, ips, seconds=150, warmup=120, policy=policy, timers_late=0.001, hop=0.001)
+    return run, [policy.pacing.get(ip, "u", 0.0).cap for ip in ips]
+
+
+def test_a_told_pace_just_under_a_cap_finds_it_from_two_refusals_above_every_success() -> None:
+    """Told 98 % of what the cap carries, a pair is refused only when latency jitter bunches its
+    requests, about once a minute. On the worker's clock two refusals that each found more held than
+    any success did are enough: every pair has its cap by 150 s (0.980 of K / latency), where three
+    of four above the median left 5 pairs without one (0.967)."""
+    ceiling = 16 * 4 / 0.3
+    run, caps = _told_capped(over=True)
+    assert caps == [4] * 16 and run.ok_per_s / ceiling >= 0.975, (caps, run.ok_per_s / ceiling)
+    slow, caps = _told_capped(over=False)
+    assert caps.count(None) >= 3 and slow.ok_per_s / ceiling < 0.97, (caps, slow.ok_per_s / ceiling)
+
+
+@pytest.mark.parametrize("told", [None, 20.0])
+def test_no_rate_limit_is_taken_for_a_cap(told: float | None) -> None:
+    """Refusals of a rate limit come with as many held as successes find: across the zoo at 300 ms
+    (where most are in flight), learned and told, no pair finds a cap."""
+    zoo = ("bucket:20/1s,burst=0.1", "fixed:100/5s", "sliding:200/10s", "rolling:200/10s", "penalty:20/1s,box=5s")
+    for spec in zoo:
+        policy = FarmPolicy(known_rates={"u": told} if told else None, rng=random.Random(1))
+        simulate(SimUpstream(spec, latency="300", seed=1), IPS, seconds=120, warmup=60, policy=policy, hop=0.001)
+        assert [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS] == [None] * len(IPS), spec

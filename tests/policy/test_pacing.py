@@ -430,6 +430,30 @@ def test_the_refusal_that_finds_a_cap_makes_those_in_flight_with_it_echoes() -> 
     assert p.refused(1.99, 1.975, 1.0, 0.0) != "echo"  # sent after it: news
 
 
+def test_on_the_workers_clock_two_refusals_above_every_success_make_a_cap() -> None:
+    """Exact counts: a cap's refusal finds more held than any success did. Two running, over 16 or more
+    successes, are a cap of one more than the most they found; on the coordinator's clock it takes
+    three of four above the median. Refusals that found no more than some success did prove nothing."""
+
+    def finder(worker: bool) -> CapFinder:
+        caps = CapFinder()
+        for i in range(20):  # one every 0.1 s, each served 0.3 s: each success found 2 held
+            caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3, worker=worker)
+        return caps
+
+    exact = finder(worker=True)
+    assert not exact.refused(1.95, 0.3, paced=True, worker=True) and exact.cap is None
+    assert exact.refused(1.96, 0.3, paced=True, worker=True) and exact.cap == 3
+    blurred = finder(worker=False)
+    assert not blurred.refused(1.95, 0.3, paced=True) and not blurred.refused(1.96, 0.3, paced=True)
+    assert blurred.refused(1.97, 0.3, paced=True) and blurred.cap == 3
+    rate = finder(worker=True)
+    for span in ((2.0, 2.45), (2.1, 2.4), (2.15, 2.5)):  # answers slowing down: the last found 3 held
+        rate.ok(span, pace=10.0, floor=0.3, worker=True)
+    assert rate.held(2.21, 0.3) == rate.held(2.22, 0.3) == 3  # refusals finding as many as it did
+    assert not any(rate.refused(t, 0.3, paced=True, worker=True) for t in (2.21, 2.22)) and rate.cap is None
+
+
 def test_a_cap_finder_never_compares_a_workers_clock_with_the_coordinators() -> None:
     """Times on a worker's clock (``Outcome.sent``) start a finder over that had the coordinator's:
     what it held is forgotten, so no count mixes the two."""
