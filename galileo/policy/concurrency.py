@@ -14,14 +14,18 @@ find the same. Three of the last four refusals above the median success (of at l
 pace) make a cap of one more than that median. On the worker's clock the counts are exact enough
 for a sharper test: under a cap every refusal finds more held than any success did (K against at
 most K - 1), so two refusals running that each find more than every one of the last 16 or more
-successes make a cap of one more than that most. A pace told at 98 % of what a cap carries meets a
-refusal only when latency jitter bunches its requests, about once a minute at 300 ms. In virtual
-time (16 addresses, 3 seeds) three such refusals left 3 to 5 pairs of 16 without a cap after 150 s
-(0.966-0.967 of K / latency); with two running, 47 of 48 pairs found it (0.973-0.980). Over the
-rate zoo in virtual time (9 shapes, 50-300 ms, learned and told, 4 and 16 addresses, 2016 pairs)
-this test found no cap. The only false one came from the median rule, as before, under a bucket
-with a second of burst at 50 ms. A false one (a rate limit ρ at latency L keeps
-about ρ·L in flight, so at a steady pace the two can look alike) costs little as long as the pace
+successes make a cap of what they found (the fewer): successes at a pace under the cap's rate may
+never find K - 1 held, and one more than what they found would be a cap too low. A pace told at
+98 % of what a cap carries meets a refusal only when latency jitter bunches its requests, about
+once a minute at 300 ms. In virtual time (16 addresses, 3 seeds) three such refusals left 3 to 5
+pairs of 16 without a cap after 150 s (0.966-0.967 of K / latency); with two running, 47 of 48
+pairs found it (0.973-0.980). Over the rate zoo in virtual time (9 shapes, 50-300 ms, learned and
+told, 4 and 16 addresses, 2016 pairs) this test found no cap. The only false one came from the
+median rule, as before, under a bucket with a second of burst at 50 ms. Both rules count only
+successes already answered: a refusal is judged when it comes back, so an upstream that refuses
+at once, before the requests it found held are answered, would be judged on too few (the simulator
+delays its refusals as its answers). A false one (a rate limit ρ at latency L keeps about ρ·L in
+flight, so at a steady pace the two can look alike) costs little as long as the pace
 stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
 rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
 
@@ -56,7 +60,7 @@ class CapFinder:
     def __init__(self) -> None:
         self.cap: int | None = None
         self.votes: deque[bool] = deque(maxlen=LOOKED)
-        self.over: deque[bool] = deque(maxlen=OVER)  # refusals that found more held than any success
+        self.over: deque[int] = deque(maxlen=OVER)  # what refusals found held above every success (0: not)
         self._answers: deque[tuple[float, float]] = deque(maxlen=ANSWERS)  # (sent, answered) of successes
         self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
         self._pace = 0.0  # the pace those successes were sent at
@@ -104,9 +108,9 @@ class CapFinder:
         self.votes.append(found > usual)
         # On the worker's clock a cap's refusal finds more held than any success did: twice running,
         # with enough successes to say so, that is a cap (a rate limit's refusals seldom do).
-        self.over.append(self._worker and len(ranked) >= MIN_OVER and found > top)
+        self.over.append(found if self._worker and len(ranked) >= MIN_OVER and found > top else 0)
         if len(self.over) == self.over.maxlen and all(self.over):
-            self.cap = top + 1
+            self.cap = min(self.over)  # what a cap's refusal finds held is the cap itself
             return True
         if sum(self.votes) >= EVIDENCE:
             self.cap = usual + 1

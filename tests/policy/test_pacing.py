@@ -444,6 +444,14 @@ def test_on_the_workers_clock_two_refusals_above_every_success_make_a_cap() -> N
     exact = finder(worker=True)
     assert not exact.refused(1.95, 0.3, paced=True, worker=True) and exact.cap is None
     assert exact.refused(1.96, 0.3, paced=True, worker=True) and exact.cap == 3
+    sparse = CapFinder()
+    for i in range(20):  # one every 0.2 s, each served 0.3 s: each success found 1 held
+        sparse.ok((i / 5, i / 5 + 0.3), pace=5.0, floor=0.3, worker=True)
+    for span in ((3.93, 4.33), (3.90, 4.30)):  # a bunch, its answers heard out of order: each found 1
+        sparse.ok(span, pace=5.0, floor=0.3, worker=True)
+    assert sparse.held(3.95, 0.3) == 3  # a refusal then found 3 held: what a cap's refusal finds is K
+    assert not sparse.refused(3.95, 0.3, paced=True, worker=True)
+    assert sparse.refused(3.96, 0.3, paced=True, worker=True) and sparse.cap == 3  # (not 1 + the most, 2)
     blurred = finder(worker=False)
     assert not blurred.refused(1.95, 0.3, paced=True) and not blurred.refused(1.96, 0.3, paced=True)
     assert blurred.refused(1.97, 0.3, paced=True) and blurred.cap == 3
