@@ -145,6 +145,9 @@ FIXED_NORETRY = Limit("fixed-noretry", "fixed:100/5s,retry_after=no", 20.0, warm
 PENALTY_NORETRY = Limit("penalty-noretry", "penalty:20/1s,box=5s,retry_after=no", 20.0, warmup=240, counted=40)
 # Two limits at once, a second's and a minute's (the simulator stacks them with &): R is the minute's.
 STACKED = Limit("stacked", "bucket:20/1s,burst=0.1 & fixed:600/60s", 10.0, warmup=420, counted=120)
+# A gateway's cap (an API gateway or a proxy in front of the upstream): it refuses at once, before the
+# requests it found being served are answered, while its answers take the latency.
+CAP_AT_ONCE = Limit("concurrency-at-once", "concurrency:4,refuse=at_once", None, warmup=120, counted=30, cap=4)
 
 FULL = PipelinePlan(
     limits=(BUCKET, FIXED, SLIDING, PENALTY, CAP, KEYED),
@@ -157,8 +160,12 @@ FULL = PipelinePlan(
         ("penalty-noretry", 150, 16, "blind"),
         ("bucket", 50, 4, "multi_leg"),
         ("bucket", 150, 16, "multi_leg"),
+        ("concurrency-at-once", 50, 4, "blind"),
+        ("concurrency-at-once", 300, 16, "blind"),
     ),
-    limits_by_name={lim.name: lim for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY)},
+    limits_by_name={
+        lim.name: lim for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY, CAP_AT_ONCE)
+    },
 )
 QUICK = PipelinePlan(
     limits=(Limit("bucket", "bucket:20/1s,burst=0.1", 20.0, warmup=3, counted=3),),

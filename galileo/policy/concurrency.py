@@ -11,7 +11,9 @@ answer gets a *held* count (give or take one: an answer crossing the network as 
 arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
 a refusal finds more held than successes usually do; under a rate limit refusals and successes
 find the same. Three of the last four refusals above the median success (of at least 6 at the
-pace) make a cap of one more than that median. On the worker's clock the counts are exact enough
+pace) make a cap: one more than that median on the coordinator's clock, and on the worker's the
+fewest any of the three found (a success that counted an answer crossing the network as held pulls
+the median down: at 50 ms, caps of 3 for a cap of 4). On the worker's clock the counts are exact enough
 for a sharper test: under a cap every refusal finds more held than any success did (K against at
 most K - 1), so two refusals running that each find more than every one of the last 16 or more
 successes make a cap of what they found (the fewer): successes at a pace under the cap's rate may
@@ -22,9 +24,15 @@ pairs of 16 without a cap after 150 s (0.966-0.967 of K / latency); with two run
 pairs found it (0.973-0.980). Over the rate zoo in virtual time (9 shapes, 50-300 ms, learned and
 told, 4 and 16 addresses, 2016 pairs) this test found no cap. The only false one came from the
 median rule, as before, under a bucket with a second of burst at 50 ms. Both rules count only
-successes already answered: a refusal is judged when it comes back, so an upstream that refuses
-at once, before the requests it found held are answered, would be judged on too few (the simulator
-delays its refusals as its answers). A false one (a rate limit ρ at latency L keeps about ρ·L in
+successes already answered. A refusal that comes back in under half the pair's floor latency was
+refused at once, by a gateway in front of the upstream (an API gateway, a CDN, a proxy such as
+Envoy's): the requests it found held are still being served, so it is judged later, when a success
+sent after it is answered, and a cap found then makes the refusals the rate learner heard meanwhile
+another limit's (:meth:`RateLearner.unbound`). Judged when it came back, such a refusal found
+nothing held: in virtual time (4 addresses, a cap of 4, ``refuse=at_once``) no cap was found, and
+a pace told K / latency at 50 ms reached 0.14 of it with 7 % 429s (each refusal cools a second);
+judged late, every cap was found and it reached 0.96, as with refusals that take the latency. A
+false one (a rate limit ρ at latency L keeps about ρ·L in
 flight, so at a steady pace the two can look alike) costs little as long as the pace
 stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
 rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
@@ -52,6 +60,8 @@ RECENT = 64  # successes whose held count is remembered
 PACE_CHANGE = 0.05  # a pace this much away from theirs makes them stale
 NET = 0.001  # seconds: about this long from an answer leaving the upstream to its worker reading it
 ANSWERS = 512  # answered successes kept to count what was held
+PENDING = 8  # refusals answered at once, waiting for what they found held to be answered ...
+AT_ONCE = 0.5  # ... that is, in under this share of the pair's floor latency
 
 
 class CapFinder:
@@ -59,8 +69,9 @@ class CapFinder:
 
     def __init__(self) -> None:
         self.cap: int | None = None
-        self.votes: deque[bool] = deque(maxlen=LOOKED)
+        self.votes: deque[int] = deque(maxlen=LOOKED)  # what refusals found held above the median success (0: not)
         self.over: deque[int] = deque(maxlen=OVER)  # what refusals found held above every success (0: not)
+        self.pending: deque[float] = deque(maxlen=PENDING)  # send times of refusals not judged yet
         self._answers: deque[tuple[float, float]] = deque(maxlen=ANSWERS)  # (sent, answered) of successes
         self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
         self._pace = 0.0  # the pace those successes were sent at
@@ -84,35 +95,57 @@ class CapFinder:
             self._held.clear()
             self.votes.clear()
             self.over.clear()
+            self.pending.clear()
 
-    def ok(self, span: tuple[float, float], pace: float, floor: float, worker: bool = False) -> None:
-        """A success sent and answered at ``span``: on its worker's clock (``worker``), or else on ours."""
+    def ok(self, span: tuple[float, float], pace: float, floor: float, worker: bool = False) -> bool:
+        """A success sent and answered at ``span``: on its worker's clock (``worker``), or else on ours.
+        True when a refusal judged late (:meth:`refused`) found the cap now."""
         self._clock(worker)
         if not math.isclose(pace, self._pace, rel_tol=PACE_CHANGE):
             self._held.clear()  # a new pace: what successes found before says nothing about it
             self._pace = pace
         self._held.append(self.held(span[0], floor))
         self._answers.append(span)
+        found = False
+        # Answered in order: a success sent after a refusal is answered once all sent before it were.
+        while self.pending and self.pending[0] < span[0] and self.cap is None:
+            found = self._judge(self.pending.popleft(), floor)
+        if self.cap is not None:
+            self.pending.clear()
+        return found
 
-    def refused(self, sent_at: float, floor: float, paced: bool, worker: bool = False) -> bool:
-        """A 429 that was news, sent at ``sent_at`` (on its worker's clock where ``worker``). True when
-        it is the cap's doing (a cap found now counts)."""
+    def refused(self, span: tuple[float, float], floor: float, paced: bool, worker: bool = False) -> bool:
+        """A 429 that was news, sent and answered at ``span`` (on its worker's clock where ``worker``).
+        True when it is the cap's doing (a cap found now counts).
+
+        One answered in under half the pair's floor latency was refused at once (a gateway in front
+        of the upstream says no before forwarding): what it found held is still being served, so it
+        is judged later, when a success sent after it is answered (:meth:`ok`)."""
         if self.cap is not None or not paced:
             return False
         self._clock(worker)
+        if span[1] - span[0] < AT_ONCE * floor:
+            self.pending.append(span[0])
+            return False
+        return self._judge(span[0], floor)
+
+    def _judge(self, sent_at: float, floor: float) -> bool:
         if len(self._held) < MIN_SUCCESSES:
             return False
         ranked = sorted(self._held)
         usual, top = ranked[len(ranked) // 2], ranked[-1]
         found = self.held(sent_at, floor)
-        self.votes.append(found > usual)
+        self.votes.append(found if found > usual else 0)
         # On the worker's clock a cap's refusal finds more held than any success did: twice running,
         # with enough successes to say so, that is a cap (a rate limit's refusals seldom do).
         self.over.append(found if self._worker and len(ranked) >= MIN_OVER and found > top else 0)
         if len(self.over) == self.over.maxlen and all(self.over):
             self.cap = min(self.over)  # what a cap's refusal finds held is the cap itself
             return True
-        if sum(self.votes) >= EVIDENCE:
-            self.cap = usual + 1
+        voted = [v for v in self.votes if v]
+        if len(voted) >= EVIDENCE:
+            # On the worker's clock what they found is the cap (a success that counted an answer
+            # crossing the network can pull the median under K - 1); on ours it is blurred by the hop.
+            self.cap = min(voted) if self._worker else usual + 1
             return True
         return False

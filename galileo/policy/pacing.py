@@ -177,8 +177,9 @@ class Pacer:
         if sent_at in self._light:
             self._light.discard(sent_at)
             self.floor = took if self.floor == 0 else self.floor + LATENCY_WEIGHT * (took - self.floor)
-        self.caps.ok(span or (sent_at, now), self.learner.rate, self.floor, worker=span is not None)
         learner = self.learner
+        if self.caps.ok(span or (sent_at, now), learner.rate, self.floor, worker=span is not None):
+            learner.unbound(now)  # a refusal judged late was the cap's (see Pacer.refused)
         if self.ramping and now - self.ramped_at >= self.rules.open_step:
             if self.floor and self.latency > 2 * self.rules.queueing * self.floor:
                 self.open_cap = max(LIGHT, self.open_cap // 2)  # it queues instead of refusing: back off
@@ -206,8 +207,8 @@ class Pacer:
         # when an answer leaves, so such a refusal is no cap's, though a box tripped by a bunch of
         # sends finds more in flight than usual, as a cap's refusal does.
         timed = retry_after is not None and retry_after >= self.rules.long_wait
-        went = sent_at if span is None else span[0]
-        if not echo and not timed and self.caps.refused(went, self.floor, learner.phase != "open", span is not None):
+        judged = span or (sent_at, now)
+        if not echo and not timed and self.caps.refused(judged, self.floor, learner.phase != "open", span is not None):
             learner.unbound(now)  # the refusals it learnt from were the cap's: search on, under the cap
             return "refusal"
         return learner.refused(now, sent_at, retry_after, cooled, decided)

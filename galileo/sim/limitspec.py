@@ -9,8 +9,10 @@
     penalty:N/W,box=P                over N in any W puts the caller in a box for P: all refused
     concurrency:K                    at most K requests in flight
 
-Every shape takes ``scope=ip|ip+region|key|global`` and ``retry_after=yes|no|reset`` (``reset``:
-the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``). Durations are
+Every shape takes ``scope=ip|ip+region|key|global``, ``retry_after=yes|no|reset`` (``reset``:
+the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``) and
+``refuse=delayed|at_once`` (``at_once``: the limit is a gateway's in front of the upstream, and its
+refusals come back without the route's latency; by default a refusal waits it out as an answer does). Durations are
 seconds, with an optional unit: ``10``, ``10s``, ``500ms``, ``1m``.
 
 Limits stack with ``&``, as APIs with a per-second and a per-minute quota, or a per-IP rate under
@@ -58,6 +60,7 @@ class LimiterSpec:
     scope: Scope = "ip"
     retry_after: bool = True
     reset_header: bool = False  # says when in RateLimit-Reset instead of Retry-After (retry_after=reset)
+    at_once: bool = False  # refusals come back without the route's latency (refuse=at_once)
 
     @property
     def rate(self) -> float:
@@ -79,6 +82,8 @@ class LimiterSpec:
         if self.shape == "penalty":
             text += f",box={self.box:g}s"
         text += f",scope={self.scope}"
+        if self.at_once:
+            text += ",refuse=at_once"
         if self.reset_header:
             return text + ",retry_after=reset"
         return text if self.retry_after else text + ",retry_after=no"
@@ -149,8 +154,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     for option in options:
         name, eq, value = option.partition("=")
         name = name.strip().replace("-", "_")
-        if not eq or name not in ("scope", "retry_after", "burst", "box") or name in fields:
-            raise ValueError(f"{text!r}: bad option {option!r} (known: scope=, retry_after=, burst=, box=)")
+        if not eq or name not in ("scope", "retry_after", "refuse", "burst", "box") or name in fields:
+            raise ValueError(f"{text!r}: bad option {option!r} (known: scope=, retry_after=, refuse=, burst=, box=)")
         fields[name] = value.strip()
     if "burst" in fields and shape != "bucket":
         raise ValueError(f"{text!r}: burst= is for bucket only")
@@ -162,6 +167,9 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     retry = fields.get("retry_after", "yes").lower()
     if retry not in _YES and retry != "reset":
         raise ValueError(f"{text!r}: retry_after must be yes, no or reset")
+    refuse = fields.get("refuse", "delayed").lower().replace("-", "_")
+    if refuse not in ("delayed", "at_once"):
+        raise ValueError(f"{text!r}: refuse must be delayed or at_once")
     if shape == "concurrency":
         limit, window = float(_count(args, "concurrency")), 1.0
     else:
@@ -171,7 +179,9 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     if burst > MAX_WINDOW or box > MAX_BOX:
         raise ValueError(f"{text!r}: burst is at most {MAX_WINDOW:g}s and box at most {MAX_BOX:g}s")
     reset = retry == "reset"
-    return LimiterSpec(shape, limit, window, burst, box, scope, reset or _YES[retry], reset_header=reset)
+    return LimiterSpec(
+        shape, limit, window, burst, box, scope, reset or _YES[retry], reset_header=reset, at_once=refuse == "at_once"
+    )
 
 
 def parse_limiters(text: str, target: str | None = None) -> tuple[LimiterSpec, ...]:

@@ -1,10 +1,11 @@
 """The per-request pipeline in front of every upstream handler.
 
 Order: latency draw → ip override → API key → limiter → fault draw → handler. The limiter judges
-each request when it arrives; the drawn delay is then spent before the answer, refusals
-included (a 429 crosses the same network), and an admitted request holds its concurrency slot
-until its answer is written or its client goes away. Each HTTP request is counted once in
-/sim/stats with its final status; /sim/* is neither limited, delayed, faulted nor counted.
+each request when it arrives; the drawn delay is then spent before the answer, refusals included
+(a 429 crosses the same network) unless the refusing limit is a gateway's (``refuse=at_once``), and
+an admitted request holds its concurrency slot until its answer is written or its client goes away.
+Each HTTP request is counted once in /sim/stats with its final status; /sim/* is neither limited,
+delayed, faulted nor counted.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
                 held.release(held_key, admitted)
             state.stats.refusal(ip, bucket, decision.reason)
             body = error_body(service, 429, await _rpc_id(request, service))
-            await _sleep(delay)
+            if not limiter.spec.at_once:  # a gateway's limit says no before the upstream's latency
+                await _sleep(delay)
             headers = None
             if limiter.spec.retry_after:
                 name = "RateLimit-Reset" if limiter.spec.reset_header else "Retry-After"

@@ -80,7 +80,8 @@ class SimUpstream:
 
     ``scope`` is read from the spec: per IP, or one budget (``key``, ``global``) for every IP.
     A refusal carries ``Retry-After`` as the simulator's header says it (whole seconds, at
-    least 1) unless the spec has ``retry_after=no``. Limits stack with ``&`` as the simulator's
+    least 1) unless the spec has ``retry_after=no``, and after the latency drawn for it unless the
+    refusing limit says ``refuse=at_once`` (a gateway's: then at once). Limits stack with ``&`` as the simulator's
     do: every one must admit, a refused request still spent the rate budgets before it (only
     slots are given back), and the refusing limit says what the refusal carries.
     """
@@ -93,32 +94,31 @@ class SimUpstream:
         seed: int = 1,
         per_ip: dict[str, str] | None = None,
     ) -> None:
-        self.stack = [(build(one), one.scope in ("key", "global"), one.retry_after) for one in parse_limiters(spec)]
+        self.stack = [(build(one), one.scope in ("key", "global")) for one in parse_limiters(spec)]
         self.per_ip = {  # an IP's own limits, keyed by that IP whatever their scope
-            ip: [(build(one), False, one.retry_after) for one in parse_limiters(text)]
-            for ip, text in (per_ip or {}).items()
+            ip: [(build(one), False) for one in parse_limiters(text)] for ip, text in (per_ip or {}).items()
         }
         self.latency = LatencyModel(parse_latency(latency), seed, "u")
 
-    def _limits(self, ip: str) -> list[tuple[Limiter, Hashable, bool]]:
+    def _limits(self, ip: str) -> list[tuple[Limiter, Hashable]]:
         stack = self.per_ip.get(ip, self.stack)
-        return [(limiter, "k" if shared else ip, retry) for limiter, shared, retry in stack]
+        return [(limiter, "k" if shared else ip) for limiter, shared in stack]
 
     def arrive(self, ip: str, now: float) -> Reply:
         delay = self.latency.sample()
         taken: list[tuple[Limiter, Hashable]] = []
-        for limiter, key, retry in self._limits(ip):
+        for limiter, key in self._limits(ip):
             d = limiter.admit(key, now)
             if not d.ok:
                 for held, held_key in taken:
                     held.release(held_key, now)
-                ra = float(retry_after_header(d)) if retry else None
-                return Reply(False, delay, ra, d.reason == "penalty")
+                ra = float(retry_after_header(d)) if limiter.spec.retry_after else None
+                return Reply(False, 0.0 if limiter.spec.at_once else delay, ra, d.reason == "penalty")
             taken.append((limiter, key))
         return Reply(True, delay)
 
     def release(self, ip: str, now: float) -> None:
-        for limiter, key, _ in self._limits(ip):
+        for limiter, key in self._limits(ip):
             limiter.release(key, now)
 
 

@@ -97,3 +97,26 @@ def test_no_rate_limit_is_taken_for_a_cap(told: float | None) -> None:
         policy = FarmPolicy(known_rates={"u": told} if told else None, rng=random.Random(1))
         simulate(SimUpstream(spec, latency="300", seed=1), IPS, seconds=120, warmup=60, policy=policy, hop=0.001)
         assert [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS] == [None] * len(IPS), spec
+
+
+def _at_once(judged_late: bool, told: float | None) -> tuple[Run, list[int | None]]:
+    """4 IPs under a gateway's cap of 4 at 50 ms: its refusals come back at once (``refuse=at_once``)."""
+    upstream = SimUpstream("concurrency:4,refuse=at_once", latency="50", seed=1)
+    policy = FarmPolicy(known_rates={"u": told} if told else None, rng=random.Random(1))
+    with mock.patch.object(concurrency, "AT_ONCE", concurrency.AT_ONCE if judged_late else 0.0):
+        run = simulate(upstream, IPS, seconds=180, warmup=120, policy=policy, timers_late=0.001, hop=0.001)
+    return run, [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS]
+
+
+@pytest.mark.parametrize(("told", "without"), [(None, 0.9), (4 / 0.05, 0.3)])
+def test_a_cap_that_refuses_at_once_is_found_once_what_it_found_held_is_answered(
+    told: float | None, without: float
+) -> None:
+    """A gateway says no before the requests it found held are answered. Judged when it comes back,
+    a refusal found nothing held and no cap was found: learned reached 0.82 of K / latency, and told
+    K / latency 0.14 with 7 % 429s (each refusal cooling a second). Judged once a success sent after
+    it is answered: every cap, 0.96 both ways, as under a cap whose refusals take the latency."""
+    run, caps = _at_once(True, told)
+    assert caps == [4] * 4 and run.ok_per_s / CEILING >= 0.95 and run.share_429 < 0.001, (caps, run.ok_per_s)
+    early, caps = _at_once(False, told)
+    assert caps == [None] * 4 and early.ok_per_s / CEILING < without, (caps, early.ok_per_s / CEILING)

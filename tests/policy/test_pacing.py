@@ -10,12 +10,14 @@ import dataclasses
 import itertools
 import math
 import random
+from unittest import mock
 
 import pytest
 
 from broker.jobs import HttpRequest
 from broker.protocol import Outcome
 from broker.types import Job, JobSpec, WorkerInfo
+from galileo.policy import concurrency
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.concurrency import CapFinder
 from galileo.policy.learning import PACE, RateLearner
@@ -390,23 +392,28 @@ def test_a_concurrency_cap_is_told_from_a_rate_limit_by_what_was_held() -> None:
         caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
     # Sent between those, a request found 3 being served: under a cap of 3, refused for it.
     assert caps.held(1.95, 0.3) == 3
-    assert not caps.refused(1.95, 0.3, paced=True) and not caps.refused(1.96, 0.3, paced=True)
-    assert caps.refused(1.97, 0.3, paced=True) and caps.cap == 3
+    assert not caps.refused((1.95, 1.95 + 0.3), 0.3, paced=True) and not caps.refused(
+        (1.96, 1.96 + 0.3), 0.3, paced=True
+    )
+    assert caps.refused((1.97, 1.97 + 0.3), 0.3, paced=True) and caps.cap == 3
     # A rate limit refuses whatever is served: refusals that found what successes found prove nothing.
     rate = CapFinder()
     for i in range(20):
         rate.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
-    assert not any(rate.refused(sent, 0.3, paced=True) for sent in (1.7, 1.8, 1.9, 2.0)) and rate.cap is None
+    assert (
+        not any(rate.refused((sent, sent + 0.3), 0.3, paced=True) for sent in (1.7, 1.8, 1.9, 2.0)) and rate.cap is None
+    )
 
 
 def _held_three(retry_after: float) -> tuple[Pacer, list[str]]:
-    """A pair paced at 10/s, each success served 0.3 s (so each found 2 held), then three refusals
-    that each found 3 held, saying ``retry_after``; what the pair made of each."""
+    """A pair paced at 10/s, each success served 0.3 s (so each found 2 held), then three refusals,
+    each sent after the last came back, that each found 3 held, saying ``retry_after``; what the
+    pair made of each."""
     p = Pacer(PACE, 0.0, told=10.0)
     p.floor = 0.3
-    for i in range(20):
+    for i in range(40):
         p.caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3)
-    return p, [p.refused(sent + 0.0001, sent, retry_after, 0.0) for sent in (1.95, 1.96, 1.97)]
+    return p, [p.refused(sent + 0.3, sent, retry_after, 0.0) for sent in (1.95, 2.35, 2.75)]
 
 
 def test_a_refusal_that_says_when_in_seconds_is_no_concurrency_caps() -> None:
@@ -425,9 +432,9 @@ def test_the_refusal_that_finds_a_cap_makes_those_in_flight_with_it_echoes() -> 
     before it came is the same event all the same, not news for the pace."""
     p, heard = _held_three(retry_after=1.0)
     assert p.cap == 3 and heard[-1] == "refusal"
-    p.ok(1.975, 1.955)  # a success ends the refusal run
-    assert p.refused(1.98, 1.965, 1.0, 0.0) == "echo"  # sent before the cap's refusal came back
-    assert p.refused(1.99, 1.975, 1.0, 0.0) != "echo"  # sent after it: news
+    p.ok(3.1, 2.8)  # a success ends the refusal run
+    assert p.refused(3.3, 3.0, 1.0, 0.0) == "echo"  # sent before the cap's refusal came back (3.05)
+    assert p.refused(3.4, 3.1, 1.0, 0.0) != "echo"  # sent after it: news
 
 
 def test_on_the_workers_clock_two_refusals_above_every_success_make_a_cap() -> None:
@@ -442,24 +449,68 @@ def test_on_the_workers_clock_two_refusals_above_every_success_make_a_cap() -> N
         return caps
 
     exact = finder(worker=True)
-    assert not exact.refused(1.95, 0.3, paced=True, worker=True) and exact.cap is None
-    assert exact.refused(1.96, 0.3, paced=True, worker=True) and exact.cap == 3
+    assert not exact.refused((1.95, 1.95 + 0.3), 0.3, paced=True, worker=True) and exact.cap is None
+    assert exact.refused((1.96, 1.96 + 0.3), 0.3, paced=True, worker=True) and exact.cap == 3
     sparse = CapFinder()
     for i in range(20):  # one every 0.2 s, each served 0.3 s: each success found 1 held
         sparse.ok((i / 5, i / 5 + 0.3), pace=5.0, floor=0.3, worker=True)
     for span in ((3.93, 4.33), (3.90, 4.30)):  # a bunch, its answers heard out of order: each found 1
         sparse.ok(span, pace=5.0, floor=0.3, worker=True)
     assert sparse.held(3.95, 0.3) == 3  # a refusal then found 3 held: what a cap's refusal finds is K
-    assert not sparse.refused(3.95, 0.3, paced=True, worker=True)
-    assert sparse.refused(3.96, 0.3, paced=True, worker=True) and sparse.cap == 3  # (not 1 + the most, 2)
+    assert not sparse.refused((3.95, 3.95 + 0.3), 0.3, paced=True, worker=True)
+    assert sparse.refused((3.96, 3.96 + 0.3), 0.3, paced=True, worker=True) and sparse.cap == 3  # (not 1 + the most, 2)
     blurred = finder(worker=False)
-    assert not blurred.refused(1.95, 0.3, paced=True) and not blurred.refused(1.96, 0.3, paced=True)
-    assert blurred.refused(1.97, 0.3, paced=True) and blurred.cap == 3
+    assert not blurred.refused((1.95, 1.95 + 0.3), 0.3, paced=True) and not blurred.refused(
+        (1.96, 1.96 + 0.3), 0.3, paced=True
+    )
+    assert blurred.refused((1.97, 1.97 + 0.3), 0.3, paced=True) and blurred.cap == 3
     rate = finder(worker=True)
     for span in ((2.0, 2.45), (2.1, 2.4), (2.15, 2.5)):  # answers slowing down: the last found 3 held
         rate.ok(span, pace=10.0, floor=0.3, worker=True)
     assert rate.held(2.21, 0.3) == rate.held(2.22, 0.3) == 3  # refusals finding as many as it did
-    assert not any(rate.refused(t, 0.3, paced=True, worker=True) for t in (2.21, 2.22)) and rate.cap is None
+    assert not any(rate.refused((t, t + 0.3), 0.3, paced=True, worker=True) for t in (2.21, 2.22)) and rate.cap is None
+
+
+def test_three_refusals_above_the_median_make_a_cap_of_what_they_found_on_the_workers_clock() -> None:
+    """Successes at 5/s each found 1 held, but a bunch of three found up to 3, so no refusal finds more
+    than every success. Three refusals that found 3 make the cap: 3 on the worker's clock, where the
+    counts are exact; one more than the median success, 2, on the coordinator's, where they are blurred."""
+
+    def voted(worker: bool) -> CapFinder:
+        caps = CapFinder()
+        for i in range(20):
+            caps.ok((i / 5, i / 5 + 0.3), pace=5.0, floor=0.3, worker=worker)
+        for span in ((3.90, 4.35), (3.92, 4.36), (3.94, 4.37)):  # a bunch, answered late: found 1, 2, 3
+            caps.ok(span, pace=5.0, floor=0.3, worker=worker)
+        assert [caps.refused((t, t + 0.3), 0.3, paced=True, worker=worker) for t in (3.93, 3.931, 3.932)] == [
+            False,
+            False,
+            True,
+        ]
+        assert list(caps.votes) == [3, 3, 3] and not any(caps.over)
+        return caps
+
+    assert voted(worker=True).cap == 3 and voted(worker=False).cap == 2
+
+
+def test_a_refusal_answered_at_once_is_judged_when_what_it_found_held_is_answered() -> None:
+    """A gateway's refusal comes back before the requests it found held are answered: judged then, it
+    found none. It waits until a success sent after it is answered (all sent before it were, by then),
+    and the cap it shows is found then."""
+
+    def gateway(late: float) -> tuple[CapFinder, list[bool]]:
+        caps = CapFinder()
+        for i in range(17):  # one every 0.1 s, each served 0.3 s: each found 2 held
+            caps.ok((i / 10, i / 10 + 0.3), pace=10.0, floor=0.3, worker=True)
+        with mock.patch.object(concurrency, "AT_ONCE", late):
+            refused = [caps.refused((t, t + 0.001), 0.3, paced=True, worker=True) for t in (1.95, 1.96)]
+            found = [caps.ok((t, t + 0.3), pace=10.0, floor=0.3, worker=True) for t in (1.7, 1.8, 1.9, 2.0)]
+        return caps, refused + found
+
+    caps, said = gateway(concurrency.AT_ONCE)
+    assert said == [False, False, False, False, False, True] and caps.cap == 3 and not caps.pending
+    early, said = gateway(0.0)  # judged as they came back: nothing held yet
+    assert not any(said) and early.cap is None and list(early.votes) == [0, 0]
 
 
 def test_a_cap_finder_never_compares_a_workers_clock_with_the_coordinators() -> None:
@@ -471,7 +522,7 @@ def test_a_cap_finder_never_compares_a_workers_clock_with_the_coordinators() -> 
     assert caps.held(1.95, 0.3) == 3
     caps.ok((5000.0, 5000.3), pace=10.0, floor=0.3, worker=True)  # another clock altogether
     assert caps.held(1.95, 0.3) == 0 and caps.held(5000.1, 0.3) == 1
-    assert not caps.refused(5000.1, 0.3, paced=True, worker=True)  # too few successes on this clock yet
+    assert not caps.refused((5000.1, 5000.1 + 0.3), 0.3, paced=True, worker=True)  # too few successes on this clock yet
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,8 @@ def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]
         ("sliding:3/500ms,scope=key,retry_after=yes", "ultra", "sliding:3/0.5s,scope=key"),
         ("fixed:600/60s,retry_after=reset", None, "fixed:600/60s,scope=ip,retry_after=reset"),
         ("rolling:100/1m,scope=key", None, "rolling:100/60s,scope=key"),
+        ("concurrency:4,refuse=at-once", None, "concurrency:4,scope=ip,refuse=at_once"),
+        ("sliding:5/1s,refuse=delayed,retry_after=no", None, "sliding:5/1s,scope=ip,retry_after=no"),
     ],
 )
 def test_parse_and_canonical_text(text: str, target: str | None, canonical: str) -> None:
@@ -72,6 +74,7 @@ def test_parse_and_canonical_text(text: str, target: str | None, canonical: str)
         "concurrency:0",
         "concurrency:2,scope=account",
         "sliding:5/1s,retry_after=maybe",
+        "sliding:5/1s,refuse=soon",
         "sliding:5/1s,scope=ip,scope=key",
         "sliding:5/1s,flavour=mint",
     ],

@@ -304,3 +304,24 @@ async def test_a_limit_may_say_when_in_rate_limit_reset_and_the_workers_read_it(
     assert status == 429 and "Retry-After" not in headers and 59 <= int(headers["RateLimit-Reset"]) <= 60
     seconds = parse_retry_after(retry_after_of(headers))
     assert seconds is not None and 59 <= seconds <= 60
+
+
+async def test_a_gateways_limit_refuses_at_once_while_answers_take_the_latency(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """``refuse=at_once``: the limit stands in front of the upstream, as a gateway's does, and says no
+    before the route's latency; a plain limit's refusal waits it out as an answer does."""
+    sim = await sim_factory(
+        limiters={"jupiter": "sliding:1/60s,refuse=at_once", "dflow": "sliding:1/60s"},
+        latency={"jupiter": "400", "dflow": "400"},
+    )
+    client = bound("127.0.0.2")
+    took = {}
+    for service in ("jupiter", "dflow"):
+        call, _ = SERVICES[service]
+        for want in (200, 429):
+            start = time.monotonic()
+            assert (await call(client, sim.url))[0] == want
+            took[service, want] = time.monotonic() - start
+    assert took["jupiter", 200] >= 0.4 and took["jupiter", 429] < 0.2, took
+    assert took["dflow", 200] >= 0.4 and took["dflow", 429] >= 0.4, took
