@@ -6,34 +6,38 @@ when a request arrived is known after the fact: the pair's successes sent before
 answered after it (an answer leaves the upstream about ``NET`` before it reaches its worker). Both
 times are the worker's own where it says them (``Outcome.sent`` and ``latency``): the coordinator's
 would add the hop to the worker and back and its own lag, several milliseconds on a busy host,
-against a cap's slot that frees every few (4 slots at 50 ms: one per 12 ms). So each
-answer gets a *held* count (give or take one: an answer crossing the network as a request
-arrives), and at a steady pace (within 5 %) the two kinds of limit look different: under a cap
-a refusal finds more held than successes usually do; under a rate limit refusals and successes
-find the same. Three of the last four refusals above the median success (of at least 6 at the
-pace) make a cap: one more than that median on the coordinator's clock, and on the worker's the
-fewest any of the three found (a success that counted an answer crossing the network as held pulls
-the median down: at 50 ms, caps of 3 for a cap of 4). On the worker's clock the counts are exact enough
-for a sharper test: under a cap every refusal finds more held than any success did (K against at
-most K - 1), so two refusals running that each find more than every one of the last 16 or more
-successes make a cap of what they found (the fewer): successes at a pace under the cap's rate may
-never find K - 1 held, and one more than what they found would be a cap too low. A pace told at
-98 % of what a cap carries meets a refusal only when latency jitter bunches its requests, about
-once a minute at 300 ms. In virtual time (16 addresses, 3 seeds) three such refusals left 3 to 5
-pairs of 16 without a cap after 150 s (0.966-0.967 of K / latency); with two running, 47 of 48
-pairs found it (0.973-0.980). Over the rate zoo in virtual time (9 shapes, 50-300 ms, learned and
-told, 4 and 16 addresses, 2016 pairs) this test found no cap. The only false one came from the
-median rule, as before, under a bucket with a second of burst at 50 ms. Both rules count only
-successes already answered. A refusal that comes back in under half the pair's floor latency was
-refused at once, by a gateway in front of the upstream (an API gateway, a CDN, a proxy such as
-Envoy's): the requests it found held are still being served, so it is judged later, when a success
-sent after it is answered, and a cap found then makes the refusals the rate learner heard meanwhile
-another limit's (:meth:`RateLearner.unbound`). Judged when it came back, such a refusal found
-nothing held: in virtual time (4 addresses, a cap of 4, ``refuse=at_once``) no cap was found, and
-a pace told K / latency at 50 ms reached 0.14 of it with 7 % 429s (each refusal cools a second);
-judged late, every cap was found and it reached 0.96, as with refusals that take the latency. A
-false one (a rate limit ρ at latency L keeps about ρ·L in
-flight, so at a steady pace the two can look alike) costs little as long as the pace
+against a cap's slot that frees every few (4 slots at 50 ms: one per 12 ms). So each request, a
+success or a refusal, gets a *held* count (give or take one: an answer crossing the network as a
+request arrives).
+
+**When it is counted.** A request is counted once every request sent before it has most likely
+been answered: when an answer comes in more than the longest latency of the last 64 successes
+after it was sent (:meth:`CapFinder._settle`). Counted when it came back, it would miss what was
+still out: a refusal a gateway in front of the upstream answers at once (an API gateway, a CDN, a
+proxy: ``refuse=at_once`` in the simulator) found nothing held, and under a latency with a long
+tail a slow request sent before it was often still out. In virtual time, 4 addresses: under a cap
+of 4 refusing at once no cap was found, and a pace told K / latency at 50 ms read 0.14 of it with
+7 % 429s (each refusal cools a second); with 50 ms of lognormal jitter on 50 ms the cap was read
+as 3 on half the pairs (0.86). A cap found by a refusal counted late turns the refusals the rate
+learner heard meanwhile into another limit's (:meth:`RateLearner.unbound`, which also gives a told
+pace back the share they trimmed).
+
+**What makes a cap.** At a steady pace (within 5 %) the two kinds of limit look different: under
+a cap a refusal finds K held and no success more than K - 1 (but for crossings); under a rate
+limit refusals find what successes find, a little more after a bunch of sends. Three of the last
+four refusals that each found more than 90 % of the recent successes did (of at least 6 at the
+pace) make a cap: on the worker's clock the fewest any of them found, and only if no more than 5 %
+of the successes found as many; on the coordinator's clock, where counts are blurred, one more than
+the median success. With a latency that varies a rate limit's refusals found more than the median
+often enough: votes over the median made caps of 7-9 under a bucket of 20/s at 300 ms plus 150 ms of
+jitter (0.74 of its rate; now none, 0.99). On the worker's clock two refusals running that each
+found more held than all but one of the last 16 or more successes (one crossing) make a cap of
+what they found (the fewer), on the same 5 % condition: a pace told at 98 % of what a cap carries
+meets a refusal only when jitter bunches its requests, about once a minute at 300 ms, and three
+left pairs without a cap for minutes. In virtual time: told at 16 addresses and 300 ms, 48 of 48
+caps by 150 s (0.980); over the rate zoo (9 shapes, 50-300 ms, learned and told, 4 addresses,
+refusals delayed and at once, 864 pairs) no cap. A false one (a rate limit ρ at latency L keeps
+about ρ·L in flight, so at a steady pace the two can look alike) costs little as long as the pace
 stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
 rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
 
@@ -51,17 +55,20 @@ from collections import deque
 
 __all__ = ["CapFinder"]
 
-EVIDENCE = 3  # of the last LOOKED refusals this many above the median success
+EVIDENCE = 3  # of the last LOOKED refusals this many above nearly every success (TOP)
 LOOKED = 4
-OVER = 2  # ... or this many running above every success remembered
+OVER = 2  # ... or this many running above every success remembered but CROSSINGS
 MIN_OVER = 16  # ... of at least this many
 MIN_SUCCESSES = 6  # ... of which at least this many at the same pace
 RECENT = 64  # successes whose held count is remembered
 PACE_CHANGE = 0.05  # a pace this much away from theirs makes them stale
 NET = 0.001  # seconds: about this long from an answer leaving the upstream to its worker reading it
 ANSWERS = 512  # answered successes kept to count what was held
-PENDING = 8  # refusals answered at once, waiting for what they found held to be answered ...
-AT_ONCE = 0.5  # ... that is, in under this share of the pair's floor latency
+QUEUED = 1024  # answers and refusals waiting for their counts to settle ...
+SETTLE = 1.0  # ... for this many times the longest recent latency after they were sent
+TOP = 0.9  # a refusal votes for a cap when it found more held than this share of recent successes ...
+CROSSED = 0.05  # ... and on the worker's clock no more than this share found as many (answers crossing)
+CROSSINGS = 1  # two refusals running above all successes but this many make a cap (on the worker's clock)
 
 
 class CapFinder:
@@ -71,7 +78,10 @@ class CapFinder:
         self.cap: int | None = None
         self.votes: deque[int] = deque(maxlen=LOOKED)  # what refusals found held above the median success (0: not)
         self.over: deque[int] = deque(maxlen=OVER)  # what refusals found held above every success (0: not)
-        self.pending: deque[float] = deque(maxlen=PENDING)  # send times of refusals not judged yet
+        self._queue: deque[tuple[float, float | None]] = deque(maxlen=QUEUED)  # (sent, its pace; None:
+        # a refusal) not counted yet
+        self._took: deque[float] = deque(maxlen=RECENT)  # latencies of recent successes
+        self._horizon = 0.0  # ... the longest of them
         self._answers: deque[tuple[float, float]] = deque(maxlen=ANSWERS)  # (sent, answered) of successes
         self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
         self._pace = 0.0  # the pace those successes were sent at
@@ -95,57 +105,77 @@ class CapFinder:
             self._held.clear()
             self.votes.clear()
             self.over.clear()
-            self.pending.clear()
+            self._queue.clear()
+            self._took.clear()
+            self._horizon = 0.0
 
     def ok(self, span: tuple[float, float], pace: float, floor: float, worker: bool = False) -> bool:
         """A success sent and answered at ``span``: on its worker's clock (``worker``), or else on ours.
-        True when a refusal judged late (:meth:`refused`) found the cap now."""
+        True when a refusal counted now (see :meth:`_settle`) found the cap."""
         self._clock(worker)
-        if not math.isclose(pace, self._pace, rel_tol=PACE_CHANGE):
-            self._held.clear()  # a new pace: what successes found before says nothing about it
-            self._pace = pace
-        self._held.append(self.held(span[0], floor))
+        self._took.append(span[1] - span[0])
+        self._horizon = max(self._took)
         self._answers.append(span)
-        found = False
-        # Answered in order: a success sent after a refusal is answered once all sent before it were.
-        while self.pending and self.pending[0] < span[0] and self.cap is None:
-            found = self._judge(self.pending.popleft(), floor)
-        if self.cap is not None:
-            self.pending.clear()
-        return found
+        self._queue.append((span[0], pace))
+        return self._settle(span[1], floor)
 
     def refused(self, span: tuple[float, float], floor: float, paced: bool, worker: bool = False) -> bool:
         """A 429 that was news, sent and answered at ``span`` (on its worker's clock where ``worker``).
-        True when it is the cap's doing (a cap found now counts).
-
-        One answered in under half the pair's floor latency was refused at once (a gateway in front
-        of the upstream says no before forwarding): what it found held is still being served, so it
-        is judged later, when a success sent after it is answered (:meth:`ok`)."""
+        True when it is the cap's doing (a cap found now counts); it may be counted only later."""
         if self.cap is not None or not paced:
             return False
         self._clock(worker)
-        if span[1] - span[0] < AT_ONCE * floor:
-            self.pending.append(span[0])
-            return False
-        return self._judge(span[0], floor)
+        self._queue.append((span[0], None))
+        return self._settle(span[1], floor)
+
+    def _settle(self, now: float, floor: float) -> bool:
+        """Count the requests whose count has settled: one sent at ``s`` once ``now`` (the latest
+        answer) is past ``s`` and the longest latency of the recent successes, when every request
+        sent before it was most likely answered. Counted when it came back instead, a refusal a
+        gateway answered at once found nothing held, and under a latency with a long tail a request
+        found too few (a slow one sent before it still out): caps one low, or none."""
+        found, queue, wait = False, self._queue, SETTLE * self._horizon
+        while queue and queue[0][0] + wait <= now + 1e-9 and self.cap is None:
+            sent, pace = queue.popleft()
+            if pace is None:  # a refusal
+                found = self._judge(sent, floor)
+                continue
+            if not math.isclose(pace, self._pace, rel_tol=PACE_CHANGE):
+                # A new pace: what successes found before says nothing about it (a refusal counted
+                # before it, sent at the old pace, was judged on them).
+                self._held.clear()
+                self._pace = pace
+            self._held.append(self.held(sent, floor))
+        if self.cap is not None:
+            queue.clear()
+        return found
+
+    @staticmethod
+    def _possible(cap: int, ranked: list[int]) -> bool:
+        """Under a cap no success finds as many held, but for an answer crossing the network."""
+        return sum(h >= cap for h in ranked) <= CROSSED * len(ranked)
 
     def _judge(self, sent_at: float, floor: float) -> bool:
         if len(self._held) < MIN_SUCCESSES:
             return False
         ranked = sorted(self._held)
-        usual, top = ranked[len(ranked) // 2], ranked[-1]
+        usual, most = ranked[len(ranked) // 2], ranked[int(TOP * (len(ranked) - 1))]
         found = self.held(sent_at, floor)
-        self.votes.append(found if found > usual else 0)
+        self.votes.append(found if found > most else 0)
         # On the worker's clock a cap's refusal finds more held than any success did: twice running,
         # with enough successes to say so, that is a cap (a rate limit's refusals seldom do).
-        self.over.append(found if self._worker and len(ranked) >= MIN_OVER and found > top else 0)
-        if len(self.over) == self.over.maxlen and all(self.over):
+        reached = sum(h >= found for h in ranked)  # successes that found as many (under a cap: crossings)
+        self.over.append(found if self._worker and len(ranked) >= MIN_OVER and reached <= CROSSINGS else 0)
+        if len(self.over) == self.over.maxlen and all(self.over) and self._possible(min(self.over), ranked):
             self.cap = min(self.over)  # what a cap's refusal finds held is the cap itself
             return True
         voted = [v for v in self.votes if v]
         if len(voted) >= EVIDENCE:
             # On the worker's clock what they found is the cap (a success that counted an answer
             # crossing the network can pull the median under K - 1); on ours it is blurred by the hop.
-            self.cap = min(voted) if self._worker else usual + 1
+            cap = min(voted) if self._worker else usual + 1
+            if self._worker and not self._possible(cap, ranked):
+                return False  # successes found as many held: a rate limit's refusals after a bunch
+            self.cap = cap
             return True
         return False

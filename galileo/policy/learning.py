@@ -470,6 +470,10 @@ class RateLearner:
         self.hi = math.inf
         self.gain = self.rules.step
         self.converged_at = None
+        if self.told is not None and self.rate < self.rules.told * self.told:
+            # A told pace trimmed for them (a refusal counted only later, see CapFinder) is restored.
+            self.rate, self.told_strike = self.rules.told * self.told, -math.inf
+            self._repace(now)
         self._guard()
 
     def is_echo(self, sent_at: float) -> bool:

@@ -10,6 +10,7 @@ the moment an answer comes (``workers.slots``). The comparison carries none ahea
 
 from __future__ import annotations
 
+import contextlib
 import random
 from unittest import mock
 
@@ -103,7 +104,7 @@ def _at_once(judged_late: bool, told: float | None) -> tuple[Run, list[int | Non
     """4 IPs under a gateway's cap of 4 at 50 ms: its refusals come back at once (``refuse=at_once``)."""
     upstream = SimUpstream("concurrency:4,refuse=at_once", latency="50", seed=1)
     policy = FarmPolicy(known_rates={"u": told} if told else None, rng=random.Random(1))
-    with mock.patch.object(concurrency, "AT_ONCE", concurrency.AT_ONCE if judged_late else 0.0):
+    with mock.patch.object(concurrency, "SETTLE", concurrency.SETTLE if judged_late else 0.0):
         run = simulate(upstream, IPS, seconds=180, warmup=120, policy=policy, timers_late=0.001, hop=0.001)
     return run, [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS]
 
@@ -115,8 +116,39 @@ def test_a_cap_that_refuses_at_once_is_found_once_what_it_found_held_is_answered
     """A gateway says no before the requests it found held are answered. Judged when it comes back,
     a refusal found nothing held and no cap was found: learned reached 0.82 of K / latency, and told
     K / latency 0.14 with 7 % 429s (each refusal cooling a second). Judged once a success sent after
-    it is answered: every cap, 0.96 both ways, as under a cap whose refusals take the latency."""
+    it is answered (once the longest recent latency has passed since it was sent): every cap, 0.96
+    both ways, as under a cap whose refusals take the latency."""
     run, caps = _at_once(True, told)
     assert caps == [4] * 4 and run.ok_per_s / CEILING >= 0.95 and run.share_429 < 0.001, (caps, run.ok_per_s)
     early, caps = _at_once(False, told)
     assert caps == [None] * 4 and early.ok_per_s / CEILING < without, (caps, early.ok_per_s / CEILING)
+
+
+def _jittered(spec: str, latency: str, settled: bool) -> tuple[Run, list[int | None]]:
+    """4 IPs, learned, under a latency with a long tail (lognormal jitter as large as half the base)."""
+    policy = FarmPolicy(rng=random.Random(1))
+    before = {"SETTLE": 0.0, "TOP": 0.5, "CROSSED": 1.0}  # counted when it came back, votes above the median
+    with contextlib.nullcontext() if settled else mock.patch.multiple(concurrency, **before):
+        run = simulate(
+            SimUpstream(spec, latency=latency, seed=1), IPS, seconds=180, warmup=120, policy=policy, hop=0.001
+        )
+    return run, [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS]
+
+
+@pytest.mark.parametrize(
+    ("spec", "latency", "budget", "cap"),
+    [("bucket:20/1s,burst=0.1", "300,jitter=150", 80.0, None), ("concurrency:4", "50,jitter=50", 4 / 0.1 * 4, 4)],
+)
+def test_under_a_long_tailed_latency_a_cap_is_read_right_and_a_rate_limit_is_no_cap(
+    spec: str, latency: str, budget: float, cap: int | None
+) -> None:
+    """With latency that varies (300 ms plus a lognormal tail of mean 150), counted when each came back
+    and voted on above the median success, a bucket's refusals after bunched sends made caps of 7-8
+    that it does not have (0.74 of its rate), and a cap of 4 at 50 ms (plus 50) was read as 3 on half
+    the pairs (0.86): a slow request sent before a refusal was still out when it was counted. Counted
+    once the longest recent latency has passed, voted on above 90 % of the successes, and no cap that
+    more than 5 % of successes reached: no cap on the bucket (0.99), and 4 everywhere (0.98)."""
+    run, caps = _jittered(spec, latency, settled=True)
+    assert caps == [cap] * 4 and run.ok_per_s / budget >= 0.97 and run.share_429 < 0.002, (caps, run.ok_per_s)
+    before, caps = _jittered(spec, latency, settled=False)
+    assert caps != [cap] * 4 and before.ok_per_s / budget < 0.9, (caps, before.ok_per_s / budget)
