@@ -76,8 +76,9 @@ class CapFinder:
 
     def __init__(self) -> None:
         self.cap: int | None = None
-        self.votes: deque[int] = deque(maxlen=LOOKED)  # what refusals found held above the median success (0: not)
-        self.over: deque[int] = deque(maxlen=OVER)  # what refusals found held above every success (0: not)
+        self.votes: deque[int] = deque(maxlen=LOOKED)  # what refusals found held above TOP of successes (0: not)
+        self.over: deque[int] = deque(maxlen=OVER)  # what refusals found held above all successes but
+        # CROSSINGS (0: not)
         self._queue: deque[tuple[float, float | None]] = deque(maxlen=QUEUED)  # (sent, its pace; None:
         # a refusal) not counted yet
         self._took: deque[float] = deque(maxlen=RECENT)  # latencies of recent successes
@@ -112,6 +113,8 @@ class CapFinder:
     def ok(self, span: tuple[float, float], pace: float, floor: float, worker: bool = False) -> bool:
         """A success sent and answered at ``span``: on its worker's clock (``worker``), or else on ours.
         True when a refusal counted now (see :meth:`_settle`) found the cap."""
+        if self.cap is not None:
+            return False  # found: nothing more to count
         self._clock(worker)
         self._took.append(span[1] - span[0])
         self._horizon = max(self._took)
