@@ -115,9 +115,9 @@ def test_a_cap_that_refuses_at_once_is_found_once_what_it_found_held_is_answered
 ) -> None:
     """A gateway says no before the requests it found held are answered. Judged when it comes back,
     a refusal found nothing held and no cap was found: learned reached 0.82 of K / latency, and told
-    K / latency 0.14 with 7 % 429s (each refusal cooling a second). Judged once a success sent after
-    it is answered (once the longest recent latency has passed since it was sent): every cap, 0.96
-    both ways, as under a cap whose refusals take the latency."""
+    K / latency 0.14 with 7 % 429s (each refusal cooling a second). Counted once an answer comes in
+    more than the longest recent latency after it was sent: every cap, 0.96 both ways, as under a cap
+    whose refusals take the latency."""
     run, caps = _at_once(True, told)
     assert caps == [4] * 4 and run.ok_per_s / CEILING >= 0.95 and run.share_429 < 0.001, (caps, run.ok_per_s)
     early, caps = _at_once(False, told)
