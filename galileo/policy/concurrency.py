@@ -165,8 +165,9 @@ class CapFinder:
         usual, most = ranked[len(ranked) // 2], ranked[int(TOP * (len(ranked) - 1))]
         found = self.held(sent_at, floor)
         self.votes.append(found if found > most else 0)
-        # On the worker's clock a cap's refusal finds more held than any success did: twice running,
-        # with enough successes to say so, that is a cap (a rate limit's refusals seldom do).
+        # On the worker's clock a cap's refusal finds more held than any success did (but for
+        # CROSSINGS): twice running, with enough successes to say so, that is a cap (a rate limit's
+        # refusals seldom do).
         reached = sum(h >= found for h in ranked)  # successes that found as many (under a cap: crossings)
         self.over.append(found if self._worker and len(ranked) >= MIN_OVER and reached <= CROSSINGS else 0)
         if len(self.over) == self.over.maxlen and all(self.over) and self._possible(min(self.over), ranked):

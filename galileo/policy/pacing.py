@@ -179,7 +179,7 @@ class Pacer:
             self.floor = took if self.floor == 0 else self.floor + LATENCY_WEIGHT * (took - self.floor)
         learner = self.learner
         if self.caps.ok(span or (sent_at, now), learner.rate, self.floor, worker=span is not None):
-            learner.unbound(now)  # a refusal judged late was the cap's (see Pacer.refused)
+            learner.unbound(now)  # a refusal counted only now was the cap's (see CapFinder._settle)
         if self.ramping and now - self.ramped_at >= self.rules.open_step:
             if self.floor and self.latency > 2 * self.rules.queueing * self.floor:
                 self.open_cap = max(LIGHT, self.open_cap // 2)  # it queues instead of refusing: back off
