@@ -1,5 +1,5 @@
-"""The limiter zoo: token bucket, fixed window, sliding log, sliding window counter, penalty box
-and concurrency cap.
+"""The limiter zoo: token bucket, fixed window, sliding log, sliding window counter, penalty box,
+concurrency cap and queue.
 
 Pure policy with an injected clock: ``admit(key, now)`` answers a ``Decision`` and
 ``release(key, now)`` ends a request that was admitted. The simulator keys each limiter by its
@@ -8,7 +8,7 @@ pacing tests pass any hashable key and a fake clock.
 
     spec = parse_limiter("sliding:50/10s,scope=key")
     limiter = build(spec)
-    decision = limiter.admit("my-key", now=12.5)   # Decision(ok, retry_after, reason)
+    decision = limiter.admit("my-key", now=12.5)   # Decision(ok, retry_after, reason, wait)
     ...
     limiter.release("my-key", now=12.7)             # after the answer (frees a concurrency slot)
 
@@ -39,6 +39,7 @@ __all__ = [
     "Limiter",
     "LimiterSpec",
     "PenaltyBox",
+    "Queue",
     "Reason",
     "RollingWindow",
     "Scope",
@@ -65,13 +66,15 @@ class Decision(NamedTuple):
     """A limiter's answer: ``ok``; else seconds until a retry could pass and why it was refused.
 
     ``retry_after`` is exact (not rounded): until the next token, the window's end, the oldest
-    logged request leaving the window, or the box opening. A concurrency refusal has 0: a slot
-    frees when a request in flight completes, which no clock can tell.
+    logged request leaving the window, the box opening, or a queue's line short enough. A
+    concurrency refusal has 0: a slot frees when a request in flight completes, which no clock
+    can tell. ``wait``: seconds an admitted request waits in a queue's line before it is served.
     """
 
     ok: bool
     retry_after: float
     reason: Reason
+    wait: float = 0.0
 
 
 ADMIT = Decision(True, 0.0, "ok")
@@ -358,6 +361,44 @@ class ConcurrencyCap(Limiter):
         return state == 0
 
 
+class _Line:
+    __slots__ = ("free",)
+
+    def __init__(self, free: float) -> None:
+        self.free = free  # when the next request may leave the line
+
+
+class Queue(Limiter):
+    """Requests leave in line at ``rate``: each waits for its turn (one every ``1 / rate`` seconds, the
+    first at once), and one that would wait more than ``burst`` seconds is refused (nginx's
+    ``limit_req`` with a ``burst`` of ``rate * burst`` and no ``nodelay``). Only the rate is ever
+    refused: a caller that sends faster waits longer, up to ``burst``, then hears 429s.
+    """
+
+    __slots__ = ("burst", "rate")
+
+    def __init__(self, spec: LimiterSpec, max_keys: int = MAX_KEYS) -> None:
+        super().__init__(spec, max_keys)
+        self.rate = spec.rate
+        self.burst = spec.burst
+
+    def admit(self, key: Hashable, now: float) -> Decision:
+        line = self._states.get(key)
+        if line is None:
+            line = _Line(now)
+            self._remember(key, line, now)
+        assert isinstance(line, _Line)
+        wait = max(0.0, line.free - now)
+        if wait > self.burst + EPS:
+            return Decision(False, wait - self.burst, "limit")
+        line.free = now + wait + 1.0 / self.rate
+        return ADMIT if wait <= EPS else Decision(True, 0.0, "ok", wait)
+
+    def _idle(self, state: object, now: float) -> bool:
+        assert isinstance(state, _Line)
+        return state.free <= now + EPS
+
+
 _SHAPES: dict[str, type[Limiter]] = {
     "bucket": TokenBucket,
     "fixed": FixedWindow,
@@ -365,6 +406,7 @@ _SHAPES: dict[str, type[Limiter]] = {
     "rolling": RollingWindow,
     "penalty": PenaltyBox,
     "concurrency": ConcurrencyCap,
+    "queue": Queue,
 }
 
 

@@ -8,6 +8,9 @@
                                      the share of it still in the last W (sliding window counter)
     penalty:N/W,box=P                over N in any W puts the caller in a box for P: all refused
     concurrency:K                    at most K requests in flight
+    queue:RATE[/PERIOD][,burst=S]    requests leave in line, RATE per PERIOD: each waits for its turn,
+                                     and one that would wait more than S seconds (default 1) is
+                                     refused (nginx's limit_req with a burst and no nodelay)
 
 Every shape takes ``scope=ip|ip+region|key|global``, ``retry_after=yes|no|reset`` (``reset``:
 the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``) and
@@ -29,7 +32,7 @@ from typing import Literal, get_args
 
 __all__ = ["SCOPES", "SHAPES", "LimiterSpec", "Scope", "Shape", "default_scope", "parse_limiter", "parse_limiters"]
 
-Shape = Literal["bucket", "fixed", "sliding", "rolling", "penalty", "concurrency"]
+Shape = Literal["bucket", "fixed", "sliding", "rolling", "penalty", "concurrency", "queue"]
 Scope = Literal["ip", "ip+region", "key", "global"]
 SHAPES: tuple[Shape, ...] = get_args(Shape)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -48,8 +51,8 @@ class LimiterSpec:
     carry ``Retry-After``.
 
     ``limit``: tokens per ``window`` (bucket), requests per ``window`` (fixed, sliding, rolling,
-    penalty) or requests in flight (concurrency). ``burst``: bucket capacity in seconds of
-    rate. ``box``: seconds in the penalty box.
+    penalty, queue) or requests in flight (concurrency). ``burst``: bucket capacity in seconds of
+    rate, or the longest wait in a queue. ``box``: seconds in the penalty box.
     """
 
     shape: Shape
@@ -77,7 +80,7 @@ class LimiterSpec:
             text = f"concurrency:{self.limit:g}"
         else:
             text = f"{self.shape}:{self.limit:g}/{self.window:g}s"
-        if self.shape == "bucket":
+        if self.shape in ("bucket", "queue"):
             text += f",burst={self.burst:g}s"
         if self.shape == "penalty":
             text += f",box={self.box:g}s"
@@ -133,9 +136,9 @@ def _per(args: str, shape: str, integer: bool) -> tuple[float, float]:
     try:
         rate = float(amount)
     except ValueError:
-        raise ValueError(f"bucket: {amount!r} is not a rate (e.g. bucket:5/1s)") from None
+        raise ValueError(f"{shape}: {amount!r} is not a rate (e.g. {shape}:5/1s)") from None
     if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"bucket: rate must be > 0, got {amount!r}")
+        raise ValueError(f"{shape}: rate must be > 0, got {amount!r}")
     return rate, window
 
 
@@ -157,8 +160,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
         if not eq or name not in ("scope", "retry_after", "refuse", "burst", "box") or name in fields:
             raise ValueError(f"{text!r}: bad option {option!r} (known: scope=, retry_after=, refuse=, burst=, box=)")
         fields[name] = value.strip()
-    if "burst" in fields and shape != "bucket":
-        raise ValueError(f"{text!r}: burst= is for bucket only")
+    if "burst" in fields and shape not in ("bucket", "queue"):
+        raise ValueError(f"{text!r}: burst= is for bucket and queue only")
     if ("box" in fields) != (shape == "penalty"):
         raise ValueError(f"{text!r}: penalty needs box=SECONDS, and only penalty takes it")
     scope = fields.get("scope", default_scope(target))
@@ -173,7 +176,7 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     if shape == "concurrency":
         limit, window = float(_count(args, "concurrency")), 1.0
     else:
-        limit, window = _per(args, shape, integer=shape != "bucket")
+        limit, window = _per(args, shape, integer=shape not in ("bucket", "queue"))
     burst = _seconds(fields["burst"], "burst") if "burst" in fields else 1.0
     box = _seconds(fields["box"], "box") if "box" in fields else 0.0
     if burst > MAX_WINDOW or box > MAX_BOX:

@@ -2,8 +2,9 @@
 
 Order: latency draw → ip override → API key → limiter → fault draw → handler. The limiter judges
 each request when it arrives; the drawn delay is then spent before the answer, refusals included
-(a 429 crosses the same network) unless the refusing limit is a gateway's (``refuse=at_once``), and
-an admitted request holds its concurrency slot until its answer is written or its client goes away.
+(a 429 crosses the same network) unless the refusing limit is a gateway's (``refuse=at_once``); an
+admitted request waits its turn in a queue's line (the ``queue`` shape) before it, and holds its
+concurrency slot until its answer is written or its client goes away.
 Each HTTP request is counted once in /sim/stats with its final status; /sim/* is neither limited,
 delayed, faulted nor counted.
 """
@@ -113,6 +114,7 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
         return await _admitted(request, handler, state, ip, bucket, delay)
     admitted = state.limits.now()
     taken: list[tuple[Limiter, Hashable]] = []
+    wait = 0.0  # in a queue's line, before the upstream serves it
     for limiter in route.limiters:  # a stack: every limit must admit; a refused request still spent the
         key = budget_key(limiter, route, ip, request)  # rate budgets before it (only slots are given back)
         decision = limiter.admit(key, admitted)
@@ -129,8 +131,9 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
                 headers = {name: retry_after_header(decision)}
             return json_response(body, 429, headers)
         taken.append((limiter, key))
+        wait = max(wait, decision.wait)
     try:
-        return await _admitted(request, handler, state, ip, bucket, delay)
+        return await _admitted(request, handler, state, ip, bucket, delay + wait)
     finally:
         now = state.limits.now()
         for limiter, key in taken:

@@ -107,6 +107,7 @@ class SimUpstream:
     def arrive(self, ip: str, now: float) -> Reply:
         delay = self.latency.sample()
         taken: list[tuple[Limiter, Hashable]] = []
+        wait = 0.0
         for limiter, key in self._limits(ip):
             d = limiter.admit(key, now)
             if not d.ok:
@@ -115,7 +116,8 @@ class SimUpstream:
                 ra = float(retry_after_header(d)) if limiter.spec.retry_after else None
                 return Reply(False, 0.0 if limiter.spec.at_once else delay, ra, d.reason == "penalty")
             taken.append((limiter, key))
-        return Reply(True, delay)
+            wait = max(wait, d.wait)  # in a queue's line (the ``queue`` shape), before it is served
+        return Reply(True, delay + wait)
 
     def release(self, ip: str, now: float) -> None:
         for limiter, key in self._limits(ip):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from galileo.sim.limiter import (
     Decision,
     FixedWindow,
     PenaltyBox,
+    Queue,
     RollingWindow,
     SlidingLog,
     TokenBucket,
@@ -47,6 +49,8 @@ def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]
         ("rolling:100/1m,scope=key", None, "rolling:100/60s,scope=key"),
         ("concurrency:4,refuse=at-once", None, "concurrency:4,scope=ip,refuse=at_once"),
         ("sliding:5/1s,refuse=delayed,retry_after=no", None, "sliding:5/1s,scope=ip,retry_after=no"),
+        ("queue:20/1s", None, "queue:20/1s,burst=1s,scope=ip"),
+        ("queue:5,burst=400ms,refuse=at_once", None, "queue:5/1s,burst=0.4s,scope=ip,refuse=at_once"),
     ],
 )
 def test_parse_and_canonical_text(text: str, target: str | None, canonical: str) -> None:
@@ -99,7 +103,7 @@ def test_limits_stack_with_an_ampersand_each_with_its_own_scope() -> None:
         ("bucket:20/1s &", "empty limit"),
         ("& fixed:5/1s", "empty limit"),
         ("fixed:1/1s & fixed:2/1s & fixed:3/1s & fixed:4/1s & fixed:5/1s", "at most 4"),
-        ("bucket:20/1s & fixed:5/1s,burst=1", "burst= is for bucket only"),
+        ("bucket:20/1s & fixed:5/1s,burst=1", "burst= is for bucket and queue only"),
     ],
 )
 def test_a_bad_stack_says_which_part_is_wrong(text: str, says: str) -> None:
@@ -313,8 +317,44 @@ def test_concurrency_cap_counts_in_flight_and_releases() -> None:
     assert [cap.admit("a", 3.0).ok for _ in range(3)] == [True, True, False]
 
 
+def test_queue_keeps_callers_waiting_in_line_up_to_its_burst_then_refuses() -> None:
+    """``queue:10/1s,burst=0.3``: one request leaves every 100 ms; a caller that sends 6 at once has
+    them wait 0, 100, 200 and 300 ms, and the two that would wait longer are refused, told when the
+    line will be short enough. A caller that keeps to the rate never waits."""
+    line = build("queue:10/1s,burst=0.3")
+    assert isinstance(line, Queue)
+    got = [line.admit("a", 0.0) for _ in range(6)]
+    assert [d.ok for d in got] == [True, True, True, True, False, False]
+    assert [d.wait for d in got[:4]] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert got[4].reason == "limit" and got[4].retry_after == pytest.approx(0.1)
+    assert line.admit("b", 0.0) == Decision(True, 0.0, "ok")  # per caller
+    assert line.admit("a", 0.25).wait == pytest.approx(0.15)  # the line moved on meanwhile
+    steady = build("queue:10/1s,burst=0.3")
+    assert all(steady.admit("c", i * 0.1).wait == 0.0 for i in range(50))
+
+
+@given(
+    rate=st.floats(1, 50),
+    burst=st.floats(0.05, 2),
+    gaps=st.lists(st.floats(0, 0.2), min_size=1, max_size=200),
+)
+def test_queue_serves_at_most_its_rate_and_never_keeps_anyone_past_its_burst(
+    rate: float, burst: float, gaps: list[float]
+) -> None:
+    line = build(f"queue:{rate}/1s,burst={burst}")
+    now, served = 0.0, []
+    for gap in gaps:
+        now += gap
+        d = line.admit("k", now)
+        if d.ok:
+            assert 0.0 <= d.wait <= burst + 1e-6
+            served.append(now + d.wait)
+    assert all(b - a >= 1 / rate - 1e-6 for a, b in itertools.pairwise(served))
+
+
 def test_release_is_harmless_for_rate_shapes() -> None:
-    for text in ("bucket:1/1s", "fixed:1/1s", "sliding:1/1s", "rolling:1/1s", "penalty:1/1s,box=1"):
+    shapes = ("bucket:1/1s", "fixed:1/1s", "sliding:1/1s", "rolling:1/1s", "penalty:1/1s,box=1", "queue:1/1s,burst=0.5")
+    for text in shapes:
         limiter = build(text)
         assert limiter.admit("k", 0.0).ok
         limiter.release("k", 0.1)  # does not give the request back
@@ -324,7 +364,9 @@ def test_release_is_harmless_for_rate_shapes() -> None:
 # --- bounded memory ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["bucket:1/1s", "fixed:2/1s", "sliding:3/1s", "rolling:3/0.5s", "penalty:3/1s,box=1"])
+@pytest.mark.parametrize(
+    "text", ["bucket:1/1s", "fixed:2/1s", "sliding:3/1s", "rolling:3/0.5s", "penalty:3/1s,box=1", "queue:1/1s"]
+)
 def test_idle_keys_are_forgotten(text: str) -> None:
     limiter = build(text)
     for i in range(50_000):  # a new caller every 100 µs, each idle again within ~1 s

@@ -325,3 +325,28 @@ async def test_a_gateways_limit_refuses_at_once_while_answers_take_the_latency(
             took[service, want] = time.monotonic() - start
     assert took["jupiter", 200] >= 0.4 and took["jupiter", 429] < 0.2, took
     assert took["dflow", 200] >= 0.4 and took["dflow", 429] >= 0.4, took
+
+
+async def test_a_queue_keeps_requests_waiting_their_turn_and_refuses_past_its_burst(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """``queue:5/1s,burst=0.5``: four quotes at once from one IP; one leaves every 200 ms, so three are
+    answered at about 0, 200 and 400 ms and the fourth, which would wait 600 ms, is refused at once
+    (with the route's latency, 0 here). Another IP has a line of its own."""
+    sim = await sim_factory(limiters={"jupiter": "queue:5/1s,burst=0.5"})
+    call, _ = SERVICES["jupiter"]
+    client = bound("127.0.0.2")
+    start = time.monotonic()
+
+    async def timed() -> tuple[int, float]:
+        status, _, _ = await call(client, sim.url)
+        return status, time.monotonic() - start
+
+    got = sorted(await asyncio.gather(*(timed() for _ in range(4))), key=lambda r: r[1])
+    assert sorted(status for status, _ in got) == [200, 200, 200, 429], got
+    answered = [took for status, took in got if status == 200]
+    refused = next(took for status, took in got if status == 429)
+    assert answered[0] < 0.15 and 0.17 <= answered[1] < 0.35 and 0.37 <= answered[2] < 0.6, got
+    assert refused < 0.15, got
+    status, _, _ = await call(bound("127.0.0.3"), sim.url)
+    assert status == 200
