@@ -148,6 +148,10 @@ STACKED = Limit("stacked", "bucket:20/1s,burst=0.1 & fixed:600/60s", 10.0, warmu
 # A gateway's cap (an API gateway or a proxy in front of the upstream): it refuses at once, before the
 # requests it found being served are answered, while its answers take the latency.
 CAP_AT_ONCE = Limit("concurrency-at-once", "concurrency:4,refuse=at_once", None, warmup=120, counted=30, cap=4)
+# A limit that queues before it refuses (nginx's limit_req without nodelay): each request waits its turn
+# at 20/s, and one that would wait more than a second is refused. Its refusals find a cap (the second of
+# queue plus what the rate keeps in flight), which the farm trims to what the rate needs.
+QUEUE = Limit("queue", "queue:20/1s,burst=1", 20.0, warmup=120, counted=30)
 
 FULL = PipelinePlan(
     limits=(BUCKET, FIXED, SLIDING, PENALTY, CAP, KEYED),
@@ -162,9 +166,12 @@ FULL = PipelinePlan(
         ("bucket", 150, 16, "multi_leg"),
         ("concurrency-at-once", 50, 4, "blind"),
         ("concurrency-at-once", 300, 16, "blind"),
+        ("queue", 300, 4, "blind"),
+        ("queue", 50, 16, "blind"),
     ),
     limits_by_name={
-        lim.name: lim for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY, CAP_AT_ONCE)
+        lim.name: lim
+        for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY, CAP_AT_ONCE, QUEUE)
     },
 )
 QUICK = PipelinePlan(

@@ -21,6 +21,9 @@ requests in flight:
   its worker and goes the moment the worker's own count of requests out is under the cap
   (:mod:`workers.slots`). Waiting for the coordinator to see the slot free cost a cap of 4 at 50 ms
   8 % of K / latency (0.917 of it at 4 addresses, against 0.96 on a pace of K / latency).
+  Where the upstream queues at the cap (a limiter that holds requests in line before it refuses:
+  what its refusals find held is its burst plus what its rate keeps in flight), the pair carries
+  only what the rate needs (:mod:`galileo.policy.queueing`), so its answers do not wait out the burst.
 
 A **shared budget** (an API key's, or a global one) is paced by one learner for the upstream
 (the :class:`PaceBook`'s group), fed by every IP's refusals: more IPs must not be used to
@@ -49,6 +52,7 @@ from collections.abc import Iterable
 
 from galileo.policy.concurrency import CapFinder
 from galileo.policy.learning import PACE, Heard, PaceRules, RateLearner
+from galileo.policy.queueing import QueueTrim
 
 __all__ = ["PaceBook", "Pacer", "ahead"]
 
@@ -85,6 +89,8 @@ class Pacer:
         self.open_cap = rules.open_inflight
         self.ramped_at = now
         self.caps = CapFinder()
+        self.queue = QueueTrim()  # in flight below the cap, where the upstream queues at it
+        self._held_at = -math.inf  # when the cap last held a request back
         self.group: RateLearner | None = None  # the upstream's shared budget, which paces it instead
         self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
         self.floor = 0.0  # EWMA of the same for requests sent while little was in flight: unloaded, jitter and all
@@ -92,14 +98,16 @@ class Pacer:
 
     @property
     def cap(self) -> int | None:
-        """A learnt concurrency cap, if the refusals said there is one."""
-        return self.caps.cap
+        """A learnt concurrency cap, if the refusals said there is one: what they found, or less
+        where the upstream queues at it (:mod:`galileo.policy.queueing`)."""
+        cap, limit = self.caps.cap, self.queue.limit
+        return cap if cap is None or limit is None else min(cap, limit)
 
     @property
     def carried(self) -> int | None:
         """At most this many of the pair's jobs in flight under its learnt cap: the cap, and
         :func:`ahead` more sent on to wait at the worker for a slot (``Dispatch.cap``)."""
-        cap = self.caps.cap
+        cap = self.cap
         return None if cap is None else cap + ahead(cap)
 
     @property
@@ -162,7 +170,9 @@ class Pacer:
     def blocked(self, now: float) -> None:
         """A request waited for this pair. Held by a learnt cap, not the pace, it says nothing of the
         rate: the pair is not saturated, so no faster pace is proven on the cap's word."""
-        if not self.at_cap:
+        if self.at_cap:
+            self._held_at = now
+        else:
             self.learner.blocked(now)
 
     def saturated(self, now: float) -> bool:
@@ -180,6 +190,12 @@ class Pacer:
         learner = self.learner
         if self.caps.ok(span or (sent_at, now), learner.rate, self.floor, worker=span is not None):
             learner.unbound(now)  # a refusal counted only now was the cap's (see CapFinder._settle)
+        found = self.caps.cap
+        if found is not None and now - self._held_at < self.rules.saturation:
+            worker = span[1] - span[0] if span is not None else took  # no wait at its worker for a slot
+            floor = self.queue.ok(now, sent_at, worker, self.floor, found)
+            if floor is not None:
+                self.floor = floor  # a trim found no queue: this is what the upstream takes now
         if self.ramping and now - self.ramped_at >= self.rules.open_step:
             if self.floor and self.latency > 2 * self.rules.queueing * self.floor:
                 self.open_cap = max(LIGHT, self.open_cap // 2)  # it queues instead of refusing: back off
