@@ -17,10 +17,11 @@ own: send to answer, no wait for a slot) against the pair's floor (what a reques
 * over :data:`QUEUED` times the floor, the pair carries what Little's law says the rate needs:
   the cap times floor / latency, and one more (at least one fewer than before). That is a trial:
   the next round (of requests sent once what was in flight has been answered) keeps the trim if
-  its successes came at least :data:`KEPT` as fast as the last round's (a queue: the same rate,
-  with shorter waits). Else the trim goes back, and that round's latency is the pair's floor from
-  then on: the upstream is slower now, or slower under load, and more in flight was not waiting in
-  a queue;
+  the successes came at least :data:`KEPT` as fast over it as over the last round (a queue: the
+  same rate, with shorter waits; jobs sent on to the worker before the trim still go out at the
+  old cap, and their answers count towards the rate, not the latency). Else the trim goes back,
+  and that round's latency is the pair's floor from then on: the upstream is slower now, or slower
+  under load, and more in flight was not waiting in a queue;
 * under :data:`CLEAR` times the floor, a trimmed pair carries one more, up to the cap found:
   a floor read low, or a queue that has gone, does not hold the pair below its budget.
 
@@ -49,6 +50,7 @@ class QueueTrim:
         self._since = -math.inf  # successes sent before this are not counted (a change since)
         self._took: list[float] = []
         self._start = 0.0  # when the round's first success came
+        self._others = 0  # successes answered in the round that were sent before the last change
         self._trial: float | None = None  # what the pair got before the trim on trial, requests/s ...
         self._before: int | None = None  # ... and its limit then
 
@@ -56,10 +58,15 @@ class QueueTrim:
         """A success sent at ``sent_at`` (our clock) that took ``took`` (its worker's clock) while
         the pair was held at its cap ``cap``. Returns a new floor for the pair when a trim found no
         queue (the latency is the upstream's own), else None."""
-        if sent_at < self._since or not math.isfinite(took) or took <= 0:
+        if not math.isfinite(took) or took <= 0:
+            return None
+        if sent_at < self._since:
+            # Sent before the change, it says nothing of its latency; but answered in a round, it came
+            # at the rate the upstream serves the pair, and counts towards that.
+            self._others += bool(self._took)
             return None
         if not self._took:
-            self._start = now
+            self._start, self._others = now, 0
         self._took.append(took)
         if len(self._took) < ROUND:
             return None
@@ -67,7 +74,7 @@ class QueueTrim:
         self._took.clear()
         median = ranked[len(ranked) // 2]
         limit = cap if self.limit is None else min(self.limit, cap)
-        got = (ROUND - 1) / (now - self._start) if now > self._start else math.inf  # successes/s
+        got = (ROUND + self._others - 1) / (now - self._start) if now > self._start else math.inf  # successes/s
         if self._trial is not None:
             before, self._trial = self._trial, None
             if got < KEPT * before:  # the rate fell with the trim: it was not waiting in a queue
