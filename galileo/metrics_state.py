@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from galileo.policy.views import pair_paces, shared_paces
+
 if TYPE_CHECKING:
     from broker.types import WorkerInfo
     from galileo.farm.coordinator import Farm
@@ -58,6 +60,23 @@ STATE_SERIES: Series = {
     "galileo_queue_depth": ("gauge", "Jobs waiting in the coordinator for an IP, by upstream.", ("upstream",)),
     "galileo_bad_frames_total": ("counter", "Malformed or unexpected frames the hub dropped, by reason.", ("reason",)),
     "galileo_late_results_total": ("counter", "Results that arrived after their job had ended, dropped.", ()),
+    "galileo_pace_requests_per_second": (
+        "gauge",
+        "Requests/s the (IP, upstream) pair is paced at: told (rate_limit_per_ip, at its 98 %) or learnt from "
+        "its 429s. Absent while it has met no limit, is still measuring one, or a shared budget paces it.",
+        ("ip", "upstream", "source"),
+    ),
+    "galileo_pace_inflight_limit": (
+        "gauge",
+        "Requests in flight the (IP, upstream) pair may have, where its 429s showed a concurrency cap: the cap "
+        "found, or fewer where the upstream queues at it.",
+        ("ip", "upstream"),
+    ),
+    "galileo_pace_shared_requests_per_second": (
+        "gauge",
+        "Requests/s over every IP an upstream's one budget (an API key's, told or learnt) is paced at.",
+        ("upstream", "source"),
+    ),
     "galileo_lander_dry_run": (
         "gauge",
         "1 while lander.mode is dry_run (transactions are built and signed, none is sent), 0 when live.",
@@ -181,7 +200,21 @@ class FarmStateCollector(ReadingCollector):
             fams["galileo_bad_frames_total"].add_metric([reason], n)
         fams["galileo_late_results_total"].add_metric([], hub.late_results)
         fams["galileo_lander_dry_run"].add_metric([], 1 if farm.cfg.lander.mode != "live" else 0)
+        self._read_pacing(farm, fams)
         return list(fams.values())
+
+    @staticmethod
+    def _read_pacing(farm: Farm, fams: dict[str, CounterMetricFamily | GaugeMetricFamily]) -> None:
+        for pair in pair_paces(farm.policy.pacing):
+            source = "told" if pair.told else "learned"
+            if pair.rate is not None and pair.phase == "hold":
+                fams["galileo_pace_requests_per_second"].add_metric([pair.ip, pair.upstream, source], pair.rate)
+            if pair.cap is not None:
+                fams["galileo_pace_inflight_limit"].add_metric([pair.ip, pair.upstream], pair.cap)
+        for budget in shared_paces(farm.policy.pacing):
+            if budget.rate is not None and budget.phase == "hold":
+                source = "told" if budget.told else "learned"
+                fams["galileo_pace_shared_requests_per_second"].add_metric([budget.upstream, source], budget.rate)
 
     def _count_restarts(self, farm: Farm) -> None:
         live: set[str] = set()

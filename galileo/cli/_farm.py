@@ -110,7 +110,7 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
         caption="\n".join(held) or None,
         caption_justify="left",
     )
-    left = ("ip", "host", "state", "cooldowns")
+    left = ("ip", "host", "state", "cooldowns", "pacing")
     for col in (
         "ip",
         "host",
@@ -125,10 +125,11 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
         "p50 ms",
         "p99 ms",
         "cooldowns",
+        "pacing",
         "uptime",
         "restarts",
     ):
-        table.add_column(col, justify="left" if col in left else "right", no_wrap=col != "cooldowns")
+        table.add_column(col, justify="left" if col in left else "right", no_wrap=col not in ("cooldowns", "pacing"))
     for w in snapshot["workers"]:
         cools = ", ".join(f"{c['upstream']} {c['reason']} {c['left_s']:.1f}s" for c in w["cooldowns"])
         table.add_row(
@@ -145,10 +146,34 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
             f"{w['p50_ms']:.1f}",
             f"{w['p99_ms']:.1f}",
             cools or "-",
+            _pacing_text(w.get("pacing", [])),
             f"{w['uptime_s']:.0f}s",
             str(w["restarts"]),
         )
     return table
+
+
+def _pacing_text(pairs: list[dict[str, Any]]) -> str:
+    """One IP's pacing, upstream by upstream: ``jupiter 19.6/s``, ``dflow 4.9/s told``, ``titan cap 3
+    of 26`` (a cap trimmed where the upstream queues), ``ultra learning``, ``rpc shared``; an upstream
+    that has met no limit is left out."""
+    parts = []
+    for p in pairs:
+        if p["shared"]:
+            text = "shared"
+        elif p["phase"] == "learn":
+            text = "learning"
+        elif p["rate_per_s"] is not None:
+            text = f"{p['rate_per_s']:.1f}/s" + (" told" if p["told"] else "")
+        elif p["cap"] is None:
+            continue  # open: no limit met
+        else:
+            text = ""
+        if p["cap"] is not None:
+            found = p["cap_found"]
+            text += (" " if text else "") + f"cap {p['cap']}" + (f" of {found}" if found != p["cap"] else "")
+        parts.append(f"{p['upstream']} {text}")
+    return ", ".join(parts) or "-"
 
 
 def _pnl_table(snapshot: dict[str, Any]) -> Table | None:

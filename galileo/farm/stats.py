@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from broker.protocol import UpstreamStats
+from galileo.policy.views import pair_paces, shared_paces
 
 if TYPE_CHECKING:
     from galileo.farm.coordinator import Farm
@@ -32,6 +33,9 @@ def farm_snapshot(farm: Farm) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     slots = {s.worker_id: s for s in farm.supervisor.slots.values()}
+    paces: dict[str, list[dict[str, object]]] = {}  # by IP: what each of its pairs is paced at
+    for pace in pair_paces(farm.policy.pacing):
+        paces.setdefault(pace.ip, []).append(pace.as_dict())
     for wid in sorted(set(slots) | set(hub.workers)):
         slot = slots.get(wid)
         w = hub.workers.get(wid)
@@ -79,6 +83,7 @@ def farm_snapshot(farm: Farm) -> dict[str, Any]:
                 "rss": w.rss if w else 0,
                 "bad_frames": w.bad_frames if w else 0,
                 "upstreams": farm.counters.by_upstream(ip),
+                "pacing": paces.get(ip, []),
                 "remote": slot is None,
             }
         )
@@ -95,6 +100,10 @@ def farm_snapshot(farm: Farm) -> dict[str, Any]:
             "late_results": hub.late_results,
             "suspended": dict(cooldowns.suspended),
             "held_out": [{"ip": ip, "reason": h.reason, "since": h.since} for ip, h in sorted(farm.held_out.items())],
+            "shared_pacing": [
+                {"upstream": g.upstream, "phase": g.phase, "rate_per_s": g.rate, "told": g.told}
+                for g in shared_paces(farm.policy.pacing)
+            ],
         },
         "workers": rows,
         # Round trips on chain per strategy and base mint: expected next to realised, in SOL.

@@ -462,3 +462,7 @@ class PaceBook:
 
     def rates(self) -> dict[tuple[str, str], Pacer]:
         return dict(self._pacers)
+
+    def shared(self) -> dict[str, RateLearner]:
+        """Each upstream's shared budget (told, keyed or detected), by upstream."""
+        return {upstream: g.learner for upstream, g in self._groups.items()}

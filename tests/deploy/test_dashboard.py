@@ -105,6 +105,9 @@ def test_every_expression_names_a_registered_series(dash: dict[str, Any]) -> Non
         "galileo_titan_refusals",
         "galileo_titan_disconnects",
         "galileo_titan_quote_age_seconds",
+        "galileo_pace_requests_per_second",
+        "galileo_pace_inflight_limit",
+        "galileo_pace_shared_requests_per_second",
     ):
         assert family in used, f"the dashboard has no panel for {family}"
 
