@@ -41,6 +41,17 @@ about ρ·L in flight, so at a steady pace the two can look alike) costs little 
 stays smooth: while the cap holds the pair back, the pair does not count as saturated, so the
 rate learner does not prove faster paces the cap alone made clean (:attr:`Pacer.at_cap`).
 
+**A cap found is tried again.** A cap found from a rate limit's refusals would hold the pair at
+that rate for good: held by its cap, the pair is not saturated, and its rate learner never proves
+a faster pace. In virtual time a bucket of 20/s halved for a minute at 300 ms left every pair with
+a cap of 3 (what 10/s keeps in flight there) and at half its budget after the limit came back. So a
+cap that has held its pair back for :data:`PROBE_EVERY` seconds is tried with one more in flight
+(:meth:`CapFinder.probe`). Kept once that many were out at once (on the worker's clock) with no
+refusal for :data:`PROBE_CLEAN` seconds, and the next one tried as soon as it holds the pair back
+again; a real cap refuses it at once (that refusal, and any of a request sent while it was tried,
+is the cap's: it neither cools the pair nor teaches its pace), and the next try waits twice as long,
+up to :data:`PROBE_MAX`. Tried while a faster pace is tried too, a refusal gives no verdict.
+
 A refusal whose ``Retry-After`` is seconds long (2 s or more) is not put to it
 (:meth:`Pacer.refused`): it says when a spent budget comes back (a window, a penalty box), where a
 cap's slot frees as soon as an answer leaves. A box tripped by a bunch of sends finds more held
@@ -69,6 +80,22 @@ SETTLE = 1.0  # ... for this many times the longest recent latency after they we
 TOP = 0.9  # a refusal votes for a cap when it found more held than this share of recent successes ...
 CROSSED = 0.05  # ... and on the worker's clock no more than this share found as many (answers crossing)
 CROSSINGS = 1  # two refusals running above all successes but this many make a cap (on the worker's clock)
+PROBE_EVERY = 300.0  # seconds held at a cap before one more in flight is tried ...
+PROBE_MAX = 2400.0  # ... doubling after each refusal of it, up to this ...
+PROBE_CLEAN = 5.0  # ... and kept once that many were out at once and it ran this long without one ...
+PROBE_GIVE_UP = 60.0  # ... or given up (the cap as it was) if that many were never out in this long
+PROBE_SPANS = 256  # successes sent while trying, kept to tell how many were out at once
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most of these (sent, answered) spans that were out at one moment at the upstream: an answer
+    leaves it about :data:`NET` before its worker reads it, so one sent that close to it crossed it."""
+    edges = sorted([(sent, 1) for sent, _ in spans] + [(answered - NET, -1) for _, answered in spans])
+    most = out = 0
+    for _, step in edges:
+        out += step
+        most = max(most, out)
+    return most
 
 
 class CapFinder:
@@ -87,6 +114,72 @@ class CapFinder:
         self._held: deque[int] = deque(maxlen=RECENT)  # what each recent success found held
         self._pace = 0.0  # the pace those successes were sent at
         self._worker = False  # whether the times are the worker's (Outcome.sent) or the coordinator's
+        self.probing: tuple[int, float] | None = None  # (the cap before, since when) while one more is tried
+        self.probe_every = PROBE_EVERY
+        self._wait = PROBE_EVERY  # ... and after a refused one (a kept one is followed at once: it may be low by more)
+        self._spans: list[tuple[float, float]] = []  # (sent, answered) of successes sent while trying
+        self._refused_try = (math.inf, math.inf)  # (from, to): sends of the last try a refusal ended
+
+    # --- a cap found is tried again ------------------------------------------------------
+
+    def probe(self, now: float, held_since: float) -> None:
+        """The cap has held the pair back since ``held_since``: after :attr:`probe_every`, one more in
+        flight is tried. A cap found from a rate limit's refusals (a limit that fell and came back, a
+        bunch of sends) would otherwise hold the pair at its rate for good: a pair held by its cap is
+        not saturated, so its rate learner never proves a faster pace. A real cap refuses the one more
+        at once, and is tried again less often."""
+        if self.cap is not None and self.probing is None and now - held_since >= self.probe_every:
+            self.probing = (self.cap, now)
+            self.cap += 1
+            self._spans.clear()
+
+    def probed(self, now: float, sent_at: float, span: tuple[float, float] | None) -> bool:
+        """A success sent at ``sent_at`` (our clock), sent and answered at ``span`` on its worker's
+        clock. True when the one more tried is kept: as many as it allows were out at once (on the
+        worker's clock: the coordinator's count holds jobs waiting at the worker) and it ran
+        :data:`PROBE_CLEAN` without a refusal. Never out (a pace held them back), it is given up after
+        :data:`PROBE_GIVE_UP`, the cap as it was (and tried again as often)."""
+        if self.probing is None or self.cap is None:
+            return False
+        before, since = self.probing
+        if span is not None and sent_at >= since and len(self._spans) < PROBE_SPANS:
+            self._spans.append(span)
+        if now - since < PROBE_CLEAN:
+            return False
+        if _most_at_once(self._spans) > before:
+            self.probing, self.probe_every = None, PROBE_CLEAN
+            return True
+        if now - since >= PROBE_GIVE_UP or len(self._spans) >= PROBE_SPANS:
+            self.cap, self.probing, self.probe_every = before, None, self._wait
+        return False
+
+    def probe_refused(self, sent_at: float, now: float) -> bool:
+        """A 429 that was news, of a request sent at ``sent_at``: True when it refused the one more tried
+        (the cap is back as it was, and tried again half as often), or was sent while it was tried (the
+        same: more than one went before the first refusal came back)."""
+        if self._in_refused_try(sent_at):
+            return True
+        if self.probing is None or sent_at < self.probing[1]:
+            return False
+        self.cap = self.probing[0]
+        self._refused_try = (self.probing[1], now)
+        self.probing = None
+        self._wait = self.probe_every = min(PROBE_MAX, 2 * self._wait)
+        return True
+
+    def abandon(self) -> None:
+        """A refusal while one more was tried that the pace more likely earned (a faster pace was being
+        tried too): no verdict; the cap as it was, tried again as soon as it holds the pair back."""
+        if self.probing is not None:
+            self.cap, self.probing, self.probe_every = self.probing[0], None, PROBE_CLEAN
+
+    def _in_refused_try(self, sent_at: float) -> bool:
+        start, end = self._refused_try
+        return start <= sent_at <= end
+
+    def trying(self, sent_at: float) -> bool:
+        """Whether a request sent at ``sent_at`` went while one more than the cap was tried."""
+        return (self.probing is not None and sent_at >= self.probing[1]) or self._in_refused_try(sent_at)
 
     def held(self, sent_at: float, floor: float) -> int:
         """Successes sent before ``sent_at`` and still being served when it arrived."""

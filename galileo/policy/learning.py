@@ -42,7 +42,10 @@ is all that must be learnt, never the shape.
   with both it bisects (towards a ``hi`` only guessed, never refused, for 2 steps: then past it);
   once ``hi / lo`` is within 1 %
   (3 % where overshooting is dear) it stays a margin below ``lo`` and after 60 s tries 1 % above ``hi``
-  (the interval doubling after each refusal there, up to 240 s): a limit that rose is found.
+  (the interval doubling after each refusal there, up to 240 s): a limit that rose is found. After
+  a fall (``lo`` under 0.8 of the highest pace proven; not under a window or a box) the test comes
+  every 20 s for up to 10 minutes: a provider's limit halved under congestion comes back, and a pace
+  held at half of it for 240 s cost more than the 429 of a test every 20 s.
   Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
   to 4 %): requests reach the upstream with jitter, and a pace right at a bucket's rate is
   refused now and then, each refusal costing the Retry-After's rounded-up second.
@@ -140,6 +143,9 @@ class PaceRules:
     dear_reprobe: float = 300.0  # ... and at least this where an overshoot is dear (a box), doubling up to
     dear_max_reprobe: float = 1200.0  # ... this: each test past the bracket costs a box (5 s of 20/s: 1.7 % at 300 s);
     box_tests: float = 60.0  # ... and a learnt pace's at least this many times its box's length (30 s: 1800 s)
+    fallen: float = 0.8  # lo under this share of the highest pace proven: the limit fell, and may come back ...
+    fallen_reprobe: float = 20.0  # ... so the bracket is tested again this often (never less often) ...
+    fallen_memory: float = 600.0  # ... for this many seconds after the fall; then the fallen pace is the limit
     idle_share: float = 0.6  # a measurement with more of its span spent cooling is only a lower bound
     min_rate: float = 0.05  # requests/s: no pace goes below this
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
@@ -192,6 +198,8 @@ class RateLearner:
         self.stepped_at = now  # when the pace last went up
         self.settled = 0.0  # at the last refusal: seconds since the pace last went up
         self.reprobe_every = rules.reprobe
+        self.peak = 0.0  # the highest pace proven clean
+        self.fell_at: float | None = None  # when lo fell under ``fallen`` of it (None: it has not, or long ago)
         self.stall_at = now
         self.span_start: float | None = None  # measuring: send time of the refusal that opened the span
         self.span_oks = 0
@@ -438,6 +446,7 @@ class RateLearner:
         r = self.rules
         self.lo_proven = self.lo_proven or self.rate >= self.lo
         self.lo = max(self.lo, self.rate)
+        self.peak = max(self.peak, self.rate)
         self.between_proven = True
         eps = self._eps()
         guessed_past = self.lo * (1 + eps) >= self.hi or self.guess_steps >= r.guess_steps
@@ -455,7 +464,7 @@ class RateLearner:
             self.converged_at = now
             guarded = self.arrivals is not None and self.arrivals.span > 0  # (under a box)
             self.rate = self.lo * (1 - self.margin * (r.guarded_margin if guarded else 1.0))
-        elif now - self.converged_at >= self.reprobe_every:
+        elif now - self.converged_at >= self._reprobe(now):
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
         self.clean_from(now, now)
@@ -598,6 +607,23 @@ class RateLearner:
             return r.dear_reprobe
         return max(r.dear_reprobe, r.box_tests * min(self.scale, r.max_scale))
 
+    def _reprobe(self, now: float) -> float:
+        """How long a converged pace holds before the bracket is tested again. After a fall (lo under
+        ``fallen`` of the highest pace proven) the limit may come back, as a provider's limits do after
+        congestion: the test comes every ``fallen_reprobe`` seconds at most, each failed one costing a
+        429, until lo is back near the old pace or ``fallen_memory`` has passed (then the fallen pace is
+        the limit, and the old one is forgotten). Not under a box (a failed test there costs a box) nor
+        a window (whose pace over its rate runs clean until the window is spent: a first estimate met
+        late in a window is proven above the rate, and the correction reads as a fall)."""
+        r = self.rules
+        if self.fell_at is None or self.dear or self.windowed:
+            return self.reprobe_every
+        if now - self.fell_at > r.fallen_memory or self.lo >= r.fallen * self.peak:
+            self.fell_at = None
+            self.peak = min(self.peak, self.lo / r.fallen)  # a fall not come back is not waited for again
+            return self.reprobe_every
+        return min(self.reprobe_every, r.fallen_reprobe)
+
     def _max_reprobe(self) -> float:
         if not self.dear:
             return self.rules.max_reprobe
@@ -667,6 +693,8 @@ class RateLearner:
                 self.reprobe_every = min(self._max_reprobe(), 2 * self.reprobe_every)  # a test past the bracket failed
         if self.lo != lo_before:
             self.lo_proven = False
+        if self.fell_at is None and self.lo < r.fallen * self.peak:
+            self.fell_at = now  # the limit fell: it may come back (see _reprobe)
         self.rate = max(r.min_rate, self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step

@@ -90,7 +90,8 @@ class Pacer:
         self.ramped_at = now
         self.caps = CapFinder()
         self.queue = QueueTrim()  # in flight below the cap, where the upstream queues at it
-        self._held_at = -math.inf  # when the cap last held a request back
+        self._held_at = -math.inf  # when the cap last held a request back ...
+        self._capped_since = -math.inf  # ... and since when it has, with no pause (or probe) since
         self.group: RateLearner | None = None  # the upstream's shared budget, which paces it instead
         self.latency = 0.0  # EWMA of dispatch -> answer, s (0 before the first answer)
         self.floor = 0.0  # EWMA of the same for requests sent while little was in flight: unloaded, jitter and all
@@ -171,7 +172,11 @@ class Pacer:
         """A request waited for this pair. Held by a learnt cap, not the pace, it says nothing of the
         rate: the pair is not saturated, so no faster pace is proven on the cap's word."""
         if self.at_cap:
+            if now - self._held_at >= self.rules.saturation:
+                self._capped_since = now  # held again after a pause
             self._held_at = now
+            if self.queue.limit is None:  # (a trimmed cap holds the pair below it on purpose)
+                self.caps.probe(now, self._capped_since)
         else:
             self.learner.blocked(now)
 
@@ -190,8 +195,11 @@ class Pacer:
         learner = self.learner
         if self.caps.ok(span or (sent_at, now), learner.rate, self.floor, worker=span is not None):
             learner.unbound(now)  # a refusal counted only now was the cap's (see CapFinder._settle)
+        held = now - self._held_at < self.rules.saturation
+        if self.caps.probed(now, sent_at, span):
+            self._capped_since = now  # one more in flight ran clean: the cap found was low
         found = self.caps.cap
-        if found is not None and now - self._held_at < self.rules.saturation:
+        if found is not None and held:
             worker = span[1] - span[0] if span is not None else took  # no wait at its worker for a slot
             floor = self.queue.ok(now, sent_at, worker, self.floor, found)
             if floor is not None:
@@ -223,6 +231,12 @@ class Pacer:
         # when an answer leaves, so such a refusal is no cap's, though a box tripped by a bunch of
         # sends finds more in flight than usual, as a cap's refusal does.
         timed = retry_after is not None and retry_after >= self.rules.long_wait
+        if not echo and not timed and self.caps.trying(sent_at):
+            if learner.phase == "hold" and learner.rate > learner.lo * (1 + 1e-9):
+                self.caps.abandon()  # a faster pace was being tried as well: most likely its refusal
+            elif self.caps.probe_refused(sent_at, now):
+                self._capped_since = now
+                return "refusal"  # one more in flight than the cap, refused: the cap's, nothing for the pace
         judged = span or (sent_at, now)
         if not echo and not timed and self.caps.refused(judged, self.floor, learner.phase != "open", span is not None):
             learner.unbound(now)  # the refusals it learnt from were the cap's: search on, under the cap
@@ -319,6 +333,12 @@ class PaceBook:
         if g is not None:
             g.learner.dispatched(now)
         self.get(ip, upstream, now).dispatched(now)
+
+    def trying_cap(self, ip: str, upstream: str, sent_at: float) -> bool:
+        """Whether a request sent at ``sent_at`` went while the pair tried one more in flight than its
+        cap (:meth:`CapFinder.probe`): a refusal of it says what the cap is, not to back off."""
+        p = self._pacers.get((ip, upstream))
+        return p is not None and p.caps.trying(sent_at)
 
     def is_echo(self, ip: str, upstream: str, sent_at: float) -> bool:
         """A 429 that only repeats the last one: it teaches nothing and cools nothing more."""

@@ -1,0 +1,135 @@
+"""Limits that move: one that falls and comes back, and a cap found from a rate limit's refusals.
+
+A provider halves its limits under congestion and restores them later. Learnt pacing followed the
+fall at once, but then held the fallen pace until its next test past the bracket (every 60 s,
+doubling after each failed test, up to 240 s), and at 300 ms the refusals of the fall found a
+concurrency cap (3 in flight: what 10/s keeps out at 300 ms) that held the pair at the fallen rate
+for good: a pair held by its cap is not saturated, so no faster pace is ever proven. Now the
+bracket is tested every 20 s while the pace is under 0.8 of the highest one proven
+(:meth:`RateLearner._reprobe`), and a cap that has held a pair back for 300 s is tried with one
+more in flight (:meth:`CapFinder.probe`): a real cap refuses it at once and is tried half as
+often, a false one lets it through and is raised again until it no longer holds the pair back.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+import pytest
+
+from galileo.policy import concurrency
+from galileo.policy.allocator import FarmPolicy
+from galileo.policy.concurrency import NET, PROBE_CLEAN, PROBE_EVERY, PROBE_GIVE_UP, CapFinder
+from galileo.policy.learning import PACE
+from galileo.policy.pacing import PaceBook
+from galileo.sim.latency import LatencyModel, parse_latency
+from tests.policy.limitsim import START, Reply, SimUpstream, simulate
+
+IPS = [f"10.0.0.{i}" for i in range(1, 5)]
+
+
+class FallsAndComesBack:
+    """A token bucket of 20/s (0.1 s of burst) per IP that gives 10/s from 60 s to 120 s."""
+
+    def __init__(self, latency: str) -> None:
+        self.tokens: dict[str, tuple[float, float]] = {}
+        self.latency = LatencyModel(parse_latency(latency), 1, "u")
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        delay = self.latency.sample()
+        rate = 10.0 if 60 <= now - START < 120 else 20.0
+        tokens, at = self.tokens.get(ip, (1.0, now))
+        tokens = min(max(1.0, rate * 0.1), tokens + (now - at) * rate)
+        ok = tokens >= 1
+        self.tokens[ip] = (tokens - ok, now)
+        return Reply(ok, delay)
+
+    def release(self, ip: str, now: float) -> None:
+        pass
+
+
+def per_second(policy: FarmPolicy, latency: str, seconds: float) -> dict[int, int]:
+    run = simulate(FallsAndComesBack(latency), IPS, seconds=seconds, warmup=0, policy=policy)
+    return {int(s): ok for s, ok, _ in run.series}
+
+
+def share(ok: dict[int, int], start: int, end: int) -> float:
+    """Successes/s from ``start`` to ``end`` over N·R (20/s per IP)."""
+    return sum(ok.get(s, 0) for s in range(start, end)) / (end - start) / (len(IPS) * 20.0)
+
+
+def test_a_limit_that_fell_and_came_back_is_found_again_within_a_minute() -> None:
+    ok = per_second(FarmPolicy(rng=random.Random(1)), "50", 300)
+    assert share(ok, 30, 60) >= 0.97
+    assert 0.4 <= share(ok, 75, 120) <= 0.5  # the fall, followed
+    assert share(ok, 240, 300) >= 0.93, share(ok, 240, 300)
+    # Tested past the bracket every 60 to 240 s, as before, the fallen pace held.
+    slow = PaceBook(rules=replace(PACE, fallen_reprobe=math.inf))
+    ok = per_second(FarmPolicy(pacing=slow, rng=random.Random(1)), "50", 300)
+    assert share(ok, 240, 300) <= 0.5, share(ok, 240, 300)
+
+
+def test_a_cap_found_from_a_rate_limits_refusals_is_tried_again_and_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = FarmPolicy(rng=random.Random(1))
+    ok = per_second(policy, "300", 600)
+    assert share(ok, 100, 300) <= 0.55  # held by the false cap ...
+    assert share(ok, 540, 600) >= 0.8, share(ok, 540, 600)  # ... until it was tried and raised
+    assert all(p.cap is None or p.cap >= 5 for p in policy.pacing.rates().values())
+    monkeypatch.setattr(concurrency, "PROBE_EVERY", math.inf)  # never tried: held for good
+    policy = FarmPolicy(rng=random.Random(1))
+    ok = per_second(policy, "300", 600)
+    assert share(ok, 540, 600) <= 0.55, share(ok, 540, 600)
+    assert [p.cap for p in policy.pacing.rates().values()] == [3, 3, 3, 3]
+
+
+def test_a_real_cap_refuses_its_tries_and_is_tried_less_and_less_often() -> None:
+    """A cap of 4 at 100 ms for 20 minutes: tried at 300 s and after, each try refused (a 429 or a
+    few, no cooling), so tried after 600 s, then 1200 s."""
+    policy = FarmPolicy(rng=random.Random(1))
+    run = simulate(SimUpstream("concurrency:4", latency="100", seed=1), IPS, seconds=1200, warmup=200, policy=policy)
+    pacers = list(policy.pacing.rates().values())
+    assert [p.cap for p in pacers] == [4, 4, 4, 4]
+    assert all(p.caps.probe_every >= 2 * PROBE_EVERY for p in pacers)  # tried, refused, tried again later
+    assert run.ratio(len(IPS) * 4 / 0.1) >= 0.97 and run.share_429 <= 0.001, (run.ratio(160.0), run.share_429)
+
+
+def test_the_lifecycle_of_a_try() -> None:
+    caps = CapFinder()
+    caps.cap = 4
+    caps.probe(100.0, held_since=100.0 - PROBE_EVERY + 1)
+    assert caps.probing is None  # not held back long enough
+    caps.probe(100.0, held_since=100.0 - PROBE_EVERY)
+    assert caps.cap == 5 and caps.trying(100.0) and not caps.trying(99.9)
+    # A pace that never lets 5 out: no verdict, given up after a minute (tried again as often).
+    for i in range(int(PROBE_GIVE_UP / 0.7) + 2):
+        t = 100.0 + i * 0.7
+        assert not caps.probed(t, t - 0.1, (t - 0.1, t))  # one at a time
+    assert caps.cap == 4 and caps.probing is None and caps.probe_every == PROBE_EVERY
+    # Five out at once, and no refusal for PROBE_CLEAN: kept, and the next try comes soon.
+    caps.probe(200.0, held_since=200.0 - PROBE_EVERY)
+    assert caps.cap == 5
+    spans = [(200.0 + j * 0.01, 200.5 + j * 0.01) for j in range(5)]
+    assert not any(caps.probed(200.5 + j * 0.01, s[0], s) for j, s in enumerate(spans))
+    assert caps.probed(200.0 + PROBE_CLEAN, 200.0 + PROBE_CLEAN - 0.1, (200.0 + PROBE_CLEAN - 0.1, 200.0 + PROBE_CLEAN))
+    assert caps.cap == 5 and caps.probe_every == PROBE_CLEAN
+    # The next one is refused: the cap is back, tried half as often; a refusal of another request
+    # sent during that try is the same event.
+    caps.probe(210.0, held_since=210.0 - PROBE_CLEAN)
+    assert caps.cap == 6
+    assert caps.probe_refused(210.2, now=210.3)
+    assert caps.cap == 5 and caps.probe_every == 2 * PROBE_EVERY
+    assert caps.probe_refused(210.25, now=210.4) and caps.trying(210.25) and caps.cap == 5
+    assert not caps.probe_refused(210.5, now=210.6) and not caps.trying(210.5)
+    # A refusal the pace more likely earned: no verdict, the cap back, tried again soon.
+    caps.probe(1000.0, held_since=0.0)
+    assert caps.cap == 6
+    caps.abandon()
+    assert caps.cap == 5 and caps.probing is None and caps.probe_every == PROBE_CLEAN
+
+
+def test_an_answer_crossing_a_send_is_not_two_out_at_once() -> None:
+    assert concurrency._most_at_once([(0.0, 1.0), (1.0 - NET / 2, 2.0)]) == 1
+    assert concurrency._most_at_once([(0.0, 1.0), (1.0 - 2 * NET, 2.0)]) == 2
+    assert concurrency._most_at_once([(0.0, 3.0), (1.0, 2.0), (1.5, 4.0)]) == 3
