@@ -350,8 +350,10 @@ class FarmPolicy:
         # A 429 of a request already in flight (or held by its worker) when the last one came is the
         # same event: no news, no more cooling (unless it names a later time). A paced pair's first 429
         # adjusts the pace instead.
-        # A 429 of one more in flight than the pair's cap, tried on purpose, says what the cap is: no cooling.
-        probe = limited and sent_at is not None and self.pacing.trying_cap(ip, upstream, sent_at)
+        # A 429 of one more in flight than the pair's cap, tried on purpose, says what the cap is: no
+        # cooling (unless it says a spent budget comes back in seconds: a window's or a box's, no cap's).
+        timed = outcome.retry_after is not None and outcome.retry_after >= self.pacing.rules.long_wait
+        probe = limited and not timed and sent_at is not None and self.pacing.trying_cap(ip, upstream, sent_at)
         if not probe and (
             not (limited and decided is not None and self.pacing.is_echo(ip, upstream, decided))
             or outcome.retry_after is not None

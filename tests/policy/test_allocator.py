@@ -399,3 +399,23 @@ def test_how_many_a_capped_pair_carries_past_its_cap() -> None:
     """A quarter of its cap more, and at least one: enough that a slot its worker frees is taken at
     once while the next job is on its way from the coordinator, who hears of the answer later."""
     assert [ahead(k) for k in (1, 2, 4, 5, 8, 16, 17)] == [1, 1, 1, 2, 2, 4, 5]
+
+
+@pytest.mark.parametrize(("retry_after", "cools"), [(1.0, False), (None, False), (30.0, True)])
+def test_a_429_of_one_more_than_the_cap_tried_on_purpose_does_not_cool_unless_it_names_seconds(
+    retry_after: float | None, cools: bool
+) -> None:
+    p = policy()
+    w = worker("10.0.0.1")
+    pacer = p.pacing.get(w.ip, "jupiter", 0.0)
+    pacer.caps.cap = 4
+    pacer.caps.probe(500.0, held_since=0.0)  # held back for 500 s: one more is tried
+    assert pacer.cap == 5
+    j = job()
+    j.sent_at = 501.0
+    w.inflight[j.id] = j
+    p.on_dispatch(j, w, 501.0)
+    p.on_outcome(j, w, Outcome(result="rate_limited", status=429, latency=0.1, retry_after=retry_after), 501.1)
+    assert (p.cooling(w.ip, "jupiter", 501.2) is not None) == cools
+    # Refused, the cap is the cap; a 429 naming seconds is a window's or a box's, no verdict on it.
+    assert pacer.cap == (5 if cools else 4)
