@@ -47,7 +47,8 @@ def bench(
         "(e.g. --cell '*-150ms-n16' --cell 'keyed-*'). Cells are <limit>-<latency>ms-n<N>[-multi]; limits: "
         "bucket, fixed, sliding, penalty, concurrency, keyed; and sliding60, keyed60, stacked at 50 ms, "
         "rolling, fixed-noretry, penalty-noretry (no Retry-After) at 150 ms, N=16; concurrency-at-once (a "
-        "gateway's cap, refusing without the latency) at 50 ms, N=4 and 300 ms, N=16.",
+        "gateway's cap, refusing without the latency) at 50 ms, N=4 and 300 ms, N=16; queue (a limit that "
+        "queues before it refuses) at 300 ms, N=4 and 50 ms, N=16.",
         show_default=False,
     ),
 ) -> None:
