@@ -214,7 +214,7 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the full snapshot as JSON."),
     watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
 ) -> None:
-    """Per-worker stats of the running farm: state, load, results, latency, cooldowns, restarts."""
+    """Per-worker stats of the running farm: state, load, results, latency, cooldowns, pacing, restarts."""
     path, owner = _control(config)
     try:
         snap = control_request(path, {"cmd": "stats"}, owner=owner)
