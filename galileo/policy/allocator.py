@@ -352,8 +352,7 @@ class FarmPolicy:
         # adjusts the pace instead.
         # A 429 of one more in flight than the pair's cap, tried on purpose, says what the cap is: no
         # cooling (unless it says a spent budget comes back in seconds: a window's or a box's, no cap's).
-        timed = outcome.retry_after is not None and outcome.retry_after >= self.pacing.rules.long_wait
-        probe = limited and not timed and sent_at is not None and self.pacing.trying_cap(ip, upstream, sent_at)
+        probe = limited and sent_at is not None and self.pacing.trying_cap(ip, upstream, sent_at, outcome.retry_after)
         if not probe and (
             not (limited and decided is not None and self.pacing.is_echo(ip, upstream, decided))
             or outcome.retry_after is not None

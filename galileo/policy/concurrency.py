@@ -139,7 +139,7 @@ class CapFinder:
         worker's clock: the coordinator's count holds jobs waiting at the worker) and it ran
         :data:`PROBE_CLEAN` without a refusal. Never out (a pace held them back), it is given up after
         :data:`PROBE_GIVE_UP`, the cap as it was (and tried again as often)."""
-        if self.probing is None or self.cap is None:
+        if self.probing is None:
             return False
         before, since = self.probing
         if span is not None and sent_at >= since and len(self._spans) < PROBE_SPANS:

@@ -215,6 +215,11 @@ class Pacer:
         if not self.grouped:
             learner.ok(now, sent_at)
 
+    def timed(self, retry_after: float | None) -> bool:
+        """A ``Retry-After`` of seconds (``long_wait`` or more): a spent budget (a window, a box) comes
+        back then. No cap's refusal says so: a slot frees as soon as an answer leaves."""
+        return retry_after is not None and retry_after >= self.rules.long_wait
+
     def refused(
         self,
         now: float,
@@ -230,7 +235,7 @@ class Pacer:
         # A Retry-After of seconds says when a spent budget comes back (a window, a box): a slot frees
         # when an answer leaves, so such a refusal is no cap's, though a box tripped by a bunch of
         # sends finds more in flight than usual, as a cap's refusal does.
-        timed = retry_after is not None and retry_after >= self.rules.long_wait
+        timed = self.timed(retry_after)
         if not echo and not timed and self.caps.trying(sent_at):
             if learner.phase == "hold" and learner.rate > learner.lo * (1 + 1e-9):
                 self.caps.abandon()  # a faster pace was being tried as well: most likely its refusal
@@ -334,11 +339,12 @@ class PaceBook:
             g.learner.dispatched(now)
         self.get(ip, upstream, now).dispatched(now)
 
-    def trying_cap(self, ip: str, upstream: str, sent_at: float) -> bool:
-        """Whether a request sent at ``sent_at`` went while the pair tried one more in flight than its
-        cap (:meth:`CapFinder.probe`): a refusal of it says what the cap is, not to back off."""
+    def trying_cap(self, ip: str, upstream: str, sent_at: float, retry_after: float | None) -> bool:
+        """Whether a 429 of a request sent at ``sent_at`` refused the one more in flight than its cap
+        the pair tried (:meth:`CapFinder.probe`): it says what the cap is, not to back off. Not one
+        whose ``Retry-After`` names seconds (:meth:`Pacer.timed`)."""
         p = self._pacers.get((ip, upstream))
-        return p is not None and p.caps.trying(sent_at)
+        return p is not None and not p.timed(retry_after) and p.caps.trying(sent_at)
 
     def is_echo(self, ip: str, upstream: str, sent_at: float) -> bool:
         """A 429 that only repeats the last one: it teaches nothing and cools nothing more."""
