@@ -47,6 +47,7 @@ limit that binds: its own where its told pace times the IPs is under the budget'
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections import deque
@@ -57,6 +58,8 @@ from galileo.policy.learning import PACE, Heard, PaceRules, RateLearner
 from galileo.policy.queueing import QueueTrim
 
 __all__ = ["PaceBook", "Pacer", "ahead"]
+
+log = logging.getLogger("galileo.policy")
 
 LATENCY_WEIGHT = 0.2  # EWMA weight of the newest answer: ~5 answers of memory, a latency shift shows in ~1 s
 LIGHT = 2  # a request sent with fewer of the pair's in flight measures the upstream unloaded (its floor)
@@ -391,6 +394,14 @@ class PaceBook:
             if g is not None and not self._own_limit(p, g.learner, upstream):
                 g.learner.refused(now, sent, retry_after, cooled, decided)
                 if g.got is not None and g.learner.rate < DISSOLVE * g.got:
+                    log.info(
+                        "pacing: %s was not one shared budget (refused down to %.1f/s, under %.0f %% of the %.1f/s "
+                        "the IPs got): each IP paces itself again",
+                        upstream,
+                        g.learner.rate,
+                        100 * DISSOLVE,
+                        g.got,
+                    )
                     self._dissolve(upstream, now)
             else:
                 self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled, decided, span), now)
@@ -453,6 +464,15 @@ class PaceBook:
         if max(first.values()) - min(first.values()) < KEYED_SPREAD:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one
         self.share(upstream, now)
+        log.info(
+            "pacing: %s looks like one budget every IP shares (surprises on %d IPs within %.0f s): paced as one "
+            "from %.1f/s; the IPs got %.1f/s together",
+            upstream,
+            len(first),
+            window,
+            self._groups[upstream].learner.rate,
+            self._groups[upstream].got or 0.0,
+        )
         seen.clear()
 
     def share(self, upstream: str, now: float) -> None:

@@ -14,6 +14,7 @@ budget meanwhile; the median pair's is taken.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import replace
 
@@ -56,10 +57,11 @@ def test_a_refusal_run_that_outlasts_its_short_retry_afters_is_contention_not_a_
 
 @pytest.mark.parametrize(("n", "latency", "seed"), [(16, "0", 2), (4, "300", 1)])
 def test_a_budget_every_ip_shares_with_no_key_to_say_so_is_found_and_paced_as_one(
-    n: int, latency: str, seed: int
+    n: int, latency: str, seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Over the 5th and 6th minutes: 0.99 and 1.00 of the budget, no 429 (without the rule: never
-    found, 0.46 and 0.57, 8 % and 1.4 % of 429s)."""
+    found, 0.46 and 0.57, 8 % and 1.4 % of 429s). The operator's log says when it was found."""
+    caplog.set_level(logging.INFO, logger="galileo.policy")
     ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
 
     def run(contention: bool) -> tuple[float, float, bool]:
@@ -70,6 +72,8 @@ def test_a_budget_every_ip_shares_with_no_key_to_say_so_is_found_and_paced_as_on
 
     ratio, share, grouped = run(contention=True)
     assert grouped
+    found = [r.getMessage() for r in caplog.records if "looks like one budget every IP shares" in r.getMessage()]
+    assert len(found) == 1 and found[0].startswith("pacing: u looks like"), found
     assert 0.97 <= ratio <= 1.02, ratio
     assert share <= 0.01, share
     ratio, share, grouped = run(contention=False)
