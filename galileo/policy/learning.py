@@ -52,7 +52,10 @@ is all that must be learnt, never the shape.
   to 4 %): requests reach the upstream with jitter, and a pace right at a bucket's rate is
   refused now and then, each refusal costing the Retry-After's rounded-up second.
   A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
-  proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 %, or to the
+  proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 % (twice the last cut if
+  it came within 5 of the pace's intervals of the last surprise's ``Retry-After`` ending, nothing
+  proven between: the refilled budget could not carry the pace a moment, the limit fell; up to
+  50 %), or to the
   rate measured since the last refusal if the budget stayed spent all along (no pace proven
   meanwhile, little of it cooling; the time a short Retry-After made us cool not counted) while
   we kept the pace (sent 85 % of it: a farm short of CPU sends late and less, and what it got
@@ -124,7 +127,9 @@ class PaceRules:
     window_run: float = 5.0  # refused this long while paced: the limit remembers seconds (a window, a box)
     contention: bool = True  # a refusal run that outlasts its short Retry-Afters: another IP takes the budget
     set_point: float = 0.98  # a measured rate is paced at this share of it
-    trim: float = 0.98  # a refusal at a proven pace takes it to this share
+    trim: float = 0.98  # a refusal at a proven pace takes it to this share ...
+    max_cut: float = 0.5  # ... its cut doubled by each one soon after the last (a limit that fell), up to this:
+    soon_sends: float = 5.0  # ... refused within this many of the pace's intervals of its cooling's end
     backoff: float = 0.95  # a refusal with nothing proven yet takes the pace to this share
     step: float = 0.02  # the first step above a measured pace; doubled each proven step ...
     start_step: float = 0.25  # ... or above a lower bound
@@ -184,7 +189,8 @@ class RateLearner:
         self.dear = False
         self.windowed = False  # a first refusal run of long_wait, or one of window_run while paced: a window, a box
         self.run_wait = 0.0  # the longest Retry-After of the running refusal run (inf: one said nothing)
-        self.contended = False  # a refusal run outlasted what its Retry-Afters said: someone else takes the budget
+        self.contended: float | None = None  # when a refusal run last outlasted what its Retry-Afters said: someone
+        # else takes the budget as it comes back
         self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.lo_proven = False  # lo ran clean for trust, not only an estimate or a measurement of the rate
@@ -202,6 +208,8 @@ class RateLearner:
         self.margin = rules.margin
         self.stepped_at = now  # when the pace last went up
         self.settled = 0.0  # at the last refusal: seconds since the pace last went up
+        self.falling = 0  # surprises in a row, each soon after the last: the limit is falling
+        self.cooled_until = -math.inf  # when the cooling of the last refusal that was news ended
         self.reprobe_every = rules.reprobe
         self.peak = 0.0  # the highest pace proven clean
         self.fell_at: float | None = None  # when lo fell under ``fallen`` of it (None: it has not, or long ago)
@@ -364,7 +372,7 @@ class RateLearner:
         if r.contention and run >= r.long_wait and self.run_wait < r.long_wait:
             # Told to come back within a second, and refused again when we did, for seconds: the budget
             # came back and someone else took it (a budget shared with other IPs), not a window.
-            self.contended = True
+            self.contended = now
         if self.phase == "hold" and run >= r.window_run:
             self.windowed = True  # refused for seconds while paced: a window (or a box) spent
         if self.phase == "hold" and self.first_return is not None:
@@ -538,6 +546,7 @@ class RateLearner:
         self.between_oks = 0
         self.sends_through = through
         self.between_idle = cooled
+        self.cooled_until = now + cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
         self.between_said = retry_after is not None
         self.between_proven = False
@@ -686,7 +695,18 @@ class RateLearner:
             if self.lo_proven:  # what we proved was not so: prove longer (an estimate's miss is not a proof's)
                 self.doubt = min(r.max_doubt, 2 * self.doubt)
             self.hi, self.hi_refused = self.rate, True
-            self.lo = self.rate * r.trim
+            # Surprised again as soon as the last one's cooling ended (within a few of the pace's intervals),
+            # nothing proven between: the budget refilled meanwhile could not carry the pace for a moment,
+            # so the limit fell, and each refusal costs its Retry-After's second. Each cut doubles (2, 4, 8,
+            # 16 %...): a halved limit is followed in 6 refusals, not 35 at 2 % and a second apiece.
+            soon = (
+                self.between_own
+                and self.between_said
+                and not self.between_proven
+                and sent_at - self.cooled_until <= r.soon_sends / self.rate
+            )
+            self.falling = self.falling + 1 if soon else 0
+            self.lo = self.rate * (1 - min(r.max_cut, (1 - r.trim) * 2**self.falling))
             if fell_to is not None and exact:
                 self.lo = min(self.lo, fell_to)  # the limit fell: to what it is now
             if self.converged_at is not None:

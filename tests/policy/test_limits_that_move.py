@@ -22,7 +22,7 @@ import pytest
 from galileo.policy import concurrency
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.concurrency import NET, PROBE_CLEAN, PROBE_EVERY, PROBE_GIVE_UP, CapFinder
-from galileo.policy.learning import PACE
+from galileo.policy.learning import PACE, PaceRules, RateLearner
 from galileo.policy.pacing import PaceBook
 from galileo.sim.latency import LatencyModel, parse_latency
 from tests.policy.limitsim import START, Reply, SimUpstream, simulate
@@ -133,3 +133,81 @@ def test_an_answer_crossing_a_send_is_not_two_out_at_once() -> None:
     assert concurrency._most_at_once([(0.0, 1.0), (1.0 - NET / 2, 2.0)]) == 1
     assert concurrency._most_at_once([(0.0, 1.0), (1.0 - 2 * NET, 2.0)]) == 2
     assert concurrency._most_at_once([(0.0, 3.0), (1.0, 2.0), (1.5, 4.0)]) == 3
+
+
+class HalvedWithRetryAfter:
+    """A token bucket of 20/s (0.1 s of burst) per IP that gives 10/s from 60 s to 120 s, refusing with
+    ``Retry-After`` as the simulator does (whole seconds, at least 1)."""
+
+    def __init__(self, latency: str) -> None:
+        self.tokens: dict[str, tuple[float, float]] = {}
+        self.latency = LatencyModel(parse_latency(latency), 1, "u")
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        delay = self.latency.sample()
+        rate = 10.0 if 60 <= now - START < 120 else 20.0
+        tokens, at = self.tokens.get(ip, (1.0, now))
+        tokens = min(max(1.0, rate * 0.1), tokens + (now - at) * rate)
+        if tokens >= 1:
+            self.tokens[ip] = (tokens - 1, now)
+            return Reply(True, delay)
+        self.tokens[ip] = (tokens, now)
+        return Reply(False, delay, float(max(1, math.ceil((1 - tokens) / rate))))
+
+    def release(self, ip: str, now: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("latency", "least"), [("50", 0.75), ("300", 0.75)])
+def test_a_limit_that_halves_is_followed_in_seconds_not_a_minute(latency: str, least: float) -> None:
+    """Each refusal at a proven pace cut it 2 %, and cost its Retry-After's second: a halved limit took
+    35 refusals and as many seconds to follow, at 0.08-0.10 of the halved budget (0.18-0.28 at 300 ms).
+    A surprise right after the last one's cooling ended, nothing proven between, says the limit fell:
+    each such cut doubles (2, 4, 8, 16 %...). From 65 s to 95 s: 0.83 and 0.81 of the halved budget
+    (0.09 and 0.24 with every cut 2 %)."""
+
+    def halved(rules: PaceRules) -> float:
+        policy = FarmPolicy(pacing=PaceBook(rules=rules), rng=random.Random(1))
+        run = simulate(HalvedWithRetryAfter(latency), IPS, seconds=130, warmup=0, policy=policy, seed=1)
+        ok = {int(s): n for s, n, _ in run.series}
+        return sum(ok.get(s, 0) for s in range(65, 95)) / 30 / (len(IPS) * 10.0)
+
+    assert halved(PACE) >= least, halved(PACE)
+    assert halved(replace(PACE, max_cut=1 - PACE.trim)) <= 0.3, halved(replace(PACE, max_cut=1 - PACE.trim))
+
+
+def test_a_surprise_right_after_the_last_ones_cooling_doubles_the_cut_and_one_later_does_not() -> None:
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 20.0, 20.0, 20.4
+    learner.dispatched(10.0)
+    assert learner.refused(10.05, 10.0, 1.0, 1.0) == "surprise"  # cools until 11.05
+    assert learner.lo == pytest.approx(20.0 * 0.98)
+    for k, cut in enumerate((0.04, 0.08, 0.16, 0.32, 0.5, 0.5)):
+        start = learner.cooled_until + 0.01  # after the cooling: one admitted (the refilled token) ...
+        learner.dispatched(start)
+        learner.ok(start + 0.05, start)
+        sent = start + 1 / learner.rate  # ... and the next refused at once
+        rate = learner.rate
+        learner.dispatched(sent)
+        assert learner.refused(sent + 0.05, sent, 1.0, 1.0) == "surprise", k
+        assert learner.lo == pytest.approx(rate * (1 - cut)), k
+    # Then a refusal a while after the cooling ended (the budget carried the pace meanwhile): 2 % again.
+    t = learner.cooled_until
+    rate = learner.rate
+    for i in range(40):
+        learner.dispatched(t + i / rate)
+        learner.ok(t + i / rate + 0.05, t + i / rate)
+    sent = t + 40 / rate
+    learner.dispatched(sent)
+    learner.refused(sent + 0.05, sent, 1.0, 1.0)
+    assert learner.lo == pytest.approx(rate * 0.98)
+    # Without a Retry-After the cooling was our own guess: no evidence, 2 % each.
+    quiet = RateLearner(PACE, 0.0)
+    quiet.phase, quiet.rate, quiet.lo, quiet.hi = "hold", 20.0, 20.0, 20.4
+    quiet.dispatched(10.0)
+    quiet.refused(10.05, 10.0, None, 1.0)
+    quiet.dispatched(11.1)
+    quiet.ok(11.15, 11.1)
+    quiet.dispatched(11.15)
+    assert quiet.refused(11.2, 11.15, None, 1.0) == "surprise"
+    assert quiet.lo == pytest.approx(20.0 * 0.98 * 0.98)

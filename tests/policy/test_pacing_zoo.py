@@ -92,11 +92,14 @@ def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(n: int, prior
     policy = FarmPolicy(keyed={"u"} if prior else (), rng=random.Random(1))
     spec = "sliding:300/10s,scope=key" if prior else "bucket:20/1s,burst=0.1,scope=key"
     budget = 30.0 if prior else 20.0
-    warmup = 120.0 if prior else 240.0  # told apart by the key, or by surprises on many IPs
-    run = simulate(SimUpstream(spec, latency="50", seed=3), ips, seconds=warmup + 90, warmup=warmup, policy=policy)
-    # Found by surprises, the key's bucket is paced at 0.976-0.998 of it over six seeds (4 IPs, mean
-    # 0.985) and 0.979-0.988 (16 IPs, mean 0.982); this seed reads 0.978 and 0.981. Before round 34,
-    # when a send more than 2 ms late started a new schedule: 0.976-0.997 and 0.965-0.993.
+    warmup = 120.0 if prior else 240.0  # told apart by the key, or by the IPs' refusals
+    counted = 90.0 if prior else 240.0  # (a failed test past the bracket costs the budget a second)
+    run = simulate(SimUpstream(spec, latency="50", seed=3), ips, seconds=warmup + counted, warmup=warmup, policy=policy)
+    # Found from the IPs' refusals, the key's bucket is paced at 0.975-0.982 of it over three seeds from
+    # 240 s to 480 s (4 and 16 IPs); this seed reads 0.977 and 0.978. Found in 5 s since round 38 (the
+    # pairs contended), a minute or more before, at 0.975-0.989. Over 90 s after round 34's 240 s,
+    # which one failed test past the bracket can cost a point: 0.976-0.998 (4 IPs, six seeds) and
+    # 0.979-0.988 (16) in round 34, 0.970-0.980 and 0.972-0.976 in round 38.
     least = 0.98 if prior else 0.975
     assert least <= run.ratio(budget) <= 1.02, run.ratio(budget)
     assert run.share_429 <= 0.01, run.share_429

@@ -1,15 +1,16 @@
 """A budget every IP shares with no API key to say so (a ``global`` limit), found from the refusals.
 
 With a key configured the budget is assumed shared from the first request. Without one, surprises
-(refusals at a proven pace) on half the IPs within a minute say so, but only of pairs not taken
+(refusals at a proven pace) on half the IPs within a minute said so, but only of pairs not taken
 for windows: per-IP windows aligned to the clock all fill at the same moment too. A pair on a
 shared bucket is often refused for seconds on end, the other IPs taking each token as it comes
-back, and that run read as a window's: at 16 IPs and 0 ms, or 4 IPs and 300 ms, too few pairs
-counted and the budget was never found (0.46 and 0.57 of it, 8 % and 1.4 % of 429s). A run the
-upstream kept saying would end within a second (``Retry-After``) is contention, not a window
-(:attr:`RateLearner.contended`). And once found, refusals within the pairs' time scale are the
-spent budget's echoes: the longest pair's was one such run (36 s), and the total overran the
-budget meanwhile; the median pair's is taken.
+back, and that run read as a window's: at 16 IPs too few pairs counted, and the budget was found
+after minutes or never (0.4-0.6 of it meanwhile, 5-12 % of 429s). A run the upstream kept saying
+would end within a second (``Retry-After``) is contention, not a window
+(:attr:`RateLearner.contended`): such pairs' surprises count, and half the pairs contended within a
+minute are a shared budget at once. Once found, refusals within the pairs' time scale are the spent
+budget's echoes: the longest pair's was one such run (36 s), and the total overran the budget
+meanwhile; the median pair's is taken.
 """
 
 from __future__ import annotations
@@ -55,19 +56,21 @@ def test_a_refusal_run_that_outlasts_its_short_retry_afters_is_contention_not_a_
     assert not _refused_for([1.0] * 6, contention=False).contended  # (the rule switched off)
 
 
-@pytest.mark.parametrize(("n", "latency", "seed"), [(16, "0", 2), (4, "300", 1)])
-def test_a_budget_every_ip_shares_with_no_key_to_say_so_is_found_and_paced_as_one(
-    n: int, latency: str, seed: int, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("latency", "seed"), [("0", 2), ("300", 1)])
+def test_a_budget_every_ip_shares_with_no_key_to_say_so_is_found_within_seconds(
+    latency: str, seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Over the 5th and 6th minutes: 0.99 and 1.00 of the budget, no 429 (without the rule: never
-    found, 0.46 and 0.57, 8 % and 1.4 % of 429s). The operator's log says when it was found."""
+    """16 IPs on one bucket: half the pairs contended within seconds, and the budget is paced as one
+    from then on: 0.99 of it over the 2nd and 3rd minutes, no 429. Without the rule: 0.54 and 0.47,
+    12 % and 8 % of 429s (found from surprises at proven paces after minutes, or never). The
+    operator's log says when it was found."""
     caplog.set_level(logging.INFO, logger="galileo.policy")
-    ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
+    ips = [f"10.0.1.{i}" for i in range(1, 17)]
 
     def run(contention: bool) -> tuple[float, float, bool]:
         policy = FarmPolicy(pacing=PaceBook(rules=replace(PACE, contention=contention)), rng=random.Random(seed))
         upstream = SimUpstream(GLOBAL, latency=latency, seed=seed + 2)
-        got = simulate(upstream, ips, seconds=360, warmup=240, policy=policy, seed=seed)
+        got = simulate(upstream, ips, seconds=180, warmup=60, policy=policy, seed=seed)
         return got.ratio(20.0), got.share_429, policy.pacing.group("u") is not None
 
     ratio, share, grouped = run(contention=True)
@@ -77,7 +80,7 @@ def test_a_budget_every_ip_shares_with_no_key_to_say_so_is_found_and_paced_as_on
     assert 0.97 <= ratio <= 1.02, ratio
     assert share <= 0.01, share
     ratio, share, grouped = run(contention=False)
-    assert not grouped and ratio < 0.7, (grouped, ratio)
+    assert ratio < 0.7 and share > 0.03, (grouped, ratio, share)
 
 
 def test_a_shared_budget_found_waits_out_the_median_pairs_time_scale_not_the_longest() -> None:
