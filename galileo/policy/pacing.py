@@ -467,16 +467,7 @@ class PaceBook:
             return
         if max(first.values()) - min(first.values()) < KEYED_SPREAD:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one
-        self.share(upstream, now)
-        log.info(
-            "pacing: %s looks like one budget every IP shares (surprises on %d IPs within %.0f s): paced as one "
-            "from %.1f/s; the IPs got %.1f/s together",
-            upstream,
-            len(first),
-            window,
-            self._groups[upstream].learner.rate,
-            self._groups[upstream].got or 0.0,
-        )
+        self._found(upstream, now, f"surprises on {len(first)} IPs within {window:.0f} s")
         seen.clear()
 
     def _contended(self, upstream: str, now: float) -> None:
@@ -491,15 +482,20 @@ class PaceBook:
         contended = [p for p in pacers if p.learner.contended is not None and p.learner.contended >= now - KEYED_WINDOW]
         if len(pacers) < 2 or len(contended) < max(KEYED_IPS, math.ceil(len(pacers) / 2)):
             return
+        why = f"{len(contended)} IPs refused again each time their Retry-After ran out, within {KEYED_WINDOW:.0f} s"
+        self._found(upstream, now, why)
+
+    def _found(self, upstream: str, now: float, why: str) -> None:
+        """Pace ``upstream`` as one budget from now on, and tell the operator why."""
         self.share(upstream, now)
+        g = self._groups[upstream]
         log.info(
-            "pacing: %s looks like one budget every IP shares (%d IPs refused again each time their Retry-After "
-            "ran out, within %.0f s): paced as one from %.1f/s; the IPs got %.1f/s together",
+            "pacing: %s looks like one budget every IP shares (%s): paced as one from %.1f/s; "
+            "the IPs got %.1f/s together",
             upstream,
-            len(contended),
-            KEYED_WINDOW,
-            self._groups[upstream].learner.rate,
-            self._groups[upstream].got or 0.0,
+            why,
+            g.learner.rate,
+            g.got or 0.0,
         )
 
     def share(self, upstream: str, now: float) -> None:

@@ -31,11 +31,13 @@ IPS = [f"10.0.0.{i}" for i in range(1, 5)]
 
 
 class FallsAndComesBack:
-    """A token bucket of 20/s (0.1 s of burst) per IP that gives 10/s from 60 s to 120 s."""
+    """A token bucket of 20/s (0.1 s of burst) per IP that gives 10/s from 60 s to 120 s; ``retry_after``:
+    refusing with it as the simulator does (whole seconds, at least 1), else with none."""
 
-    def __init__(self, latency: str) -> None:
+    def __init__(self, latency: str, retry_after: bool = False) -> None:
         self.tokens: dict[str, tuple[float, float]] = {}
         self.latency = LatencyModel(parse_latency(latency), 1, "u")
+        self.retry_after = retry_after
 
     def arrive(self, ip: str, now: float) -> Reply:
         delay = self.latency.sample()
@@ -44,7 +46,8 @@ class FallsAndComesBack:
         tokens = min(max(1.0, rate * 0.1), tokens + (now - at) * rate)
         ok = tokens >= 1
         self.tokens[ip] = (tokens - ok, now)
-        return Reply(ok, delay)
+        wait = float(max(1, math.ceil((1 - tokens) / rate))) if self.retry_after and not ok else None
+        return Reply(ok, delay, wait)
 
     def release(self, ip: str, now: float) -> None:
         pass
@@ -135,29 +138,6 @@ def test_an_answer_crossing_a_send_is_not_two_out_at_once() -> None:
     assert concurrency._most_at_once([(0.0, 3.0), (1.0, 2.0), (1.5, 4.0)]) == 3
 
 
-class HalvedWithRetryAfter:
-    """A token bucket of 20/s (0.1 s of burst) per IP that gives 10/s from 60 s to 120 s, refusing with
-    ``Retry-After`` as the simulator does (whole seconds, at least 1)."""
-
-    def __init__(self, latency: str) -> None:
-        self.tokens: dict[str, tuple[float, float]] = {}
-        self.latency = LatencyModel(parse_latency(latency), 1, "u")
-
-    def arrive(self, ip: str, now: float) -> Reply:
-        delay = self.latency.sample()
-        rate = 10.0 if 60 <= now - START < 120 else 20.0
-        tokens, at = self.tokens.get(ip, (1.0, now))
-        tokens = min(max(1.0, rate * 0.1), tokens + (now - at) * rate)
-        if tokens >= 1:
-            self.tokens[ip] = (tokens - 1, now)
-            return Reply(True, delay)
-        self.tokens[ip] = (tokens, now)
-        return Reply(False, delay, float(max(1, math.ceil((1 - tokens) / rate))))
-
-    def release(self, ip: str, now: float) -> None:
-        pass
-
-
 @pytest.mark.parametrize(("latency", "least"), [("50", 0.75), ("300", 0.75)])
 def test_a_limit_that_halves_is_followed_in_seconds_not_a_minute(latency: str, least: float) -> None:
     """Each refusal at a proven pace cut it 2 %, and cost its Retry-After's second: a halved limit took
@@ -168,7 +148,7 @@ def test_a_limit_that_halves_is_followed_in_seconds_not_a_minute(latency: str, l
 
     def halved(rules: PaceRules) -> float:
         policy = FarmPolicy(pacing=PaceBook(rules=rules), rng=random.Random(1))
-        run = simulate(HalvedWithRetryAfter(latency), IPS, seconds=130, warmup=0, policy=policy, seed=1)
+        run = simulate(FallsAndComesBack(latency, retry_after=True), IPS, seconds=130, warmup=0, policy=policy, seed=1)
         ok = {int(s): n for s, n, _ in run.series}
         return sum(ok.get(s, 0) for s in range(65, 95)) / 30 / (len(IPS) * 10.0)
 
