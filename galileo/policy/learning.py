@@ -29,9 +29,7 @@ is all that must be learnt, never the shape.
   (successes between the returns over the time between, capped at the first estimate; not taken
   from fewer than 20, or if more than 1.25 first windows' successes came between: one went
   unspent). A run of 2 s or more marks the pair
-  *windowed* (its surprises are not taken for a shared budget), unless every ``Retry-After`` in it
-  said under 2 s: refused again each time it came back, the pair is *contended* (other IPs took the
-  budget as it came back: a shared one), and its surprises count. A short run
+  *windowed* (its surprises are not taken for a shared budget). A short run
   with no word (a bucket) is measured instead: kept spent on purpose at 1.5x the success rate
   of the last second (doubled each second without a refusal), the limiter admits exactly ρ
   between two refusals, so successes sent between them over the time between is ρ; after 2
@@ -125,7 +123,6 @@ class PaceRules:
     min_cycles: int = 2  # ... over at least this many refusal-to-refusal cycles
     long_wait: float = 2.0  # a Retry-After at least this long tells when the spent budget returns
     window_run: float = 5.0  # refused this long while paced: the limit remembers seconds (a window, a box)
-    contention: bool = True  # a refusal run that outlasts its short Retry-Afters: another IP takes the budget
     set_point: float = 0.98  # a measured rate is paced at this share of it
     trim: float = 0.98  # a refusal at a proven pace takes it to this share ...
     max_cut: float = 0.5  # ... its cut doubled by each one soon after the last (a limit that fell), up to this:
@@ -188,9 +185,6 @@ class RateLearner:
         self.period = 0.0  # a window's: from the first send to when its spent budget came back, seconds
         self.dear = False
         self.windowed = False  # a first refusal run of long_wait, or one of window_run while paced: a window, a box
-        self.run_wait = 0.0  # the longest Retry-After of the running refusal run (inf: one said nothing)
-        self.contended: float | None = None  # when a refusal run last outlasted what its Retry-Afters said: someone
-        # else takes the budget as it comes back
         self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.lo_proven = False  # lo ran clean for trust, not only an estimate or a measurement of the rate
@@ -369,10 +363,6 @@ class RateLearner:
         run = sent_at - self.run_start
         self.run_start = None
         self.scale = max(self.scale, min(run, r.max_scale))
-        if r.contention and run >= r.long_wait and self.run_wait < r.long_wait:
-            # Told to come back within a second, and refused again when we did, for seconds: the budget
-            # came back and someone else took it (a budget shared with other IPs), not a window.
-            self.contended = now
         if self.phase == "hold" and run >= r.window_run:
             self.windowed = True  # refused for seconds while paced: a window (or a box) spent
         if self.phase == "hold" and self.first_return is not None:
@@ -514,8 +504,6 @@ class RateLearner:
         ``decided``: when the request was committed, if before ``sent_at`` (its worker held it)."""
         if self.arrivals is not None:
             self.arrivals.answered(now, sent_at)
-        if self.run_start is not None:
-            self.run_wait = max(self.run_wait, math.inf if retry_after is None else retry_after)
         if self.is_echo(sent_at if decided is None else decided):
             return "echo"
         self.episode = now
@@ -526,7 +514,7 @@ class RateLearner:
             self.clean_from(now, max(self.clean_since, now + cooled))
             return "echo"
         if self.run_start is None:
-            self.run_start, self.run_wait = sent_at, math.inf if retry_after is None else retry_after
+            self.run_start = sent_at
         heard: Heard = "refusal"
         through = self._sent_through(sent_at)  # requests sent up to this one, for the pace kept until the next
         if self.phase == "open":

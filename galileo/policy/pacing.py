@@ -34,10 +34,7 @@ half of the IPs, within 60 s or two limiter time scales) mean someone else spend
 pair's budget. The group then starts from what the pairs were pacing in all, and the pairs
 stop pacing themselves (cooldowns stay per pair). Windows are not told apart this way: per-IP
 windows aligned to the clock all fill at the same moment too, so a shared window is assumed only
-where an API key says so. A pair refused for seconds whose every ``Retry-After`` said under 2 s was
-not spent by a window but by other IPs (``RateLearner.contended``): its surprises count, and half
-the IPs (3 at least) so contended within a minute are a shared budget at once: a per-IP limit is
-back when its ``Retry-After`` says. What the IPs got together then is the shared pace's floor.
+where an API key says so. What the IPs got together when it is found is the shared pace's floor.
 
 A shared budget the operator **told** (``rate_limit_per_key``: ``known_shared``) is paced by a
 told learner from the first request: 98 % of it, trimmed by refusals to no less than 96.5 %,
@@ -390,8 +387,6 @@ class PaceBook:
         if result == "ok":
             p.ok(now, sent, span)
             self._count_ok(upstream, now)
-            if g is None and p.learner.contended == now:
-                self._contended(upstream, now)
             if g is not None:
                 g.learner.ok(now, sent)
         elif result == "rate_limited":
@@ -450,8 +445,8 @@ class PaceBook:
         learner = self.get(ip, upstream).learner
         if heard != "surprise" or learner.settled < max(KEYED_SETTLED, KEYED_TRUSTS * learner.trust(doubted=False)):
             return
-        if learner.windowed and learner.contended is None:
-            return  # windows per IP all fill at once too: only the API key (or contention) tells a shared one apart
+        if learner.windowed:
+            return  # windows per IP all fill at once too: only the API key tells a shared one apart
         if now < self._unshared_until.get(upstream, -math.inf):
             return  # just found not to be shared
         seen = self._surprises.setdefault(upstream, deque())
@@ -469,21 +464,6 @@ class PaceBook:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one
         self._found(upstream, now, f"surprises on {len(first)} IPs within {window:.0f} s")
         seen.clear()
-
-    def _contended(self, upstream: str, now: float) -> None:
-        """A pair's refusal run just outlasted the short ``Retry-After`` s it was given: other IPs took
-        the budget each time it came back. On half the IPs (3 at least) within a minute, that is a budget
-        they share, found without waiting for surprises at proven paces (which took 1.5 to 4.5 minutes
-        at 16 IPs and 300 ms, at 0.4-0.5 of the budget meanwhile). A per-IP limit is back when its
-        ``Retry-After`` says: none of the simulator's shapes set it, at 0-300 ms, with 10 ms of jitter."""
-        if now < self._unshared_until.get(upstream, -math.inf):
-            return
-        pacers = self._pairs(upstream)
-        contended = [p for p in pacers if p.learner.contended is not None and p.learner.contended >= now - KEYED_WINDOW]
-        if len(pacers) < 2 or len(contended) < max(KEYED_IPS, math.ceil(len(pacers) / 2)):
-            return
-        why = f"{len(contended)} IPs refused again each time their Retry-After ran out, within {KEYED_WINDOW:.0f} s"
-        self._found(upstream, now, why)
 
     def _found(self, upstream: str, now: float, why: str) -> None:
         """Pace ``upstream`` as one budget from now on, and tell the operator why."""
