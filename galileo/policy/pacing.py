@@ -462,21 +462,18 @@ class PaceBook:
             return
         if max(first.values()) - min(first.values()) < KEYED_SPREAD:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one
-        self._found(upstream, now, f"surprises on {len(first)} IPs within {window:.0f} s")
-        seen.clear()
-
-    def _found(self, upstream: str, now: float, why: str) -> None:
-        """Pace ``upstream`` as one budget from now on, and tell the operator why."""
         self.share(upstream, now)
         g = self._groups[upstream]
         log.info(
-            "pacing: %s looks like one budget every IP shares (%s): paced as one from %.1f/s; "
-            "the IPs got %.1f/s together",
+            "pacing: %s looks like one budget every IP shares (surprises on %d IPs within %.0f s): paced as one "
+            "from %.1f/s; the IPs got %.1f/s together",
             upstream,
-            why,
+            len(first),
+            window,
             g.learner.rate,
             g.got or 0.0,
         )
+        seen.clear()
 
     def share(self, upstream: str, now: float) -> None:
         """From now on pace ``upstream``'s IPs as one budget (detected: the surprises said so), starting

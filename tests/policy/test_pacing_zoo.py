@@ -9,6 +9,7 @@ window: successes per second over the budget, the share of 429s, penalty-box ent
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -86,8 +87,12 @@ def test_a_concurrency_cap_is_found_and_kept() -> None:
 
 @pytest.mark.parametrize("prior", [True, False])
 @pytest.mark.parametrize("n", [4, 16])
-def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(n: int, prior: bool) -> None:
-    """Every IP spends one API key's budget: the farm keeps to it (within 2 %) instead of spreading for more."""
+def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(
+    n: int, prior: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every IP spends one API key's budget: the farm keeps to it (within 2 %) instead of spreading for more.
+    Found from the refusals (no key sent), the operator's log says so, once."""
+    caplog.set_level(logging.INFO, logger="galileo.policy")
     ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
     policy = FarmPolicy(keyed={"u"} if prior else (), rng=random.Random(1))
     spec = "sliding:300/10s,scope=key" if prior else "bucket:20/1s,burst=0.1,scope=key"
@@ -103,6 +108,9 @@ def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(n: int, prior
     assert least <= run.ratio(budget) <= 1.02, run.ratio(budget)
     assert run.share_429 <= 0.01, run.share_429
     assert (policy.pacing.group("u") is not None) or n == 1
+    found = [r.getMessage() for r in caplog.records if "looks like one budget every IP shares" in r.getMessage()]
+    assert len(found) == (0 if prior else 1), found
+    assert prior or found[0].startswith("pacing: u looks like one budget every IP shares (surprises on "), found
 
 
 def test_a_told_rate_is_used_as_given_without_429s_or_boxes() -> None:
