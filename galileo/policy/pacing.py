@@ -224,6 +224,11 @@ class Pacer:
         back then. No cap's refusal says so: a slot frees as soon as an answer leaves."""
         return retry_after is not None and retry_after >= self.rules.long_wait
 
+    def trying_cap(self, sent_at: float, retry_after: float | None) -> bool:
+        """Whether a 429 of a request sent at ``sent_at`` may be the refusal of the one more in flight
+        than its cap the pair tried (:meth:`CapFinder.probe`): sent during a try, and not naming seconds."""
+        return not self.timed(retry_after) and self.caps.trying(sent_at)
+
     def refused(
         self,
         now: float,
@@ -240,7 +245,7 @@ class Pacer:
         # when an answer leaves, so such a refusal is no cap's, though a box tripped by a bunch of
         # sends finds more in flight than usual, as a cap's refusal does.
         timed = self.timed(retry_after)
-        if not echo and not timed and self.caps.trying(sent_at):
+        if not echo and self.trying_cap(sent_at, retry_after):
             if learner.phase == "hold" and learner.rate > learner.lo * (1 + 1e-9):
                 self.caps.abandon()  # a faster pace was being tried as well: most likely its refusal
             elif self.caps.probe_refused(sent_at, now):
@@ -348,7 +353,7 @@ class PaceBook:
         the pair tried (:meth:`CapFinder.probe`): it says what the cap is, not to back off. Not one
         whose ``Retry-After`` names seconds (:meth:`Pacer.timed`)."""
         p = self._pacers.get((ip, upstream))
-        return p is not None and not p.timed(retry_after) and p.caps.trying(sent_at)
+        return p is not None and p.trying_cap(sent_at, retry_after)
 
     def is_echo(self, ip: str, upstream: str, sent_at: float) -> bool:
         """A 429 that only repeats the last one: it teaches nothing and cools nothing more."""
