@@ -29,7 +29,7 @@ is all that must be learnt, never the shape.
   (successes between the returns over the time between, capped at the first estimate; not taken
   from fewer than 20, or if more than 1.25 first windows' successes came between: one went
   unspent). A run of 2 s or more marks the pair
-  *windowed* (its surprises are not taken for a shared budget). A short run
+  *windowed*. A short run
   with no word (a bucket) is measured instead: kept spent on purpose at 1.5x the success rate
   of the last second (doubled each second without a refusal), the limiter admits exactly ρ
   between two refusals, so successes sent between them over the time between is ρ; after 2
@@ -185,6 +185,10 @@ class RateLearner:
         self.period = 0.0  # a window's: from the first send to when its spent budget came back, seconds
         self.dear = False
         self.windowed = False  # a first refusal run of long_wait, or one of window_run while paced: a window, a box
+        # The limiter said it remembers seconds (a window, a box): a Retry-After of long_wait or more, or a
+        # first refusal run of window_run without one. Its surprises are not taken for a shared budget
+        # (:meth:`galileo.policy.pacing.PaceBook._heard`): per-IP windows aligned to the clock fill at once.
+        self.own_window = False
         self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.lo_proven = False  # lo ran clean for trust, not only an estimate or a measurement of the rate
@@ -388,6 +392,9 @@ class RateLearner:
                 gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
                 self.period = sent_at - start  # a window's length or so: a pace must outlast one to be proven
                 self.windowed = run >= r.long_wait  # the limiter remembers seconds (a window, a box)
+                # Without a word, 2 s may be two probes a second refused while the other IPs spend a shared
+                # budget (4 IPs on one bucket): a window of its own keeps refusing longer.
+                self.own_window |= run >= (r.long_wait if self.first_told else r.window_run)
                 self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0)
                 self.hi_refused, self.guess_steps = False, 0
                 if self.windowed and self.first_told:  # (a return the backoff found is late by its step)
@@ -536,6 +543,7 @@ class RateLearner:
         self.between_idle = cooled
         self.cooled_until = now + cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
+        self.own_window |= self.between_told
         self.between_said = retry_after is not None
         self.between_proven = False
         self.between_own = heard == "surprise"

@@ -34,7 +34,12 @@ half of the IPs, within 60 s or two limiter time scales) mean someone else spend
 pair's budget. The group then starts from what the pairs were pacing in all, and the pairs
 stop pacing themselves (cooldowns stay per pair). Windows are not told apart this way: per-IP
 windows aligned to the clock all fill at the same moment too, so a shared window is assumed only
-where an API key says so. What the IPs got together when it is found is the shared pace's floor.
+where an API key says so, and a pair whose limiter said it remembers seconds (a ``Retry-After`` of
+2 s or more, or a first refusal run of 5 s without one: ``RateLearner.own_window``) is left out. A
+pair refused for seconds *while paced*, each ``Retry-After`` short, is not: the other IPs spending
+its budget do that (16 IPs on one global bucket at 0 ms: 10 pairs were left out for it, the budget
+was never found, and the farm got 0.42 of it with 5 % 429s). What the IPs got together when it is
+found is the shared pace's floor.
 
 A shared budget the operator **told** (``rate_limit_per_key``: ``known_shared``) is paced by a
 told learner from the first request: 98 % of it, trimmed by refusals to no less than 96.5 %,
@@ -450,7 +455,7 @@ class PaceBook:
         learner = self.get(ip, upstream).learner
         if heard != "surprise" or learner.settled < max(KEYED_SETTLED, KEYED_TRUSTS * learner.trust(doubted=False)):
             return
-        if learner.windowed:
+        if learner.own_window:
             return  # windows per IP all fill at once too: only the API key tells a shared one apart
         if now < self._unshared_until.get(upstream, -math.inf):
             return  # just found not to be shared

@@ -5,6 +5,10 @@ With a key configured the budget is assumed shared from the first request. Witho
 pairs' time scale are the spent budget's echoes: the longest pair's could be a run the other IPs'
 sends caused (36 s), and the total overran the budget meanwhile; the median pair's is taken.
 
+A pair is left out of that count only where its limiter said it remembers seconds (a ``Retry-After``
+of 2 s or more, or a first refusal run of 5 s without one): pairs refused for seconds while the
+other IPs spent the budget had been left out as windows, and the budget was never found.
+
 Not done, and why: a pair refused again each time its short ``Retry-After`` ran out looks like
 contention, and taking that for a shared budget found a global bucket in seconds, but an upstream
 that says ``Retry-After: 1`` whatever its limit (per-IP windows, a box) then read the same, and fell
@@ -50,6 +54,48 @@ def test_a_shared_bucket_without_retry_after_is_found_at_16_ips() -> None:
     assert policy.pacing.group("u") is not None
     assert 0.97 <= run.ratio(20.0) <= 1.02, run.ratio(20.0)
     assert run.share_429 <= 0.01, run.share_429
+
+
+@pytest.mark.parametrize(
+    ("spec", "n", "seed"),
+    [
+        (GLOBAL, 16, 2),  # 10 of 16 pairs refused for 5-14 s while paced, each Retry-After 1 s
+        (GLOBAL + ",retry_after=no", 4, 1),  # two pairs' first runs were two probes a second refused: 2.0 s
+    ],
+)
+def test_a_shared_bucket_is_found_though_the_other_ips_keep_pairs_refused_for_seconds(
+    spec: str, n: int, seed: int
+) -> None:
+    """The other IPs spending the budget keep a pair refused for seconds, as a window would. Such pairs
+    were left out of the count as windows, too few IPs were left, and the budget was never found: 0.42
+    (5 % 429s) and 0.53 (1.4 %) of it. Only a limiter that said it remembers seconds (a Retry-After of 2 s
+    or more, or a first run of 5 s without one) leaves a pair out now."""
+    ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
+    policy = FarmPolicy(rng=random.Random(seed))
+    upstream = SimUpstream(spec, latency="0", seed=seed + 2)
+    run = simulate(upstream, ips, seconds=360, warmup=180, policy=policy, seed=seed)
+    assert policy.pacing.group("u") is not None
+    assert 0.95 <= run.ratio(20.0) <= 1.02, run.ratio(20.0)
+    assert run.share_429 <= 0.01, run.share_429
+    # Too few pairs not refused for seconds to find it (3, or half of them) ...
+    learners = [policy.pacing.get(ip, "u").learner for ip in ips]
+    needed = max(3, n // 2)
+    assert sum(not learner.windowed for learner in learners) < needed
+    # ... but enough whose limiter never said it remembers seconds (16 IPs: 10 windowed, 2 of their own)
+    assert sum(not learner.own_window for learner in learners) >= needed
+
+
+def test_only_a_retry_after_of_seconds_marks_a_pairs_limiter_as_a_window_of_its_own() -> None:
+    """A Retry-After of 2 s or more marks the pair's limiter as a window (or a box) of its own; a
+    refusal run of short ones, however long, does not."""
+    book = PaceBook()
+    short = book.get("10.0.0.1", "u", 0.0).learner
+    for k in range(10):  # refused each time its one second runs out
+        short.refused(1.0 + k, 0.5 + k, 1.0, 1.0)
+    told = book.get("10.0.0.2", "u", 0.0).learner
+    told.refused(1.0, 0.5, 30.0, 30.0)
+    assert not short.own_window
+    assert told.own_window
 
 
 class SaysOneSecond(SimUpstream):
