@@ -71,8 +71,8 @@ LIGHT_KEPT = 256  # such send times kept until their success comes ...
 LIGHT_MEMORY = 120.0  # ... and a full set forgets those older than this (no answer takes that long)
 KEYED_IPS = 3  # surprises on this many IPs (or half of them: arrival jitter surprises IPs one at a time too) ...
 KEYED_WINDOW = 60.0  # ... within this many seconds (or two limiter time scales): a shared budget
-KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 3 trust periods):
-KEYED_TRUSTS = 3.0  # the overshoot of its own last step up would have shown by then
+KEYED_SETTLED = 5.0  # a surprise counts only on a pair whose pace held this long (and 2 trust periods):
+KEYED_TRUSTS = 2.0  # the overshoot of its own last step up would have shown by then
 KEYED_SPREAD = 20.0  # ... and those IPs' surprises spread over this many seconds: one at a time, as a
 # shared budget refuses whoever sends next, not all at once, as when every IP's limit moves together
 DISSOLVE = 0.75  # a detected shared budget refused below this share of what every IP got when it was found ...

@@ -85,6 +85,27 @@ def test_a_shared_bucket_is_found_though_the_other_ips_keep_pairs_refused_for_se
     assert sum(not learner.own_window for learner in learners) >= needed
 
 
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_shared_bucket_at_300_ms_is_found_within_two_minutes(seed: int) -> None:
+    """A surprise counts on a pair whose pace held 2 trust periods (5 s at least), not 3: at 300 ms a
+    trust period is about 10 s, and pairs cut by the others' sends climb again before 30 s have passed.
+    With 3, these runs found it at 161 s and 269 s and read 0.88 and 0.51 from 180 s to 360 s."""
+    ips = [f"10.0.1.{i}" for i in range(1, 17)]
+    policy = FarmPolicy(rng=random.Random(seed))
+    found: list[float] = []
+
+    def second(now: float, farm: FarmPolicy) -> None:
+        if not found and farm.pacing.group("u") is not None:
+            found.append(now)
+
+    upstream = SimUpstream(GLOBAL, latency="300", seed=seed + 2)
+    run = simulate(upstream, ips, seconds=360, warmup=180, policy=policy, seed=seed, on_second=second)
+    assert found, "never found"
+    assert found[0] <= 120.0, found[0]  # seconds from the start
+    assert 0.95 <= run.ratio(20.0) <= 1.02, run.ratio(20.0)
+    assert run.share_429 <= 0.01, run.share_429
+
+
 def test_only_a_retry_after_of_seconds_marks_a_pairs_limiter_as_a_window_of_its_own() -> None:
     """A Retry-After of 2 s or more marks the pair's limiter as a window (or a box) of its own; a
     refusal run of short ones, however long, does not."""
