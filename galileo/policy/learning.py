@@ -186,8 +186,9 @@ class RateLearner:
         self.dear = False
         self.windowed = False  # a first refusal run of long_wait, or one of window_run while paced: a window, a box
         # The limiter said it remembers seconds (a window, a box): a Retry-After of long_wait or more, or a
-        # first refusal run of window_run without one. Its surprises are not taken for a shared budget
-        # (:meth:`galileo.policy.pacing.PaceBook._heard`): per-IP windows aligned to the clock fill at once.
+        # first refusal run of long_wait with Retry-Afters (window_run without one). Its surprises are not
+        # taken for a shared budget (:meth:`galileo.policy.pacing.PaceBook._heard`): per-IP windows aligned
+        # to the clock fill at once. A run while paced, each Retry-After short, does not mark it.
         self.own_window = False
         self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace

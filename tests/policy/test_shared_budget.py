@@ -23,7 +23,7 @@ import pytest
 
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.pacing import PaceBook
-from tests.policy.limitsim import Reply, SimUpstream, simulate
+from tests.policy.limitsim import Reply, Run, SimUpstream, simulate
 
 GLOBAL = "bucket:20/1s,burst=0.1,scope=global"  # 20/s for every IP together, two tokens of burst
 
@@ -44,13 +44,26 @@ def test_a_shared_budget_found_waits_out_the_median_pairs_time_scale_not_the_lon
     assert not group.is_echo(102.0)  # news: 1.5 s, the median pair's scale, not 36 s
 
 
+def _global(spec: str, n: int, latency: str, seed: int) -> tuple[FarmPolicy, Run, float | None]:
+    """``n`` IPs on a budget every IP shares for 360 s, counted from 180 s: the policy, the run, and the
+    second the budget was first found shared (None: never)."""
+    ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
+    policy = FarmPolicy(rng=random.Random(seed))
+    found: list[float] = []
+
+    def second(now: float, farm: FarmPolicy) -> None:
+        if not found and farm.pacing.group("u") is not None:
+            found.append(now)
+
+    upstream = SimUpstream(spec, latency=latency, seed=seed + 2)
+    run = simulate(upstream, ips, seconds=360, warmup=180, policy=policy, seed=seed, on_second=second)
+    return policy, run, found[0] if found else None
+
+
 def test_a_shared_bucket_without_retry_after_is_found_at_16_ips() -> None:
     """Surprises on pairs not taken for windows find the budget; then the median time scale keeps it
     near the budget (0.995 over the 4th to 6th minutes; 0.87 with the longest pair's)."""
-    ips = [f"10.0.1.{i}" for i in range(1, 17)]
-    policy = FarmPolicy(rng=random.Random(2))
-    upstream = SimUpstream(GLOBAL + ",retry_after=no", latency="0", seed=4)
-    run = simulate(upstream, ips, seconds=360, warmup=180, policy=policy, seed=2)
+    policy, run, _ = _global(GLOBAL + ",retry_after=no", 16, "0", 2)
     assert policy.pacing.group("u") is not None
     assert 0.97 <= run.ratio(20.0) <= 1.02, run.ratio(20.0)
     assert run.share_429 <= 0.01, run.share_429
@@ -70,15 +83,13 @@ def test_a_shared_bucket_is_found_though_the_other_ips_keep_pairs_refused_for_se
     were left out of the count as windows, too few IPs were left, and the budget was never found: 0.42
     (5 % 429s) and 0.53 (1.4 %) of it. Only a limiter that said it remembers seconds (a Retry-After of 2 s
     or more, or a first run of 5 s without one) leaves a pair out now."""
-    ips = [f"10.0.1.{i}" for i in range(1, n + 1)]
-    policy = FarmPolicy(rng=random.Random(seed))
-    upstream = SimUpstream(spec, latency="0", seed=seed + 2)
-    run = simulate(upstream, ips, seconds=360, warmup=180, policy=policy, seed=seed)
+    policy, run, _ = _global(spec, n, "0", seed)
     assert policy.pacing.group("u") is not None
     assert 0.95 <= run.ratio(20.0) <= 1.02, run.ratio(20.0)
     assert run.share_429 <= 0.01, run.share_429
     # Too few pairs not refused for seconds to find it (3, or half of them) ...
-    learners = [policy.pacing.get(ip, "u").learner for ip in ips]
+    learners = [p.learner for p in policy.pacing.rates().values()]
+    assert len(learners) == n
     needed = max(3, n // 2)
     assert sum(not learner.windowed for learner in learners) < needed
     # ... but enough whose limiter never said it remembers seconds (16 IPs: 10 windowed, 2 of their own)
@@ -90,25 +101,16 @@ def test_a_shared_bucket_at_300_ms_is_found_within_two_minutes(seed: int) -> Non
     """A surprise counts on a pair whose pace held 2 trust periods (5 s at least), not 3: at 300 ms a
     trust period is about 10 s, and pairs cut by the others' sends climb again before 30 s have passed.
     With 3, these runs found it at 161 s and 269 s and read 0.88 and 0.51 from 180 s to 360 s."""
-    ips = [f"10.0.1.{i}" for i in range(1, 17)]
-    policy = FarmPolicy(rng=random.Random(seed))
-    found: list[float] = []
-
-    def second(now: float, farm: FarmPolicy) -> None:
-        if not found and farm.pacing.group("u") is not None:
-            found.append(now)
-
-    upstream = SimUpstream(GLOBAL, latency="300", seed=seed + 2)
-    run = simulate(upstream, ips, seconds=360, warmup=180, policy=policy, seed=seed, on_second=second)
-    assert found, "never found"
-    assert found[0] <= 120.0, found[0]  # seconds from the start
+    _, run, found = _global(GLOBAL, 16, "300", seed)
+    assert found is not None, "never found"
+    assert found <= 120.0, found  # seconds from the start
     assert 0.95 <= run.ratio(20.0) <= 1.02, run.ratio(20.0)
     assert run.share_429 <= 0.01, run.share_429
 
 
 def test_only_a_retry_after_of_seconds_marks_a_pairs_limiter_as_a_window_of_its_own() -> None:
-    """A Retry-After of 2 s or more marks the pair's limiter as a window (or a box) of its own; a
-    refusal run of short ones, however long, does not."""
+    """A Retry-After of 2 s or more marks the pair's limiter as a window (or a box) of its own; short
+    ones do not, however many come (only a first run's length, once it ends, may: see ``own_window``)."""
     book = PaceBook()
     short = book.get("10.0.0.1", "u", 0.0).learner
     for k in range(10):  # refused each time its one second runs out
