@@ -60,6 +60,14 @@ is all that must be learnt, never the shape.
   then is its own rate, not the budget's), and, if ``lo`` had run clean for the trust time (not
   only an estimate or a measurement), proofs take twice as long from then on (up to 8x).
   Refusals before the next success belong to the same spent budget and count once.
+  Where a probe after a refusal is refused too, the limiter held the budget spent (a window, a box,
+  or the other IPs spending a budget we share), whatever its ``Retry-After`` said. From one such
+  *held return* to the next a window admits the same count over its period, whatever the pace:
+  where the last two spans agree (counts within one, lengths within 10 %, 20 successes at least),
+  the pace goes to 98 % of what the span admitted over its length, cut by half at most each time (a
+  box tripped twice at a pace above its limit reads the same). A ``Retry-After: 1`` at each fill
+  of a minute's window read the pace since the return (20/s and 600/min: 14.7/s, 2.8 % 429s), and
+  a first burst that met a window just before its reset read the next window's burst as the rate.
 
 ``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
 longest refusal run seen (a box's length), and a window's period: from the first send to when
@@ -156,6 +164,8 @@ class PaceRules:
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
     fill: float = 0.97  # ... and only if its sends over the clean run came to this share of it (one spared)
     spent_once: float = 1.25  # successes between a window's first two returns within this many first windows': one
+    same_span: float = 0.1  # two spans between held returns this close in length, their successes within one of
+    # each other: each spent one window (see RateLearner._held_return)
     kept: float = 0.85  # a measured fall is believed only if our sends between came to this share of the pace
     dear_share: float = 0.2  # ... over the time between, waits included, if its wait came to this share of its cycle
 
@@ -191,6 +201,10 @@ class RateLearner:
         # to the clock fill at once. A run while paced, each Retry-After short, does not mark it.
         self.own_window = False
         self.first_return: tuple[float, int] | None = None  # that first run's end: (send time, successes by then)
+        self.run_probed = -math.inf  # send time of the last probe refused in the running refusal run
+        self.held_at = -math.inf  # send time of the success that ended the last held run (see _held_return) ...
+        self.since_held = 0  # ... successes sent since then ...
+        self.held_span: tuple[int, float] | None = None  # ... and between the two before it: (successes, seconds)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.lo_proven = False  # lo ran clean for trust, not only an estimate or a measurement of the rate
         self.estimate: float | None = None
@@ -333,6 +347,7 @@ class RateLearner:
         if self.arrivals is not None:
             self.arrivals.answered(now, sent_at)
         self.first_oks += self.first_run and sent_at <= self.first_refused
+        self.since_held += sent_at >= self.held_at
         self.between_oks += sent_at >= self.last_refusal_sent
         if self.span_start is not None and sent_at >= self.span_start:
             self.span_oks += 1
@@ -366,12 +381,15 @@ class RateLearner:
         assert self.run_start is not None
         r = self.rules
         run = sent_at - self.run_start
+        held = self.run_probed > self.run_start  # a probe after the first refusal was refused too
         self.run_start = None
         self.scale = max(self.scale, min(run, r.max_scale))
         if self.phase == "hold" and run >= r.window_run:
             self.windowed = True  # refused for seconds while paced: a window (or a box) spent
         if self.phase == "hold" and self.first_return is not None:
             self._second_return(now, sent_at)
+        elif self.phase == "hold" and held:
+            self._held_return(now, sent_at)
         near = self.lo > 0 or self.told is not None  # a told pace is near the limit from the start
         if self.phase == "hold" and near and run > max(r.long_wait, r.dear_run / self.rate):
             self.dear = True  # refused far longer than a pace interval, near the limit: a penalty box
@@ -428,7 +446,31 @@ class RateLearner:
         if got < self.rules.min_oks:
             return  # too few to measure a rate by (demand stopped between)
         self.period = max(self.period, min(spacing, self.rules.max_scale))
-        measured = min(got / spacing, self.estimate or math.inf)
+        self._window_rate(now, min(got / spacing, self.estimate or math.inf))
+
+    def _held_return(self, now: float, sent_at: float) -> None:
+        """The budget came back after a run of refused probes: the limiter held it spent (a window, a box,
+        or other IPs spending a budget we share), whatever its ``Retry-After`` said.
+
+        A window admits the same count from one return to the next, whatever the pace: where the last two
+        spans between such returns agree (within ``same_spent``, ``min_oks`` at least), each spent one
+        window, and what it admitted over the span is its rate. The refusals cannot tell it: a
+        ``Retry-After: 1`` at a window's fill (as many gateways say) counts its tail as cooling, and the
+        pace since the return is our own (20/s and 600/min read as 14.7/s, each fill a surprise trimming
+        2 %, 20 s of refusals a minute: 3.4 % 429s). A box's spans agree only at a pace above its limit
+        twice running, which the search does not keep: each cut here is at most ``max_cut``.
+        """
+        r = self.rules
+        got, spacing, before = self.since_held - 1, sent_at - self.held_at, self.held_span
+        self.held_at, self.since_held, self.held_span = sent_at, 1, (got, spacing)  # (the success at sent_at: the next)
+        if before is None or math.isinf(spacing) or spacing <= 0 or got < r.min_oks:
+            return
+        if abs(got - before[0]) > 1 or abs(spacing - before[1]) > r.same_span * before[1]:
+            return  # not one window's budget each: a bucket's, a box's, what others left of a shared one
+        self._window_rate(now, max(got / spacing, (1 - r.max_cut) * self.lo / r.set_point))
+
+    def _window_rate(self, now: float, measured: float) -> None:
+        """A window's rate, measured over one: the pace is set to ``set_point`` of it."""
         lo = max(self.rules.min_rate, self.rules.set_point * measured)
         if lo == self.lo or (lo > self.lo and lo * (1 + self.rules.eps) >= self.hi):
             return  # nothing to change, or a pace refused since says less
@@ -519,6 +561,7 @@ class RateLearner:
         if self.run_start is not None and self.phase == "hold":
             # Refused again before any success: the same spent budget (a window, a box), not news.
             self.between_idle += cooled
+            self.run_probed = sent_at
             self.clean_from(now, max(self.clean_since, now + cooled))
             return "echo"
         if self.run_start is None:

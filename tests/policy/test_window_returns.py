@@ -1,0 +1,104 @@
+"""A window's rate read from the budget's returns, whatever its refusals say (tests/policy/limitsim.py).
+
+Where a probe after a refusal is refused too, the limiter held the budget spent (a window, a box, or
+other IPs spending a budget we share). From one such return to the next a window admits the same
+count whatever the pace, over its period: two spans that agree give its rate
+(``RateLearner._held_return``). The refusals could not tell it:
+
+- a ``Retry-After: 1`` at a window's fill (as many gateways say, whatever the limit) counts the
+  window's tail as cooling, and the pace since the return is our own;
+- a first burst that met a window just before its reset read the next window's burst as the rate
+  (600 in 4.4 s: 136/s for 10/s), and each fill after trimmed it 2 %.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from galileo.policy.allocator import FarmPolicy
+from galileo.policy.pacing import PaceBook
+from tests.policy.limitsim import Reply, Run, SimUpstream, simulate
+
+MINUTE = "fixed:600/60s"
+
+
+class Lying(SimUpstream):
+    """The simulator's limits, but every refusal says ``Retry-After: 1`` (``lie``), and each IP's windows
+    reset ``offset`` seconds later than the clock's (a window that starts at an IP's first request)."""
+
+    def __init__(self, spec: str, *, lie: bool, offsets: dict[str, float], latency: str) -> None:
+        super().__init__(spec, latency=latency, seed=2)
+        self.lie, self.offsets = lie, offsets
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        reply = super().arrive(ip, now + self.offsets.get(ip, 0.0))
+        return Reply(False, reply.delay, 1.0, reply.penalty) if self.lie and not reply.ok else reply
+
+    def release(self, ip: str, now: float) -> None:
+        super().release(ip, now + self.offsets.get(ip, 0.0))
+
+
+def _run(spec: str, n: int, latency: str, *, lie: bool, offsets: dict[str, float] | None = None) -> Run:
+    """``n`` IPs for 600 s, counted over the last 240 (four of the minute's windows)."""
+    ips = [f"10.0.0.{i}" for i in range(1, n + 1)]
+    policy = FarmPolicy(rng=random.Random(1))
+    upstream = Lying(spec, lie=lie, offsets=offsets or {}, latency=latency)
+    run = simulate(upstream, ips, seconds=600, warmup=360, policy=policy, seed=1)
+    assert policy.pacing.group("u") is None  # per IP, as they are
+    return run
+
+
+@pytest.mark.parametrize("latency", ["50", "300"])
+def test_a_minutes_window_under_a_seconds_bucket_whose_retry_after_always_says_one_second(latency: str) -> None:
+    """20/s and 600 a minute, each refusal ``Retry-After: 1``: the pace read 14.7/s for 10, each fill
+    trimmed it 2 %, and the window's tail was 20 s of refusals a minute: 2.8 % 429s at 50 ms (0.7 % at
+    300 ms); 0.04 % and 0.17 % now."""
+    run = _run("bucket:20/1s,burst=0.1 & " + MINUTE, 4, latency, lie=True)
+    assert run.ratio(4 * 10.0) >= 0.97, run.ratio(4 * 10.0)
+    assert run.share_429 <= 0.005, run.share_429
+
+
+# Offsets (seconds) of four IPs' windows: 10.0.0.4's first burst met its window 1.3 s before it reset
+# (so did 10.0.0.14's, one of sixteen, at 300 ms).
+OFFSETS = {"10.0.0.1": 19.07, "10.0.0.2": 45.53, "10.0.0.3": 49.91, "10.0.0.4": 15.0}
+
+
+def test_a_minutes_window_not_aligned_to_the_clock_and_without_retry_after() -> None:
+    """An IP whose first burst met its window just before the reset read 98/s for 10 (600 oks in the 5.3 s
+    to the next refusal), and each fill trimmed it 2 %: 2.2 % 429s; 0.6 % now."""
+    run = _run(MINUTE + ",retry_after=no", 4, "50", lie=False, offsets=OFFSETS)
+    assert run.ratio(4 * 10.0) >= 0.95, run.ratio(4 * 10.0)
+    assert run.share_429 <= 0.01, run.share_429
+
+
+def test_held_returns_a_window_apart_with_the_same_count_give_its_rate() -> None:
+    """Unit: three returns after held runs, 60 s apart, 600 successes between each: the pace goes to 98 %
+    of 10/s (from 14.7). Spans whose counts or lengths differ (a box tripped at paces
+    the search moved, what other IPs left of a shared budget) say nothing."""
+
+    def returns(spans: list[tuple[int, float]]) -> float:
+        learner = PaceBook().get("10.0.0.1", "u", 0.0).learner
+        learner.phase, learner.rate, learner.lo, learner.hi = "hold", 14.7, 14.7, 15.0
+        t = 10.0
+        for count, length in [(0, 0.0), *spans]:
+            sends = [t + length * (j + 1) / (count + 1) for j in range(count)]
+            for sent in sends:
+                learner.dispatched(sent)
+                learner.ok(sent + 0.05, sent)
+            t += length
+            learner.dispatched(t)  # the window is spent: a refusal, a probe refused too, then the return
+            learner.refused(t + 0.05, t, 1.0, 1.0)
+            learner.dispatched(t + 1.1)
+            learner.refused(t + 1.15, t + 1.1, 1.0, 1.0)
+            t += 2.5
+            learner.dispatched(t)
+            learner.ok(t + 0.05, t)
+        return learner.lo
+
+    assert returns([(600, 57.5), (600, 57.5)]) == pytest.approx(0.98 * 600 / 60.0, rel=0.01)
+    # Else only the surprises' 2 % trims: 14.7 -> 13.8 (14.1 after one span)
+    assert returns([(600, 57.5), (540, 57.5)]) >= 13.5  # not the same count
+    assert returns([(600, 57.5), (600, 40.0)]) >= 13.5  # not the same length
+    assert returns([(600, 57.5)]) >= 13.5  # one span alone
