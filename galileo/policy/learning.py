@@ -453,16 +453,16 @@ class RateLearner:
         or other IPs spending a budget we share), whatever its ``Retry-After`` said.
 
         A window admits the same count from one return to the next, whatever the pace: where the last two
-        spans between such returns agree (within ``same_spent``, ``min_oks`` at least), each spent one
-        window, and what it admitted over the span is its rate. The refusals cannot tell it: a
+        spans between such returns agree (counts within one, lengths within ``same_span``, ``min_oks``
+        at least), each spent one window, and what it admitted over the span is its rate. The refusals cannot tell it: a
         ``Retry-After: 1`` at a window's fill (as many gateways say) counts its tail as cooling, and the
         pace since the return is our own (20/s and 600/min read as 14.7/s, each fill a surprise trimming
-        2 %, 20 s of refusals a minute: 3.4 % 429s). A box's spans agree only at a pace above its limit
+        2 %, 20 s of refusals a minute: 2.8 % 429s). A box's spans agree only at a pace above its limit
         twice running, which the search does not keep: each cut here is at most ``max_cut``.
         """
         r = self.rules
-        got, spacing, before = self.since_held - 1, sent_at - self.held_at, self.held_span
-        self.held_at, self.since_held, self.held_span = sent_at, 1, (got, spacing)  # (the success at sent_at: the next)
+        got, spacing, before = self.since_held - 1, sent_at - self.held_at, self.held_span  # (this success opens
+        self.held_at, self.since_held, self.held_span = sent_at, 1, (got, spacing)  # the next span)
         if before is None or math.isinf(spacing) or spacing <= 0 or got < r.min_oks:
             return
         if abs(got - before[0]) > 1 or abs(spacing - before[1]) > r.same_span * before[1]:
