@@ -164,8 +164,8 @@ class PaceRules:
     saturation: float = 0.5  # a budget its pace held back within this many seconds is saturated
     fill: float = 0.97  # ... and only if its sends over the clean run came to this share of it (one spared)
     spent_once: float = 1.25  # successes between a window's first two returns within this many first windows': one
-    same_spans: int = 3  # this many spans in a row between held returns, their lengths within ``same_span`` of
-    same_span: float = 0.1  # each other's and their successes within one: each spent one window (_held_return)
+    same_spans: int = 3  # this many spans in a row between held returns, their successes within one of each
+    # other's: each spent one window (see RateLearner._held_return)
     kept: float = 0.85  # a measured fall is believed only if our sends between came to this share of the pace
     dear_share: float = 0.2  # ... over the time between, waits included, if its wait came to this share of its cycle
 
@@ -453,14 +453,15 @@ class RateLearner:
         or other IPs spending a budget we share), whatever its ``Retry-After`` said.
 
         A window admits the same count from one return to the next, whatever the pace: where the last
-        ``same_spans`` spans between such returns agree (counts within one, lengths within ``same_span``,
-        ``min_oks`` at least), each spent one window, and what it admitted over one is its rate. The
+        ``same_spans`` spans between such returns admitted the same count (within one, ``min_oks`` at least),
+        each spent one window, and what they admitted over their time is its rate (a return the backoff
+        found late lengthens one span and shortens the next: 44-75 s for a 60 s window). The
         refusals cannot tell it: a ``Retry-After: 1`` at a window's fill (as many gateways say) counts
         its tail as cooling, and the pace since the return is our own (20/s and 600/min read as 14.7/s,
-        each fill a surprise trimming 2 %, 20 s of refusals a minute: 2.8 % 429s). A box's spans agree
-        where it trips at a pace that does not move: two in a row did (a 20/s box tripped by late timers
-        every 16 s, 210 successes each, read as 12.7/s: 8 boxes counted where there were none), three
-        seldom; and each cut here is at most ``max_cut``.
+        each fill a surprise trimming 2 %, 20 s of refusals a minute: 2.8 % 429s). A box's counts agree
+        by chance: two in a row did (a 20/s box tripped by late timers every 16 s, 210 successes each,
+        read as 12.7/s: 8 boxes counted where there were none), three seldom; and each cut here is at
+        most ``max_cut``.
         """
         r = self.rules
         got, spacing = self.since_held - 1, sent_at - self.held_at  # (the success at sent_at opens the next span)
@@ -468,9 +469,10 @@ class RateLearner:
         self.held_at, self.since_held, self.held_spans = sent_at, 1, spans
         if len(spans) < r.same_spans or math.isinf(spans[0][1]) or spacing <= 0 or got < r.min_oks:
             return
-        if any(abs(got - n) > 1 or abs(spacing - t) > r.same_span * t for n, t in spans):
+        if any(abs(got - n) > 1 for n, _ in spans):
             return  # not one window's budget each: a bucket's, a box's, what others left of a shared one
-        self._window_rate(now, max(got / spacing, (1 - r.max_cut) * self.lo / r.set_point))
+        measured = sum(n for n, _ in spans) / sum(t for _, t in spans)
+        self._window_rate(now, max(measured, (1 - r.max_cut) * self.lo / r.set_point))
 
     def _window_rate(self, now: float, measured: float) -> None:
         """A window's rate, measured over one: the pace is set to ``set_point`` of it."""
