@@ -63,9 +63,10 @@ is all that must be learnt, never the shape.
   Where a probe after a refusal is refused too, the limiter held the budget spent (a window, a box,
   or the other IPs spending a budget we share), whatever its ``Retry-After`` said. From one such
   *held return* to the next a window admits the same count over its period, whatever the pace:
-  where the last two spans agree (counts within one, lengths within 10 %, 20 successes at least),
-  the pace goes to 98 % of what the span admitted over its length, cut by half at most each time (a
-  box tripped twice at a pace above its limit reads the same). A ``Retry-After: 1`` at each fill
+  where the last three spans admitted the same count (within one, 20 successes at least), the pace
+  goes to 98 % of what they admitted over their time together (their lengths vary: the backoff finds
+  each return late by its step), cut by half at most each time (two trips of a box agreed by
+  chance; three seldom do). A ``Retry-After: 1`` at each fill
   of a minute's window read the pace since the return (20/s and 600/min: 14.7/s, 2.8 % 429s), and
   a first burst that met a window just before its reset read the next window's burst as the rate.
 
