@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -205,7 +206,8 @@ class RateLearner:
         self.run_probed = -math.inf  # send time of the last probe refused in the running refusal run
         self.held_at = -math.inf  # send time of the success that ended the last held run (see _held_return) ...
         self.since_held = 0  # ... successes sent since then ...
-        self.held_spans: list[tuple[int, float]] = []  # ... and the spans between those before: (successes, s)
+        self.held_spans: deque[tuple[int, float]] = deque(maxlen=rules.same_spans)  # ... and the last spans
+        # between held returns: (successes, seconds)
         self.doubt = 1.0  # trust is multiplied by this: doubled by each refusal at a proven pace
         self.lo_proven = False  # lo ran clean for trust, not only an estimate or a measurement of the rate
         self.estimate: float | None = None
@@ -465,10 +467,13 @@ class RateLearner:
         most ``max_cut``.
         """
         r = self.rules
-        got, spacing = self.since_held - 1, sent_at - self.held_at  # (the success at sent_at opens the next span)
-        spans = [*self.held_spans[-(r.same_spans - 1) :], (got, spacing)] if r.same_spans > 1 else [(got, spacing)]
-        self.held_at, self.since_held, self.held_spans = sent_at, 1, spans
-        if len(spans) < r.same_spans or math.isinf(spans[0][1]) or spacing <= 0 or got < r.min_oks:
+        got, spacing, first = self.since_held - 1, sent_at - self.held_at, math.isinf(self.held_at)
+        self.held_at, self.since_held = sent_at, 1  # (the success at sent_at opens the next span)
+        if first:
+            return  # no span before the first held return
+        spans = self.held_spans
+        spans.append((got, spacing))
+        if len(spans) < r.same_spans or spacing <= 0 or got < r.min_oks:
             return
         if any(abs(got - n) > 1 for n, _ in spans):
             return  # not one window's budget each: a bucket's, a box's, what others left of a shared one

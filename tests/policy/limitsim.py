@@ -52,7 +52,7 @@ from galileo.sim.limiter import Limiter, build, parse_limiters, retry_after_head
 from tests.conftest import fake_worker
 from workers.executor import spaced_at, spaced_wait
 
-__all__ = ["Reply", "Run", "SimUpstream", "Upstream", "simulate"]
+__all__ = ["Gateway", "Reply", "Run", "SimUpstream", "Upstream", "simulate"]
 
 UPSTREAM = "u"
 START = 1000.0
@@ -122,6 +122,26 @@ class SimUpstream:
     def release(self, ip: str, now: float) -> None:
         for limiter, key in self._limits(ip):
             limiter.release(key, now)
+
+
+class Gateway(SimUpstream):
+    """The simulator's limits as a gateway in front of them may present them: every refusal says
+    ``Retry-After: 1`` whatever the limit (``says_one_second``, as many gateways do), and each IP's
+    windows reset ``offsets[ip]`` seconds later than the clock's (a window that starts at an IP's first
+    request)."""
+
+    def __init__(
+        self, spec: str, *, says_one_second: bool = True, offsets: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(spec, **kwargs)
+        self.says_one_second, self.offsets = says_one_second, offsets or {}
+
+    def arrive(self, ip: str, now: float) -> Reply:
+        reply = super().arrive(ip, now + self.offsets.get(ip, 0.0))
+        return Reply(False, reply.delay, 1.0, reply.penalty) if self.says_one_second and not reply.ok else reply
+
+    def release(self, ip: str, now: float) -> None:
+        super().release(ip, now + self.offsets.get(ip, 0.0))
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pytest
 
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.pacing import PaceBook
-from tests.policy.limitsim import Reply, Run, SimUpstream, simulate
+from tests.policy.limitsim import Gateway, Run, SimUpstream, simulate
 
 GLOBAL = "bucket:20/1s,burst=0.1,scope=global"  # 20/s for every IP together, two tokens of burst
 
@@ -121,15 +121,6 @@ def test_only_a_retry_after_of_seconds_marks_a_pairs_limiter_as_a_window_of_its_
     assert told.own_window
 
 
-class SaysOneSecond(SimUpstream):
-    """The simulator's limiter, but every refusal says ``Retry-After: 1`` whatever the limit (as many
-    gateways do): a window spent for seconds is refused again each time that second runs out."""
-
-    def arrive(self, ip: str, now: float) -> Reply:
-        reply = super().arrive(ip, now)
-        return reply if reply.ok else Reply(False, reply.delay, 1.0, reply.penalty)
-
-
 @pytest.mark.parametrize(("spec", "n"), [("fixed:100/5s", 4), ("penalty:20/1s,box=5s", 16), ("fixed:600/60s", 16)])
 def test_per_ip_limits_whose_retry_after_always_says_one_second_are_not_taken_for_a_shared_budget(
     spec: str, n: int
@@ -139,7 +130,7 @@ def test_per_ip_limits_whose_retry_after_always_says_one_second_are_not_taken_fo
     policy = FarmPolicy(rng=random.Random(1))
     seconds = 600 if spec.endswith("60s") else 300
     run = simulate(
-        SaysOneSecond(spec, latency="50", seed=2), ips, seconds=seconds, warmup=seconds - 120, policy=policy, seed=1
+        Gateway(spec, latency="50", seed=2), ips, seconds=seconds, warmup=seconds - 120, policy=policy, seed=1
     )
     rate = 10.0 if spec.endswith("60s") else 20.0
     assert policy.pacing.group("u") is None

@@ -19,32 +19,16 @@ import pytest
 
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.pacing import PaceBook
-from tests.policy.limitsim import Reply, Run, SimUpstream, simulate
+from tests.policy.limitsim import Gateway, Run, SimUpstream, simulate
 
 MINUTE = "fixed:600/60s"
-
-
-class Lying(SimUpstream):
-    """The simulator's limits, but every refusal says ``Retry-After: 1`` (``lie``), and each IP's windows
-    reset ``offset`` seconds later than the clock's (a window that starts at an IP's first request)."""
-
-    def __init__(self, spec: str, *, lie: bool, offsets: dict[str, float], latency: str) -> None:
-        super().__init__(spec, latency=latency, seed=2)
-        self.lie, self.offsets = lie, offsets
-
-    def arrive(self, ip: str, now: float) -> Reply:
-        reply = super().arrive(ip, now + self.offsets.get(ip, 0.0))
-        return Reply(False, reply.delay, 1.0, reply.penalty) if self.lie and not reply.ok else reply
-
-    def release(self, ip: str, now: float) -> None:
-        super().release(ip, now + self.offsets.get(ip, 0.0))
 
 
 def _run(spec: str, n: int, latency: str, *, lie: bool, offsets: dict[str, float] | None = None) -> Run:
     """``n`` IPs for 600 s, counted over the last 240 (four of the minute's windows)."""
     ips = [f"10.0.0.{i}" for i in range(1, n + 1)]
     policy = FarmPolicy(rng=random.Random(1))
-    upstream = Lying(spec, lie=lie, offsets=offsets or {}, latency=latency)
+    upstream = Gateway(spec, says_one_second=lie, offsets=offsets, latency=latency, seed=2)
     run = simulate(upstream, ips, seconds=600, warmup=360, policy=policy, seed=1)
     assert policy.pacing.group("u") is None  # per IP, as they are
     return run
