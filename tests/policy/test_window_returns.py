@@ -24,12 +24,14 @@ from tests.policy.limitsim import Gateway, Run, SimUpstream, simulate
 MINUTE = "fixed:600/60s"
 
 
-def _run(spec: str, n: int, latency: str, *, lie: bool, offsets: dict[str, float] | None = None) -> Run:
-    """``n`` IPs for 600 s, counted over the last 240 (four of the minute's windows)."""
+def _run(
+    spec: str, n: int, latency: str, *, lie: bool, offsets: dict[str, float] | None = None, seconds: float = 600
+) -> Run:
+    """``n`` IPs for ``seconds``, counted over the last 240 (four of the minute's windows)."""
     ips = [f"10.0.0.{i}" for i in range(1, n + 1)]
     policy = FarmPolicy(rng=random.Random(1))
     upstream = Gateway(spec, says_one_second=lie, offsets=offsets, latency=latency, seed=2)
-    run = simulate(upstream, ips, seconds=600, warmup=360, policy=policy, seed=1)
+    run = simulate(upstream, ips, seconds=seconds, warmup=seconds - 240, policy=policy, seed=1)
     assert policy.pacing.group("u") is None  # per IP, as they are
     return run
 
@@ -55,6 +57,45 @@ def test_a_minutes_window_not_aligned_to_the_clock_and_without_retry_after() -> 
     run = _run(MINUTE + ",retry_after=no", 4, "50", lie=False, offsets=OFFSETS)
     assert run.ratio(4 * 10.0) >= 0.95, run.ratio(4 * 10.0)
     assert run.share_429 <= 0.01, run.share_429
+
+
+def test_a_minutes_window_met_before_its_reset_is_checked_at_its_second_return_without_retry_after() -> None:
+    """1200 a minute, no ``Retry-After``, 300 ms: 10.0.0.4's first burst met its window just before the reset,
+    and the next window's 1200 in 5 s read 230/s for 20. Only the surprises' 2 % trims and, three windows
+    on, the held returns' halvings brought it down: 4.95 % 429s over the run's fourth to seventh minutes.
+    The budget's second return now bounds the rate from both sides (0.63 %)."""
+    run = _run("fixed:1200/60s,retry_after=no", 4, "300", lie=False, offsets=OFFSETS, seconds=420)
+    assert run.share_429 <= 0.01, run.share_429
+    assert run.ratio(4 * 20.0) >= 0.9, run.ratio(4 * 20.0)
+
+
+def test_the_second_return_without_retry_after_is_bounded_by_the_refused_probes() -> None:
+    """Unit: without a word, a window reset after the last refused probe and before the return. From the
+    first return to the second it admitted its budget once, so its rate lies between that count over the
+    time from the first run's last refused probe to the second return, and over the time from the first
+    return to the second run's last refused probe: the pace goes to 98 % of the first, the second is the
+    guess to search up to."""
+    learner = PaceBook().get("10.0.0.1", "u", 0.0).learner
+    for j in range(600):  # the first burst, met 5 s before the window's reset
+        learner.dispatched(0.005 * j)
+        learner.ok(0.005 * j + 0.05, 0.005 * j)
+    for sent in (3.0, 4.0, 4.5):  # the budget is spent: refusals until it comes back
+        learner.dispatched(sent)
+        learner.refused(sent + 0.05, sent, None, 0.5)
+    learner.dispatched(5.2)
+    learner.ok(5.25, 5.2)  # the first return: 601 over 5.2 s read as 115/s
+    assert learner.phase == "hold" and learner.lo > 100
+    for j in range(600):  # the next window's budget, at that pace
+        sent = 5.3 + j * 0.01
+        learner.dispatched(sent)
+        learner.ok(sent + 0.05, sent)
+    for sent, cooled in ((11.4, 0.0), (12.5, 1.0), (40.0, 20.0), (64.0, 2.0)):
+        learner.dispatched(sent)
+        learner.refused(sent + 0.05, sent, None, cooled)
+    learner.dispatched(66.0)
+    learner.ok(66.05, 66.0)  # the second return: the window reset between 64.0 and 66.0
+    assert learner.lo == pytest.approx(0.98 * 601 / (66.0 - 4.5))
+    assert learner.hi == pytest.approx(601 / (64.0 - 5.2)) and not learner.hi_refused
 
 
 def test_held_returns_a_window_apart_with_the_same_count_give_its_rate() -> None:
