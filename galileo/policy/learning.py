@@ -70,6 +70,8 @@ is all that must be learnt, never the shape.
   chance; three seldom do). A ``Retry-After: 1`` at each fill
   of a minute's window read the pace since the return (20/s and 600/min: 14.7/s, 2.8 % 429s), and
   a first burst that met a window just before its reset read the next window's burst as the rate.
+  From the last refused probe before one held return to the next is longer than a window: 98 % of
+  what came between raises a windowed pace cut below it.
 
 ``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
 longest refusal run seen (a box's length), and a window's period: from the first send to when
@@ -207,6 +209,7 @@ class RateLearner:
         self.first_return: tuple[float, int, float] | None = None
         self.run_probed = -math.inf  # send time of the last probe refused in the running refusal run
         self.held_at = -math.inf  # send time of the success that ended the last held run (see _held_return) ...
+        self.held_probed = -math.inf  # ... and of that run's last refused probe ...
         self.since_held = 0  # ... successes sent since then ...
         self.held_spans: deque[tuple[int, float]] = deque(maxlen=rules.same_spans)  # ... and the last spans
         # between held returns: (successes, seconds)
@@ -483,12 +486,29 @@ class RateLearner:
         by chance: two in a row did (a 20/s box tripped by late timers every 16 s, 210 successes each,
         read as 12.7/s: 8 boxes counted where there were none), three seldom; and each cut here is at
         most ``max_cut``.
+
+        A window's reset came after the last refused probe of the run it ended, so from that probe to the
+        next held return is longer than one window (or ``k`` windows, any between unfilled), and what came
+        between is at most its budget (or ``k``): 98 % of it over that time is a pace a window holds. A fill
+        measured from the fill before, at another point of its window (600 over 68 s for 60), cut pairs of
+        20/s under a minute's window to 8.5/s, and doubted, their tests came minutes later; they are raised to
+        it, never cut (for a box what came is a lower bound too: its trips cost their length).
         """
         r = self.rules
         got, spacing, first = self.since_held - 1, sent_at - self.held_at, math.isinf(self.held_at)
-        self.held_at, self.since_held = sent_at, 1  # (the success at sent_at opens the next span)
+        since = sent_at - self.held_probed  # from before the last reset to after this one
+        self.held_at, self.since_held, self.held_probed = sent_at, 1, self.run_probed  # (it opens the next span)
         if first:
             return  # no span before the first held return
+        floor = r.set_point * got / since if since > 0 else 0.0
+        if self.windowed and got >= r.min_oks and self.lo < floor and floor * (1 + self._eps()) < self.hi:
+            # A window's pace cut below what the span admitted (a fill measured from a fill at another point
+            # of its window): what came since the last held run's last refused probe is a pace it holds.
+            self.lo = self.rate = floor
+            self.lo_proven = False
+            self.converged_at = None
+            self.clean_from(now, now)
+            self._repace(now)
         spans = self.held_spans
         spans.append((got, spacing))
         if len(spans) < r.same_spans or spacing <= 0 or got < r.min_oks:

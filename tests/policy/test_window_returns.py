@@ -131,6 +131,36 @@ def test_held_returns_a_window_apart_with_the_same_count_give_its_rate() -> None
     assert returns([window, window]) >= 13.0  # two alone: a box tripped twice at one pace agrees as often
 
 
+def test_a_held_return_raises_a_windowed_pace_to_what_came_since_the_last_ones_refused_probe() -> None:
+    """Unit: 600 a minute, resets at 40 s and 100 s. A fill at 8 s, probes until 39.5 s refused, the
+    return at 41 s; the next fill at 73.3 s, at 19/s less 2 %: a surprise, measured over the 65 s since
+    the last fill (two points of two windows), cuts the pace to 9.0/s. The return after the reset at
+    100 s came after a held run: from the last refused probe before the first return (39.5 s, before
+    the first reset) to it, longer than the window, 601 came: 98 % of that, 9.62/s, is a pace the window
+    holds (the first held run, 31 s, marked the pair windowed)."""
+    learner = PaceBook().get("10.0.0.1", "u", 0.0).learner
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.0, 19.0, 19.5
+    for sent, cooled in ((8.0, 0.5), (9.1, 30.0), (39.5, 1.0)):
+        learner.dispatched(sent)
+        learner.refused(sent + 0.05, sent, None, cooled)
+    learner.dispatched(41.0)
+    learner.ok(41.05, 41.0)  # the first held return
+    for j in range(600):
+        sent = 41.1 + j / 18.62
+        learner.dispatched(sent)
+        learner.ok(sent + 0.05, sent)
+    learner.dispatched(73.3)
+    learner.refused(73.35, 73.3, None, 0.5)
+    assert learner.lo == pytest.approx(0.98 * 601 / (73.3 - 8.0))  # the cut: 9.02/s
+    for sent, cooled in ((74.5, 25.0), (99.6, 1.0)):
+        learner.dispatched(sent)
+        learner.refused(sent + 0.05, sent, None, cooled)
+    learner.dispatched(100.7)
+    learner.ok(100.75, 100.7)  # the second
+    assert learner.lo == pytest.approx(0.98 * 601 / (100.7 - 39.5))
+    assert learner.hi > learner.lo
+
+
 def test_a_box_tripped_by_late_timers_is_not_read_as_a_window() -> None:
     """A 20/s box without ``Retry-After``, 16 IPs whose timers wake 3 ms late on average: jitter trips it
     now and then, and two trips in a row with 210 successes each, taken for a window's spans, cut a pace
