@@ -504,11 +504,7 @@ class RateLearner:
         if self.windowed and got >= r.min_oks and self.lo < floor and floor * (1 + self._eps()) < self.hi:
             # A window's pace cut below what the span admitted (a fill measured from a fill at another point
             # of its window): what came since the last held run's last refused probe is a pace it holds.
-            self.lo = self.rate = floor
-            self.lo_proven = False
-            self.converged_at = None
-            self.clean_from(now, now)
-            self._repace(now)
+            self._pace_from(now, floor)
         spans = self.held_spans
         spans.append((got, spacing))
         if len(spans) < r.same_spans or spacing <= 0 or got < r.min_oks:
@@ -527,9 +523,13 @@ class RateLearner:
         guess = measured if math.isinf(upper) else max(measured, upper)
         if guess < self.hi:
             self.hi, self.hi_refused, self.guess_steps = guess, False, 0  # the window's rate: searched past if clean
+        self.gain = self.rules.step
+        self._pace_from(now, lo)
+
+    def _pace_from(self, now: float, lo: float) -> None:
+        """A new ``lo``, not proven, paced from now; the search from it starts over."""
         self.lo = self.rate = lo
         self.lo_proven = False
-        self.gain = self.rules.step
         self.converged_at = None
         self.clean_from(now, now)
         self._repace(now)
