@@ -2,7 +2,8 @@
 
 Each (IP, upstream) pair is a :class:`Pacer`: a :class:`~galileo.policy.learning.RateLearner`
 for its rate (told, or learnt from 429s whatever the limiter's shape), plus two limits on
-requests in flight:
+requests in flight (and a third, one at a time, while its learner probes a budget held spent:
+:attr:`~galileo.policy.learning.RateLearner.probing`):
 
 * **the opening ramp**: before any limit is met, at most 8 in flight, doubled every 0.5 s the
   pair is saturated while its answers are not queueing (slower than twice what they take
@@ -158,6 +159,8 @@ class Pacer:
             return math.inf, self.open_cap if self.cap is None else min(self.cap, self.open_cap)
         if self.grouped:
             return math.inf, self.carried
+        if self.learner.probing:
+            return self.learner.rate, 1  # held spent: one probe at a time
         return self.learner.rate, self.carried
 
     def next_at(self, now: float) -> float | None:

@@ -13,6 +13,7 @@ count whatever the pace, over its period: three spans in a row that agree give i
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -172,3 +173,36 @@ def test_a_box_tripped_by_late_timers_is_not_read_as_a_window() -> None:
     )
     assert run.penalties_counted <= 2, run.penalties_counted
     assert run.ratio(16 * 20.0) >= 0.975, run.ratio(16 * 20.0)
+
+
+def test_a_held_run_whose_retry_after_always_says_one_second_probes_one_request_at_a_time() -> None:
+    """A minute's window whose 429s all say ``Retry-After: 1``, 300 ms away. 10.0.0.4's first burst met its
+    window 0.3 s before the reset and read 272/s for 10; it filled each window in seconds and was held for
+    the rest of it, probing once a second with the 6 requests a 300 ms path carries at its pace: 22.7 % of
+    the answers were 429 over the fourth to seventh minutes. Each probe now goes alone: 3.1 %. The rest is
+    the three held spans it takes to believe the window, each cut at most by half."""
+    offsets = {**OFFSETS, "10.0.0.4": 16.55}
+    run = _run(MINUTE, 4, "300", lie=True, offsets=offsets, seconds=420)
+    assert run.share_429 <= 0.05, run.share_429
+    assert run.ratio(4 * 10.0) >= 0.97, run.ratio(4 * 10.0)
+
+
+def test_a_held_run_probes_one_request_at_a_time_where_the_upstream_says_when() -> None:
+    """Unit: once a probe after a refusal is refused too, the budget is held spent (a window, a box), and
+    the next probe goes alone, when its ``Retry-After`` ends. The first probe after a refusal still goes
+    at the pace (a bucket's refusal from arrival jitter is over by then), and a success ends the run.
+    Without a word the backoff times the probes, and a pace's worth in flight finds a box's end sooner:
+    16 IPs under a 20/s box at 150 ms read 0.980 of it with single probes, 0.983 without (12 seeds)."""
+    book = PaceBook(known={"u": 20.0, "v": 20.0})
+    pacer, quiet = book.get("10.0.0.1", "u", 0.0), book.get("10.0.0.1", "v", 0.0)
+    for upstream, said in (("u", 1.0), ("v", None)):
+        book.record("10.0.0.1", upstream, "rate_limited", 1.0, 0.9, retry_after=said, cooled=1.0)
+        assert book.get("10.0.0.1", upstream).allowance()[1] is None  # one refusal: the pace, once cooled
+        book.record("10.0.0.1", upstream, "rate_limited", 2.3, 2.0, retry_after=said, cooled=1.0)
+    assert quiet.allowance() == (quiet.learner.rate, None)  # no word: the pace's worth probes
+    assert pacer.allowance() == (pacer.learner.rate, 1)  # its probe refused too: held
+    book.dispatched("10.0.0.1", "u", 3.3)
+    assert book.next_at("10.0.0.1", "u", 3.4) == math.inf  # the next waits for the probe's answer
+    book.record("10.0.0.1", "u", "ok", 3.6, 3.3)
+    assert pacer.allowance() == (pacer.learner.rate, None)  # back: the pace again
+    assert book.next_at("10.0.0.1", "u", 3.6) is None
