@@ -60,8 +60,9 @@ def sim(
         help=f"A limiter for TARGET ({_TARGETS}); repeatable. SPEC: bucket:RATE/PERIOD[,burst=S], "
         "fixed:N/W, sliding:N/W, rolling:N/W, penalty:N/W,box=P, concurrency:K, queue:RATE/PERIOD[,burst=S] "
         "(each request waits its turn at RATE, up to S seconds, then 429) or none; options "
-        "scope=ip|ip+region|key|global, retry_after=yes|no|reset (reset: RateLimit-Reset instead of "
-        "Retry-After) and refuse=delayed|at_once (at_once: a gateway's limit, whose 429s skip the latency); "
+        "scope=ip|ip+region|key|global, retry_after=yes|no|reset|one (reset: RateLimit-Reset instead of "
+        "Retry-After; one: Retry-After: 1 whatever the limit, as many gateways say) and "
+        "refuse=delayed|at_once (at_once: a gateway's limit, whose 429s skip the latency); "
         "stack limits with & "
         "(every one must admit). E.g. jupiter=sliding:50/10s,scope=key; "
         "jito=bucket:5/1s,burst=0.05; dflow='bucket:20/1s & fixed:600/60s'.",

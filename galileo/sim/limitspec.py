@@ -12,8 +12,9 @@
                                      and one that would wait more than S seconds (default 1) is
                                      refused (nginx's limit_req with a burst and no nodelay)
 
-Every shape takes ``scope=ip|ip+region|key|global``, ``retry_after=yes|no|reset`` (``reset``:
-the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``) and
+Every shape takes ``scope=ip|ip+region|key|global``, ``retry_after=yes|no|reset|one`` (``reset``:
+the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``; ``one``: it
+says ``Retry-After: 1`` whatever the limit, as many gateways do, which a window or a box belies) and
 ``refuse=delayed|at_once`` (``at_once``: the limit is a gateway's in front of the upstream, and its
 refusals come back without the route's latency; by default a refusal waits it out as an answer does). Durations are
 seconds, with an optional unit: ``10``, ``10s``, ``500ms``, ``1m``.
@@ -63,6 +64,7 @@ class LimiterSpec:
     scope: Scope = "ip"
     retry_after: bool = True
     reset_header: bool = False  # says when in RateLimit-Reset instead of Retry-After (retry_after=reset)
+    says_one: bool = False  # says Retry-After: 1 whatever the limit (retry_after=one)
     at_once: bool = False  # refusals come back without the route's latency (refuse=at_once)
 
     @property
@@ -89,6 +91,8 @@ class LimiterSpec:
             text += ",refuse=at_once"
         if self.reset_header:
             return text + ",retry_after=reset"
+        if self.says_one:
+            return text + ",retry_after=one"
         return text if self.retry_after else text + ",retry_after=no"
 
 
@@ -168,8 +172,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     if scope not in SCOPES:
         raise ValueError(f"{text!r}: scope {scope!r} is not one of {', '.join(SCOPES)}")
     retry = fields.get("retry_after", "yes").lower()
-    if retry not in _YES and retry != "reset":
-        raise ValueError(f"{text!r}: retry_after must be yes, no or reset")
+    if retry not in _YES and retry not in ("reset", "one"):
+        raise ValueError(f"{text!r}: retry_after must be yes, no, reset or one")
     refuse = fields.get("refuse", "delayed").lower().replace("-", "_")
     if refuse not in ("delayed", "at_once"):
         raise ValueError(f"{text!r}: refuse must be delayed or at_once")
@@ -181,9 +185,18 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     box = _seconds(fields["box"], "box") if "box" in fields else 0.0
     if burst > MAX_WINDOW or box > MAX_BOX:
         raise ValueError(f"{text!r}: burst is at most {MAX_WINDOW:g}s and box at most {MAX_BOX:g}s")
-    reset = retry == "reset"
+    reset, one = retry == "reset", retry == "one"
     return LimiterSpec(
-        shape, limit, window, burst, box, scope, reset or _YES[retry], reset_header=reset, at_once=refuse == "at_once"
+        shape,
+        limit,
+        window,
+        burst,
+        box,
+        scope,
+        reset or one or _YES[retry],
+        reset_header=reset,
+        says_one=one,
+        at_once=refuse == "at_once",
     )
 
 

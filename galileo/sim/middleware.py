@@ -128,7 +128,7 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
             headers = None
             if limiter.spec.retry_after:
                 name = "RateLimit-Reset" if limiter.spec.reset_header else "Retry-After"
-                headers = {name: retry_after_header(decision)}
+                headers = {name: "1" if limiter.spec.says_one else retry_after_header(decision)}
             return json_response(body, 429, headers)
         taken.append((limiter, key))
         wait = max(wait, decision.wait)

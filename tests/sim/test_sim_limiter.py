@@ -46,6 +46,7 @@ def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]
         ("concurrency:4, retry-after=no", None, "concurrency:4,scope=ip,retry_after=no"),
         ("sliding:3/500ms,scope=key,retry_after=yes", "ultra", "sliding:3/0.5s,scope=key"),
         ("fixed:600/60s,retry_after=reset", None, "fixed:600/60s,scope=ip,retry_after=reset"),
+        ("fixed:600/60s,retry_after=one", None, "fixed:600/60s,scope=ip,retry_after=one"),
         ("rolling:100/1m,scope=key", None, "rolling:100/60s,scope=key"),
         ("concurrency:4,refuse=at-once", None, "concurrency:4,scope=ip,refuse=at_once"),
         ("sliding:5/1s,refuse=delayed,retry_after=no", None, "sliding:5/1s,scope=ip,retry_after=no"),

@@ -306,6 +306,20 @@ async def test_a_limit_may_say_when_in_rate_limit_reset_and_the_workers_read_it(
     assert seconds is not None and 59 <= seconds <= 60
 
 
+async def test_a_limit_may_say_one_second_whatever_it_holds(sim_factory: SimFactory, bound: SessionFactory) -> None:
+    """``retry_after=one``: every refusal says ``Retry-After: 1``, as many gateways do, though the window
+    holds the budget for a minute: a client that believes it is refused again a second later."""
+    sim = await sim_factory(limiters={"jupiter": "sliding:1/60s,retry_after=one", "dflow": "sliding:1/60s"})
+    client = bound("127.0.0.2")
+    for service, said in (("jupiter", (1, 1)), ("dflow", (59, 60))):
+        call, _ = SERVICES[service]
+        assert (await call(client, sim.url))[0] == 200
+        status, _, headers = await call(client, sim.url)
+        assert status == 429 and said[0] <= int(headers["Retry-After"]) <= said[1], (service, headers)
+    limits = (await stats(client, sim))["limits"]
+    assert limits["limiters"]["jupiter"]["spec"] == "sliding:1/60s,scope=ip,retry_after=one"
+
+
 async def test_a_gateways_limit_refuses_at_once_while_answers_take_the_latency(
     sim_factory: SimFactory, bound: SessionFactory
 ) -> None:
