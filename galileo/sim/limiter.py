@@ -49,6 +49,7 @@ __all__ = [
     "build",
     "parse_limiter",
     "parse_limiters",
+    "refusal_header",
     "retry_after_header",
 ]
 
@@ -83,6 +84,16 @@ ADMIT = Decision(True, 0.0, "ok")
 def retry_after_header(decision: Decision) -> str:
     """The ``Retry-After`` value a service sends: whole seconds, rounded up, at least 1."""
     return str(max(1, math.ceil(decision.retry_after - EPS)))
+
+
+def refusal_header(spec: LimiterSpec, decision: Decision) -> tuple[str, str] | None:
+    """The header a refusal under ``spec`` carries, (name, value), or None (``retry_after=no``): when
+    it says the budget comes back, in ``Retry-After`` or ``RateLimit-Reset`` (``retry_after=reset``),
+    or one second whatever it holds (``retry_after=one``)."""
+    if not spec.retry_after:
+        return None
+    name = "RateLimit-Reset" if spec.reset_header else "Retry-After"
+    return name, "1" if spec.says_one else retry_after_header(decision)
 
 
 class Limiter:

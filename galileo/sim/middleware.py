@@ -21,7 +21,7 @@ from aiohttp import web
 
 from galileo.sim.errors import error_body, json_response, uses_jsonrpc
 from galileo.sim.faults import SLOW_BODY_SECONDS, TIMEOUT_HOLD_SECONDS, Fault, reset_connection
-from galileo.sim.limiter import Limiter, retry_after_header
+from galileo.sim.limiter import Limiter, refusal_header
 from galileo.sim.limits import api_key_of, budget_key
 from galileo.sim.state import COUNTED, SimState, state_of
 
@@ -125,11 +125,8 @@ async def _serve(request: web.Request, handler: Handler, state: SimState, ip: st
             body = error_body(service, 429, await _rpc_id(request, service))
             if not limiter.spec.at_once:  # a gateway's limit says no before the upstream's latency
                 await _sleep(delay)
-            headers = None
-            if limiter.spec.retry_after:
-                name = "RateLimit-Reset" if limiter.spec.reset_header else "Retry-After"
-                headers = {name: "1" if limiter.spec.says_one else retry_after_header(decision)}
-            return json_response(body, 429, headers)
+            said = refusal_header(limiter.spec, decision)
+            return json_response(body, 429, None if said is None else {said[0]: said[1]})
         taken.append((limiter, key))
         wait = max(wait, decision.wait)
     try:

@@ -48,7 +48,7 @@ from broker.protocol import Outcome
 from broker.types import Job, JobSpec, WorkerInfo
 from galileo.policy.allocator import FarmPolicy
 from galileo.sim.latency import LatencyModel, parse_latency
-from galileo.sim.limiter import Limiter, build, parse_limiters, retry_after_header
+from galileo.sim.limiter import Limiter, build, parse_limiters, refusal_header
 from tests.conftest import fake_worker
 from workers.executor import spaced_at, spaced_wait
 
@@ -113,7 +113,8 @@ class SimUpstream:
             if not d.ok:
                 for held, held_key in taken:
                     held.release(held_key, now)
-                ra = float(retry_after_header(d)) if limiter.spec.retry_after else None
+                said = refusal_header(limiter.spec, d)  # what the live simulator's refusal would say
+                ra = float(said[1]) if said is not None else None
                 return Reply(False, 0.0 if limiter.spec.at_once else delay, ra, d.reason == "penalty")
             taken.append((limiter, key))
             wait = max(wait, d.wait)  # in a queue's line (the ``queue`` shape), before it is served

@@ -21,6 +21,7 @@ from galileo.sim.limiter import (
     build,
     parse_limiter,
     parse_limiters,
+    refusal_header,
     retry_after_header,
 )
 from galileo.sim.limitspec import LimiterSpec
@@ -119,6 +120,23 @@ def test_spec_numbers() -> None:
     assert isinstance(build(spec), TokenBucket)
     assert isinstance(build("penalty:1/1s,box=1"), PenaltyBox)
     assert isinstance(build(LimiterSpec("concurrency", 3)), ConcurrencyCap)
+
+
+def test_a_refusal_says_when_as_its_spec_tells_it_to() -> None:
+    """One place for what a refusal says (the live simulator's middleware and the virtual-time upstream of
+    tests/policy/limitsim.py both ask it): when the budget comes back, in ``Retry-After`` or
+    ``RateLimit-Reset``, one second whatever it holds, or nothing."""
+    refused = Decision(False, 42.3, "limit")
+    said = {
+        opt: refusal_header(parse_limiter(f"sliding:1/60s,retry_after={opt}"), refused)
+        for opt in ("yes", "reset", "one", "no")
+    }
+    assert said == {
+        "yes": ("Retry-After", "43"),
+        "reset": ("RateLimit-Reset", "43"),
+        "one": ("Retry-After", "1"),
+        "no": None,
+    }
 
 
 def test_retry_after_header_is_whole_seconds_rounded_up() -> None:
