@@ -260,7 +260,11 @@ class Pacer:
                 self._capped_since = now
                 return "refusal"  # one more in flight than the cap, refused: the cap's, nothing for the pace
         judged = span or (sent_at, now)
-        if not echo and not timed and self.caps.refused(judged, self.floor, learner.phase != "open", span is not None):
+        # Only a held pace's refusals are put to the cap finder: none is set while the ramp opens, and
+        # measuring paces 1.5x what succeeds to keep the budget spent on purpose, so its refusals are
+        # the pace's own (under a one-token bucket slower than the latency they look like a cap's).
+        held = learner.phase == "hold"
+        if not echo and not timed and self.caps.refused(judged, self.floor, held, span is not None):
             learner.unbound(now)  # the refusals it learnt from were the cap's: search on, under the cap
             return "refusal"
         return learner.refused(now, sent_at, retry_after, cooled, decided)

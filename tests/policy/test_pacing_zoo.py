@@ -85,6 +85,26 @@ def test_a_concurrency_cap_is_found_and_kept() -> None:
     assert run.share_429 <= 0.01
 
 
+@pytest.mark.parametrize(
+    ("spec", "rate", "latency"), [("bucket:5/1s,burst=0.2", 5.0, "300"), ("bucket:10/1s,burst=0.1", 10.0, "150")]
+)
+def test_a_one_token_bucket_slower_than_the_latency_is_not_taken_for_a_concurrency_cap(
+    spec: str, rate: float, latency: str
+) -> None:
+    """One token, no ``Retry-After``, its interval shorter than the latency. Measuring, the learner paces
+    1.5x what succeeds: every other request is refused, and each refusal finds the success before it still
+    out while the thinned successes find none, as under a cap of one. Every pair found that cap and was
+    held to one request per latency for good (0.66 of the rate, in both); only a held pace's refusals are
+    put to the cap finder now (0.96 and 0.94)."""
+    policy = FarmPolicy(rng=random.Random(1))
+    run = simulate(
+        SimUpstream(f"{spec},retry_after=no", latency=latency, seed=3), IPS, seconds=90.0, warmup=45.0, policy=policy
+    )
+    assert [policy.pacing.get(ip, "u", 0.0).cap for ip in IPS] == [None] * len(IPS)
+    assert run.ratio(len(IPS) * rate) >= 0.9, run.ratio(len(IPS) * rate)
+    assert run.share_429 <= 0.01, run.share_429
+
+
 @pytest.mark.parametrize("prior", [True, False])
 @pytest.mark.parametrize("n", [4, 16])
 def test_a_keyed_budget_is_paced_as_one_whatever_the_number_of_ips(
