@@ -152,6 +152,10 @@ CAP_AT_ONCE = Limit("concurrency-at-once", "concurrency:4,refuse=at_once", None,
 # at 20/s, and one that would wait more than a second is refused. Its refusals find a cap (the second of
 # queue plus what the rate keeps in flight), which the farm trims to what the rate needs.
 QUEUE = Limit("queue", "queue:20/1s,burst=1", 20.0, warmup=120, counted=30)
+# One token and no Retry-After, its interval (200 ms) shorter than the latency: measuring, a pace above it
+# looks like a concurrency cap of one (see galileo.policy.concurrency), 0.66 of N·R in virtual time until
+# round 43.
+ONE_TOKEN = Limit("onetoken-noretry", "bucket:5/1s,burst=0.2,retry_after=no", 5.0, warmup=90, counted=40)
 
 FULL = PipelinePlan(
     limits=(BUCKET, FIXED, SLIDING, PENALTY, CAP, KEYED),
@@ -168,10 +172,11 @@ FULL = PipelinePlan(
         ("concurrency-at-once", 300, 16, "blind"),
         ("queue", 300, 4, "blind"),
         ("queue", 50, 16, "blind"),
+        ("onetoken-noretry", 300, 4, "blind"),
     ),
     limits_by_name={
         lim.name: lim
-        for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY, CAP_AT_ONCE, QUEUE)
+        for lim in (SLIDING60, KEYED60, STACKED, ROLLING, FIXED_NORETRY, PENALTY_NORETRY, CAP_AT_ONCE, QUEUE, ONE_TOKEN)
     },
 )
 QUICK = PipelinePlan(

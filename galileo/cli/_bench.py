@@ -48,7 +48,8 @@ def bench(
         "bucket, fixed, sliding, penalty, concurrency, keyed; and sliding60, keyed60, stacked at 50 ms, "
         "rolling, fixed-noretry, penalty-noretry (no Retry-After) at 150 ms, N=16; concurrency-at-once (a "
         "gateway's cap, refusing without the latency) at 50 ms, N=4 and 300 ms, N=16; queue (a limit that "
-        "queues before it refuses) at 300 ms, N=4 and 50 ms, N=16.",
+        "queues before it refuses) at 300 ms, N=4 and 50 ms, N=16; onetoken-noretry (5/s, one token, no "
+        "Retry-After) at 300 ms, N=4.",
         show_default=False,
     ),
 ) -> None:
