@@ -66,8 +66,9 @@ out, and the successes, thinned, find none. In virtual time (4 and 16 addresses,
 every pair under 5/s at 300 ms and 10/s at 150 ms found a cap of one (10/s at 300 ms and 20/s, two),
 and was held to what it carries for good (0.58-0.71 of the rate): held by the cap, the learner never
 finished measuring, and the cap's try (after 300 s) sent its one more at once, closer to the last
-request than the token's interval, and was refused. Now 0.84-0.95. A real cap without ``Retry-After`` is no longer found while measuring:
-paced as the rate it allows, it reads 0.966-0.986 of K / latency at 150 and 300 ms (0.987-0.993 before).
+request than the token's interval, and was refused. Now 0.84-0.95. A real cap without
+``Retry-After`` is no longer found while measuring: paced as the rate it allows, it reads
+0.966-0.986 of K / latency at 150 and 300 ms (0.987-0.993 before).
 """
 
 from __future__ import annotations
