@@ -229,7 +229,9 @@ class CapFinder:
 
     def refused(self, span: tuple[float, float], floor: float, paced: bool, worker: bool = False) -> bool:
         """A 429 that was news, sent and answered at ``span`` (on its worker's clock where ``worker``).
-        True when it is the cap's doing (a cap found now counts); it may be counted only later."""
+        True when it is the cap's doing (a cap found now counts); it may be counted only later.
+        ``paced``: the pair's rate learner holds a pace (neither opening nor measuring, whose refusals
+        are the pace's own); only then does a refusal say anything of a cap."""
         if self.cap is not None or not paced:
             return False
         self._clock(worker)
