@@ -70,6 +70,20 @@ def test_a_minutes_window_met_before_its_reset_is_checked_at_its_second_return_w
     assert run.ratio(4 * 20.0) >= 0.9, run.ratio(4 * 20.0)
 
 
+def test_refusals_after_a_first_window_came_back_are_news() -> None:
+    """A sliding window counter (``rolling``) admits its rate again from the moment it reopens. A minute's
+    one met by the opening burst, without ``Retry-After``, came back after 22 s: 600 over that read 27/s for
+    10. Its refusals were then taken for the echoes of a measurement for 20 s (the time scale), and 17 of
+    every 27 requests were refused unheard: 16 % of 429s over the first 150 s at 4 IPs. Heard, the surprises
+    bring the pace down within seconds (0.75 %)."""
+    ips = [f"10.0.0.{i}" for i in range(1, 5)]
+    policy = FarmPolicy(rng=random.Random(1))
+    upstream = SimUpstream("rolling:600/60s,retry_after=no", latency="50", seed=2)
+    run = simulate(upstream, ips, seconds=150, warmup=30, policy=policy, seed=1)
+    assert run.share_429 <= 0.015, run.share_429
+    assert run.ratio(4 * 10.0) >= 0.95, run.ratio(4 * 10.0)
+
+
 def test_the_second_return_without_retry_after_is_bounded_by_the_refused_probes() -> None:
     """Unit: without a word, a window reset after the last refused probe and before the return. From the
     first return to the second it admitted its budget once, so its rate lies between that count over the
