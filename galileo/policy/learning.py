@@ -23,8 +23,9 @@ is all that must be learnt, never the shape.
   run ends (a ``Retry-After`` says when; else the farm's backoff finds out). If it said when,
   or the run lasted 2 s or more (a window, a box), what was admitted before over the time
   until the budget came back is a lower bound of ρ (exact for a window): the search starts
-  there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``), and what is
-  refused from then on is news (a sliding window counter admits its rate again at once). A fixed
+  there, in steps from +25 % (from +100 % after a rounded-up ``Retry-After: 1``); where the run
+  ended without a word, what is refused from then on is news (a sliding window counter admits its
+  rate again at once). A fixed
   window met late in it is overstated (W / (W - phase)) and its period comes out short: the
   budget's second return checks both over one whole window (successes between the returns over
   the time between, capped at the first estimate; not taken from fewer than 20, or if more than
@@ -438,7 +439,7 @@ class RateLearner:
                 # Without a word, 2 s may be two probes a second refused while the other IPs spend a shared
                 # budget (4 IPs on one bucket): a window of its own keeps refusing longer.
                 self.own_window |= run >= (r.long_wait if self.first_told else r.window_run)
-                self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0, settle=False)
+                self._hold(now, self.first_oks / (sent_at - start), upper, gain, 0.0, settle=self.first_told)
                 self.hi_refused, self.guess_steps = False, 0
                 if self.windowed:
                     self.first_return = (sent_at, self.oks, self.last_refusal_sent)
@@ -703,11 +704,14 @@ class RateLearner:
         ``upper`` (a pace that was refused, or inf): in steps from ``gain``, or by bisection.
 
         ``settle``: a measurement kept the budget spent on purpose, so what is refused while it refills
-        (a time scale) is its echo. Not after a first refusal run that ended (a window's or a box's
-        budget back): what is refused from then on is news. Taken for echoes, a sliding window counter
-        (``rolling``), which admits its rate again from the moment it reopens, refused 17 of every 27
-        requests of a first estimate 2.7 times its rate for 20 s unheard (a minute's window without
-        ``Retry-After``: 16 % of 429s over the first 150 s at 4 IPs; 0.75 % now)."""
+        (a time scale) is its echo. Not after a first refusal run that ended unannounced (a window's or
+        a box's budget back, found by the backoff): what is refused from then on is news. Taken for
+        echoes, a sliding window counter (``rolling``), which admits its rate again from the moment it
+        reopens, refused 17 of every 27 requests of a first estimate 2.7 times its rate for 20 s unheard
+        (a minute's window without ``Retry-After``: 16 % of 429s over the first 150 s at 4 IPs; 0.75 %
+        now). Where a ``Retry-After`` said when, the settling stays: each refusal meanwhile cools the pair
+        its second, and heard, their trims and doubt cost the live window counter at 16 IPs and 150 ms
+        0.971-0.973 of N·R where it read 0.979-0.987 with them."""
         r = self.rules
         self.estimate = estimate
         self.phase = "hold"
