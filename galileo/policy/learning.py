@@ -710,8 +710,8 @@ class RateLearner:
         reopens, refused 17 of every 27 requests of a first estimate 2.7 times its rate for 20 s unheard
         (a minute's window without ``Retry-After``: 16 % of 429s over the first 150 s at 4 IPs; 0.75 %
         now). Where a ``Retry-After`` said when, the settling stays: each refusal meanwhile cools the pair
-        its second, and heard, their trims and doubt cost the live window counter at 16 IPs and 150 ms
-        0.971-0.973 of N·R where it read 0.979-0.987 with them."""
+        its second anyway, and heard, their trims and doubt cost the bench's live window counter (16 IPs,
+        150 ms) 0.971-0.973 of N·R where it read 0.979-0.987 with the settling."""
         r = self.rules
         self.estimate = estimate
         self.phase = "hold"
