@@ -47,8 +47,27 @@ async def galileo(*args: str) -> asyncio.subprocess.Process:
     )
 
 
-async def wait_stats(sock: Path, want_ready: int, timeout: float = 15.0) -> dict[str, Any]:
+async def farm_start(cfg: Path, log: Path) -> asyncio.subprocess.Process:
+    """`galileo farm start`, its output to ``log``: a pipe nobody reads could fill and stall it."""
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "galileo",
+            "--log-level",
+            "warning",
+            "farm",
+            "start",
+            "-c",
+            str(cfg),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+async def wait_stats(sock: Path, want_ready: int, log: Path, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
+    snap: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
             snap = await asyncio.to_thread(control_request, sock, {"cmd": "stats"}, 1.0)
@@ -57,7 +76,9 @@ async def wait_stats(sock: Path, want_ready: int, timeout: float = 15.0) -> dict
         except ControlError:
             pass
         await asyncio.sleep(0.1)
-    raise AssertionError(f"farm at {sock} not ready with {want_ready} workers")
+    rows = [(w["ip"], w["state"]) for w in snap.get("workers", [])]
+    said = log.read_text(errors="replace")[-3000:]
+    raise AssertionError(f"farm at {sock} not ready with {want_ready} workers: {rows}; it printed:\n{said}")
 
 
 def alive(pid: int) -> bool:
@@ -103,30 +124,36 @@ async def test_stats_without_a_farm_exits_1(tmp_path: Path) -> None:
 
 
 async def test_sigterm_drains_and_exits_0_and_sighup_rescans(tmp_path: Path) -> None:
-    rt = tmp_path / "rt"
+    rt, log = tmp_path / "rt", tmp_path / "farm.log"
     cfg = write_cfg(tmp_path / "c.yaml", ["127.0.0.90"], rt)
-    proc = await galileo("farm", "start", "-c", str(cfg))
-    snap = await wait_stats(rt / "control.sock", 1)
-    pids = [w["pid"] for w in snap["workers"]]
-    write_cfg(cfg, ["127.0.0.90", "127.0.0.91"], rt)  # an address appears
-    proc.send_signal(signal.SIGHUP)
-    snap = await wait_stats(rt / "control.sock", 2)
-    assert {w["ip"] for w in snap["workers"]} == {"127.0.0.90", "127.0.0.91"}
-    pids = [w["pid"] for w in snap["workers"]]
-    proc.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(proc.wait(), 15)
+    proc = await farm_start(cfg, log)
+    try:
+        snap = await wait_stats(rt / "control.sock", 1, log)
+        write_cfg(cfg, ["127.0.0.90", "127.0.0.91"], rt)  # an address appears
+        proc.send_signal(signal.SIGHUP)
+        snap = await wait_stats(rt / "control.sock", 2, log)
+        assert {w["ip"] for w in snap["workers"]} == {"127.0.0.90", "127.0.0.91"}
+        pids = [w["pid"] for w in snap["workers"]]
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0
     assert not any(alive(p) for p in pids)
 
 
 async def test_no_orphans_when_the_coordinator_is_killed(tmp_path: Path) -> None:
-    rt = tmp_path / "rt"
+    rt, log = tmp_path / "rt", tmp_path / "farm.log"
     cfg = write_cfg(tmp_path / "c.yaml", ["127.0.0.95", "127.0.0.96"], rt)
-    proc = await galileo("farm", "start", "-c", str(cfg))
-    snap = await wait_stats(rt / "control.sock", 2)
-    pids = [w["pid"] for w in snap["workers"]]
-    proc.kill()
-    await proc.wait()
+    proc = await farm_start(cfg, log)
+    try:
+        snap = await wait_stats(rt / "control.sock", 2, log)
+        pids = [w["pid"] for w in snap["workers"]]
+    finally:
+        proc.kill()
+        await proc.wait()
     deadline = time.monotonic() + 5
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
