@@ -132,7 +132,8 @@ def galileo(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
 
 def config(path: Path, runtime: Path | None, ip: str = "127.0.0.130") -> Path:
     rt = f"farm: {{runtime_dir: '{runtime}'}}\n" if runtime else ""
-    path.write_text(f"bot: {{network: {{enable_multiple_ip: true, manual_ips: ['{ip}']}}}}\n{rt}")
+    net = f"network: {{enable_multiple_ip: true, manual_ips: ['{ip}']}}"
+    path.write_text(f"bot: {{{net}, prometheus: {{enable: false}}}}\n{rt}")  # no port two farms would share
     path.chmod(0o644)
     return path
 
