@@ -35,35 +35,24 @@ def write_cfg(path: Path, ips: list[str], runtime: Path, extra: str = "") -> Pat
     return path
 
 
-async def galileo(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "galileo",
-        "--log-level",
-        "warning",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+async def galileo(*args: str, out: Path | None = None) -> asyncio.subprocess.Process:
+    """``galileo *args``; its output piped, or to the file ``out`` (a pipe nobody reads could fill and
+    stall a farm that runs on)."""
+    sink = out.open("wb") if out is not None else None
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "galileo", "--log-level", "warning", *args,
+            stdout=sink or asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if sink else asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        if sink is not None:
+            sink.close()  # (the process has its own copy)
 
 
 async def farm_start(cfg: Path, log: Path) -> asyncio.subprocess.Process:
-    """`galileo farm start`, its output to ``log``: a pipe nobody reads could fill and stall it."""
-    with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "galileo",
-            "--log-level",
-            "warning",
-            "farm",
-            "start",
-            "-c",
-            str(cfg),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    """`galileo farm start`, its output to ``log``."""
+    return await galileo("farm", "start", "-c", str(cfg), out=log)
 
 
 async def wait_stats(sock: Path, want_ready: int, log: Path | None = None, timeout: float = 30.0) -> dict[str, Any]:
