@@ -21,17 +21,14 @@ from galileo.farm.control import ControlError, control_request
 from galileo.farm.coordinator import Farm
 from galileo.inventory import AddressRecord, Inventory
 from tests.farm.conftest import Recorder, farm_config
+from tests.fault.conftest import farm_yaml
 
 Make = Callable[..., Any]
 
 
 def write_cfg(path: Path, ips: list[str], runtime: Path, extra: str = "") -> Path:
-    listed = ", ".join(f'"{ip}"' for ip in ips)
-    path.write_text(
-        # No /metrics listener: two farms at once (pytest-xdist) would both want its port.
-        f"bot: {{network: {{enable_multiple_ip: true, manual_ips: [{listed}]}}, prometheus: {{enable: false}}}}\n"
-        f"farm: {{runtime_dir: '{runtime}'{extra}}}\n"
-    )
+    """``farm_yaml`` written to ``path``; ``extra``: more keys of the ``farm`` mapping."""
+    path.write_text(farm_yaml(ips, runtime, farm=extra))
     return path
 
 

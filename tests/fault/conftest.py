@@ -85,11 +85,13 @@ def quote(sim_url: str, amount: int = 1_000_000_000, **spec: Any) -> JobSpec:
 # --- farms -------------------------------------------------------------------------------
 
 
-def farm_yaml(farm_ips: list[str], runtime_dir: Path, extra: str = "") -> str:
+def farm_yaml(farm_ips: list[str], runtime_dir: Path, extra: str = "", farm: str = "") -> str:
+    """A farm on ``farm_ips``; ``extra``: more top-level YAML, ``farm``: more keys of the ``farm`` mapping
+    (``", listen: ..."``). No /metrics listener: two farms at once (pytest-xdist) would both want its port."""
     listed = ", ".join(f'"{ip}"' for ip in farm_ips)
     return (
         f"bot: {{network: {{enable_multiple_ip: true, manual_ips: [{listed}]}}, prometheus: {{enable: false}}}}\n"
-        f"farm: {{runtime_dir: '{runtime_dir}'}}\n{extra}"
+        f"farm: {{runtime_dir: '{runtime_dir}'{farm}}}\n{extra}"
     )
 
 
