@@ -51,7 +51,15 @@ is all that must be learnt, never the shape.
   held at half of it for 240 s cost more than the 429 of a test every 20 s.
   Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
   to 4 %): requests reach the upstream with jitter, and a pace right at a bucket's rate is
-  refused now and then, each refusal costing the Retry-After's rounded-up second.
+  refused now and then, each refusal costing the Retry-After's rounded-up second. Such a refusal
+  after 20 s converged and clean (of a limit that remembers no seconds) leaves the bracket's top at
+  ``lo``, not at the refused pace: the tail of arrival jitter refuses a pace a few percent under a
+  bucket's rate too (two tokens, 10 ms of jitter: once in 17 to 470 s a pair), and each such refusal
+  taken for the limit cut the pace by the margin and 2 % more until a test of the bracket, minutes
+  later (0.88 of N·R over a quarter of an hour). The search climbs back towards ``lo``; a limit that
+  fell refuses the climb, or the pace again soon (below). One refused sooner says ``lo`` was over the
+  limit (a one-second window's phase let it run clean a while). The margin is jitter, a time, against
+  the pace's interval: each cut of a falling limit cuts it too (a halved limit: half the share).
   A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
   proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 % (twice the last cut if
   it came within 5 of the pace's intervals of the last surprise's ``Retry-After`` ending, nothing
@@ -155,6 +163,7 @@ class PaceRules:
     margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
     guarded_margin: float = 0.5  # ... this share of it where guarded against late arrivals (under a box) ...
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
+    jitter_after: float = 20.0  # converged this long, a refusal there is jitter's tail: the search climbs back to lo
     dear_eps: float = 0.015  # ... or this, where an overshoot is dear (a penalty box; guarded against late arrivals)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
@@ -814,6 +823,9 @@ class RateLearner:
             if self.lo_proven:  # what we proved was not so: prove longer (an estimate's miss is not a proof's)
                 self.doubt = min(r.max_doubt, 2 * self.doubt)
             self.hi, self.hi_refused = self.rate, True
+            jitter = self.converged_at is not None and now - self.converged_at >= r.jitter_after
+            if jitter and not (self.windowed or self.dear):
+                self.hi = lo_before  # refused a margin below a pace long clean: jitter, or the first of a fall
             # Surprised again as soon as the last one's cooling ended (within a few of the pace's intervals),
             # nothing proven between: the budget refilled meanwhile could not carry the pace for a moment,
             # so the limit fell, and each refusal costs its Retry-After's second. Each cut doubles (2, 4, 8,
@@ -825,7 +837,10 @@ class RateLearner:
                 and sent_at - self.cooled_until <= r.soon_sends / self.rate
             )
             self.falling = self.falling + 1 if soon else 0
-            self.lo = self.rate * (1 - min(r.max_cut, (1 - r.trim) * 2**self.falling))
+            cut = min(r.max_cut, (1 - r.trim) * 2**self.falling)
+            self.lo = self.rate * (1 - cut)
+            if self.falling:
+                self.margin = max(r.margin, self.margin * (1 - cut))  # the same jitter, a longer interval
             if fell_to is not None and exact:
                 self.lo = min(self.lo, fell_to)  # the limit fell: to what it is now
             if self.converged_at is not None:

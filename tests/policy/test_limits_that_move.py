@@ -157,11 +157,16 @@ def test_a_limit_that_halves_is_followed_in_seconds_not_a_minute(latency: str, l
 
 
 def test_a_surprise_right_after_the_last_ones_cooling_doubles_the_cut_and_one_later_does_not() -> None:
+    """Each doubled cut (a limit that fell) cuts the converged pace's margin with it: the margin is arrival
+    jitter against the pace's interval, and the interval grew."""
     learner = RateLearner(PACE, 0.0)
     learner.phase, learner.rate, learner.lo, learner.hi = "hold", 20.0, 20.0, 20.4
+    learner.margin = PACE.max_margin
     learner.dispatched(10.0)
     assert learner.refused(10.05, 10.0, 1.0, 1.0) == "surprise"  # cools until 11.05
     assert learner.lo == pytest.approx(20.0 * 0.98)
+    assert learner.margin == PACE.max_margin  # one surprise alone: jitter as likely as a fall
+    margin = learner.margin
     for k, cut in enumerate((0.04, 0.08, 0.16, 0.32, 0.5, 0.5)):
         start = learner.cooled_until + 0.01  # after the cooling: one admitted (the refilled token) ...
         learner.dispatched(start)
@@ -171,6 +176,9 @@ def test_a_surprise_right_after_the_last_ones_cooling_doubles_the_cut_and_one_la
         learner.dispatched(sent)
         assert learner.refused(sent + 0.05, sent, 1.0, 1.0) == "surprise", k
         assert learner.lo == pytest.approx(rate * (1 - cut)), k
+        margin = max(PACE.margin, margin * (1 - cut))
+        assert learner.margin == pytest.approx(margin), k
+    assert learner.margin == PACE.margin  # a limit cut to a tenth: the margin back at its least
     # Then a refusal a while after the cooling ended (the budget carried the pace meanwhile): 2 % again.
     t = learner.cooled_until
     rate = learner.rate

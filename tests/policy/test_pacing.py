@@ -621,8 +621,13 @@ def test_an_api_key_makes_one_budget_for_every_ip_and_each_lane_carries_its_shar
 
 def test_a_converged_pace_keeps_a_margin_that_doubles_when_refused_there() -> None:
     """Arrival jitter refuses a pace right at the limit now and then: converged, it keeps 1 % below the
-    highest proven pace, and each refusal there doubles that (up to 4 %). (Unguarded: the test's
-    10 s steps read as a penalty box, and a pace guarded against late arrivals keeps half of it.)"""
+    highest proven pace, and each refusal there doubles that (up to 4 %). After 20 s converged and
+    clean, the refusal does not make the refused pace the bracket's top: the search climbs back to what
+    was proven (the tail of the jitter refuses a pace a margin under a bucket's rate too, and each
+    refusal taken for the limit cut the pace by the margin and 2 % more until the next test of the
+    bracket). Refused sooner, what was proven was over the limit: the refused pace is the top.
+    (Unguarded: the test's 10 s steps read as a penalty box, and a pace guarded against late
+    arrivals keeps half of it.)"""
     learner = RateLearner(dataclasses.replace(PACE, arrival_window=0.0), 0.0)
     learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.9, 19.9, 20.05
     t = 0.0
@@ -640,15 +645,23 @@ def test_a_converged_pace_keeps_a_margin_that_doubles_when_refused_there() -> No
     clean_until_converged()
     assert learner.rate == pytest.approx(learner.lo * (1 - PACE.margin))
     lo = learner.lo
-    t += 1.0
+    send_at_pace(learner, t, t + PACE.jitter_after)  # converged and clean for a while
+    t += PACE.jitter_after
+    learner.ok(t, t - 0.1)
+    t += 0.1
     assert learner.refused(t, t - 0.05, None, 0.0) == "surprise"  # refused at the converged pace: jitter
     assert learner.margin == 2 * PACE.margin
-    assert learner.lo < lo  # what was proven was not quite so: trimmed, then searched again
+    assert learner.lo < lo  # trimmed, then searched again ...
+    assert learner.hi == lo  # ... up to what was proven, not to the refused pace
     for _ in range(10):
         if learner.converged_at is not None:
             break
         clean_until_converged()
+    assert learner.lo >= lo / (1 + PACE.eps), (learner.lo, lo)  # back within the bracket's 1 %
     assert learner.rate == pytest.approx(learner.lo * (1 - 2 * PACE.margin))
+    rate, t = learner.rate, t + 1.0
+    assert learner.refused(t, t - 0.05, None, 0.0) == "surprise"  # a second after converging
+    assert learner.hi == rate and learner.margin == 4 * PACE.margin
 
 
 def test_a_short_retry_after_does_not_read_as_a_budget_that_fell() -> None:
