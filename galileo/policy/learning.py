@@ -245,6 +245,7 @@ class RateLearner:
         self.margin = rules.margin
         self.stepped_at = now  # when the pace last went up
         self.settled = 0.0  # at the last refusal: seconds since the pace last went up
+        self.tail = False  # the last surprise came after jitter_after converged and clean: the jitter's tail
         self.falling = 0  # surprises in a row, each soon after the last: the limit is falling
         self.cooled_until = -math.inf  # when the cooling of the last refusal that was news ended
         self.reprobe_every = rules.reprobe
@@ -824,7 +825,8 @@ class RateLearner:
                 self.doubt = min(r.max_doubt, 2 * self.doubt)
             self.hi, self.hi_refused = self.rate, True
             jitter = self.converged_at is not None and now - self.converged_at >= r.jitter_after
-            if jitter and not (self.windowed or self.dear):
+            self.tail = jitter and not (self.windowed or self.dear)
+            if self.tail:
                 self.hi = lo_before  # refused a margin below a pace long clean: jitter, or the first of a fall
             # Surprised again as soon as the last one's cooling ended (within a few of the pace's intervals),
             # nothing proven between: the budget refilled meanwhile could not carry the pace for a moment,

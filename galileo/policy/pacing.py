@@ -39,8 +39,12 @@ where an API key says so, and a pair whose limiter said it remembers seconds (a 
 2 s or more, or a first refusal run of 5 s without one: ``RateLearner.own_window``) is left out. A
 pair refused for seconds *while paced*, each ``Retry-After`` short, is not: the other IPs spending
 its budget do that (16 IPs on one global bucket at 0 ms: 10 pairs were left out for it, the budget
-was never found, and the farm got 0.42 of it with 5 % 429s). What the IPs got together when it is
-found is the shared pace's floor.
+was never found, and the farm got 0.42 of it with 5 % 429s). Nor is a surprise after 20 s converged
+and clean (``RateLearner.tail``): arrival jitter's tail refuses each IP's converged pace alone, once
+in 17 to 470 s, and at 4 IPs three such within a minute took per-IP buckets for one budget (3 of 16
+seeds, two of them at 0.84 and 0.85 of N·R). A budget the IPs share refuses them while they still
+climb: 24 virtual-time runs of a global bucket found it as before. What the IPs got together when
+it is found is the shared pace's floor.
 
 A shared budget the operator **told** (``rate_limit_per_key``: ``known_shared``) is paced by a
 told learner from the first request: 98 % of it, trimmed by refusals to no less than 96.5 %,
@@ -462,6 +466,8 @@ class PaceBook:
         learner = self.get(ip, upstream).learner
         if heard != "surprise" or learner.settled < max(KEYED_SETTLED, KEYED_TRUSTS * learner.trust(doubted=False)):
             return
+        if learner.tail:
+            return  # one IP's jitter: each IP's comes alone, and 3 of 4 IPs within a minute read as shared
         if learner.own_window:
             return  # windows per IP all fill at once too: only the API key tells a shared one apart
         if now < self._unshared_until.get(upstream, -math.inf):
