@@ -163,7 +163,14 @@ class PaceRules:
     margin: float = 0.01  # converged, the pace keeps this far below lo (arrival jitter) ...
     guarded_margin: float = 0.5  # ... this share of it where guarded against late arrivals (under a box) ...
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
-    jitter_after: float = 20.0  # converged this long, a refusal there is jitter's tail: the search climbs back to lo
+    jitter_after: float = 20.0  # converged this long, a refusal there is jitter's tail: lo and hi stand ...
+    jitter_step: float = 0.005  # ... and the margin grows by this (each such refusal from then on) ...
+    jitter_relief: float = 0.0025  # ... and shrinks by this for each ``jitter_clean`` seconds clean, or
+    jitter_clean: float = 10.0
+    jitter_costs: float = 20.0  # ... this many times the seconds the last such refusal cooled, if longer,
+    jitter_margin: float = 0.08  # ... up to this: refused there too, the limit is below lo
+    jitter_quick: int = 2  # ... or refused this many times in a row, each before the margin shrank, and again
+    jitter_fell: float = 0.8  # ... or refused after a run the budget kept under this share of the pace
     dear_eps: float = 0.015  # ... or this, where an overshoot is dear (a penalty box; guarded against late arrivals)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
@@ -246,6 +253,11 @@ class RateLearner:
         self.stepped_at = now  # when the pace last went up
         self.settled = 0.0  # at the last refusal: seconds since the pace last went up
         self.tail = False  # the last surprise came after jitter_after converged and clean: the jitter's tail
+        self.jittered = False  # surprises are the jitter's tail: the margin follows them (see _jitter)
+        self.relieved_at = -math.inf  # when the margin last grew or shrank there
+        self.relief_every = rules.jitter_clean  # ... and how long it holds before it shrinks
+        self.jitter_at = -math.inf  # when the last surprise taken for the jitter's tail came ...
+        self.jitter_quick = 0  # ... and how many in a row came before the margin shrank
         self.falling = 0  # surprises in a row, each soon after the last: the limit is falling
         self.cooled_until = -math.inf  # when the cooling of the last refusal that was news ended
         self.reprobe_every = rules.reprobe
@@ -602,6 +614,10 @@ class RateLearner:
         elif now - self.converged_at >= self._reprobe(now):
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
+        elif self.jittered and now - self.relieved_at >= self.relief_every and self.margin > r.margin:
+            self.margin = max(r.margin, self.margin - r.jitter_relief)
+            self.relieved_at = now
+            self.rate = self.lo * (1 - self.margin)
         self.clean_from(now, now)
         self._repace(now)
 
@@ -820,26 +836,23 @@ class RateLearner:
             sent = through - self.sends_through
             kept = sent >= r.kept * self.rate * active
             exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
+        if surprise and self._jitter(now, sent_at, cooled, fell_to if exact else None):
+            self._repace(now, cooled)
+            self.clean_from(now, now + cooled)
+            return "surprise"
         if surprise:
+            was_jitter, self.tail, self.jittered = self.jittered, False, False  # (see _jitter: not the tail)
             if self.lo_proven:  # what we proved was not so: prove longer (an estimate's miss is not a proof's)
                 self.doubt = min(r.max_doubt, 2 * self.doubt)
             self.hi, self.hi_refused = self.rate, True
-            jitter = self.converged_at is not None and now - self.converged_at >= r.jitter_after
-            self.tail = jitter and not (self.windowed or self.dear)
-            if self.tail:
-                self.hi = lo_before  # refused a margin below a pace long clean: jitter, or the first of a fall
             # Surprised again as soon as the last one's cooling ended (within a few of the pace's intervals),
             # nothing proven between: the budget refilled meanwhile could not carry the pace for a moment,
             # so the limit fell, and each refusal costs its Retry-After's second. Each cut doubles (2, 4, 8,
             # 16 %...): a halved limit is followed in 6 refusals, not 35 at 2 % and a second apiece.
-            soon = (
-                self.between_own
-                and self.between_said
-                and not self.between_proven
-                and sent_at - self.cooled_until <= r.soon_sends / self.rate
-            )
-            self.falling = self.falling + 1 if soon else 0
+            self.falling = self.falling + 1 if self._soon(sent_at) else 0
             cut = min(r.max_cut, (1 - r.trim) * 2**self.falling)
+            if self.falling and was_jitter:
+                cut = 1 - (1 - cut) * r.trim  # the last one, taken for jitter, was the fall's first: its cut too
             self.lo = self.rate * (1 - cut)
             if self.falling:
                 self.margin = max(r.margin, self.margin * (1 - cut))  # the same jitter, a longer interval
@@ -868,3 +881,40 @@ class RateLearner:
         self.clean_from(now, now + cooled)
         self.converged_at = None
         return "surprise" if surprise else "refusal"
+
+    def _soon(self, sent_at: float) -> bool:
+        """Surprised again as soon as the last surprise's cooling ended (within a few of the pace's
+        intervals), nothing proven between: the limit fell (see :meth:`_hold_refused`)."""
+        r = self.rules
+        return (
+            self.between_own
+            and self.between_said
+            and not self.between_proven
+            and sent_at - self.cooled_until <= r.soon_sends / self.rate
+        )
+
+    def _jitter(self, now: float, sent_at: float, cooled: float, fell_to: float | None) -> bool:
+        """A surprise that is the jitter's tail: the margin grows, lo and hi stand. Said so."""
+        r = self.rules
+        if self.windowed or self.dear or self.margin >= r.jitter_margin:
+            return False
+        if not self.jittered and (self.converged_at is None or now - self.converged_at < r.jitter_after):
+            return False
+        if self._soon(sent_at) or (fell_to is not None and fell_to < r.jitter_fell * self.rate):
+            return False
+        quick = now - self.jitter_at < self.relief_every  # before the margin shrank: more often than jitter
+        if quick and self.jitter_quick >= r.jitter_quick:
+            return False
+        self.jitter_quick = self.jitter_quick + 1 if quick else 0
+        # A tail alone, for the shared-budget watch: 20 s clean before it (see PaceBook._heard)
+        calm = self.jitter_at if self.converged_at is None else max(self.converged_at, self.jitter_at)
+        self.tail = now - calm >= r.jitter_after
+        self.jittered, self.jitter_at = True, now
+        self.falling = 0
+        self.margin = min(r.jitter_margin, self.margin + r.jitter_step)
+        self.rate = max(r.min_rate, self.lo * (1 - self.margin))
+        self.relieved_at = now
+        self.relief_every = max(r.jitter_clean, r.jitter_costs * cooled)
+        if self.converged_at is None:
+            self.converged_at = now
+        return True
