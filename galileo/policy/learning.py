@@ -52,14 +52,22 @@ is all that must be learnt, never the shape.
   Converged, the pace keeps a *margin* below ``lo`` (1 %, doubled by each refusal there, up
   to 4 %): requests reach the upstream with jitter, and a pace right at a bucket's rate is
   refused now and then, each refusal costing the Retry-After's rounded-up second. Such a refusal
-  after 20 s converged and clean (of a limit that remembers no seconds) leaves the bracket's top at
-  ``lo``, not at the refused pace: the tail of arrival jitter refuses a pace a few percent under a
-  bucket's rate too (two tokens, 10 ms of jitter: once in 17 to 470 s a pair), and each such refusal
-  taken for the limit cut the pace by the margin and 2 % more until a test of the bracket, minutes
-  later (0.88 of N·R over a quarter of an hour). The search climbs back towards ``lo``; a limit that
-  fell refuses the climb, or the pace again soon (below). One refused sooner says ``lo`` was over the
-  limit (a one-second window's phase let it run clean a while). The margin is jitter, a time, against
-  the pace's interval: each cut of a falling limit cuts it too (a halved limit: half the share).
+  after 20 s converged and clean (of a limit that remembers no seconds) is the jitter's *tail*: the
+  tail of arrival jitter refuses a pace a few percent under a bucket's rate too (two tokens, 10 ms of
+  jitter: once in 17 to 470 s a pair). Taken for the limit, each cut the pace by the margin and 2 %
+  more (0.88 of N·R over a quarter of an hour); searched back to ``lo``, each climb's steps were refused
+  by the tail again (0.90). From the first, the pace is *jittered*: ``lo`` and ``hi`` stand, and the
+  margin follows the refusals as an AIMD loop follows losses: up 0.5 % with each, down 0.25 % for each
+  10 s clean (20 times the seconds the last one cooled, if longer: a refusal costs its cooling, and a
+  ``Retry-After: 1`` costs a second of the pace), up to 8 %. Refusals settle about twice that period
+  apart, where a few percent more margin costs about what the refusals do (0.92-0.93 of a two-token
+  bucket under 10 ms of jitter; a model of one pair at the best fixed pace reads 0.93). Not jitter: a refusal
+  as soon as the last one's cooling ended (a fall, below: its cuts are taken as if the first one had
+  been too), a measured rate since the last one under 0.8 of the pace, the margin at 8 %, or the third
+  refusal in a row each before the margin shrank. Then the old rule again: the refused pace is the
+  bracket's top. So it is, too, refused sooner than 20 s after converging: ``lo`` was over the limit (a
+  one-second window's phase let it run clean a while). The margin is jitter, a time, against the pace's
+  interval: each cut of a falling limit cuts it too (a halved limit: half the share).
   A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
   proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 % (twice the last cut if
   it came within 5 of the pace's intervals of the last surprise's ``Retry-After`` ending, nothing
@@ -165,12 +173,12 @@ class PaceRules:
     max_margin: float = 0.04  # ... doubled by each refusal there, up to this
     jitter_after: float = 20.0  # converged this long, a refusal there is jitter's tail: lo and hi stand ...
     jitter_step: float = 0.005  # ... and the margin grows by this (each such refusal from then on) ...
-    jitter_relief: float = 0.0025  # ... and shrinks by this for each ``jitter_clean`` seconds clean, or
+    jitter_relief: float = 0.0025  # ... and shrinks by this for each ``jitter_clean`` seconds clean (or
+    jitter_costs: float = 20.0  # this many times the seconds the last such refusal cooled, if longer) ...
     jitter_clean: float = 10.0
-    jitter_costs: float = 20.0  # ... this many times the seconds the last such refusal cooled, if longer,
-    jitter_margin: float = 0.08  # ... up to this: refused there too, the limit is below lo
-    jitter_quick: int = 2  # ... or refused this many times in a row, each before the margin shrank, and again
-    jitter_fell: float = 0.8  # ... or refused after a run the budget kept under this share of the pace
+    jitter_margin: float = 0.08  # ... up to this. Not jitter: the margin this high, ...
+    jitter_quick: int = 2  # ... refused this many times in a row, each before the margin shrank, and again,
+    jitter_fell: float = 0.8  # ... or after a run the budget kept under this share of the pace (a fall)
     dear_eps: float = 0.015  # ... or this, where an overshoot is dear (a penalty box; guarded against late arrivals)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
@@ -614,7 +622,7 @@ class RateLearner:
         elif now - self.converged_at >= self._reprobe(now):
             self.rate = self.hi * (1 + eps)  # test just past the bracket: has the limit moved up?
             self.converged_at = None
-        elif self.jittered and now - self.relieved_at >= self.relief_every and self.margin > r.margin:
+        elif self._relieved(now):
             self.margin = max(r.margin, self.margin - r.jitter_relief)
             self.relieved_at = now
             self.rate = self.lo * (1 - self.margin)
@@ -881,6 +889,12 @@ class RateLearner:
         self.clean_from(now, now + cooled)
         self.converged_at = None
         return "surprise" if surprise else "refusal"
+
+    def _relieved(self, now: float) -> bool:
+        """A jittered pace clean for its relief period: its margin may shrink (not once the limit was found
+        to remember seconds: a window, a box, whose refusals are not the jitter's)."""
+        calm = self.jittered and not (self.windowed or self.dear)
+        return calm and now - self.relieved_at >= self.relief_every and self.margin > self.rules.margin
 
     def _soon(self, sent_at: float) -> bool:
         """Surprised again as soon as the last surprise's cooling ended (within a few of the pace's

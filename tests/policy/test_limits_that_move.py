@@ -156,6 +156,31 @@ def test_a_limit_that_halves_is_followed_in_seconds_not_a_minute(latency: str, l
     assert halved(replace(PACE, max_cut=1 - PACE.trim)) <= 0.3, halved(replace(PACE, max_cut=1 - PACE.trim))
 
 
+def test_a_fall_whose_first_refusal_was_taken_for_jitter_is_cut_as_any_fall() -> None:
+    """A converged pace long clean, refused: the jitter's tail as likely as the first refusal of a fall.
+    Taken for the tail, it only grew the margin. Refused again as soon as its cooling ended, it was a
+    fall: the cut doubles, and the 2 % the first would have cut is taken too, so a fall is followed in
+    the same steps whatever its first refusal was taken for (one step later, a halved limit's cascade
+    ended 0.5 % over it and cut once more, to a quarter: 0.75-0.77 of the halved budget where it was
+    0.76-0.87)."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.8, 20.0, 20.2
+    learner.converged_at = 0.0
+    learner.dispatched(30.0)
+    assert learner.refused(30.05, 30.0, 1.0, 1.0) == "surprise"  # cools until 31.05
+    assert learner.jittered and (learner.lo, learner.hi) == (20.0, 20.2)
+    rate = learner.rate
+    assert rate == pytest.approx(20.0 * (1 - PACE.margin - PACE.jitter_step))
+    start = learner.cooled_until + 0.01  # after the cooling: one admitted (the refilled token) ...
+    learner.dispatched(start)
+    learner.ok(start + 0.05, start)
+    sent = start + 1 / learner.rate  # ... and the next refused at once
+    learner.dispatched(sent)
+    assert learner.refused(sent + 0.05, sent, 1.0, 1.0) == "surprise"
+    assert not learner.jittered and learner.falling == 1
+    assert learner.lo == pytest.approx(rate * PACE.trim * (1 - 2 * (1 - PACE.trim)))
+
+
 def test_a_surprise_right_after_the_last_ones_cooling_doubles_the_cut_and_one_later_does_not() -> None:
     """Each doubled cut (a limit that fell) cuts the converged pace's margin with it: the margin is arrival
     jitter against the pace's interval, and the interval grew."""

@@ -20,7 +20,7 @@ from broker.types import Job, JobSpec, WorkerInfo
 from galileo.policy import concurrency
 from galileo.policy.allocator import FarmPolicy
 from galileo.policy.concurrency import CapFinder
-from galileo.policy.learning import PACE, RateLearner
+from galileo.policy.learning import PACE, Heard, RateLearner
 from galileo.policy.pacing import DISSOLVE, PaceBook, Pacer
 from tests.conftest import fake_worker
 
@@ -619,49 +619,70 @@ def test_an_api_key_makes_one_budget_for_every_ip_and_each_lane_carries_its_shar
     assert policy.pacing.group("dflow") is None  # no key there: per IP
 
 
-def test_a_converged_pace_keeps_a_margin_that_doubles_when_refused_there() -> None:
+def test_a_converged_pace_keeps_a_margin_that_follows_the_jitters_refusals() -> None:
     """Arrival jitter refuses a pace right at the limit now and then: converged, it keeps 1 % below the
-    highest proven pace, and each refusal there doubles that (up to 4 %). After 20 s converged and
-    clean, the refusal does not make the refused pace the bracket's top: the search climbs back to what
-    was proven (the tail of the jitter refuses a pace a margin under a bucket's rate too, and each
-    refusal taken for the limit cut the pace by the margin and 2 % more until the next test of the
-    bracket). Refused sooner, what was proven was over the limit: the refused pace is the top.
-    (Unguarded: the test's 10 s steps read as a penalty box, and a pace guarded against late
-    arrivals keeps half of it.)"""
+    highest proven pace. Refused a second after converging, what was proven was over the limit: the
+    refused pace is the bracket's top, and the margin doubles. Refused after 20 s converged and clean,
+    it is the jitter's tail (a pace a few percent under a bucket's rate is refused too): the bracket
+    stands, the margin grows 0.5 %, and shrinks 0.25 % for each 10 s clean (20 times the cooling, if
+    longer). Each such refusal taken for the limit cut the pace by the margin and 2 % more, down to 0.88
+    of a two-token bucket over a quarter of an hour. Refused three times in a row, each before the margin
+    shrank, the refusals come more often than jitter's: the old rule again. (Unguarded: a pace guarded
+    against late arrivals keeps half of the margin.)"""
     learner = RateLearner(dataclasses.replace(PACE, arrival_window=0.0), 0.0)
     learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.9, 19.9, 20.05
     t = 0.0
 
-    def clean_until_converged() -> None:
+    def clean_for(seconds: float) -> None:
         nonlocal t
-        for _ in range(10):
-            send_at_pace(learner, t, t + 10.0)
-            t += 10.0
-            learner.blocked(t)
-            learner.ok(t, t - 0.1)
+        send_at_pace(learner, t, t + seconds)
+        t += seconds
+        learner.blocked(t)
+        learner.ok(t, t - 0.1)
+
+    def refused() -> Heard:
+        """Refused at ``t`` (sent 50 ms before), and the next request, sent at ``t``, admitted: a bucket's
+        refusal run (one of seconds reads as a window or a penalty box)."""
+        heard = learner.refused(t, t - 0.05, None, 0.0)
+        learner.ok(t + 0.05, t)
+        return heard
+
+    def clean_until_converged() -> None:
+        for _ in range(20):
+            clean_for(10.0)
             if learner.converged_at is not None:
                 return
 
     clean_until_converged()
     assert learner.rate == pytest.approx(learner.lo * (1 - PACE.margin))
-    lo = learner.lo
-    send_at_pace(learner, t, t + PACE.jitter_after)  # converged and clean for a while
-    t += PACE.jitter_after
-    learner.ok(t, t - 0.1)
+    lo, rate, t = learner.lo, learner.rate, t + 1.0
+    assert refused() == "surprise"  # a second after converging
+    assert learner.hi == rate and learner.lo < lo and learner.margin == 2 * PACE.margin
+    assert not learner.jittered and not learner.tail
+    clean_until_converged()
+    lo, hi, margin = learner.lo, learner.hi, learner.margin
+    assert learner.rate == pytest.approx(lo * (1 - margin))
+    clean_for(PACE.jitter_after)  # converged and clean for a while
     t += 0.1
-    assert learner.refused(t, t - 0.05, None, 0.0) == "surprise"  # refused at the converged pace: jitter
-    assert learner.margin == 2 * PACE.margin
-    assert learner.lo < lo  # trimmed, then searched again ...
-    assert learner.hi == lo  # ... up to what was proven, not to the refused pace
-    for _ in range(10):
-        if learner.converged_at is not None:
-            break
-        clean_until_converged()
-    assert learner.lo >= lo / (1 + PACE.eps), (learner.lo, lo)  # back within the bracket's 1 %
-    assert learner.rate == pytest.approx(learner.lo * (1 - 2 * PACE.margin))
-    rate, t = learner.rate, t + 1.0
-    assert learner.refused(t, t - 0.05, None, 0.0) == "surprise"  # a second after converging
-    assert learner.hi == rate and learner.margin == 4 * PACE.margin
+    assert refused() == "surprise"  # refused at the converged pace: jitter
+    assert learner.jittered and learner.tail
+    assert (learner.lo, learner.hi) == (lo, hi)  # the bracket stands ...
+    assert learner.margin == pytest.approx(margin + PACE.jitter_step)  # ... the margin grows
+    assert learner.rate == pytest.approx(lo * (1 - learner.margin))
+    margin = learner.margin
+    clean_for(PACE.jitter_clean + 0.1)
+    assert learner.margin == pytest.approx(margin - PACE.jitter_relief)  # and shrinks, clean
+    assert learner.rate == pytest.approx(lo * (1 - learner.margin))
+    t += 1.0  # past jitter_clean since the last: a tail again, but not 20 s clean (so not one alone)
+    assert refused() == "surprise"
+    assert learner.jittered and not learner.tail and learner.lo == lo
+    for k in range(PACE.jitter_quick):  # refused again, each before the margin shrank
+        t += 2.0
+        assert refused() == "surprise", k
+        assert learner.jittered and learner.lo == lo, k
+    rate, t = learner.rate, t + 2.0
+    assert refused() == "surprise"  # once more: not jitter
+    assert not learner.jittered and learner.hi == rate and learner.lo == pytest.approx(rate * PACE.trim)
 
 
 def test_a_short_retry_after_does_not_read_as_a_budget_that_fell() -> None:

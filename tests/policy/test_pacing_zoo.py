@@ -220,7 +220,9 @@ def test_jitter_over_minutes_does_not_make_four_ips_look_shared_or_sink_their_pa
     minutes, seed 2 paced as one budget). A surprise after 20 s converged and clean is the jitter's
     tail: the search climbs back to what was proven (with that alone, seeds 2 and 4 were still paced
     as one budget, seed 2 at 0.852 of N·R; 3 of 16 seeds), and it is not counted as another's spending
-    (a shared budget refuses the pace while the IPs still climb)."""
+    (a shared budget refuses the pace while the IPs still climb): 0.899-0.914. Since round 47 such a
+    surprise leaves the bracket where it was and only grows the margin, which shrinks again while clean
+    (the tail searched back, each climb's steps refused by the tail again, sat at 0.90): 0.924-0.933."""
     ips = [f"10.0.4.{i}" for i in range(1, 5)]
     for seed in range(1, 5):
         policy = FarmPolicy(rng=random.Random(seed))
@@ -234,7 +236,7 @@ def test_jitter_over_minutes_does_not_make_four_ips_look_shared_or_sink_their_pa
             send_jitter=0.01,
         )
         assert policy.pacing.group("u") is None, seed
-        assert run.ratio(len(ips) * 20.0) >= 0.895, (seed, run.ratio(len(ips) * 20.0))
+        assert run.ratio(len(ips) * 20.0) >= 0.915, (seed, run.ratio(len(ips) * 20.0))
 
 
 @pytest.mark.parametrize(
