@@ -40,11 +40,13 @@ where an API key says so, and a pair whose limiter said it remembers seconds (a 
 pair refused for seconds *while paced*, each ``Retry-After`` short, is not: the other IPs spending
 its budget do that (16 IPs on one global bucket at 0 ms: 10 pairs were left out for it, the budget
 was never found, and the farm got 0.42 of it with 5 % 429s). Nor is a surprise after 20 s converged
-and clean (``RateLearner.tail``): arrival jitter's tail refuses each IP's converged pace alone, once
-in 17 to 470 s, and at 4 IPs three such within a minute took per-IP buckets for one budget (3 of 16
-seeds, two of them at 0.84 and 0.85 of N·R). A budget the IPs share refuses them while they still
-climb: 24 virtual-time runs of a global bucket found it as before. What the IPs got together when
-it is found is the shared pace's floor.
+and clean, or 20 s after the last one taken for the jitter's tail (``RateLearner.tail``): arrival
+jitter's tail refuses each IP's converged pace alone, once in 17 to 470 s, and at 4 IPs three such
+within a minute took per-IP buckets for one budget (3 of 16 seeds, two of them at 0.84 and 0.85 of
+N·R). A surprise sooner after the last is counted, though the margin takes it as the tail's too: a
+shared budget refuses an IP again and again. A budget the IPs share refuses them while they still
+climb: 24 virtual-time runs of a global bucket found it as before (round 47: one at 4 IPs 10 s
+later). What the IPs got together when it is found is the shared pace's floor.
 
 A shared budget the operator **told** (``rate_limit_per_key``: ``known_shared``) is paced by a
 told learner from the first request: 98 % of it, trimmed by refusals to no less than 96.5 %,
