@@ -61,7 +61,9 @@ is all that must be learnt, never the shape.
   10 s clean (20 times the seconds the last one cooled, if longer: a refusal costs its cooling, and a
   ``Retry-After: 1`` costs a second of the pace), up to 8 %. Refusals settle about twice that period
   apart, where a few percent more margin costs about what the refusals do (0.92-0.93 of a two-token
-  bucket under 10 ms of jitter; a model of one pair at the best fixed pace reads 0.93). Not jitter: a refusal
+  bucket under 10 ms of jitter; a model of one pair at the best fixed pace reads 0.93). Not jitter: a
+  ``Retry-After`` of 2 s or more (a window's fill, met before any run said the limit remembers seconds:
+  taken for the tail, a minute's window under a bucket moved 0.993 to 0.986 of N·R), a refusal
   as soon as the last one's cooling ended (a fall, below: its cuts are taken as if the first one had
   been too), a measured rate since the last one under 0.8 of the pace, the margin at 8 %, or the third
   refusal in a row each before the margin shrank. Then the old rule again: the refused pace is the
@@ -844,7 +846,7 @@ class RateLearner:
             sent = through - self.sends_through
             kept = sent >= r.kept * self.rate * active
             exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
-        if surprise and self._jitter(now, sent_at, cooled, fell_to if exact else None):
+        if surprise and wait < r.long_wait and self._jitter(now, sent_at, cooled, fell_to if exact else None):
             self._repace(now, cooled)
             self.clean_from(now, now + cooled)
             return "surprise"

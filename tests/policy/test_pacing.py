@@ -685,6 +685,20 @@ def test_a_converged_pace_keeps_a_margin_that_follows_the_jitters_refusals() -> 
     assert not learner.jittered and learner.hi == rate and learner.lo == pytest.approx(rate * PACE.trim)
 
 
+def test_a_refusal_that_says_seconds_is_no_jitter_however_long_the_pace_ran_clean() -> None:
+    """A minute's window under a bucket fills while the pace has run clean for a minute: its refusal
+    comes after 20 s converged like the jitter's tail, but its ``Retry-After`` says the budget comes back
+    in seconds. The limit remembers seconds: the refused pace is the bracket's top, as before."""
+    for wait, jittered in ((1.0, True), (PACE.long_wait, False), (30.0, False)):
+        learner = RateLearner(PACE, 0.0)
+        learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.8, 20.0, 20.1
+        learner.converged_at = 0.0
+        learner.dispatched(30.0)
+        assert learner.refused(30.05, 30.0, wait, wait) == "surprise"
+        assert learner.jittered is jittered, wait
+        assert (learner.hi == 20.1) is jittered, wait  # the bracket stands only for the tail
+
+
 def test_a_short_retry_after_does_not_read_as_a_budget_that_fell() -> None:
     """Two refusals at a proven pace, each with ``Retry-After: 1`` (a bucket's 50 ms, rounded up): the
     second cooled second is not a second the budget gave nothing. The pace is trimmed, not halved."""
