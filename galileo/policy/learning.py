@@ -67,8 +67,10 @@ is all that must be learnt, never the shape.
   as soon as the last one's cooling ended (a fall, below: its cuts are taken as if the first one had
   been too), a measured rate since the last one under 0.8 of the pace, the margin at 8 %, or the third
   refusal in a row each before the margin shrank. Then the old rule again: the refused pace is the
-  bracket's top. So it is, too, refused sooner than 20 s after converging: ``lo`` was over the limit (a
-  one-second window's phase let it run clean a while). The margin is jitter, a time, against the pace's
+  bracket's top. A refusal taken for the tail whose refusal run then lasted seconds was a window's fill
+  (without a word, or a ``Retry-After`` that says a second whatever): that rule is applied then. So it
+  is, too, refused sooner than 20 s after converging: ``lo`` was over the limit (a one-second window's
+  phase let it run clean a while). The margin is jitter, a time, against the pace's
   interval: each cut of a falling limit cuts it too (a halved limit: half the share).
   A refusal during the search makes its pace ``hi`` and goes back to ``lo``. A refusal at a
   proven pace (the limit fell, or send jitter) is a *surprise*: ``lo`` drops 2 % (twice the last cut if
@@ -268,6 +270,7 @@ class RateLearner:
         self.relief_every = rules.jitter_clean  # ... and how long it holds before it shrinks
         self.jitter_at = -math.inf  # when the last surprise taken for the jitter's tail came ...
         self.jitter_quick = 0  # ... and how many in a row came before the margin shrank
+        self.jitter_rate = 0.0  # ... and the pace it refused
         self.falling = 0  # surprises in a row, each soon after the last: the limit is falling
         self.cooled_until = -math.inf  # when the cooling of the last refusal that was news ended
         self.reprobe_every = rules.reprobe
@@ -443,6 +446,8 @@ class RateLearner:
         self.scale = max(self.scale, min(run, r.max_scale))
         if self.phase == "hold" and run >= r.window_run:
             self.windowed = True  # refused for seconds while paced: a window (or a box) spent
+            if self.jittered:
+                self._not_jitter(now)
         if self.phase == "hold" and self.first_return is not None:
             self._second_return(now, sent_at, self.run_probed if held else None)
         if self.phase == "hold" and held:
@@ -892,6 +897,22 @@ class RateLearner:
         self.converged_at = None
         return "surprise" if surprise else "refusal"
 
+    def _not_jitter(self, now: float) -> None:
+        """The run the last surprise opened, taken for the jitter's tail, lasted seconds: a window's fill
+        (without a word, or with a ``Retry-After`` that said a second). What a surprise does is done
+        now: the refused pace is the bracket's top, ``lo`` 2 % under it."""
+        r = self.rules
+        refused = self.jitter_rate
+        self.jittered = self.tail = False
+        self.margin = max(r.margin, self.margin - r.jitter_step)
+        self.hi, self.hi_refused = refused, True
+        self.lo = min(self.lo, refused * r.trim)
+        self.lo_proven = False
+        self.rate = max(r.min_rate, self.lo)
+        self.converged_at = None
+        self.gain = r.step
+        self._repace(now)
+
     def _relieved(self, now: float) -> bool:
         """A jittered pace clean for its relief period: its margin may shrink (not once the limit was found
         to remember seconds: a window, a box, whose refusals are not the jitter's)."""
@@ -925,7 +946,7 @@ class RateLearner:
         # A tail alone, for the shared-budget watch: 20 s clean before it (see PaceBook._heard)
         calm = self.jitter_at if self.converged_at is None else max(self.converged_at, self.jitter_at)
         self.tail = now - calm >= r.jitter_after
-        self.jittered, self.jitter_at = True, now
+        self.jittered, self.jitter_at, self.jitter_rate = True, now, self.rate
         self.falling = 0
         self.margin = min(r.jitter_margin, self.margin + r.jitter_step)
         self.rate = max(r.min_rate, self.lo * (1 - self.margin))

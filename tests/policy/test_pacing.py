@@ -699,6 +699,29 @@ def test_a_refusal_that_says_seconds_is_no_jitter_however_long_the_pace_ran_clea
         assert (learner.hi == 20.1) is jittered, wait  # the bracket stands only for the tail
 
 
+def test_a_refusal_taken_for_jitter_whose_run_lasts_seconds_was_a_windows_fill() -> None:
+    """Without a word (or with a ``Retry-After`` that says a second whatever the limit holds), a minute's
+    window filling after a minute clean is refused like the jitter's tail. The refusals go on until the
+    window ends: a run of seconds. Then it was the fill, and what a surprise does is done: the refused pace
+    is the bracket's top and ``lo`` is 2 % under it (left taken for the tail, 16 IPs under offset minute
+    windows read 0.847-0.878 of N·R where 0.879-0.908)."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.rate, learner.lo, learner.hi = "hold", 19.8, 20.0, 20.1
+    learner.converged_at = 0.0
+    learner.dispatched(30.0)
+    assert learner.refused(30.05, 30.0, None, 0.0) == "surprise"
+    assert learner.jittered and learner.hi == 20.1
+    refused, margin = 19.8, learner.margin
+    for k in range(1, 10):  # the window stays spent: each probe refused, the same run
+        learner.dispatched(30.0 + k)
+        assert learner.refused(30.05 + k, 30.0 + k, None, 1.0) == "echo"
+    learner.dispatched(40.0)
+    learner.ok(40.05, 40.0)  # it ended: 10 s
+    assert learner.windowed and not learner.jittered
+    assert learner.hi == refused and learner.lo == pytest.approx(refused * PACE.trim)
+    assert learner.margin == pytest.approx(margin - PACE.jitter_step)
+
+
 def test_a_short_retry_after_does_not_read_as_a_budget_that_fell() -> None:
     """Two refusals at a proven pace, each with ``Retry-After: 1`` (a bucket's 50 ms, rounded up): the
     second cooled second is not a second the budget gave nothing. The pace is trimmed, not halved."""
