@@ -899,8 +899,8 @@ class RateLearner:
 
     def _not_jitter(self, now: float) -> None:
         """The run the last surprise opened, taken for the jitter's tail, lasted seconds: a window's fill
-        (without a word, or with a ``Retry-After`` that said a second). What a surprise does is done
-        now: the refused pace is the bracket's top, ``lo`` 2 % under it."""
+        (without a word, or with a ``Retry-After`` that said a second). The old rule's bracket is set now:
+        the refused pace is its top, ``lo`` 2 % under it, and the margin step is taken back."""
         r = self.rules
         refused = self.jitter_rate
         self.jittered = self.tail = False
