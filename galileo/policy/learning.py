@@ -851,7 +851,7 @@ class RateLearner:
             sent = through - self.sends_through
             kept = sent >= r.kept * self.rate * active
             exact = close and kept and (self.between_told or self.between_idle < r.idle_share * elapsed)
-        if surprise and wait < r.long_wait and self._jitter(now, sent_at, cooled, fell_to if exact else None):
+        if surprise and self._jitter(now, sent_at, wait, cooled, fell_to if exact else None):
             self._repace(now, cooled)
             self.clean_from(now, now + cooled)
             return "surprise"
@@ -930,10 +930,11 @@ class RateLearner:
             and sent_at - self.cooled_until <= r.soon_sends / self.rate
         )
 
-    def _jitter(self, now: float, sent_at: float, cooled: float, fell_to: float | None) -> bool:
-        """A surprise that is the jitter's tail: the margin grows, lo and hi stand. Said so."""
+    def _jitter(self, now: float, sent_at: float, wait: float, cooled: float, fell_to: float | None) -> bool:
+        """A surprise that is the jitter's tail: the margin grows, lo and hi stand. Said so. ``wait``: its
+        Retry-After (0: none); one of ``long_wait`` or more says the limit remembers seconds."""
         r = self.rules
-        if self.windowed or self.dear or self.margin >= r.jitter_margin:
+        if self.windowed or self.dear or wait >= r.long_wait or self.margin >= r.jitter_margin:
             return False
         if not self.jittered and (self.converged_at is None or now - self.converged_at < r.jitter_after):
             return False
