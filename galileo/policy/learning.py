@@ -102,13 +102,26 @@ is all that must be learnt, never the shape.
 ``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
 longest refusal run seen (a box's length), and a window's period: from the first send to when
 its first spent budget came back, or between its first two returns (up to 120 s; a fixed
-window's pace above its rate runs clean until the window's budget is spent). A refusal run of more
+window's pace above its rate runs clean until the window's budget is spent). But where the first
+refusal run lasted seconds, no more than 3 times the time the pace takes to send what that run's
+limit admitted before it (its count): a window of that count which the pace outruns refuses it
+within the pace's time to send the count after the window's next reset, and that reset comes
+within the proven pace's time to send it (a step is at most twice the proven pace), whatever the
+window's length or its box's. ``penalty:10/1s,box=30s`` proved every step in 30 s, a minute's climb
+for each doubling from the 0.33/s the box let through: 0.49 of N·R from 420 to 600 s; 3 s at 10/s
+now, and 0.99. Not within 5 % of a refused pace: a box that arrival jitter trips there shows later,
+and the shorter proof let a pace 0.3 % under a 5 s box's limit converge, to be boxed later (0.981 of
+N·R, 0.973 with two boxes). A bucket's first run (a second) leaves the count out. A refusal run of more
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: a pace
 below the refused one is guarded against late arrivals as a told pace is (below), with the
 refused pace's one-second budget (rounded down, never below the pace's own +0.5 %): without it a
 host that stalls 40 ms every few seconds boxes the learnt pace again and again, each box read as
 an overshoot that pulls what was proved down (0.92-0.95 of N·R in virtual time, 0.96-0.98
-guarded). Guarded, the bracket closes at 1.5 % (3 % before the guard: jitter boxed paces closer),
+guarded). Where a proof takes a third of the box or less, the search steps up from ``lo`` (+2 %,
+doubling while proven) rather than halfway to ``hi``: each step past the limit costs a box, and
+halfway from 9.8/s to 19.5/s, with the limit just above ``lo``, each bisection was boxed in turn (six
+boxes of 30 s; a minute's window, whose proofs take a minute, still bisects). Guarded, the bracket
+closes at 1.5 % (3 % before the guard: jitter boxed paces closer),
 the converged pace keeps half the margin, and the bracket is tested again after 300 s, each failed
 test doubling that up to 1200 s (a test costs a box: 5 s of the pace, 1.7 % every 300 s); a longer
 box waits as long for 1.7 %: 60 times its length (1800 s for 30 s), up to 4 times that.
@@ -185,9 +198,13 @@ class PaceRules:
     jitter_fell: float = 0.8  # ... or after a run the budget kept under this share of the pace (a fall)
     dear_eps: float = 0.015  # ... or this, where an overshoot is dear (a penalty box; guarded against late arrivals)
     dear_run: float = 20.0  # a refusal run of this many pace intervals (and long_wait s) is dear
+    dear_steps: float = 3.0  # ... and its search steps up from lo where a proof takes at most 1/this of a box
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
     max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
+    count_trust: float = 3.0  # ... but no more than this many times the time the pace takes to send a
+    # first run's count, where the first run lasted seconds (see RateLearner.trust), ...
+    count_near: float = 0.05  # ... unless within this of the lowest pace refused (jitter's boxes show slower)
     period_trust: float = 1.0  # ... and this many times a window's period (first send to its reset)
     max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
@@ -298,6 +315,7 @@ class RateLearner:
         self.first_heard = math.inf  # ... and heard of then
         self.first_told = False  # ... with a Retry-After
         self.first_achieved = 0  # ... in its last second
+        self.window_count = 0  # a first run of seconds: what it admitted before (a window's count, a box's)
         self.told_strike = -math.inf  # a told pace: when a refusal was last let pass as jitter
         self.arrivals: ArrivalGuard | None = None  # a told pace: holds the send a window after a late arrival
         if told and rules.arrival_window > 0:
@@ -397,6 +415,8 @@ class RateLearner:
         """Seconds a pace must run clean and saturated before it counts as proven."""
         r = self.rules
         scale = min(max(self.scale, r.period_trust * self.period), r.max_scale)
+        if self.window_count and self.rate * (1 + r.count_near) < self.hi:
+            scale = min(scale, r.count_trust * self.window_count / self.rate)
         base = max(r.min_trust, scale, r.trust_events / self.rate)
         return base * self.doubt if doubted else base
 
@@ -480,6 +500,7 @@ class RateLearner:
                 self.hi_refused, self.guess_steps = False, 0
                 if self.windowed:
                     self.first_return = (sent_at, self.oks, self.last_refusal_sent)
+                    self.window_count = self.first_oks
             else:
                 # Refill within a pace interval or so: a bucket. Keep it spent and measure its rate.
                 self.rate = r.overdrive * max(1, self.first_achieved)
@@ -620,6 +641,11 @@ class RateLearner:
             self.gain = min(2 * self.gain, r.max_step)
         elif self.hi > self.lo * (1 + eps):
             self.rate = math.sqrt(self.lo * self.hi)
+            if self.dear and r.dear_steps * self.trust(doubted=False) <= self.scale:
+                # Each step past the limit costs a box, and a proof costs a fraction of one: up from lo in
+                # steps, not halfway (a minute's window, dear too, proves a pace in a minute: it bisects)
+                self.rate = min(self.rate, self.lo * (1 + self.gain))
+                self.gain = min(2 * self.gain, r.max_step)
             if not self.hi_refused:
                 self.guess_steps += 1
         elif self.converged_at is None:

@@ -811,6 +811,68 @@ def test_a_box_a_test_tripped_is_not_counted_against_the_pace_back_under_it(test
         assert learner.lo == pytest.approx(PACE.set_point * sent / (t - 10.0), rel=0.01)
 
 
+def test_a_pace_is_proven_in_the_time_it_takes_to_send_a_first_runs_count_not_the_runs_length() -> None:
+    """Ten admitted, then refused for 30 s (``penalty:10/1s,box=30s``, or a window of 10 per 30 s): the
+    pace starts at 0.33/s. A window of 10 that the pace outruns refuses it within the time the pace takes
+    to send 10 past a reset (whatever its length, up to the proven pace's 10 at a time), so a pace proves
+    itself in 3 of those times: 6 s at 5/s, where the box's 30 s cost a 30 s proof at every step (a 30 s
+    box: 0.49 of N·R counted 420-600 s, 0.99 now). Where the count takes longer than the run, the run
+    stands, and so it does within 5 % of a refused pace (a box that arrival jitter trips there shows
+    later); a first run that ended at once (a bucket's) counts nothing."""
+    learner = RateLearner(PACE, 0.0)
+    for i in range(10):
+        learner.dispatched(i / 100)
+        learner.ok(i / 100 + 0.05, i / 100)
+    learner.dispatched(0.1)
+    learner.refused(0.15, 0.1, retry_after=30.0, cooled=30.0)
+    learner.dispatched(30.2)
+    learner.ok(30.25, 30.2)
+    assert learner.phase == "hold" and learner.windowed and learner.scale == pytest.approx(30.1)
+    assert learner.lo == pytest.approx(0.98 * 10 / 30.2, rel=1e-3)
+    assert learner.trust() == pytest.approx(30.2)  # 3 x 10 at 0.33/s is 90 s: the period's 30 s stand
+    learner.rate = 5.0
+    assert learner.trust() == pytest.approx(PACE.count_trust * 10 / 5.0)
+    learner.hi = 5.2  # within 5 % of a refused pace, where arrival jitter's boxes take longer to show
+    assert learner.trust() == pytest.approx(30.2)
+    learner.hi = math.inf
+    learner.rate = 40.0
+    assert learner.trust() == PACE.min_trust  # (0.75 s)
+    bucket = RateLearner(PACE, 0.0)
+    for i in range(10):
+        bucket.dispatched(i / 100)
+        bucket.ok(i / 100 + 0.05, i / 100)
+    bucket.dispatched(0.1)
+    bucket.refused(0.15, 0.1, retry_after=1.0, cooled=1.0)
+    bucket.dispatched(1.2)
+    bucket.ok(1.25, 1.2)
+    bucket.rate = 40.0  # (10 at 40/s: 0.25 s)
+    assert not bucket.windowed and bucket.window_count == 0
+    assert bucket.trust() == pytest.approx(bucket.period) and bucket.period > PACE.min_trust
+
+
+def test_where_overshooting_is_dear_and_proofs_cheap_the_search_climbs_from_lo_in_steps() -> None:
+    """A 30 s box met at 19.5/s, 9.8/s proven: halfway (13.8/s) and each bisection after it were boxed in
+    turn where the limit sat just above lo (six boxes of 30 s). Where a proof takes a third of the box or
+    less (10 admitted a run: 3 s at 10/s), the search steps up from lo, +2 % then doubling while proven. A
+    minute's window, dear too, proves a pace in a minute: it bisects, as a limit cheap to overshoot does."""
+    paces = {}
+    for case in ("box", "window", "cheap"):
+        learner = RateLearner(PACE, 0.0)
+        learner.phase, learner.lo, learner.hi, learner.gain = "hold", 9.77, 19.53, PACE.step
+        learner.dear, learner.scale = case != "cheap", 30.0 if case == "box" else 60.0
+        learner.window_count = 10 if case == "box" else 0  # (the window's 600: its 60 s stand)
+        learner.rate = 9.77
+        steps = []
+        for k in range(3):
+            learner.blocked(10.0 * k)
+            learner._proven(10.0 * k)
+            steps.append(learner.rate)
+            learner.lo = learner.rate  # proven too
+        paces[case] = steps
+    assert paces["box"] == pytest.approx([9.77 * 1.02, 9.77 * 1.02 * 1.04, 9.77 * 1.02 * 1.04 * 1.08])
+    assert paces["window"][0] == paces["cheap"][0] == pytest.approx(math.sqrt(9.77 * 19.53))
+
+
 def test_under_a_box_each_failed_test_past_the_bracket_doubles_the_wait_for_the_next_up_to_20_minutes() -> None:
     """A test just past the bracket costs a box where overshooting is dear (5 s of the pace: 1.7 % every
     300 s); each failed one doubles the wait for the next, up to 1200 s, where a rate-only limit's stop at 240 s."""
