@@ -811,6 +811,19 @@ def test_a_box_a_test_tripped_is_not_counted_against_the_pace_back_under_it(test
         assert learner.lo == pytest.approx(PACE.set_point * sent / (t - 10.0), rel=0.01)
 
 
+def _first_run_of_ten(wait: float) -> RateLearner:
+    """Ten admitted in 0.1 s, then refused for ``wait`` seconds (its ``Retry-After``), then back."""
+    learner = RateLearner(PACE, 0.0)
+    for i in range(10):
+        learner.dispatched(i / 100)
+        learner.ok(i / 100 + 0.05, i / 100)
+    learner.dispatched(0.1)
+    learner.refused(0.15, 0.1, retry_after=wait, cooled=wait)
+    learner.dispatched(0.2 + wait)
+    learner.ok(0.25 + wait, 0.2 + wait)
+    return learner
+
+
 def test_a_pace_is_proven_in_the_time_it_takes_to_send_a_first_runs_count_not_the_runs_length() -> None:
     """Ten admitted, then refused for 30 s (``penalty:10/1s,box=30s``, or a window of 10 per 30 s): the
     pace starts at 0.33/s. A window of 10 that the pace outruns refuses it within the time the pace takes
@@ -819,14 +832,7 @@ def test_a_pace_is_proven_in_the_time_it_takes_to_send_a_first_runs_count_not_th
     box: 0.49 of N·R counted 420-600 s, 0.99 now). Where the count takes longer than the run, the run
     stands, and so it does within 5 % of a refused pace (a box that arrival jitter trips there shows
     later); a first run that ended at once (a bucket's) counts nothing."""
-    learner = RateLearner(PACE, 0.0)
-    for i in range(10):
-        learner.dispatched(i / 100)
-        learner.ok(i / 100 + 0.05, i / 100)
-    learner.dispatched(0.1)
-    learner.refused(0.15, 0.1, retry_after=30.0, cooled=30.0)
-    learner.dispatched(30.2)
-    learner.ok(30.25, 30.2)
+    learner = _first_run_of_ten(30.0)
     assert learner.phase == "hold" and learner.windowed and learner.scale == pytest.approx(30.1)
     assert learner.lo == pytest.approx(0.98 * 10 / 30.2, rel=1e-3)
     assert learner.trust() == pytest.approx(30.2)  # 3 x 10 at 0.33/s is 90 s: the period's 30 s stand
@@ -837,14 +843,7 @@ def test_a_pace_is_proven_in_the_time_it_takes_to_send_a_first_runs_count_not_th
     learner.hi = math.inf
     learner.rate = 40.0
     assert learner.trust() == PACE.min_trust  # (0.75 s)
-    bucket = RateLearner(PACE, 0.0)
-    for i in range(10):
-        bucket.dispatched(i / 100)
-        bucket.ok(i / 100 + 0.05, i / 100)
-    bucket.dispatched(0.1)
-    bucket.refused(0.15, 0.1, retry_after=1.0, cooled=1.0)
-    bucket.dispatched(1.2)
-    bucket.ok(1.25, 1.2)
+    bucket = _first_run_of_ten(1.0)
     bucket.rate = 40.0  # (10 at 40/s: 0.25 s)
     assert not bucket.windowed and bucket.window_count == 0
     assert bucket.trust() == pytest.approx(bucket.period) and bucket.period > PACE.min_trust
