@@ -103,15 +103,17 @@ is all that must be learnt, never the shape.
 longest refusal run seen (a box's length), and a window's period: from the first send to when
 its first spent budget came back, or between its first two returns (up to 120 s; a fixed
 window's pace above its rate runs clean until the window's budget is spent). But where the first
-refusal run lasted seconds, no more than 3 times the time the pace takes to send what that run's
+refusal run lasted seconds, no more than 4 times the time the pace takes to send what that run's
 limit admitted before it (its count): a window of that count which the pace outruns refuses it
 within the pace's time to send the count after the window's next reset, and that reset comes
-within the proven pace's time to send it (a step is at most twice the proven pace), whatever the
-window's length or its box's. ``penalty:10/1s,box=30s`` proved every step in 30 s, a minute's climb
-for each doubling from the 0.33/s the box let through: 0.49 of N·R from 420 to 600 s; 3 s at 10/s
-now, and 0.99. Not within 5 % of a refused pace: a box that arrival jitter trips there shows later,
-and the shorter proof let a pace 0.3 % under a 5 s box's limit converge, to be boxed later (0.981 of
-N·R, 0.973 with two boxes). A bucket's first run (a second) leaves the count out. A refusal run of more
+within the proven pace's time to send it (a step is at most twice the proven pace: 3 such times
+in all, and one to spare), whatever the window's length or its box's. ``penalty:10/1s,box=30s``
+proved every step in 30 s, a minute's climb for each doubling from the 0.33/s the box let through:
+0.49 of N·R from 420 to 600 s; 4 s at 10/s now, and 0.98. (At 3 times, a 10 s box stepped up from
+``lo`` (below) and read 0.54 over its first 150 s, where it read 0.57-0.62 and reads 0.60-0.62.)
+Not within 5 % of a refused pace: a box that arrival jitter trips there shows later, and the
+shorter proof let a pace 0.3 % under a 5 s box's limit converge, to be boxed later (0.981 of N·R,
+0.973 with two boxes). A bucket's first run (a second) leaves the count out. A refusal run of more
 than 2 s and 20 pace intervals near the limit (a penalty box) makes overshooting *dear*: a pace
 below the refused one is guarded against late arrivals as a told pace is (below), with the
 refused pace's one-second budget (rounded down, never below the pace's own +0.5 %): without it a
@@ -202,7 +204,7 @@ class PaceRules:
     min_trust: float = 1.0  # seconds a pace runs clean and saturated before it counts as proven ...
     trust_events: float = 5.0  # ... and at least the time of this many requests,
     max_scale: float = 120.0  # ... and the longest refusal run seen, capped here;
-    count_trust: float = 3.0  # ... but no more than this many times the time the pace takes to send a
+    count_trust: float = 4.0  # ... but no more than this many times the time the pace takes to send a
     # first run's count, where the first run lasted seconds (see RateLearner.trust), ...
     count_near: float = 0.05  # ... unless within this of the lowest pace refused (jitter's boxes show slower)
     period_trust: float = 1.0  # ... and this many times a window's period (first send to its reset)

@@ -828,21 +828,21 @@ def test_a_pace_is_proven_in_the_time_it_takes_to_send_a_first_runs_count_not_th
     """Ten admitted, then refused for 30 s (``penalty:10/1s,box=30s``, or a window of 10 per 30 s): the
     pace starts at 0.33/s. A window of 10 that the pace outruns refuses it within the time the pace takes
     to send 10 past a reset (whatever its length, up to the proven pace's 10 at a time), so a pace proves
-    itself in 3 of those times: 6 s at 5/s, where the box's 30 s cost a 30 s proof at every step (a 30 s
+    itself in 4 of those times: 8 s at 5/s, where the box's 30 s cost a 30 s proof at every step (a 30 s
     box: 0.49 of N·R counted 420-600 s, 0.99 now). Where the count takes longer than the run, the run
     stands, and so it does within 5 % of a refused pace (a box that arrival jitter trips there shows
     later); a first run that ended at once (a bucket's) counts nothing."""
     learner = _first_run_of_ten(30.0)
     assert learner.phase == "hold" and learner.windowed and learner.scale == pytest.approx(30.1)
     assert learner.lo == pytest.approx(0.98 * 10 / 30.2, rel=1e-3)
-    assert learner.trust() == pytest.approx(30.2)  # 3 x 10 at 0.33/s is 90 s: the period's 30 s stand
+    assert learner.trust() == pytest.approx(30.2)  # 4 x 10 at 0.33/s is 120 s: the period's 30 s stand
     learner.rate = 5.0
     assert learner.trust() == pytest.approx(PACE.count_trust * 10 / 5.0)
     learner.hi = 5.2  # within 5 % of a refused pace, where arrival jitter's boxes take longer to show
     assert learner.trust() == pytest.approx(30.2)
     learner.hi = math.inf
     learner.rate = 40.0
-    assert learner.trust() == PACE.min_trust  # (0.75 s)
+    assert learner.trust() == PACE.min_trust  # (1 s)
     bucket = _first_run_of_ten(1.0)
     bucket.rate = 40.0  # (10 at 40/s: 0.25 s)
     assert not bucket.windowed and bucket.window_count == 0
@@ -852,7 +852,7 @@ def test_a_pace_is_proven_in_the_time_it_takes_to_send_a_first_runs_count_not_th
 def test_where_overshooting_is_dear_and_proofs_cheap_the_search_climbs_from_lo_in_steps() -> None:
     """A 30 s box met at 19.5/s, 9.8/s proven: halfway (13.8/s) and each bisection after it were boxed in
     turn where the limit sat just above lo (six boxes of 30 s). Where a proof takes a third of the box or
-    less (10 admitted a run: 3 s at 10/s), the search steps up from lo, +2 % then doubling while proven. A
+    less (10 admitted a run: 4 s at 10/s), the search steps up from lo, +2 % then doubling while proven. A
     minute's window, dear too, proves a pace in a minute: it bisects, as a limit cheap to overshoot does."""
     paces = {}
     for case in ("box", "window", "cheap"):
