@@ -861,12 +861,15 @@ def test_where_overshooting_is_dear_and_proofs_cheap_the_search_climbs_from_lo_i
         learner.dear, learner.scale = case != "cheap", 30.0 if case == "box" else 60.0
         learner.window_count = 10 if case == "box" else 0  # (the window's 600: its 60 s stand)
         learner.rate = 9.77
-        steps = []
-        for k in range(3):
-            learner.blocked(10.0 * k)
-            learner._proven(10.0 * k)
+        steps, t = [], 0.0
+        for _ in range(3):
+            start = t
+            while t < start + learner.trust() + 0.5:  # saturated and clean until proven
+                learner.blocked(t)
+                learner.dispatched(t)
+                learner.ok(t + 0.05, t)
+                t += 1 / learner.rate
             steps.append(learner.rate)
-            learner.lo = learner.rate  # proven too
         paces[case] = steps
     assert paces["box"] == pytest.approx([9.77 * 1.02, 9.77 * 1.02 * 1.04, 9.77 * 1.02 * 1.04 * 1.08])
     assert paces["window"][0] == paces["cheap"][0] == pytest.approx(math.sqrt(9.77 * 19.53))
