@@ -207,6 +207,9 @@ class PaceRules:
     count_trust: float = 4.0  # ... but no more than this many times the time the pace takes to send a
     # first run's count, where the first run lasted seconds (see RateLearner.trust), ...
     count_near: float = 0.05  # ... unless within this of the lowest pace refused (jitter's boxes show slower)
+    bank_trust: float = 2.0  # ... and, where a proof ran on a bucket's bank, this many times what the step
+    # takes to spend its depth (see RateLearner._banked)
+    bank_cap: float = 10.0
     period_trust: float = 1.0  # ... and this many times a window's period (first send to its reset)
     max_doubt: float = 8.0  # each refusal at a proven pace doubles that, up to this factor
     reprobe: float = 60.0  # seconds converged before the bracket is tested again ...
@@ -311,6 +314,7 @@ class RateLearner:
         self.between_proven = False  # a pace ran clean since: the budget was not kept spent
         self.between_own = False  # that refusal came at a pace at or under lo (a surprise): its wait was the pace's own
         self.refusals = 0
+        self.depth = 0.0  # a bucket's depth, requests: measured where a proof ran on what a cooling banked
         self.first_run = False  # learning: waiting for the first refusal run to end
         self.first_oks = 0  # successes sent before the first refusal
         self.first_refused = math.inf  # ... which was sent then
@@ -420,7 +424,10 @@ class RateLearner:
         if self.window_count and self.rate * (1 + r.count_near) < self.hi:
             scale = min(scale, r.count_trust * self.window_count / self.rate)
         base = max(r.min_trust, scale, r.trust_events / self.rate)
-        return base * self.doubt if doubted else base
+        base = base * self.doubt if doubted else base
+        if self.depth and self.rate > self.lo > 0 and not (self.windowed or self.dear):
+            base = max(base, min(r.bank_cap, r.bank_trust * self.depth / (self.rate - self.lo)))
+        return base
 
     # --- answers --------------------------------------------------------------------
 
@@ -483,6 +490,8 @@ class RateLearner:
                 self._repace(now)
         if self.phase == "learn" and self.first_run:
             self.first_run = False
+            if run < r.long_wait and self.first_oks >= 5:
+                self.depth = float(self.first_oks)
             start = self.first_sent if self.first_sent is not None else sent_at
             if (run >= r.long_wait or self.first_told) and self.first_oks and sent_at > start:
                 # What it admitted over the time until its budget came back is a lower bound of its
@@ -578,10 +587,13 @@ class RateLearner:
         if first:
             return  # no span before the first held return
         floor = r.set_point * got / since if since > 0 else 0.0
-        if self.windowed and got >= r.min_oks and self.lo < floor and floor * (1 + self._eps()) < self.hi:
+        below_hi = floor * (1 + self._eps()) < self.hi or not self.hi_refused  # (a guess holds nothing back)
+        if self.windowed and got >= r.min_oks and self.lo < floor and below_hi:
             # A window's pace cut below what the span admitted (a fill measured from a fill at another point
             # of its window): what came since the last held run's last refused probe is a pace it holds.
             self._pace_from(now, floor)
+            if not self.hi_refused and self.hi <= floor * (1 + self._eps()):
+                self.hi = math.inf  # a guess the window's count says was low
         spans = self.held_spans
         spans.append((got, spacing))
         if len(spans) < r.same_spans or spacing <= 0 or got < r.min_oks:
@@ -901,6 +913,8 @@ class RateLearner:
                 self.margin = max(r.margin, self.margin * (1 - cut))  # the same jitter, a longer interval
             if fell_to is not None and exact:
                 self.lo = min(self.lo, fell_to)  # the limit fell: to what it is now
+                if self.lo == fell_to and self.dear and self.windowed and not self.window_count:
+                    self.hi, self.hi_refused, self.guess_steps = fell_to / r.set_point, False, 0
             if self.converged_at is not None:
                 self.reprobe_every = min(self._max_reprobe(), 2 * self.reprobe_every)
                 self.margin = min(r.max_margin, 2 * self.margin)  # refused below the bracket: jitter
