@@ -998,3 +998,46 @@ def test_after_a_long_wait_the_next_refusal_s_own_wait_says_what_the_time_betwee
         assert learner.lo == pytest.approx(PACE.set_point * 100 / 30.0)
     else:
         assert learner.lo == pytest.approx(pace * PACE.trim)
+
+
+def test_under_a_bucket_with_depth_a_step_above_lo_runs_clean_for_as_long_as_its_bank_could_carry_it() -> None:
+    """A first run of a second that admitted 20 (a bucket's depth, and its refill meanwhile): a step 5 %
+    above lo (0.9/s over it) must run clean for twice the time 20 take at that excess, up to 10 s, where it
+    was proven in a second (each refusal's cooling banks the depth again: 1.4 times the rate proven so).
+    A pace at lo proves as before; a first run of 2 (a two-token bucket) sets no depth."""
+
+    def after_first_run(burst: int) -> RateLearner:
+        learner = RateLearner(PACE, 0.0)
+        for i in range(burst):  # the opening burst, answered at once
+            learner.dispatched(0.001 * i)
+            learner.ok(0.001 * i + 0.05, 0.001 * i)
+        learner.dispatched(0.02)
+        learner.refused(0.07, 0.02, 1.0, 1.0)  # Retry-After: 1
+        learner.dispatched(1.07)
+        learner.ok(1.12, 1.07)  # back in a second: a bucket
+        learner.hi = learner.lo * 1.1  # (a pace refused above it)
+        return learner
+
+    def proven_in(learner: RateLearner, t: float) -> tuple[float, float]:
+        """Saturated and clean from ``t`` until the pace changes: (the time it took, when)."""
+        start, pace = t, learner.rate
+        while learner.rate == pace and t < start + 60.0:
+            learner.blocked(t)
+            learner.dispatched(t)
+            learner.ok(t + 0.05, t)
+            t += 1 / learner.rate
+        return t - start, t
+
+    assert after_first_run(2).depth == 0.0
+    took = {}
+    for depth in (20.0, 0.0):
+        learner = after_first_run(20)
+        assert learner.depth == 20.0
+        learner.depth = depth  # (0: as before)
+        at_lo, t = proven_in(learner, 1.2)
+        assert learner.rate == pytest.approx(math.sqrt(learner.lo * learner.hi))  # the step
+        step, _ = proven_in(learner, t)
+        took[depth] = (at_lo, step)
+    assert took[20.0][0] == pytest.approx(took[0.0][0]) and took[0.0][0] < 1.5  # at lo: a second or so
+    assert 10.0 <= took[20.0][1] < 10.5  # 2 x 20 / 0.9 = 44 s, capped at 10 s
+    assert took[0.0][1] < 1.5

@@ -279,3 +279,39 @@ def test_a_fixed_window_first_met_late_in_it_is_measured_again_over_a_whole_one(
     assert policy.pacing.group("u") is None  # per-IP windows, paced per IP
     window = float(spec.split("/")[1].rstrip("s"))
     assert all(p.learner.period >= 0.85 * window for p in policy.pacing.rates().values())
+
+
+@pytest.mark.parametrize(
+    ("spec", "rate", "latency", "ratio", "share"),
+    [
+        ("bucket:20/1s,burst=0.5", 20.0, "50", 0.975, 0.0025),  # ten requests deep: 0.955 and 0.43 % before
+        ("bucket:20/1s,burst=0.5", 20.0, "150", 0.975, 0.0025),  # 0.952 and 0.44 %
+        ("bucket:10/1s,burst=1", 10.0, "300", 0.98, 0.008),  # a second deep, 300 ms: 0.989 and 1.27 %
+    ],
+)
+def test_a_buckets_depth_does_not_carry_a_pace_over_its_rate(
+    spec: str, rate: float, latency: str, ratio: float, share: float
+) -> None:
+    """Each refusal cools a rounded-up second, and a bucket refills up to its depth meanwhile: a step over
+    its rate runs clean on that bank for seconds. Proven in a second, the pace climbed to 1.4 times the rate
+    and came back down 2 % a surprise at a time, a refusal every few seconds. A step above lo now runs
+    clean for twice the time its excess takes to spend the first run's count (up to 10 s)."""
+    run = learned(spec, latency, seconds=180.0, warmup=30.0)
+    assert run.ratio(len(IPS) * rate) >= ratio, run.ratio(len(IPS) * rate)
+    assert run.share_429 <= share, run.share_429
+
+
+@pytest.mark.parametrize(
+    ("spec", "latency", "was"),
+    [("sliding:20/1s & fixed:600/60s", "300", 0.961), ("fixed:20/1s & fixed:600/60s", "50", 0.957)],
+)
+def test_a_minutes_window_met_under_a_seconds_limit_is_searched_up_to_what_it_gave(
+    spec: str, latency: str, was: float
+) -> None:
+    """The minute's window fills at the second's pace (20/s for 600 in 60 s): the fill measured over the
+    time since the last one says 10/s, and lo goes to 98 % of it. Bisecting from there to the refused 20/s,
+    each step past the minute's rate cost the rest of a window; the measured rate is where the search goes
+    now (a guess, searched past after two steps)."""
+    run = simulate(SimUpstream(spec, latency=latency, seed=3), IPS[:2], seconds=600.0, warmup=300.0)
+    assert run.ratio(2 * 10.0) >= max(0.975, was + 0.015), run.ratio(2 * 10.0)
+    assert run.share_429 <= 0.01, run.share_429
