@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import math
 import random
+from collections.abc import Callable
 from unittest import mock
 
 import pytest
@@ -39,6 +40,22 @@ def job(sent_at: float, upstream: str = "u") -> Job:
 
 def limited(retry_after: float | None = None) -> Outcome:
     return Outcome(result="rate_limited", status=429, retry_after=retry_after)
+
+
+def run_clean(learner: RateLearner, t: float, done: Callable[[float], bool]) -> float:
+    """Keep ``learner`` saturated and clean from ``t`` (each request waited for, sent, answered 50 ms later)
+    until ``done(t)``; returns the time it stopped."""
+    while not done(t):
+        learner.blocked(t)
+        learner.dispatched(t)
+        learner.ok(t + 0.05, t)
+        t += 1 / learner.rate
+    return t
+
+
+def prove(learner: RateLearner, t: float) -> float:
+    """Saturated and clean from ``t`` for the pace's trust time and half a second more: until proven."""
+    return run_clean(learner, t, lambda now: now >= t + learner.trust() + 0.5)
 
 
 def test_a_told_rate_is_paced_at_98_percent_and_refusals_trim_it_no_lower_than_96_5() -> None:
@@ -239,11 +256,7 @@ def test_a_refusal_at_a_pace_only_estimated_does_not_make_proofs_take_longer() -
         assert (learner.phase, learner.rate, learner.doubt) == ("hold", pytest.approx(9.0), 1.0)
         t = 10.0
         if prove:  # saturated and clean for the trust time: proven, converged just under it
-            while t < 10.0 + 2 * learner.trust():
-                learner.blocked(t)
-                learner.dispatched(t)
-                learner.ok(t + 0.05, t)
-                t += 1 / learner.rate
+            t = run_clean(learner, t, lambda now: now >= 10.0 + 2 * learner.trust())
             assert learner.rate < learner.lo == pytest.approx(9.0)
         t += 1.0
         learner.dispatched(t)
@@ -264,12 +277,7 @@ def test_a_guessed_upper_end_is_searched_towards_for_two_steps_then_past() -> No
     paces = []
     t = 10.0
     for _ in range(4):
-        start = t
-        while t < start + learner.trust() + 0.5:  # saturated and clean until proven
-            learner.blocked(t)
-            learner.dispatched(t)
-            learner.ok(t + 0.05, t)
-            t += 1 / learner.rate
+        t = prove(learner, t)
         paces.append((round(learner.rate, 2), learner.hi))
     assert paces[0] == (pytest.approx(3.02, abs=0.01), 4.16)  # the geometric mean, twice ...
     assert paces[1][1] == 4.16 and paces[1][0] > paces[0][0]
@@ -863,12 +871,7 @@ def test_where_overshooting_is_dear_and_proofs_cheap_the_search_climbs_from_lo_i
         learner.rate = 9.77
         steps, t = [], 0.0
         for _ in range(3):
-            start = t
-            while t < start + learner.trust() + 0.5:  # saturated and clean until proven
-                learner.blocked(t)
-                learner.dispatched(t)
-                learner.ok(t + 0.05, t)
-                t += 1 / learner.rate
+            t = prove(learner, t)
             steps.append(learner.rate)
         paces[case] = steps
     assert paces["box"] == pytest.approx([9.77 * 1.02, 9.77 * 1.02 * 1.04, 9.77 * 1.02 * 1.04 * 1.08])
@@ -1021,11 +1024,7 @@ def test_under_a_bucket_with_depth_a_step_above_lo_runs_clean_for_as_long_as_its
     def proven_in(learner: RateLearner, t: float) -> tuple[float, float]:
         """Saturated and clean from ``t`` until the pace changes: (the time it took, when)."""
         start, pace = t, learner.rate
-        while learner.rate == pace and t < start + 60.0:
-            learner.blocked(t)
-            learner.dispatched(t)
-            learner.ok(t + 0.05, t)
-            t += 1 / learner.rate
+        t = run_clean(learner, t, lambda now: learner.rate != pace or now >= start + 60.0)
         return t - start, t
 
     assert after_first_run(2).depth == 0.0
