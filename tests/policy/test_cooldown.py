@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from galileo.policy.cooldown import CooldownBook
+from galileo.policy.cooldown import CooldownBook, CooldownRule
 
 
 def book(seed: int = 7) -> CooldownBook:
@@ -35,22 +35,62 @@ def test_first_timeout_is_at_least_250ms() -> None:
 
 
 def test_consecutive_429s_grow_exponentially_up_to_the_cap() -> None:
+    """Spaced far apart (a 429 a minute), the run's share never binds: the doubling and the cap do."""
     ceilings = []
     for seed in range(200):
         b = book(seed)
         durations = []
-        now = 0.0
-        for _ in range(10):
-            started = b.record("ip", "u", "rate_limited", 429, None, now=now)
+        for n in range(10):
+            started = b.record("ip", "u", "rate_limited", 429, None, now=1000.0 + 60.0 * n)
             assert started is not None
             durations.append(started[1])
-            now += started[1]
         ceilings.append(durations)
     # The ceiling doubles each time: the largest draw of step n is close to 0.5 * 2**(n+1).
     for n in range(5):
         biggest = max(d[n] for d in ceilings)
         assert 0.5 * 2 ** (n + 1) * 0.9 <= biggest <= 0.5 * 2 ** (n + 1)
     assert max(d[9] for d in ceilings) <= 30.0
+    assert max(d[9] for d in ceilings) >= 27.0
+
+
+def test_a_run_of_429s_without_a_word_is_probed_within_a_fifth_of_its_length() -> None:
+    """Each probe of a run that says nothing of its end (a penalty box without Retry-After) comes
+    within a fifth of the run so far (or the first one's second): a box ending 10 s in is found by 12 s, not
+    up to 30 s late. The doubling alone (4, 8, 16 s ceilings by the fourth 429) would pass it by."""
+    for seed in range(200):
+        b = book(seed)
+        now, box_ends, found = 0.0, 10.0, None
+        while found is None:
+            started = b.record("ip", "u", "rate_limited", 429, None, now=now)
+            assert started is not None
+            assert started[1] <= max(1.0, 0.2 * now) + 1e-9
+            now += started[1]
+            if now >= box_ends:
+                found = now
+        assert found <= box_ends * 1.2 + 1e-9
+    # With doubling alone, some draws pass a 10 s box's end by seconds.
+    late = 0
+    for seed in range(200):
+        b = CooldownBook(rules={"rate_limited": CooldownRule(start=0.5, cap=30.0)}, rng=random.Random(seed))
+        now = 0.0
+        while now < 10.0:
+            started = b.record("ip", "u", "rate_limited", 429, None, now=now)
+            assert started is not None
+            now += started[1]
+        late += now > 12.0
+    assert late > 20
+
+
+def test_a_streak_decayed_to_nothing_starts_its_run_afresh() -> None:
+    """The run's start is the first 429 of the streak: successes that clear it clear the start too."""
+    for seed in range(50):
+        b = book(seed)
+        b.record("ip", "u", "rate_limited", 429, None, now=0.0)
+        b.record("ip", "u", "ok", 200, None, now=100.0)
+        assert "rate_limited" not in b.get("ip", "u").since
+        for t in (100.5, 101.0, 101.5, 102.0):
+            started = b.record("ip", "u", "rate_limited", 429, None, now=t)
+            assert started is not None and started[1] <= max(1.0, 0.2 * (t - 100.5)) + 1e-9
 
 
 def test_retry_after_is_honoured() -> None:
