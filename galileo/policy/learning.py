@@ -328,7 +328,8 @@ class RateLearner:
         self.between_said = False  # ... or any Retry-After: the cooling was the upstream's word, not our backoff
         self.between_proven = False  # a pace ran clean since: the budget was not kept spent
         self.between_own = False  # that refusal came at a pace at or under lo (a surprise): its wait was the pace's own
-        self.between_held = False  # a held run of long_wait or more followed it (a box, a spent window)
+        self.held_back: float | None = None  # a held run of long_wait or more followed it (a box, a spent
+        # window): when the success that ended it was sent
         self.refusals = 0
         self.depth = 0.0  # a bucket's: what its first refusal run admitted before (the refill meanwhile too)
         self.first_run = False  # learning: waiting for the first refusal run to end
@@ -497,7 +498,7 @@ class RateLearner:
         if self.phase == "hold" and self.first_return is not None:
             self._second_return(now, sent_at, self.run_probed if held else None)
         if self.phase == "hold" and held:
-            self.between_held = run >= r.long_wait
+            self.held_back = sent_at if run >= r.long_wait else None
             self._held_return(now, sent_at)
         near = self.lo > 0 or self.told is not None  # a told pace is near the limit from the start
         if self.phase == "hold" and near and run > max(r.long_wait, r.dear_run / self.rate):
@@ -764,7 +765,7 @@ class RateLearner:
         self.between_said = retry_after is not None
         self.between_proven = False
         self.between_own = heard == "surprise"
-        self.between_held = False
+        self.held_back = None
         return heard
 
     def _trim_told(self) -> None:
@@ -908,10 +909,13 @@ class RateLearner:
             active = elapsed - self.between_idle  # not spent cooling
             long = wait >= max(r.long_wait, r.dear_share * (wait + active))
             boxed = self.between_told and self.between_own and long  # (see above)
-            # A test's box without a word: the backoff's cooling, found over within a fifth of its length
-            # (see galileo.policy.cooldown), is the test's too, not time the pace sent in.
-            tested = self.between_held and not self.between_own
-            sending = active if (self.between_said or tested) and not boxed else elapsed
+            sending = active if self.between_said and not boxed else elapsed
+            if self.held_back is not None and not self.between_own and not self.between_said:
+                # A test's box without a word: the pace sent only since the budget came back. Over the time
+                # since the test, a pace of 20/s back from a 5 s box and refused 4 s on read as 8.6/s (16 IPs,
+                # late timers): the backoff's coolings, short once a box is probed within a fifth of its
+                # length, left too little of the box out for the span to be taken as cooling.
+                sending = sent_at - self.held_back
             fell_to = r.set_point * self.between_oks / sending if sending > 0 else None
             close = elapsed <= 2 * self.trust() and not self.between_proven
             # ... and only if we sent at the pace meanwhile (cooling aside): a farm short of CPU sends

@@ -820,6 +820,46 @@ def test_a_box_a_test_tripped_is_not_counted_against_the_pace_back_under_it(test
         assert learner.lo == pytest.approx(PACE.set_point * sent / (t - 10.0), rel=0.01)
 
 
+def test_a_box_a_test_tripped_without_a_word_is_not_counted_against_the_pace_back_under_it() -> None:
+    """As above, but the box never says when: the backoff probes it (within a fifth of the run so far) until
+    a probe is admitted, 5 s on. Back at its settled pace, refused 4 s later: the 80 admitted since the
+    box ended say the pace fell a little, not that 80 over the 9 s since the test (8.7/s) are the rate.
+    Its coolings (4.3 s in all, 48 % of that) are too little of it to be taken for cooling."""
+    learner = RateLearner(PACE, 0.0)
+    learner.arrivals = None
+    learner.phase, learner.lo, learner.hi, learner.dear = "hold", 19.9, 20.4, True
+    learner.rate = 20.1  # the test past the bracket
+    learner.dispatched(10.0)
+    assert learner.refused(10.05, 10.0, None, 0.0) == "refusal"
+    for sent, cooled in ((10.1, 0.5), (10.65, 0.8), (11.5, 0.9), (12.45, 1.0), (13.5, 1.1)):
+        learner.dispatched(sent)
+        assert learner.refused(sent + 0.05, sent, None, cooled) == "echo"  # the box's run
+    t, admitted = 15.0, 0
+    while t < 19.0:  # the box is over: back at its pace
+        learner.dispatched(t)
+        learner.ok(t + 0.05, t)
+        t, admitted = t + 1 / learner.rate, admitted + 1
+    learner.dispatched(t)
+    assert learner.refused(t + 0.05, t, None, 0.0) == "surprise"
+    assert learner.lo >= 0.95 * 19.9, learner.lo
+
+
+@pytest.mark.parametrize("depth", [0.0, 10.0])
+def test_a_failed_test_of_a_closed_bracket_goes_back_to_the_pace_that_held(depth: float) -> None:
+    """Converged 1 % under a bracket of 10.0-10.1/s, the test at 10.25/s is refused: the bracket stands, and
+    the pace goes back to 9.9/s, where it held, not to lo (a limit within arrival jitter of lo boxed again
+    there, seconds after the test's box). Under a bucket with depth it goes to lo and proves it again: the
+    test spent the bank that may have carried lo over the rate."""
+    learner = RateLearner(PACE, 0.0)
+    learner.phase, learner.lo, learner.hi, learner.depth = "hold", 10.0, 10.1, depth
+    learner.rate = 10.1 * (1 + PACE.eps)  # the test past the bracket (converged_at cleared for it)
+    learner.dispatched(100.0)
+    assert learner.refused(100.05, 100.0, 1.0, 1.0) == "refusal"
+    assert (learner.lo, learner.hi) == (10.0, 10.1)
+    assert learner.rate == pytest.approx(10.0 if depth else 10.0 * (1 - PACE.margin))
+    assert learner.reprobe_every == 2 * PACE.reprobe  # the next test waits twice as long either way
+
+
 def _first_run_of_ten(wait: float) -> RateLearner:
     """Ten admitted in 0.1 s, then refused for ``wait`` seconds (its ``Retry-After``), then back."""
     learner = RateLearner(PACE, 0.0)
