@@ -46,6 +46,7 @@ class CooldownRule:
     cap: float  # seconds, the ceiling never grows past this
     threshold: int = 1  # consecutive failures before the first cooldown
     run_share: float = math.inf  # ... nor past this share of the time since the streak's first failure
+    run_floor: float = 1.0  # ... or past this many seconds, whichever is longer
 
 
 DEFAULT_RULES: dict[str, CooldownRule] = {
@@ -144,7 +145,7 @@ class CooldownBook:
             n = streak - threshold  # 0 for the first cooldown
             ceiling = min(rule.cap, rule.start * 2 ** (n + 1))
             if rule.run_share < math.inf:
-                ceiling = min(ceiling, max(2 * rule.start, rule.run_share * (now - since)))
+                ceiling = min(ceiling, max(rule.run_floor, rule.run_share * (now - since)))
             duration = max(rule.start, self.rng.uniform(0.0, ceiling))
             if retry_after is not None:
                 duration = max(duration, retry_after)

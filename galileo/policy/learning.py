@@ -135,12 +135,17 @@ doubling while proven) rather than halfway to ``hi``: each step past the limit c
 halfway from 9.8/s to 19.5/s, with the limit just above ``lo``, each bisection was boxed in turn (six
 boxes of 30 s; a minute's window, whose proofs take a minute, still bisects). Guarded, the bracket
 closes at 1.5 % (3 % before the guard: jitter boxed paces closer),
-the converged pace keeps half the margin, and the bracket is tested again after 300 s, each failed
-test doubling that up to 1200 s (a test costs a box: 5 s of the pace, 1.7 % every 300 s); a longer
-box waits 120 times its length (3600 s for 30 s), up to 4 times that. (60 times until round 50, when
-a box without ``Retry-After`` was found over up to 30 s late: its run, 12 s for a box of 5, spaced
-the tests; found within a fifth of its length, 60 times was twice as many tests, 0.975 of N·R
-over 1200 s at 16 IPs where there had been 0.982; 120 times: 0.981.)
+the converged pace keeps half the margin, and the bracket is tested again after 120 times the box's
+length (the longest refusal run seen; at least 300 s: 600 s for a box of 5 s, 3600 s for 30 s), each
+failed test doubling that up to 4 times as long (at least 1200 s): a test costs a box. (60 times
+until round 50, when a box without ``Retry-After`` was found over up to 30 s late, and its run, 12 s
+for a box of 5, spaced the tests. Found within a fifth of its length, 60 times was twice as many
+tests: 0.975 of N·R over 1200 s at 16 IPs with late timers, where there had been 0.982; 0.982 now.)
+A failed test of a closed bracket goes back to the pace that held (``lo`` less its margin) and proves
+it there, not at ``lo``: a limit within arrival jitter of ``lo`` was boxed again seconds after the
+test's box. Not under a bucket with depth, whose bank the test spent: ``lo`` is proven again on the
+empty bucket. Where the test's box said nothing, the fall a later surprise measures counts only the
+time since the budget came back (over the time since the test, a 5 s box read as a fall to 8.6/s).
 
 A told rate (``rate_limit_per_ip``) is used as given: paced at 98 % of it from the first
 request (requests reach the upstream with some jitter; a one-second window forgives little). One
@@ -412,13 +417,15 @@ class RateLearner:
 
     @property
     def probing(self) -> bool:
-        """Held where the upstream says when to come back: a probe sent after a refusal was refused too
-        (its ``Retry-After`` was wrong), and no success has come since. The budget is held spent (a
-        window, a box), so the next probe goes alone, when the next ``Retry-After`` ends: a pace's worth
-        in flight would each be refused (at 300 ms, 6 of a 20/s pace every second). Without a word the
-        backoff's steps time the probes, and the pace's worth in flight finds the return sooner."""
+        """Held: a probe sent after a refusal was refused too (its ``Retry-After`` was wrong, or there was
+        none), and no success has come since. The budget is held spent (a window, a box), so the next
+        probe goes alone, when the next ``Retry-After`` or the backoff's step ends: a pace's worth in
+        flight would each be refused (at 300 ms, 6 of a 20/s pace every second). Until round 50 a run
+        without a word probed with the pace's worth, which found a box's end sooner while the backoff's
+        steps doubled up to 30 s; within a fifth of the run so far, single probes read the same (16 IPs
+        under a 5 s box at 150 ms: 0.985 of N·R either way) with half the 429s while the box is learnt."""
         held = self.run_start is not None and self.run_probed > self.run_start
-        return self.phase == "hold" and held and self.run_said
+        return self.phase == "hold" and held
 
     def clean_from(self, now: float, since: float) -> None:
         """The pace's clean, saturated run starts at ``since``; its sends are counted from ``now`` on."""
