@@ -160,6 +160,10 @@ ONE_TOKEN = Limit("onetoken-noretry", "bucket:5/1s,burst=0.2,retry_after=no", 5.
 # again, and a step over the rate that the bank carries runs clean for seconds (see RateLearner.trust):
 # 0.955 of N·R in virtual time (4 IPs, 50 ms, 30-180 s) until round 49, 0.983 since.
 DEEP = Limit("bucket-deep", "bucket:20/1s,burst=0.5", 20.0, warmup=120, counted=40)
+# A 10 s box without Retry-After: the backoff's doubling steps found each box over up to 30 s late, and
+# pacing read the longer run as its time scale (0.85 of N·R over 240-280 s in virtual time, 16 IPs at
+# 150 ms, until round 50, when each run's probes came within a fifth of its length: 0.98).
+PENALTY10_NORETRY = Limit("penalty10-noretry", "penalty:20/1s,box=10s,retry_after=no", 20.0, warmup=240, counted=40)
 
 FULL = PipelinePlan(
     limits=(BUCKET, FIXED, SLIDING, PENALTY, CAP, KEYED),
@@ -178,6 +182,7 @@ FULL = PipelinePlan(
         ("queue", 50, 16, "blind"),
         ("onetoken-noretry", 300, 4, "blind"),
         ("bucket-deep", 150, 16, "blind"),
+        ("penalty10-noretry", 150, 16, "blind"),
     ),
     limits_by_name={
         lim.name: lim
@@ -192,6 +197,7 @@ FULL = PipelinePlan(
             QUEUE,
             ONE_TOKEN,
             DEEP,
+            PENALTY10_NORETRY,
         )
     },
 )

@@ -49,7 +49,8 @@ def bench(
         "rolling, fixed-noretry, penalty-noretry (no Retry-After) at 150 ms, N=16; concurrency-at-once (a "
         "gateway's cap, refusing without the latency) at 50 ms, N=4 and 300 ms, N=16; queue (a limit that "
         "queues before it refuses) at 300 ms, N=4 and 50 ms, N=16; onetoken-noretry (5/s, one token, no "
-        "Retry-After) at 300 ms, N=4; bucket-deep (20/s, ten deep) at 150 ms, N=16.",
+        "Retry-After) at 300 ms, N=4; bucket-deep (20/s, ten deep) and penalty10-noretry (a 10 s box, no "
+        "Retry-After) at 150 ms, N=16.",
         show_default=False,
     ),
 ) -> None:

@@ -26,13 +26,14 @@ def test_patterns_pick_cells_by_name_in_the_plans_order() -> None:
         "fixed-noretry-150ms-n16",
         "penalty-noretry-150ms-n16",
         "bucket-deep-150ms-n16",
+        "penalty10-noretry-150ms-n16",
     ]
     (name, (limit, latency, n, engine)), *_ = select(FULL, ["bucket-150ms-n16-multi"])
     assert (name, limit.name, latency, n, engine) == ("bucket-150ms-n16-multi", "bucket", 150, 16, "multi_leg")
 
 
 def test_no_pattern_is_the_whole_matrix() -> None:
-    assert len(select(FULL)) == len(FULL.cells()) == 74
+    assert len(select(FULL)) == len(FULL.cells()) == 75
 
 
 def test_a_pattern_that_matches_nothing_is_refused_naming_the_cells() -> None:
