@@ -10,13 +10,14 @@ the IP for every upstream until a rescan finds the address bindable again. Every
 the streak.
 
 A 429's ceiling is also never more than a fifth of the time since its streak's first 429
-(``RUN_SHARE``; or than the first one's, 1 s), so a run of refusals that says nothing of its end (a penalty box, a spent
-window, without ``Retry-After``) is found over within a fifth of its length, not up to 30 s late.
-Pacing reads its time scale from that run: a 10 s box found 16 s in read as a rate 40 % low,
-and each step of the search then ran clean 16 s before it counted. In virtual time (4 IPs,
-50 ms, tests/policy/limitsim.py) a 10 s box without ``Retry-After`` read 0.69 of N·R over
-150-300 s with 1.5 % of 429s, 0.93 and 0.76 % with this; a 30 s box over 420-600 s 0.76 and
-0.94; a minute's sliding window 0.96 and 0.99.
+(``RUN_SHARE``), or 1 s if that is longer (the first one's ceiling), so a run of refusals that says
+nothing of its end (a penalty box, a spent window, without ``Retry-After``) is found over within a
+fifth of its length, not up to 30 s late. Pacing reads its time scale from that run: a 10 s box
+found 16 s in read as a rate 40 % low, and each step of the search then ran clean 16 s before it
+counted. In virtual time (4 IPs, 50 ms, tests/policy/limitsim.py) a 10 s box without
+``Retry-After`` read 0.69 of N·R over 150-300 s with 1.5 % of 429s, 0.90 and 1.2 % with this (and
+round 50's pacing rules); a 30 s box over 420-600 s 0.76 and 0.94; a minute's sliding window 0.96
+and 0.99.
 
 Two things change a 429's cooldown. A ``Retry-After`` is honoured exactly: the upstream said
 when, so the pair cools that long, neither jittered nor doubled (so does a 503's, from the first
