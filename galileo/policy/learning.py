@@ -697,13 +697,13 @@ class RateLearner:
         elif self._relieved(now):
             self.margin = max(r.margin, self.margin - r.jitter_relief)
             self.relieved_at = now
-            self.rate = self.lo * (1 - self.margin)
+            self.rate = self._settled()
         self.clean_from(now, now)
         self._repace(now)
 
     def _settled(self) -> float:
-        """The pace once the bracket is closed: ``margin`` below lo (half of it where guarded against late
-        arrivals)."""
+        """The pace once the bracket is closed, and as the jitter's margin grows or shrinks: ``margin`` below
+        lo (half of it where guarded against late arrivals: only under a box, which the margin loop is not)."""
         guarded = self.arrivals is not None and self.arrivals.span > 0  # (under a box)
         return self.lo * (1 - self.margin * (self.rules.guarded_margin if guarded else 1.0))
 
@@ -1037,7 +1037,7 @@ class RateLearner:
         self.jittered, self.jitter_at, self.jitter_rate = True, now, self.rate
         self.falling = 0
         self.margin = min(r.jitter_margin, self.margin + r.jitter_step)
-        self.rate = max(r.min_rate, self.lo * (1 - self.margin))
+        self.rate = max(r.min_rate, self._settled())
         self.relieved_at = now
         self.relief_every = max(r.jitter_clean, r.jitter_costs * cooled)
         if self.converged_at is None:
