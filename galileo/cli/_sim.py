@@ -59,7 +59,8 @@ def sim(
         metavar="TARGET=SPEC",
         help=f"A limiter for TARGET ({_TARGETS}); repeatable. SPEC: bucket:RATE/PERIOD[,burst=S], "
         "fixed:N/W, sliding:N/W, rolling:N/W, penalty:N/W,box=P, concurrency:K, queue:RATE/PERIOD[,burst=S] "
-        "(each request waits its turn at RATE, up to S seconds, then 429) or none; options "
+        "(each request waits its turn at RATE, up to S seconds, then 429), shed:P (refuses a share P at random, "
+        "whatever the rate) or none; options "
         "scope=ip|ip+region|key|global, retry_after=yes|no|reset|one (reset: RateLimit-Reset instead of "
         "Retry-After; one: Retry-After: 1 whatever the limit, as many gateways say) and "
         "refuse=delayed|at_once (at_once: a gateway's limit, whose 429s skip the latency); "

@@ -1,5 +1,5 @@
 """The limiter zoo: token bucket, fixed window, sliding log, sliding window counter, penalty box,
-concurrency cap and queue.
+concurrency cap, queue and load shedding.
 
 Pure policy with an injected clock: ``admit(key, now)`` answers a ``Decision`` and
 ``release(key, now)`` ends a request that was admitted. The simulator keys each limiter by its
@@ -22,6 +22,7 @@ boundary they mean.
 from __future__ import annotations
 
 import math
+import random
 from array import array
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "RollingWindow",
     "Scope",
     "Shape",
+    "Shed",
     "SlidingLog",
     "TokenBucket",
     "build",
@@ -53,13 +55,14 @@ __all__ = [
     "retry_after_header",
 ]
 
-Reason = Literal["ok", "limit", "penalty", "boxed", "concurrency"]
+Reason = Literal["ok", "limit", "penalty", "boxed", "concurrency", "shed"]
 """Why a request was answered so: admitted, over the limit, the request that entered a penalty
-box, refused inside a box, or over the concurrency cap."""
+box, refused inside a box, over the concurrency cap, or shed at random."""
 
 EPS = 1e-9  # clock values are sums of floats: 0.1 + 0.2 must count as 0.3
 MAX_KEYS = 100_000
 LOG_ENTRIES_BUDGET = 2_000_000  # sliding logs keep one float per admitted request in the window
+SHED_SEED = 0x5EED  # fixed, so a run of the simulator (and a virtual-time test) sheds the same requests
 _FIRST_SWEEP = 1024
 
 
@@ -69,7 +72,8 @@ class Decision(NamedTuple):
     ``retry_after`` is exact (not rounded): until the next token, the window's end, the oldest
     logged request leaving the window, the box opening, or a queue's line short enough. A
     concurrency refusal has 0: a slot frees when a request in flight completes, which no clock
-    can tell. ``wait``: seconds an admitted request waits in a queue's line before it is served.
+    can tell. A shed refusal has 1: the next request is as likely to pass whenever it comes.
+    ``wait``: seconds an admitted request waits in a queue's line before it is served.
     """
 
     ok: bool
@@ -410,6 +414,25 @@ class Queue(Limiter):
         return state.free <= now + EPS
 
 
+class Shed(Limiter):
+    """Refuses a share ``limit`` of requests at random, whatever their rate or key: an overloaded
+    upstream's sporadic 429s. No per-key state, so its draws follow the order requests arrive in,
+    from a fixed seed."""
+
+    __slots__ = ("_random", "share")
+
+    def __init__(self, spec: LimiterSpec, max_keys: int = MAX_KEYS) -> None:
+        super().__init__(spec, max_keys)
+        self.share = spec.limit
+        self._random = random.Random(SHED_SEED)
+
+    def admit(self, key: Hashable, now: float) -> Decision:
+        return Decision(False, 1.0, "shed") if self._random.random() < self.share else ADMIT
+
+    def _idle(self, state: object, now: float) -> bool:
+        return True
+
+
 _SHAPES: dict[str, type[Limiter]] = {
     "bucket": TokenBucket,
     "fixed": FixedWindow,
@@ -418,6 +441,7 @@ _SHAPES: dict[str, type[Limiter]] = {
     "penalty": PenaltyBox,
     "concurrency": ConcurrencyCap,
     "queue": Queue,
+    "shed": Shed,
 }
 
 

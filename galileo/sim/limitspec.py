@@ -11,6 +11,8 @@
     queue:RATE[/PERIOD][,burst=S]    requests leave in line, RATE per PERIOD: each waits for its turn,
                                      and one that would wait more than S seconds (default 1) is
                                      refused (nginx's limit_req with a burst and no nodelay)
+    shed:P                           refuses a share P (0 < P < 1) of what the other limits admit, at
+                                     random, whatever the rate (an overloaded upstream's sporadic 429s)
 
 Every shape takes ``scope=ip|ip+region|key|global``, ``retry_after=yes|no|reset|one`` (``reset``:
 the refusal says when in ``RateLimit-Reset``, as many proxies do, not in ``Retry-After``; ``one``: it
@@ -33,7 +35,7 @@ from typing import Literal, get_args
 
 __all__ = ["SCOPES", "SHAPES", "LimiterSpec", "Scope", "Shape", "default_scope", "parse_limiter", "parse_limiters"]
 
-Shape = Literal["bucket", "fixed", "sliding", "rolling", "penalty", "concurrency", "queue"]
+Shape = Literal["bucket", "fixed", "sliding", "rolling", "penalty", "concurrency", "queue", "shed"]
 Scope = Literal["ip", "ip+region", "key", "global"]
 SHAPES: tuple[Shape, ...] = get_args(Shape)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -52,8 +54,8 @@ class LimiterSpec:
     carry ``Retry-After``.
 
     ``limit``: tokens per ``window`` (bucket), requests per ``window`` (fixed, sliding, rolling,
-    penalty, queue) or requests in flight (concurrency). ``burst``: bucket capacity in seconds of
-    rate, or the longest wait in a queue. ``box``: seconds in the penalty box.
+    penalty, queue), requests in flight (concurrency) or the share refused (shed). ``burst``: bucket
+    capacity in seconds of rate, or the longest wait in a queue. ``box``: seconds in the penalty box.
     """
 
     shape: Shape
@@ -69,8 +71,8 @@ class LimiterSpec:
 
     @property
     def rate(self) -> float:
-        """Sustained requests per second: ``limit / window`` (a concurrency cap has none: inf)."""
-        return math.inf if self.shape == "concurrency" else self.limit / self.window
+        """Sustained requests per second: ``limit / window`` (a concurrency cap or a shed has none: inf)."""
+        return math.inf if self.shape in ("concurrency", "shed") else self.limit / self.window
 
     @property
     def capacity(self) -> float:
@@ -78,8 +80,8 @@ class LimiterSpec:
         return max(1.0, self.rate * self.burst)
 
     def __str__(self) -> str:
-        if self.shape == "concurrency":
-            text = f"concurrency:{self.limit:g}"
+        if self.shape in ("concurrency", "shed"):
+            text = f"{self.shape}:{self.limit:g}"
         else:
             text = f"{self.shape}:{self.limit:g}/{self.window:g}s"
         if self.shape in ("bucket", "queue"):
@@ -146,6 +148,18 @@ def _per(args: str, shape: str, integer: bool) -> tuple[float, float]:
     return rate, window
 
 
+def _share(text: str) -> float:
+    if "/" in text:
+        raise ValueError(f"shed: takes no period, a share refused whatever the rate (e.g. shed:0.01), got {text!r}")
+    try:
+        share = float(text)
+    except ValueError:
+        raise ValueError(f"shed: {text!r} is not a share (e.g. shed:0.01 refuses 1 %)") from None
+    if not 0 < share < 1:  # nan fails it too
+        raise ValueError(f"shed: share must be > 0 and < 1, got {text.strip()!r}")
+    return share
+
+
 def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
     """The LimiterSpec ``text`` describes; ValueError says what is wrong and how to write it.
 
@@ -179,6 +193,8 @@ def parse_limiter(text: str, target: str | None = None) -> LimiterSpec:
         raise ValueError(f"{text!r}: refuse must be delayed or at_once")
     if shape == "concurrency":
         limit, window = float(_count(args, "concurrency")), 1.0
+    elif shape == "shed":
+        limit, window = _share(args), 1.0
     else:
         limit, window = _per(args, shape, integer=shape not in ("bucket", "queue"))
     burst = _seconds(fields["burst"], "burst") if "burst" in fields else 1.0

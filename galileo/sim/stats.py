@@ -124,7 +124,7 @@ class SimStats:
         self.series.add((ip, bucket, status), int(now_wall))
 
     def refusal(self, ip: str, bucket: str, reason: str) -> None:
-        """Count one limiter refusal by ``reason`` (``limit``, ``penalty``, ``boxed``, ``concurrency``)."""
+        """Count one limiter refusal by ``reason`` (``limit``, ``penalty``, ``boxed``, ``concurrency``, ``shed``)."""
         self.refused.setdefault(ip, {}).setdefault(bucket, Counter())[reason] += 1
 
     def served(self, bucket: str, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from galileo.sim.limiter import (
     PenaltyBox,
     Queue,
     RollingWindow,
+    Shed,
     SlidingLog,
     TokenBucket,
     build,
@@ -53,6 +55,8 @@ def admitted(limiter: object, times: list[float], key: str = "k") -> list[float]
         ("sliding:5/1s,refuse=delayed,retry_after=no", None, "sliding:5/1s,scope=ip,retry_after=no"),
         ("queue:20/1s", None, "queue:20/1s,burst=1s,scope=ip"),
         ("queue:5,burst=400ms,refuse=at_once", None, "queue:5/1s,burst=0.4s,scope=ip,refuse=at_once"),
+        ("shed:0.05", None, "shed:0.05,scope=ip"),
+        ("shed:0.01,retry_after=one,refuse=at_once", None, "shed:0.01,scope=ip,refuse=at_once,retry_after=one"),
     ],
 )
 def test_parse_and_canonical_text(text: str, target: str | None, canonical: str) -> None:
@@ -90,6 +94,33 @@ def test_bad_specs_say_what_is_wrong(text: str) -> None:
         parse_limiter(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("shed:0", "share must be > 0 and < 1, got '0'"),
+        ("shed:1", "share must be > 0 and < 1, got '1'"),
+        ("shed:1.5", "share must be > 0 and < 1"),
+        ("shed:-0.1", "share must be > 0 and < 1"),
+        ("shed:nan", "share must be > 0 and < 1"),
+        ("shed:inf", "share must be > 0 and < 1"),
+        ("shed:abc", "'abc' is not a share"),
+        ("shed:", "'' is not a share"),
+        ("shed:0.01/1s", "takes no period"),
+        ("shed:0.01,burst=1", "burst= is for bucket and queue only"),
+        ("shed:0.01,box=1s", "only penalty takes it"),
+    ],
+)
+def test_a_bad_shed_says_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_limiter(text)
+
+
+def test_a_shed_is_a_share_with_no_rate() -> None:
+    spec = parse_limiter("shed:0.05")
+    assert (spec.shape, spec.limit, spec.window, spec.rate) == ("shed", 0.05, 1.0, math.inf)
+    assert isinstance(build(spec), Shed)
+
+
 def test_limits_stack_with_an_ampersand_each_with_its_own_scope() -> None:
     stack = parse_limiters("bucket:20/1s,burst=0.1 & sliding:600/60s,scope=key", "jupiter")
     assert [str(spec) for spec in stack] == [
@@ -97,6 +128,8 @@ def test_limits_stack_with_an_ampersand_each_with_its_own_scope() -> None:
         "sliding:600/60s,scope=key",
     ]
     assert parse_limiters("sliding:5/1s", "jito") == (parse_limiter("sliding:5/1s", "jito"),)
+    bucket, shed = parse_limiters("bucket:20/1s & shed:0.01")
+    assert (bucket.shape, bucket.rate, shed.shape, shed.limit) == ("bucket", 20.0, "shed", 0.01)
 
 
 @pytest.mark.parametrize(
@@ -334,6 +367,25 @@ def test_concurrency_cap_counts_in_flight_and_releases() -> None:
     cap.release("never-seen", 2.0)
     assert len(cap) == 0 and cap.in_flight("a") == 0
     assert [cap.admit("a", 3.0).ok for _ in range(3)] == [True, True, False]
+
+
+# --- load shedding --------------------------------------------------------------------------
+
+
+def test_shed_refuses_its_share_at_random_whatever_the_key_or_time_and_the_same_each_run() -> None:
+    """``shed:0.1``: about one request in ten is refused, with 1 s to wait, whoever sends it and however
+    slowly; two fresh limiters (two runs of the simulator) refuse the very same requests."""
+    first, second, hammered = build("shed:0.1"), build("shed:0.1"), build("shed:0.1")
+    calls = [(f"10.0.{i % 7}", i * 0.37) for i in range(10_000)]  # seven callers, a request every 370 ms
+    decisions = [first.admit(key, now) for key, now in calls]
+    shed = Decision(False, 1.0, "shed")
+    assert set(decisions) == {Decision(True, 0.0, "ok"), shed}
+    assert 800 <= decisions.count(shed) <= 1200
+    assert [second.admit(key, now) for key, now in calls] == decisions
+    assert [hammered.admit("k", 0.0) for _ in calls] == decisions  # one caller, all at once: the same draws
+    assert len(first) == 0  # nothing kept per caller
+    said = {opt: refusal_header(parse_limiter(f"shed:0.1,retry_after={opt}"), shed) for opt in ("yes", "no")}
+    assert said == {"yes": ("Retry-After", "1"), "no": None}
 
 
 def test_queue_keeps_callers_waiting_in_line_up_to_its_burst_then_refuses() -> None:

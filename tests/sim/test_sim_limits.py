@@ -13,7 +13,7 @@ import pytest
 
 from galileo.sim import SimConfig, SimServer
 from galileo.sim.errors import JITO_RATE_LIMITED
-from galileo.sim.limiter import ConcurrencyCap
+from galileo.sim.limiter import ConcurrencyCap, build
 from galileo.sim.limits import ServiceLimits
 from tests.sim.sim_helpers import SOL, USDC, SessionFactory, SimFactory, rpc
 from workers.classify import parse_retry_after, retry_after_of
@@ -364,3 +364,45 @@ async def test_a_queue_keeps_requests_waiting_their_turn_and_refuses_past_its_bu
     assert refused < 0.15, got
     status, _, _ = await call(bound("127.0.0.3"), sim.url)
     assert status == 200
+
+
+async def test_a_shed_refuses_some_requests_at_random_saying_retry_after_one(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """``shed:0.5``: half the quotes, whatever their pace, are refused with ``Retry-After: 1``, the very
+    ones a fresh limiter draws (its seed is fixed, so a run of the simulator sheds the same requests)."""
+    sim = await sim_factory(limiters={"jupiter": "shed:0.5"})
+    client = bound("127.0.0.2")
+    call, body = SERVICES["jupiter"]
+    drawn = build("shed:0.5")
+    expected = [200 if drawn.admit("k", 0.0).ok else 429 for _ in range(40)]
+    answers = [await call(client, sim.url) for _ in range(40)]
+    assert [status for status, _, _ in answers] == expected
+    assert expected.count(200) >= 5 and expected.count(429) >= 5
+    assert {(got == body, headers.get("Retry-After")) for status, got, headers in answers if status == 429} == {
+        (True, "1")
+    }
+    limits = (await stats(client, sim))["limits"]
+    assert limits["refused"]["jupiter"] == {"shed": expected.count(429)}
+    assert limits["limiters"]["jupiter"]["spec"] == "shed:0.5,scope=ip"
+
+
+async def test_a_request_shed_after_a_bucket_admitted_it_still_spent_its_token(
+    sim_factory: SimFactory, bound: SessionFactory
+) -> None:
+    """``bucket:0.002/1s,burst=2500 & shed:0.5``: five tokens, then one per 500 s. The shed refuses some
+    of the five the bucket admits, and those spent their tokens all the same (an upstream that sheds
+    load counts the request first), so the sixth is refused by the bucket, fewer than five answered."""
+    sim = await sim_factory(limiters={"jupiter": "bucket:0.002/1s,burst=2500 & shed:0.5"})
+    client = bound("127.0.0.2")
+    call, _ = SERVICES["jupiter"]
+    drawn = build("shed:0.5")
+    expected = [200 if drawn.admit("k", 0.0).ok else 429 for _ in range(5)]
+    assert 200 in expected and 429 in expected  # the fixed seed sheds some of the five, not all
+    answers = [await call(client, sim.url) for _ in range(6)]
+    assert [status for status, _, _ in answers[:5]] == expected
+    assert {headers.get("Retry-After") for status, _, headers in answers[:5] if status == 429} == {"1"}
+    status, _, headers = answers[5]
+    assert status == 429 and 490 <= int(headers["Retry-After"]) <= 500  # the bucket's: its tokens are gone
+    limits = (await stats(client, sim))["limits"]
+    assert limits["refused"]["jupiter"] == {"shed": expected.count(429), "limit": 1}
