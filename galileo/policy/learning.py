@@ -171,7 +171,7 @@ from galileo.policy.arrivals import ArrivalGuard
 __all__ = ["PACE", "Heard", "PaceRules", "Phase", "RateLearner"]
 
 Phase = Literal["open", "learn", "hold"]
-Heard = Literal["echo", "surprise", "refusal"]  # what a 429 told a learner
+Heard = Literal["echo", "surprise", "refusal", "noise"]  # what a 429 told a learner
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +249,20 @@ class PaceRules:
     # other's: each spent one window (see RateLearner._held_return)
     kept: float = 0.85  # a measured fall is believed only if our sends between came to this share of the pace
     dear_share: float = 0.2  # ... over the time between, waits included, if its wait came to this share of its cycle
+    noise_min: int = 5  # surprises at held paces under ``fallen`` of the highest one proven, at least this many ...
+    noise_floor: float = 0.002  # ... and this share of their sends or more (up to ``noise_max``): 429s whatever the
+    noise_max: float = 0.05  # pace (an upstream shedding load), not the limit's: their share is the noise ...
+    noise_spacing: int = 10  # (only surprises this many successes after the last refusal count)
+    noise_intervals: int = 8  # ... and the last this many intervals between refusals (in sends) vary as chance's do,
+    noise_cv: float = 0.4  # their deviation this share of their mean or more (a limit's cycle is regular) ...
+    noise_trend: float = 2.0  # ... and not thinning out (the later half of those this many times the earlier)
+    noise_window: float = 4.0  # ... and a refusal is noise while the sends that hold this many of it at that share
+    noise_slack: float = 1.5  # ... hold at most this many times that, plus ``noise_extra``
+    noise_extra: int = 2
 
 
 PACE = PaceRules()
+NOISE_KEPT = 64  # refusals whose send counts are kept to tell noise from the limit's (bounded: 0.5 KiB a pair)
 SENT_KEPT = 128  # send times kept (1 KiB a pair): more than a pace keeps in flight while a refusal comes back
 
 
@@ -317,6 +328,18 @@ class RateLearner:
         self.cooled_until = -math.inf  # when the cooling of the last refusal that was news ended
         self.reprobe_every = rules.reprobe
         self.peak = 0.0  # the highest pace proven clean
+        # Refusals whatever the pace (see _noisy): sends and surprises at a held pace (lo or under), at 0.9 of the
+        # highest proven or more ([0], for the record) and under ``fallen`` of it ([1]); the share found; recent
+        # refusals.
+        self.held_sends = [0, 0]
+        self.held_refused = [0, 0]
+        self.attributed = 0  # sends through the last refusal, counted into those
+        self.noise = 0.0
+        self.defer_noise = False  # noise found is left to the caller to judge (``noise_found``: see PaceBook)
+        self.noise_found = 0.0
+        self.noise_since = 0  # sends through the last refusal found over the noise: none before it count again
+        self.said_seconds = False  # a Retry-After said seconds (a window's or a box's): no noise is looked for
+        self.noise_sent: deque[int] = deque(maxlen=NOISE_KEPT)  # sends through each recent news refusal
         self.fell_at: float | None = None  # when lo fell under ``fallen`` of it (None: it has not, or long ago)
         self.stall_at = now
         self.span_start: float | None = None  # measuring: send time of the refusal that opened the span
@@ -669,7 +692,8 @@ class RateLearner:
         r = self.rules
         self.lo_proven = self.lo_proven or self.rate >= self.lo
         self.lo = max(self.lo, self.rate)
-        self.peak = max(self.peak, self.rate)
+        if self.rate > self.peak:
+            self._new_peak(self.rate)
         self.between_proven = True
         eps = self._eps()
         guessed_past = self.lo * (1 + eps) >= self.hi or self.guess_steps >= r.guess_steps
@@ -745,10 +769,12 @@ class RateLearner:
             self.run_said = retry_after is not None
             self.clean_from(now, max(self.clean_since, now + cooled))
             return "echo"
+        through = self._sent_through(sent_at)  # requests sent up to this one, for the pace kept until the next
+        if self.phase == "hold" and self.told is None and self._noise(now, through, retry_after, cooled):
+            return "noise"
         if self.run_start is None:
             self.run_start = sent_at
         heard: Heard = "refusal"
-        through = self._sent_through(sent_at)  # requests sent up to this one, for the pace kept until the next
         if self.phase == "open":
             self._first(now, sent_at, retry_after, cooled)
         elif self.phase == "learn":
@@ -769,6 +795,7 @@ class RateLearner:
         self.cooled_until = now + cooled
         self.between_told = retry_after is not None and retry_after >= self.rules.long_wait
         self.own_window |= self.between_told
+        self.said_seconds |= self.between_told
         self.between_said = retry_after is not None
         self.between_proven = False
         self.between_own = heard == "surprise"
@@ -872,7 +899,7 @@ class RateLearner:
             return self.reprobe_every
         if now - self.fell_at > r.fallen_memory or self.lo >= r.fallen * self.peak:
             self.fell_at = None
-            self.peak = min(self.peak, self.lo / r.fallen)  # a fall not come back is not waited for again
+            self._new_peak(min(self.peak, self.lo / r.fallen))  # a fall not come back is not waited for again
             return self.reprobe_every
         return min(self.reprobe_every, r.fallen_reprobe)
 
@@ -886,6 +913,8 @@ class RateLearner:
         ``wait``: its Retry-After (0: none)."""
         r = self.rules
         surprise = self.lo > 0 and self.rate <= self.lo * (1 + 1e-9)
+        if surprise and self._noisy(now, cooled):
+            return "noise"
         lo_before = self.lo
         self.settled = now - self.stepped_at  # how long the pace had held when refused
         # Between two refusals the budget admitted at most its rate: what we got is a lower bound of
@@ -977,12 +1006,130 @@ class RateLearner:
             self.lo_proven = False
         if self.fell_at is None and self.lo < r.fallen * self.peak:
             self.fell_at = now  # the limit fell: it may come back (see _reprobe)
+            if self.noise:
+                # ... and what was taken for noise did not keep the pace up: the limit's too (a bucket's bank
+                # carried the highest pace proven over its rate). Noise found again goes back only this high.
+                self.noise = 0.0
+                self._new_peak(self.lo)
         self.rate = max(r.min_rate, self._settled() if settle else self.lo if self.lo > 0 else self.rate * r.backoff)
         self._repace(now, cooled)
         self.gain = r.step
         self.clean_from(now, now + cooled)
         self.converged_at = None  # (proven again there, it is converged again)
         return "surprise" if surprise else "refusal"
+
+    def _new_peak(self, peak: float) -> None:
+        """The highest pace proven is now ``peak``: refusals at proven paces are counted against it afresh."""
+        self.peak = peak
+        self.held_sends, self.held_refused = [0, 0], [0, 0]
+
+    def _held_bin(self) -> int | None:
+        """Where the pace stands, held (at ``lo`` or under it): at 0.9 of the highest pace proven or more (0), or
+        under ``fallen`` of it (1); None when stepping above ``lo``, or between."""
+        if self.rate > self.lo * (1 + 1e-9) or self.peak <= 0:
+            return None
+        share = self.rate / self.peak
+        return 0 if share >= 0.9 else 1 if share < self.rules.fallen else None
+
+    def _noise(self, now: float, through: int, retry_after: float | None, cooled: float) -> bool:
+        """A refusal at a held pace within the noise (see :meth:`_noisy`): nothing for the pace. The sends
+        since the last refusal are counted to the pace's bin first. A ``Retry-After`` of seconds is never
+        noise (a window or a box said when), nor a refusal where the last sends that should hold
+        ``noise_window`` of them hold more than ``noise_slack`` times that (+ ``noise_extra``): the pace
+        passed a limit too. Its cooling is not the pace's sending time: a step's proof goes on past it."""
+        r = self.rules
+        b = self._held_bin()
+        if b is not None:
+            self.held_sends[b] += through - self.attributed
+        self.attributed = through
+        sent = self.noise_sent
+        sent.append(through)
+        timed = retry_after is not None and retry_after >= r.long_wait
+        if self.noise <= 0 or timed:
+            return False
+        recent = max(through - r.noise_window / self.noise, self.noise_since)
+        if sum(1 for t in sent if t > recent) > r.noise_slack * r.noise_window + r.noise_extra or self._regular():
+            # More than the noise: the limit's too. Those that made it so are spent on this one: the next is
+            # judged afresh (else noise coming on their heels was taken for a fall, cut after cut).
+            self.noise_since = through
+            return False
+        self.between_idle += cooled
+        self.fill_at = min(now, self.fill_at + cooled)
+        return True
+
+    def _regular(self) -> bool:
+        """The last ``noise_intervals`` intervals between refusals (in sends) were regular: a limit's cycle (a
+        bucket refilled by each cooling and spent again, a window's resets), not chance's (whose intervals
+        deviate as much as their mean: under ``noise_cv`` of it in 1 % of 8 such)."""
+        sent, m = self.noise_sent, self.rules.noise_intervals
+        if len(sent) <= m:
+            return False
+        xs = [sent[-i] - sent[-i - 1] for i in range(1, m + 1)]
+        mean = sum(xs) / m
+        return mean <= 0 or math.sqrt(sum((x - mean) ** 2 for x in xs) / m) < self.rules.noise_cv * mean
+
+    def _thinning(self) -> bool:
+        """The refusals thin out: the later half of the last ``noise_intervals`` intervals between them (in
+        sends) is ``noise_trend`` times the earlier half or more, as a limit's do while a pace over it comes
+        down to it (a bucket's first estimate overstated by its depth), not chance's (in 17 % of such).
+        Only to find noise: taken for noise, a refusal is never judged by it."""
+        sent, m = self.noise_sent, self.rules.noise_intervals
+        half = m // 2
+        if len(sent) <= m:
+            return False
+        xs = [sent[-i] - sent[-i - 1] for i in range(m, 0, -1)]  # oldest first
+        return sum(xs[half:]) * half >= self.rules.noise_trend * sum(xs[:half]) * (m - half)
+
+    def _noisy(self, now: float, cooled: float) -> bool:
+        """A surprise (at ``lo`` or under): is the upstream refusing whatever the pace (shedding load)?
+
+        A limit's refusals stop under it: a pace proven after a fall is refused again only by the jitter's
+        tail, once in tens of seconds to minutes. An upstream that sheds a share of what it gets (1 %: a 429
+        every 5 s at 20/s) refuses every pace alike, and each refusal taken for the limit's cut the pace
+        2 % (more, soon after the last): 20/s fell to 10/s in 3 minutes, 0.52 of the rate (0.21 at 3 %)
+        where told pacing, which keeps its pace, held 0.81 (with Retry-After: 1 honoured; 0.96 without).
+        So: ``noise_min`` surprises at paces held under ``fallen`` of the highest one proven, each at least
+        ``noise_spacing`` successes after the last refusal (a fall's come one after the other), at
+        ``noise_floor`` to ``noise_max`` of the sends there, and the last refusals' intervals as irregular as
+        chance's (:meth:`_regular`: a deep bucket's bank, refilled by each cooling, carries a pace over its
+        rate and is refused like clockwork) are noise. Their share is taken for the noise's, the pace goes
+        back to the highest proven (:meth:`sheds`), and from then on a refusal within the noise is nothing
+        for the pace (:meth:`_noise`). Dropped if the pace falls that far again. Where the caller judges it
+        (``defer_noise``: a pair whose refusals may be other IPs spending a budget it shares, which look the
+        same from one IP), the finding is left in ``noise_found`` and the refusal taken as usual."""
+        r = self.rules
+        b = self._held_bin()
+        if b is None or self.between_oks < r.noise_spacing or self.said_seconds:
+            # (a fall's refusals come one soon after the other: not counted; nor where a Retry-After said the
+            # limit remembers seconds: a window's or a box's cycles, stacked with a second's limit, are as
+            # irregular as chance's)
+            return False
+        self.held_refused[b] += 1
+        n, sends = self.held_refused[1], self.held_sends[1]
+        if b != 1 or self.noise or n < r.noise_min or sends <= 0 or not r.noise_floor <= n / sends <= r.noise_max:
+            return False
+        if len(self.noise_sent) <= r.noise_intervals or self._regular() or self._thinning():
+            return False
+        if self.defer_noise:
+            self.noise_found = n / sends  # (this refusal is taken as usual meanwhile)
+            return False
+        self.between_idle += cooled
+        self.sheds(now, n / sends, cooled)
+        return True
+
+    def sheds(self, now: float, share: float, cooled: float = 0.0) -> None:
+        """The upstream refuses ``share`` of requests whatever the pace (see :meth:`_noisy`): the pace goes
+        back to the highest proven, and from now on a refusal within that share is nothing for it."""
+        r = self.rules
+        self.noise = max(self.noise, share)
+        if self.phase != "hold" or self.told is not None or self.peak <= 0:
+            return
+        self.lo = self.rate = max(self.lo, self.peak)
+        self.hi, self.hi_refused, self.gain = math.inf, True, r.step
+        self.fell_at, self.falling, self.doubt = None, 0, 1.0
+        self.margin, self.jittered, self.converged_at = r.margin, False, None
+        self.clean_from(now, now + cooled)
+        self._repace(now, cooled)
 
     def _not_jitter(self, now: float) -> None:
         """The run the last surprise opened, taken for the jitter's tail, lasted seconds: a window's fill

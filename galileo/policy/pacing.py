@@ -330,6 +330,7 @@ class PaceBook:
         if p is None:
             told = self.known_rate(upstream)
             p = self._pacers[key] = Pacer(self.rules, now, told)
+            p.learner.defer_noise = True  # (see _found_noise)
             shared = self.known_shared_rate(upstream) is not None
             if shared or (told is None and (upstream in self._groups or self._lookup(self.keyed, upstream))):
                 group = self._group(upstream, now).learner
@@ -414,8 +415,18 @@ class PaceBook:
                 g.learner.ok(now, sent)
         elif result == "rate_limited":
             if g is not None and not self._own_limit(p, g.learner, upstream):
-                g.learner.refused(now, sent, retry_after, cooled, decided)
-                if g.got is not None and g.learner.rate < DISSOLVE * g.got:
+                heard = g.learner.refused(now, sent, retry_after, cooled, decided)
+                if g.got is not None and heard == "noise":
+                    # The surprises on many IPs that made it one budget were the upstream's noise (refusals
+                    # whatever the pace, see RateLearner._noisy): each IP paces itself again, knowing it.
+                    log.info(
+                        "pacing: %s refuses %.1f %% of requests whatever the pace (it sheds load): not one shared "
+                        "budget after all, each IP paces itself again",
+                        upstream,
+                        100 * g.learner.noise,
+                    )
+                    self._dissolve(upstream, now, g.learner.noise)
+                elif g.got is not None and g.learner.rate < DISSOLVE * g.got:
                     log.info(
                         "pacing: %s was not one shared budget (refused down to %.1f/s, under %.0f %% of the %.1f/s "
                         "the IPs got): each IP paces itself again",
@@ -427,6 +438,8 @@ class PaceBook:
                     self._dissolve(upstream, now)
             else:
                 self._heard(ip, upstream, p.refused(now, sent, retry_after, cooled, decided, span), now)
+                if p.learner.noise_found:
+                    self._found_noise(ip, upstream, p, now)
 
     def _own_limit(self, p: Pacer, shared: RateLearner, upstream: str) -> bool:
         """A pair told a rate of its own, in a told shared budget, whose own pace binds before its share
@@ -454,12 +467,36 @@ class PaceBook:
         whole = [n for sec, n in counts if int(now) - OK_SECONDS <= sec < int(now)]
         return sum(whole) / len(whole) if whole else 0.0
 
-    def _dissolve(self, upstream: str, now: float) -> None:
+    def _found_noise(self, ip: str, upstream: str, p: Pacer, now: float) -> None:
+        """A pair's proven paces are refused whatever the pace (see ``RateLearner._noisy``): the upstream sheds
+        load, or the other IPs spend a budget this one shares. Where a shared budget could be, it is tried
+        first: paced as one, a shared budget's refusals stop, noise's do not (and its learner finds it, which
+        dissolves it again). Else the pair takes it for noise."""
+        found, p.learner.noise_found = p.learner.noise_found, 0.0
+        shared = len(self._pairs(upstream)) >= KEYED_IPS and not p.learner.own_window
+        if shared and now >= self._unshared_until.get(upstream, -math.inf):
+            self.share(upstream, now)
+            g = self._groups[upstream]
+            log.info(
+                "pacing: %s refuses %s whatever its pace (%.1f %% of requests): one budget every IP shares, or "
+                "an upstream shedding load; paced as one from %.1f/s to tell",
+                upstream,
+                ip,
+                100 * found,
+                g.learner.rate,
+            )
+            return
+        p.learner.sheds(now, found)
+
+    def _dissolve(self, upstream: str, now: float, noise: float = 0.0) -> None:
         """A detected shared budget was per-IP limits after all (refused far below what the IPs had been
-        getting): each pair paces itself again, from what it had proven."""
+        getting, or refused whatever its pace: ``noise``, the share so refused): each pair paces itself again,
+        from what it had proven, with that noise known."""
         del self._groups[upstream]
         for p in self._pairs(upstream):
             p.group = None
+            if noise:
+                p.learner.sheds(now, noise)
         self._unshared_until[upstream] = now + RECHECK_SHARED
         self._surprises.pop(upstream, None)
 
