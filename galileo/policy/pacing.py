@@ -468,7 +468,7 @@ class PaceBook:
         return sum(whole) / len(whole) if whole else 0.0
 
     def _found_noise(self, ip: str, upstream: str, p: Pacer, now: float) -> None:
-        """A pair's proven paces are refused whatever the pace (see ``RateLearner._noisy``): the upstream sheds
+        """A pair's held paces are refused whatever the pace (see ``RateLearner._noisy``): the upstream sheds
         load, or the other IPs spend a budget this one shares. Where a shared budget could be, it is tried
         first: paced as one, a shared budget's refusals stop, noise's do not (and its learner finds it, which
         dissolves it again). Else the pair takes it for noise."""
