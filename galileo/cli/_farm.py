@@ -155,8 +155,9 @@ def _stats_table(snapshot: dict[str, Any]) -> Table:
 
 def _pacing_text(pairs: list[dict[str, Any]]) -> str:
     """One IP's pacing, upstream by upstream: ``jupiter 19.6/s``, ``dflow 4.9/s told``, ``titan cap 3
-    of 26`` (a cap trimmed where the upstream queues), ``ultra learning``, ``rpc shared``; an upstream
-    that has met no limit is left out."""
+    of 26`` (a cap trimmed where the upstream queues), ``ultra learning``, ``rpc shared``, ``quotes
+    19.4/s (1.2 % shed)`` (429s whatever the pace, found for noise); an upstream that has met no limit is
+    left out."""
     parts = []
     for p in pairs:
         if p["shared"]:
@@ -172,6 +173,8 @@ def _pacing_text(pairs: list[dict[str, Any]]) -> str:
         if p["cap"] is not None:
             found = p["cap_found"]
             text += (" " if text else "") + f"cap {p['cap']}" + (f" of {found}" if found != p["cap"] else "")
+        if p.get("noise_share"):
+            text += f" ({100 * p['noise_share']:.1f} % shed)"  # 429s whatever the pace, not followed down
         parts.append(f"{p['upstream']} {text}")
     return ", ".join(parts) or "-"
 

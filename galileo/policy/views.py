@@ -21,7 +21,8 @@ class PairPace:
     (measuring the limit it met), ``hold`` (paced). ``rate``: requests/s it is paced at, None where
     it is not (open, or a budget every IP shares paces it: ``shared``). ``cap``: requests in flight
     it may have where its refusals showed a concurrency cap (``found``; fewer where the upstream
-    queues at it), else None."""
+    queues at it), else None. ``noise``: the share of requests it found the upstream refusing whatever
+    the pace (shedding load; 0: none found), whose 429s it does not follow down."""
 
     ip: str
     upstream: str
@@ -31,6 +32,7 @@ class PairPace:
     cap: int | None
     found: int | None
     shared: bool
+    noise: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -41,6 +43,7 @@ class PairPace:
             "cap": self.cap,
             "cap_found": self.found,
             "shared": self.shared,
+            "noise_share": round(self.noise, 4),
         }
 
 
@@ -65,7 +68,8 @@ def pair_paces(book: PaceBook) -> list[PairPace]:
     for (ip, upstream), p in sorted(book.rates().items()):
         learner = p.learner
         rate = None if p.grouped else _rate(learner.phase, learner.rate)
-        out.append(PairPace(ip, upstream, learner.phase, rate, learner.told is not None, p.cap, p.caps.cap, p.grouped))
+        told = learner.told is not None
+        out.append(PairPace(ip, upstream, learner.phase, rate, told, p.cap, p.caps.cap, p.grouped, learner.noise))
     return out
 
 

@@ -25,9 +25,9 @@ from tests.policy.limitsim import SimUpstream, simulate
 IPS = [f"10.0.0.{i}" for i in range(1, 3)]
 
 
-def learnt(spec: str, latency: str = "50", **policy: object) -> FarmPolicy:
+def learnt(spec: str, latency: str = "50", seconds: float = 90.0, **policy: object) -> FarmPolicy:
     pol = FarmPolicy(rng=random.Random(1), **policy)  # type: ignore[arg-type]
-    simulate(SimUpstream(spec, latency=latency, seed=1), IPS, seconds=90, warmup=60, policy=pol)
+    simulate(SimUpstream(spec, latency=latency, seed=1), IPS, seconds=seconds, warmup=60, policy=pol)
     return pol
 
 
@@ -37,6 +37,10 @@ def test_a_learnt_pace_a_cap_a_trimmed_cap_and_a_keys_budget_read_as_they_were_l
         (ip, "u", "hold", False, None, False) for ip in IPS
     ]
     assert all(p.rate is not None and 18.0 <= p.rate <= 20.5 for p in bucket), bucket
+    assert all(p.noise == 0.0 for p in bucket), bucket
+
+    shedding = pair_paces(learnt("bucket:20/1s,burst=1 & shed:0.02", seconds=180.0).pacing)
+    assert all(0.005 <= p.noise <= 0.05 for p in shedding), shedding  # found for what it is: 2 % or so
 
     cap = pair_paces(learnt("concurrency:4").pacing)
     assert all(p.cap == p.found == 4 for p in cap), cap
@@ -67,9 +71,11 @@ def test_the_pacing_column_says_each_upstream_in_a_few_words() -> None:
                 pair("rpc", "open", None, cap=4),
                 pair("ultra", "learn", 1.0),
                 pair("jito", "hold", None, shared=True),
+                pair("quotes", "hold", 19.43, noise_share=0.0123),
             ]
         )
-        == "jupiter 19.6/s, dflow 19.6/s told, titan 30.0/s cap 3 of 26, rpc cap 4, ultra learning, jito shared"
+        == "jupiter 19.6/s, dflow 19.6/s told, titan 30.0/s cap 3 of 26, rpc cap 4, ultra learning, jito shared, "
+        "quotes 19.4/s (1.2 % shed)"
     )
 
 
@@ -112,6 +118,7 @@ async def test_stats_and_gauges_show_told_paces_a_told_key_budget_and_a_cap(
             "cap": None,
             "cap_found": None,
             "shared": False,
+            "noise_share": 0.0,
         }
         console = Console(width=400, record=True)
         console.print(_stats_view(snap))
