@@ -328,11 +328,10 @@ class RateLearner:
         self.cooled_until = -math.inf  # when the cooling of the last refusal that was news ended
         self.reprobe_every = rules.reprobe
         self.peak = 0.0  # the highest pace proven clean
-        # Refusals whatever the pace (see _noisy): sends and surprises at a held pace (lo or under), at 0.9 of the
-        # highest proven or more ([0], for the record) and under ``fallen`` of it ([1]); the share found; recent
-        # refusals.
-        self.held_sends = [0, 0]
-        self.held_refused = [0, 0]
+        # Refusals whatever the pace (see _noisy): sends and surprises at a pace held (lo or under) under
+        # ``fallen`` of the highest proven; the share found; recent refusals.
+        self.low_sends = 0
+        self.low_refused = 0
         self.attributed = 0  # sends through the last refusal, counted into those
         self.noise = 0.0
         self.defer_noise = False  # noise found is left to the caller to judge (``noise_found``: see PaceBook)
@@ -1021,15 +1020,11 @@ class RateLearner:
     def _new_peak(self, peak: float) -> None:
         """The highest pace proven is now ``peak``: refusals at proven paces are counted against it afresh."""
         self.peak = peak
-        self.held_sends, self.held_refused = [0, 0], [0, 0]
+        self.low_sends = self.low_refused = 0
 
-    def _held_bin(self) -> int | None:
-        """Where the pace stands, held (at ``lo`` or under it): at 0.9 of the highest pace proven or more (0), or
-        under ``fallen`` of it (1); None when stepping above ``lo``, or between."""
-        if self.rate > self.lo * (1 + 1e-9) or self.peak <= 0:
-            return None
-        share = self.rate / self.peak
-        return 0 if share >= 0.9 else 1 if share < self.rules.fallen else None
+    def _held_low(self) -> bool:
+        """The pace is held (at ``lo`` or under it, not stepping above) under ``fallen`` of the highest proven."""
+        return self.lo * (1 + 1e-9) >= self.rate and self.rate < self.rules.fallen * self.peak
 
     def _noise(self, now: float, through: int, retry_after: float | None, cooled: float) -> bool:
         """A refusal at a held pace within the noise (see :meth:`_noisy`): nothing for the pace. The sends
@@ -1038,9 +1033,8 @@ class RateLearner:
         ``noise_window`` of them hold more than ``noise_slack`` times that (+ ``noise_extra``): the pace
         passed a limit too. Its cooling is not the pace's sending time: a step's proof goes on past it."""
         r = self.rules
-        b = self._held_bin()
-        if b is not None:
-            self.held_sends[b] += through - self.attributed
+        if self._held_low():
+            self.low_sends += through - self.attributed
         self.attributed = through
         sent = self.noise_sent
         sent.append(through)
@@ -1061,10 +1055,10 @@ class RateLearner:
         """The last ``noise_intervals`` intervals between refusals (in sends) were regular: a limit's cycle (a
         bucket refilled by each cooling and spent again, a window's resets), not chance's (whose intervals
         deviate as much as their mean: under ``noise_cv`` of it in 1 % of 8 such)."""
-        sent, m = self.noise_sent, self.rules.noise_intervals
-        if len(sent) <= m:
+        m = self.rules.noise_intervals
+        if len(self.noise_sent) <= m:
             return False
-        xs = [sent[-i] - sent[-i - 1] for i in range(1, m + 1)]
+        xs = self._intervals()
         mean = sum(xs) / m
         return mean <= 0 or math.sqrt(sum((x - mean) ** 2 for x in xs) / m) < self.rules.noise_cv * mean
 
@@ -1073,12 +1067,17 @@ class RateLearner:
         sends) is ``noise_trend`` times the earlier half or more, as a limit's do while a pace over it comes
         down to it (a bucket's first estimate overstated by its depth), not chance's (in 17 % of such).
         Only to find noise: taken for noise, a refusal is never judged by it."""
-        sent, m = self.noise_sent, self.rules.noise_intervals
+        m = self.rules.noise_intervals
         half = m // 2
-        if len(sent) <= m:
+        if len(self.noise_sent) <= m:
             return False
-        xs = [sent[-i] - sent[-i - 1] for i in range(m, 0, -1)]  # oldest first
+        xs = self._intervals()
         return sum(xs[half:]) * half >= self.rules.noise_trend * sum(xs[:half]) * (m - half)
+
+    def _intervals(self) -> list[int]:
+        """Sends between each of the last ``noise_intervals`` + 1 refusals kept, oldest first (as many are)."""
+        sent, m = self.noise_sent, self.rules.noise_intervals
+        return [sent[-i] - sent[-i - 1] for i in range(m, 0, -1)]
 
     def _noisy(self, now: float, cooled: float) -> bool:
         """A surprise (at ``lo`` or under): is the upstream refusing whatever the pace (shedding load)?
@@ -1098,15 +1097,14 @@ class RateLearner:
         (``defer_noise``: a pair whose refusals may be other IPs spending a budget it shares, which look the
         same from one IP), the finding is left in ``noise_found`` and the refusal taken as usual."""
         r = self.rules
-        b = self._held_bin()
-        if b is None or self.between_oks < r.noise_spacing or self.said_seconds:
+        if not self._held_low() or self.between_oks < r.noise_spacing or self.said_seconds:
             # (a fall's refusals come one soon after the other: not counted; nor where a Retry-After said the
             # limit remembers seconds: a window's or a box's cycles, stacked with a second's limit, are as
             # irregular as chance's)
             return False
-        self.held_refused[b] += 1
-        n, sends = self.held_refused[1], self.held_sends[1]
-        if b != 1 or self.noise or n < r.noise_min or sends <= 0 or not r.noise_floor <= n / sends <= r.noise_max:
+        self.low_refused += 1
+        n, sends = self.low_refused, self.low_sends
+        if self.noise or n < r.noise_min or sends <= 0 or not r.noise_floor <= n / sends <= r.noise_max:
             return False
         if len(self.noise_sent) <= r.noise_intervals or self._regular() or self._thinning():
             return False
