@@ -106,10 +106,18 @@ is all that must be learnt, never the shape.
 ``trust`` is how long an overshoot may take to show: at least 1 s and 5 requests' time, the
 longest refusal run seen (a box's length), and a window's period: from the first send to when
 its first spent budget came back, or between its first two returns (up to 120 s; a fixed
-window's pace above its rate runs clean until the window's budget is spent). But where the first
-refusal run lasted seconds, no more than 4 times the time the pace takes to send what that run's
-limit admitted before it (its count): a window of that count which the pace outruns refuses it
-within the pace's time to send the count after the window's next reset, and that reset comes
+window's pace above its rate runs clean until the window's budget is spent). After a first run
+under 2 s (a rounded-up ``Retry-After``: a bucket's, or a short window's) that period is at most 2 s:
+the time since the first send was how long demand took to reach the limit. A pair whose demand is
+another's answers (a multi-leg sell leg, fed by its buy leg) ramps for seconds before its first 429,
+and took that ramp for a window's length: a 14 s proof for each step up from a first estimate that
+averaged the ramp (virtual time, 4 IPs at 150 ms, demand reaching 1.5 N·R in 15-30 s, two-token
+buckets and a one-second window, the 40 s after the ramp: 0.57-0.82 of N·R, 0.90-1.01 since; a
+5 s window met at a second from its reset proves its first steps too soon and pays 0.2-0.6 % of
+429s more for it in two phases of eight). But where the first refusal run lasted seconds, no more
+than 4 times the time the pace takes to send what that run's limit admitted before it (its count):
+a window of that count which the pace outruns refuses it within the pace's time to send the count
+after the window's next reset, and that reset comes
 within the proven pace's time to send it (a step is at most twice the proven pace: 3 such times
 in all, and one to spare), whatever the window's length or its box's. ``penalty:10/1s,box=30s``
 proved every step in 30 s, a minute's climb for each doubling from the 0.33/s the box let through:
@@ -195,6 +203,7 @@ class PaceRules:
     min_oks: int = 20  # successes a measurement needs ...
     min_cycles: int = 2  # ... over at least this many refusal-to-refusal cycles
     long_wait: float = 2.0  # a Retry-After at least this long tells when the spent budget returns
+    short_period: float = 2.0  # a first run shorter than that: its period (first send to return) no longer than this
     window_run: float = 5.0  # refused this long while paced: the limit remembers seconds (a window, a box)
     set_point: float = 0.98  # a measured rate is paced at this share of it
     trim: float = 0.98  # a refusal at a proven pace takes it to this share ...
@@ -550,7 +559,11 @@ class RateLearner:
                 if not self.first_told and self.last_refusal_sent > start:
                     upper = self.first_oks / (self.last_refusal_sent - start)
                 gain = r.start_step if run >= r.long_wait else r.max_step  # a rounded-up second says little
-                self.period = sent_at - start  # a window's length or so: a pace must outlast one to be proven
+                # A window's length or so: a pace must outlast one to be proven. After a short run (a
+                # rounded-up Retry-After: a bucket's, a short window's) the time since the first send says
+                # how long demand took to reach the limit (a pair fed by another's answers ramps for seconds).
+                span = sent_at - start
+                self.period = span if run >= r.long_wait else min(span, r.short_period)
                 self.windowed = run >= r.long_wait  # the limiter remembers seconds (a window, a box)
                 # Without a word, 2 s may be two probes a second refused while the other IPs spend a shared
                 # budget (4 IPs on one bucket): a window of its own keeps refusing longer.
