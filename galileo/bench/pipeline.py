@@ -121,12 +121,14 @@ class PipelinePlan:
 # as long as learning them takes in virtual time (tests/policy/limitsim.py, 16 IPs, 150 ms, 3 ms of
 # arrival jitter: a 5 s fixed and a 10 s sliding window level off at 0.98-0.99 of N·R by 120 s, 0.96
 # at 90 s), since each step of the search must run clean for a window's period before it is believed.
-# The multi-leg engine learns two upstreams in turn: DFlow's demand is Jupiter's pace and the batch
-# window follows the slower one, so each climbs while the other holds (a real run at 4 IPs, 50 ms:
-# 0.99 of N·R from about 110 s, 0.65-0.8 between 60 and 90 s). A cap is found from refusals, three
-# per pair, and at a pace near the cap's rate (told R = K / latency) one comes only when a send meets
-# a slot a few milliseconds before it frees: told at 16 IPs and 300 ms was still finding caps 40 s in
-# (0.916 of N·R, 0.37 % 429s), and held 0.969 with none counted after 120 s.
+# The multi-leg engine learns two upstreams in turn: DFlow's demand is Jupiter's answers, which ramp
+# for seconds before DFlow meets its limit, and the batch window follows the slower one (at 16 IPs,
+# 150 ms: 0.92 of N·R at 80 s and 0.97-0.98 from 120 s since round 52; until then each of DFlow's steps
+# was proven over that ramp's 14 s, and the cell read 0.885-0.946 counted after 120 s). A cap is
+# found from refusals, three per pair, and at a pace near the cap's rate (told R = K / latency) one
+# comes only when a send meets a slot a few milliseconds before it frees: told at 16 IPs and 300 ms
+# was still finding caps 40 s in (0.916 of N·R, 0.37 % 429s), and held 0.969 with none counted
+# after 120 s.
 MULTI_WARMUP = 120.0
 BUCKET = Limit("bucket", "bucket:20/1s,burst=0.1", 20.0, warmup=60, counted=30)
 FIXED = Limit("fixed", "fixed:100/5s", 20.0, warmup=120, counted=30)
