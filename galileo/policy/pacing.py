@@ -475,8 +475,7 @@ class PaceBook:
         found, p.learner.noise_found = p.learner.noise_found, 0.0
         shared = len(self._pairs(upstream)) >= KEYED_IPS and not p.learner.own_window
         if shared and now >= self._unshared_until.get(upstream, -math.inf):
-            self.share(upstream, now)
-            g = self._groups[upstream]
+            g = self.share(upstream, now)
             log.info(
                 "pacing: %s refuses %s whatever its pace (%.1f %% of requests): one budget every IP shares, or "
                 "an upstream shedding load; paced as one from %.1f/s to tell",
@@ -524,8 +523,7 @@ class PaceBook:
             return
         if max(first.values()) - min(first.values()) < KEYED_SPREAD:
             return  # all at once: every IP's own limit moved (or filled) together, not a shared one
-        self.share(upstream, now)
-        g = self._groups[upstream]
+        g = self.share(upstream, now)
         log.info(
             "pacing: %s looks like one budget every IP shares (surprises on %d IPs within %.0f s): paced as one "
             "from %.1f/s; the IPs got %.1f/s together",
@@ -537,9 +535,10 @@ class PaceBook:
         )
         seen.clear()
 
-    def share(self, upstream: str, now: float) -> None:
+    def share(self, upstream: str, now: float) -> _Group:
         """From now on pace ``upstream``'s IPs as one budget (detected: the surprises said so), starting
-        at what their paces add up to; dissolved again if it is refused far below what they got."""
+        at what their paces add up to; dissolved again if it is refused far below what they got. Returns
+        that budget."""
         pacers = self._pairs(upstream)
         g = self._group(upstream, now)
         g.got = self._ok_rate(upstream, now)
@@ -564,6 +563,7 @@ class PaceBook:
         g.learner.settle_until = now + max(self.rules.min_trust, g.learner.scale)
         for p in pacers:
             p.group = g.learner
+        return g
 
     def lost(self, ip: str, upstreams: Iterable[str]) -> None:
         """A worker of ``ip`` died with a job of each of ``upstreams`` in flight: those will not be
